@@ -1,0 +1,447 @@
+//! Sallyport's wire protocol: the messages between clients, the router and gateways, and the
+//! end-to-end sealing of signalling payloads. No I/O lives here.
+//!
+//! See `docs/PROTOCOL.md` for the full description.
+
+pub mod seal;
+
+use serde::{Deserialize, Serialize};
+
+pub use seal::{ConversationKeys, Direction, GatewayKeyPair, GatewayPublicKey, SealedPayload};
+
+/// Version of the wire protocol; carried in the gateway's hello and in every HTTP message.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest HTTP body the router accepts by default.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
+/// Largest WebSocket frame/message the router accepts by default.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 256 * 1024;
+
+/// Data-channel label of the per-tube control channel.
+pub const CONTROL_CHANNEL_LABEL: &str = "sallyport-control";
+/// Prefix of the data-channel label of a forwarded TCP connection: `tcp/<connection id>`.
+pub const CONNECTION_CHANNEL_PREFIX: &str = "tcp/";
+/// Largest chunk written to a data channel at once.
+pub const DATA_CHUNK_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("sealed payload rejected: {0}")]
+    Seal(&'static str),
+    #[error("invalid key: {0}")]
+    Key(String),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+impl ProtocolError {
+    /// Stable code for the CLI and UI.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProtocolError::Seal(_) => "seal_rejected",
+            ProtocolError::Key(_) => "invalid_key",
+            ProtocolError::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// Stable error codes returned by the router and the gateway (`{code, message}`).
+pub mod codes {
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const UNKNOWN_GATEWAY: &str = "unknown_gateway";
+    pub const UNKNOWN_RESOURCE: &str = "unknown_resource";
+    pub const MALFORMED: &str = "malformed";
+    pub const TOO_LARGE: &str = "too_large";
+    pub const CONTROLLER_DOWN: &str = "controller_down";
+    pub const RRC_TIMEOUT: &str = "rrc_timeout";
+    pub const BAD_STATE: &str = "bad_state";
+    pub const SEAL_REJECTED: &str = "seal_rejected";
+    pub const SESSION_LIMIT: &str = "session_limit";
+    pub const UNSUPPORTED_VERSION: &str = "unsupported_version";
+    pub const INTERNAL: &str = "internal";
+}
+
+/// The JSON error body of every failed router request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+/// What a client asks of a gateway, in clear for the router (it authorizes on `resource`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// An offer that starts (or, repeated, re-asks for) a conversation.
+    Start,
+    /// Trickled ICE candidates of the client.
+    Candidates,
+    /// The client ends the conversation.
+    Close,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Start => "start",
+            MessageKind::Candidates => "candidates",
+            MessageKind::Close => "close",
+        }
+    }
+}
+
+/// Body of `POST /v1/gateways/{id}/messages`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientMessage {
+    pub v: u16,
+    pub conversation_id: String,
+    pub resource: String,
+    pub kind: MessageKind,
+    /// When true, the gateway streams its answer and candidates to the client's WebSocket and
+    /// the HTTP reply only acknowledges; when false the HTTP reply carries the whole answer.
+    #[serde(default)]
+    pub stream_response: bool,
+    /// How long the router waits for the gateway's reply (clamped by the router).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    pub payload: SealedPayload,
+}
+
+/// Reply of `POST /v1/gateways/{id}/messages` on success.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientReply {
+    pub conversation_id: String,
+    /// The sealed gateway reply: the answer for a non-streamed start, else absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<SealedPayload>,
+}
+
+/// One resource as `GET /v1/resources` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceInfo {
+    pub name: String,
+    pub protocol: String,
+    pub gateway: String,
+    pub online: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceList {
+    pub resources: Vec<ResourceInfo>,
+}
+
+/// A resource as a gateway announces it: never its target address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnouncedResource {
+    pub name: String,
+    pub protocol: String,
+}
+
+/// Client → router, over the client WebSocket (`/v1/ws/client`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientWsRequest {
+    Subscribe { conversation_id: String },
+    Unsubscribe { conversation_id: String },
+}
+
+/// Router → client, over the client WebSocket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientWsEvent {
+    /// The router has registered the subscription: gateway messages for it will be delivered.
+    Subscribed { conversation_id: String },
+    /// A sealed gateway message for a subscribed conversation.
+    Message {
+        conversation_id: String,
+        kind: StreamKind,
+        payload: SealedPayload,
+    },
+    Error { code: String, message: String },
+}
+
+/// Kind of a message a gateway streams to a client (authenticated by the sealing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    Answer,
+    Candidates,
+    Closed,
+}
+
+impl StreamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::Answer => "answer",
+            StreamKind::Candidates => "candidates",
+            StreamKind::Closed => "closed",
+        }
+    }
+}
+
+/// Gateway → router, over the gateway WebSocket (`/v1/ws/gateway`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum GatewayToRouter {
+    Hello {
+        v: u16,
+        gateway_id: String,
+        resources: Vec<AnnouncedResource>,
+    },
+    /// The answer to one forwarded client message.
+    Reply {
+        request_id: u64,
+        #[serde(flatten)]
+        outcome: GatewayOutcome,
+    },
+    /// A message for the client subscribed to `conversation_id`.
+    Stream {
+        conversation_id: String,
+        kind: StreamKind,
+        payload: SealedPayload,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum GatewayOutcome {
+    Ok {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload: Option<SealedPayload>,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+/// Router → gateway, over the gateway WebSocket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RouterToGateway {
+    Welcome {
+        v: u16,
+    },
+    /// A client message to answer with a `Reply` carrying the same `request_id`.
+    Forward {
+        request_id: u64,
+        conversation_id: String,
+        resource: String,
+        kind: MessageKind,
+        stream_response: bool,
+        payload: SealedPayload,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+/// Session description exchanged inside sealed payloads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionDescription {
+    /// "offer" or "answer".
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub sdp: String,
+}
+
+/// An ICE candidate as in the W3C `RTCIceCandidateInit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(default, rename = "sdpMid")]
+    pub sdp_mid: Option<String>,
+    #[serde(default, rename = "sdpMLineIndex")]
+    pub sdp_mline_index: Option<u16>,
+}
+
+/// Sealed body of a `start` message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartBody {
+    pub offer: SessionDescription,
+    /// Bound inside the seal too, so the router cannot redirect an offer to another resource.
+    pub resource: String,
+}
+
+/// Sealed body of a `candidates` message in either direction.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CandidatesBody {
+    pub candidates: Vec<IceCandidate>,
+    /// True once the sender has gathered all its candidates.
+    #[serde(default)]
+    pub done: bool,
+}
+
+/// Sealed body of an `answer` (streamed, or inline in a non-streamed start reply).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AnswerBody {
+    pub answer: SessionDescription,
+}
+
+/// Sealed body of a `close` from the client or a `closed` from the gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CloseBody {
+    pub reason: CloseReason,
+}
+
+/// Why a connection or a tube was closed; carried on the control channel and in `closed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// Orderly end: one side closed its connection.
+    Normal,
+    /// The target actively refused the connection.
+    TargetRefused,
+    /// The target did not answer within the gateway's connect timeout.
+    TargetTimeout,
+    /// The target's address could not be resolved or reached.
+    TargetUnreachable,
+    /// The target reset or broke the connection.
+    TargetError,
+    /// The gateway's session or connection limit was reached.
+    SessionLimit,
+    /// An administrator closed the session at the gateway.
+    ClosedByAdmin,
+    /// The gateway is shutting down.
+    GatewayShutdown,
+    /// The client ended the session.
+    ClientClosed,
+    /// A protocol violation (unknown message, bad label, ...).
+    ProtocolError,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Normal => "normal",
+            CloseReason::TargetRefused => "target_refused",
+            CloseReason::TargetTimeout => "target_timeout",
+            CloseReason::TargetUnreachable => "target_unreachable",
+            CloseReason::TargetError => "target_error",
+            CloseReason::SessionLimit => "session_limit",
+            CloseReason::ClosedByAdmin => "closed_by_admin",
+            CloseReason::GatewayShutdown => "gateway_shutdown",
+            CloseReason::ClientClosed => "client_closed",
+            CloseReason::ProtocolError => "protocol_error",
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Messages on the control data channel (JSON text), gateway → client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControlMessage {
+    /// The gateway has connected connection `conn` to its target.
+    Connected { conn: u64 },
+    /// Connection `conn` was closed, with the reason.
+    Closed { conn: u64, reason: CloseReason },
+    /// The whole tube is closing.
+    Shutdown { reason: CloseReason },
+}
+
+/// Parse the connection id out of a data-channel label `tcp/<id>`.
+pub fn connection_id_from_label(label: &str) -> Option<u64> {
+    label
+        .strip_prefix(CONNECTION_CHANNEL_PREFIX)
+        .and_then(|id| id.parse().ok())
+}
+
+pub fn connection_label(conn: u64) -> String {
+    format!("{CONNECTION_CHANNEL_PREFIX}{conn}")
+}
+
+/// Conversation ids are client-chosen; keep them short and printable so they are safe in
+/// logs, metrics and maps.
+pub fn valid_conversation_id(id: &str) -> bool {
+    (8..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Resource names: the same rule, 1 to 64 characters.
+pub fn valid_resource_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_message_round_trips_and_rejects_unknown_fields() {
+        let msg = ClientMessage {
+            v: PROTOCOL_VERSION,
+            conversation_id: "abcdefgh".into(),
+            resource: "demo".into(),
+            kind: MessageKind::Start,
+            stream_response: true,
+            timeout_ms: Some(1000),
+            payload: SealedPayload {
+                epk: None,
+                nonce: "n".into(),
+                ct: "c".into(),
+            },
+        };
+        let text = serde_json::to_string(&msg).unwrap();
+        let back: ClientMessage = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.kind, MessageKind::Start);
+        let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        value["extra"] = serde_json::json!(1);
+        assert!(serde_json::from_value::<ClientMessage>(value).is_err());
+    }
+
+    #[test]
+    fn gateway_reply_shape() {
+        let reply = GatewayToRouter::Reply {
+            request_id: 7,
+            outcome: GatewayOutcome::Error {
+                code: codes::BAD_STATE.into(),
+                message: "x".into(),
+            },
+        };
+        let text = serde_json::to_string(&reply).unwrap();
+        assert!(text.contains(r#""type":"reply""#));
+        assert!(text.contains(r#""status":"error""#));
+        let back: GatewayToRouter = serde_json::from_str(&text).unwrap();
+        assert!(matches!(back, GatewayToRouter::Reply { request_id: 7, .. }));
+    }
+
+    #[test]
+    fn labels_and_ids() {
+        assert_eq!(connection_id_from_label(&connection_label(42)), Some(42));
+        assert_eq!(connection_id_from_label("tcp/x"), None);
+        assert_eq!(connection_id_from_label(CONTROL_CHANNEL_LABEL), None);
+        assert!(valid_conversation_id("0123456789abcdef"));
+        assert!(!valid_conversation_id("short"));
+        assert!(!valid_conversation_id("has space in it"));
+        assert!(valid_resource_name("pg.local"));
+        assert!(!valid_resource_name(""));
+        assert!(!valid_resource_name("../etc"));
+    }
+
+    #[test]
+    fn control_messages_are_tagged() {
+        let m = ControlMessage::Closed {
+            conn: 3,
+            reason: CloseReason::TargetRefused,
+        };
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"closed","conn":3,"reason":"target_refused"}"#
+        );
+    }
+}

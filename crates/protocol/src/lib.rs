@@ -152,14 +152,19 @@ pub enum ClientWsRequest {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientWsEvent {
     /// The router has registered the subscription: gateway messages for it will be delivered.
-    Subscribed { conversation_id: String },
+    Subscribed {
+        conversation_id: String,
+    },
     /// A sealed gateway message for a subscribed conversation.
     Message {
         conversation_id: String,
         kind: StreamKind,
         payload: SealedPayload,
     },
-    Error { code: String, message: String },
+    Error {
+        code: String,
+        message: String,
+    },
 }
 
 /// Kind of a message a gateway streams to a client (authenticated by the sealing).

@@ -381,7 +381,9 @@ mod tests {
         let impostor = GatewayKeyPair::generate();
         let sealed = client.seal(Direction::ClientToGateway, "start", b"offer");
         let keys = ConversationKeys::for_gateway(&impostor, "c", &sealed).unwrap();
-        assert!(keys.open(Direction::ClientToGateway, "start", &sealed).is_err());
+        assert!(keys
+            .open(Direction::ClientToGateway, "start", &sealed)
+            .is_err());
     }
 
     #[test]

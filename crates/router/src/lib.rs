@@ -1,1 +1,539 @@
-//! placeholder
+//! sallyport-router: the signalling server between clients and gateways.
+//!
+//! It authenticates both sides with tokens, forwards a client's sealed message to the gateway's
+//! WebSocket and waits for the reply, and routes the gateway's streamed messages to the client
+//! WebSocket subscribed to that conversation. Payloads are sealed end to end; the router sees
+//! only the envelope (conversation id, resource name, kind).
+
+pub mod config;
+mod metrics;
+mod ws;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use sallyport_protocol::{
+    codes, AnnouncedResource, ClientMessage, ClientReply, ClientWsEvent, ErrorBody, GatewayOutcome,
+    MessageKind, ResourceInfo, ResourceList, RouterToGateway, PROTOCOL_VERSION,
+};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+pub use config::RouterConfig;
+use metrics::Metrics;
+
+/// The router's error type; every variant has a stable code and an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("missing or unknown token")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("unknown gateway {0:?}")]
+    UnknownGateway(String),
+    #[error("{0}")]
+    UnknownResource(String),
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("request body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("gateway {0:?} is not connected")]
+    ControllerDown(String),
+    #[error("gateway {0:?} did not answer within {1} ms")]
+    Timeout(String, u64),
+    /// An error the gateway itself returned, relayed with its code.
+    #[error("gateway: {message}")]
+    Gateway { code: String, message: String },
+}
+
+impl RouterError {
+    pub fn code(&self) -> &str {
+        match self {
+            RouterError::Config(_) | RouterError::Bind(..) => codes::INTERNAL,
+            RouterError::Unauthorized => codes::UNAUTHORIZED,
+            RouterError::Forbidden(_) => codes::FORBIDDEN,
+            RouterError::UnknownGateway(_) => codes::UNKNOWN_GATEWAY,
+            RouterError::UnknownResource(_) => codes::UNKNOWN_RESOURCE,
+            RouterError::Malformed(_) => codes::MALFORMED,
+            RouterError::TooLarge(_) => codes::TOO_LARGE,
+            RouterError::ControllerDown(_) => codes::CONTROLLER_DOWN,
+            RouterError::Timeout(..) => codes::RRC_TIMEOUT,
+            RouterError::Gateway { code, .. } => code,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        status_for_code(self.code())
+    }
+}
+
+/// The HTTP status of each stable error code.
+pub fn status_for_code(code: &str) -> StatusCode {
+    match code {
+        codes::UNAUTHORIZED => StatusCode::UNAUTHORIZED,
+        codes::FORBIDDEN => StatusCode::FORBIDDEN,
+        codes::UNKNOWN_GATEWAY | codes::UNKNOWN_RESOURCE => StatusCode::NOT_FOUND,
+        codes::MALFORMED | codes::SEAL_REJECTED | codes::UNSUPPORTED_VERSION => {
+            StatusCode::BAD_REQUEST
+        }
+        codes::TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+        codes::CONTROLLER_DOWN => StatusCode::SERVICE_UNAVAILABLE,
+        codes::RRC_TIMEOUT => StatusCode::GATEWAY_TIMEOUT,
+        codes::SESSION_LIMIT => StatusCode::TOO_MANY_REQUESTS,
+        codes::INTERNAL => StatusCode::INTERNAL_SERVER_ERROR,
+        // bad_state and anything else a gateway reports: the gateway could not serve it.
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+impl IntoResponse for RouterError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.code().to_owned(),
+            message: self.to_string(),
+        };
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+/// A connected gateway.
+struct GatewayLink {
+    /// Distinguishes this connection from a later one of the same gateway.
+    connection: u64,
+    outbound: mpsc::Sender<RouterToGateway>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<GatewayOutcome>>>,
+    /// Woken when a newer connection of the same gateway takes over.
+    replaced: Arc<tokio::sync::Notify>,
+}
+
+/// A client's claim on a conversation id and, once subscribed, where its messages go.
+struct Conversation {
+    client: String,
+    gateway: Option<String>,
+    subscriber: Option<(u64, mpsc::Sender<ClientWsEvent>)>,
+    /// Gateway messages that arrived before the client subscribed (delivered on subscribe).
+    backlog: Vec<ClientWsEvent>,
+    touched: Instant,
+}
+
+const MAX_BACKLOG: usize = 64;
+const CONVERSATION_IDLE_TTL: Duration = Duration::from_secs(600);
+
+pub(crate) struct Shared {
+    config: RouterConfig,
+    gateways: Mutex<HashMap<String, Arc<GatewayLink>>>,
+    /// Last resources each gateway announced, kept while it is offline.
+    announced: Mutex<HashMap<String, Vec<AnnouncedResource>>>,
+    conversations: Mutex<HashMap<String, Conversation>>,
+    next_id: AtomicU64,
+    metrics: Metrics,
+}
+
+impl Shared {
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn client_for_token(&self, headers: &HeaderMap) -> Option<&config::ClientEntry> {
+        let token = bearer(headers)?;
+        self.config
+            .clients
+            .iter()
+            .find(|c| constant_time_eq(c.token.as_bytes(), token.as_bytes()))
+    }
+
+    fn gateway_for_token(&self, headers: &HeaderMap) -> Option<&config::GatewayEntry> {
+        let token = bearer(headers)?;
+        self.config
+            .gateways
+            .iter()
+            .find(|g| constant_time_eq(g.token.as_bytes(), token.as_bytes()))
+    }
+
+    fn may_launch(client: &config::ClientEntry, resource: &str) -> bool {
+        client
+            .resources
+            .iter()
+            .any(|p| config::pattern_matches(p, resource))
+    }
+
+    fn fail(&self, err: RouterError) -> RouterError {
+        self.metrics.failure(err.code());
+        err
+    }
+
+    /// Claim `conversation_id` for `client`, or refuse if another client holds it.
+    fn claim(&self, conversation_id: &str, client: &str) -> Result<(), RouterError> {
+        let mut conversations = self.conversations.lock().unwrap();
+        let entry = conversations
+            .entry(conversation_id.to_owned())
+            .or_insert_with(|| Conversation {
+                client: client.to_owned(),
+                gateway: None,
+                subscriber: None,
+                backlog: Vec::new(),
+                touched: Instant::now(),
+            });
+        if entry.client != client {
+            return Err(RouterError::Forbidden(
+                "conversation belongs to another client".into(),
+            ));
+        }
+        entry.touched = Instant::now();
+        Ok(())
+    }
+
+    /// Deliver a gateway's streamed message to the conversation's subscriber, or keep it until
+    /// the client subscribes. Only the gateway the conversation was sent to may stream into it.
+    fn route_stream(&self, gateway_id: &str, event: ClientWsEvent, conversation_id: &str) {
+        let mut conversations = self.conversations.lock().unwrap();
+        let Some(conversation) = conversations.get_mut(conversation_id) else {
+            self.metrics.failure("unknown_conversation");
+            return;
+        };
+        if conversation.gateway.as_deref() != Some(gateway_id) {
+            self.metrics.failure(codes::FORBIDDEN);
+            return;
+        }
+        conversation.touched = Instant::now();
+        if let Some((_, tx)) = &conversation.subscriber {
+            if tx.try_send(event).is_ok() {
+                self.metrics.streamed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.metrics.failure("client_slow");
+            }
+        } else if conversation.backlog.len() < MAX_BACKLOG {
+            conversation.backlog.push(event);
+        }
+    }
+
+    fn sweep_idle_conversations(&self) {
+        let now = Instant::now();
+        self.conversations.lock().unwrap().retain(|_, c| {
+            c.subscriber.is_some() || now.duration_since(c.touched) < CONVERSATION_IDLE_TTL
+        });
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let token = value.strip_prefix("Bearer ")?.trim();
+    (!token.is_empty()).then_some(token)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A running router.
+pub struct RouterHandle {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RouterHandle {
+    /// `http://ADDR`, the base URL clients and gateways use.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// Bind `config.listen` and serve in the background.
+pub async fn spawn(config: RouterConfig) -> Result<RouterHandle, RouterError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| RouterError::Bind(config.listen, e))?;
+    Ok(spawn_on(listener, config))
+}
+
+/// Serve on an already bound listener in the background.
+pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> RouterHandle {
+    let addr = listener
+        .local_addr()
+        .expect("bound listener has an address");
+    let (tx, rx) = oneshot::channel::<()>();
+    let shared = Arc::new(Shared {
+        config,
+        gateways: Mutex::new(HashMap::new()),
+        announced: Mutex::new(HashMap::new()),
+        conversations: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+        metrics: Metrics::default(),
+    });
+    let sweeper = {
+        let shared = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                match shared.upgrade() {
+                    Some(shared) => shared.sweep_idle_conversations(),
+                    None => break,
+                }
+            }
+        })
+    };
+    let app = app(shared);
+    let task = tokio::spawn(async move {
+        let result = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = rx.await;
+        })
+        .await;
+        sweeper.abort();
+        if let Err(e) = result {
+            tracing::error!(error = %e, "router stopped");
+        }
+    });
+    tracing::info!(%addr, "router listening");
+    RouterHandle {
+        addr,
+        shutdown: Some(tx),
+        task,
+    }
+}
+
+fn app(shared: Arc<Shared>) -> Router {
+    let max_body = shared.config.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/resources", get(list_resources))
+        .route("/v1/gateways/{id}/messages", post(forward_message))
+        .route("/v1/ws/client", get(ws::client_socket))
+        .route("/v1/ws/gateway", get(ws::gateway_socket))
+        .fallback(|| async { RouterError::Malformed("no such endpoint".into()) })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(shared)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok", "version": PROTOCOL_VERSION }))
+}
+
+async fn metrics_text(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let gateways = shared.gateways.lock().unwrap().len();
+    let conversations = shared.conversations.lock().unwrap().len();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        shared.metrics.render(gateways, conversations),
+    )
+}
+
+async fn list_resources(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Json<ResourceList>, RouterError> {
+    let client = shared
+        .client_for_token(&headers)
+        .ok_or_else(|| shared.fail(RouterError::Unauthorized))?;
+    let online: Vec<String> = shared.gateways.lock().unwrap().keys().cloned().collect();
+    let announced = shared.announced.lock().unwrap();
+    let mut resources: Vec<ResourceInfo> = announced
+        .iter()
+        .flat_map(|(gateway, list)| {
+            let is_online = online.contains(gateway);
+            list.iter().map(move |r| ResourceInfo {
+                name: r.name.clone(),
+                protocol: r.protocol.clone(),
+                gateway: gateway.clone(),
+                online: is_online,
+            })
+        })
+        .filter(|r| Shared::may_launch(client, &r.name))
+        .collect();
+    resources.sort_by(|a, b| a.name.cmp(&b.name).then(a.gateway.cmp(&b.gateway)));
+    Ok(Json(ResourceList { resources }))
+}
+
+async fn forward_message(
+    State(shared): State<Arc<Shared>>,
+    Path(gateway_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ClientReply>, RouterError> {
+    let result = forward(&shared, gateway_id, headers, body).await;
+    result.map_err(|e| shared.fail(e))
+}
+
+async fn forward(
+    shared: &Arc<Shared>,
+    gateway_id: String,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ClientReply>, RouterError> {
+    let client = shared
+        .client_for_token(&headers)
+        .ok_or(RouterError::Unauthorized)?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            RouterError::TooLarge(shared.config.max_body_bytes)
+        } else {
+            RouterError::Malformed(rejection.body_text())
+        }
+    })?;
+    let message: ClientMessage =
+        serde_json::from_slice(&body).map_err(|e| RouterError::Malformed(e.to_string()))?;
+    if message.v != PROTOCOL_VERSION {
+        return Err(RouterError::Gateway {
+            code: codes::UNSUPPORTED_VERSION.into(),
+            message: format!(
+                "protocol version {} is not supported (this router speaks {PROTOCOL_VERSION})",
+                message.v
+            ),
+        });
+    }
+    if !sallyport_protocol::valid_conversation_id(&message.conversation_id) {
+        return Err(RouterError::Malformed(
+            "conversation_id must be 8-64 characters of [A-Za-z0-9_-]".into(),
+        ));
+    }
+    if !sallyport_protocol::valid_resource_name(&message.resource) {
+        return Err(RouterError::Malformed("invalid resource name".into()));
+    }
+    if !Shared::may_launch(client, &message.resource) {
+        return Err(RouterError::Forbidden(format!(
+            "client {:?} may not launch resource {:?}",
+            client.name, message.resource
+        )));
+    }
+    if !shared.config.gateways.iter().any(|g| g.id == gateway_id) {
+        return Err(RouterError::UnknownGateway(gateway_id));
+    }
+    let link = shared
+        .gateways
+        .lock()
+        .unwrap()
+        .get(&gateway_id)
+        .cloned()
+        .ok_or_else(|| RouterError::ControllerDown(gateway_id.clone()))?;
+    let serves_resource = shared
+        .announced
+        .lock()
+        .unwrap()
+        .get(&gateway_id)
+        .is_some_and(|list| list.iter().any(|r| r.name == message.resource));
+    if !serves_resource {
+        return Err(RouterError::UnknownResource(format!(
+            "gateway {gateway_id:?} does not serve resource {:?}",
+            message.resource
+        )));
+    }
+
+    shared.claim(&message.conversation_id, &client.name)?;
+    if let Some(c) = shared
+        .conversations
+        .lock()
+        .unwrap()
+        .get_mut(&message.conversation_id)
+    {
+        c.gateway = Some(gateway_id.clone());
+    }
+
+    let timeout_ms = message
+        .timeout_ms
+        .unwrap_or(shared.config.default_timeout_ms)
+        .clamp(1, shared.config.max_timeout_ms);
+    let request_id = shared.next_id();
+    let (reply_tx, reply_rx) = oneshot::channel();
+    link.pending.lock().unwrap().insert(request_id, reply_tx);
+    let forward = RouterToGateway::Forward {
+        request_id,
+        conversation_id: message.conversation_id.clone(),
+        resource: message.resource.clone(),
+        kind: message.kind,
+        stream_response: message.stream_response,
+        payload: message.payload,
+    };
+    if link.outbound.try_send(forward).is_err() {
+        link.pending.lock().unwrap().remove(&request_id);
+        return Err(RouterError::ControllerDown(gateway_id));
+    }
+    shared.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
+
+    let outcome = tokio::time::timeout(Duration::from_millis(timeout_ms), reply_rx).await;
+    let outcome = match outcome {
+        Ok(Ok(outcome)) => outcome,
+        // The gateway went away while we waited.
+        Ok(Err(_)) => return Err(RouterError::ControllerDown(gateway_id)),
+        Err(_) => {
+            link.pending.lock().unwrap().remove(&request_id);
+            return Err(RouterError::Timeout(gateway_id, timeout_ms));
+        }
+    };
+    match outcome {
+        GatewayOutcome::Ok { payload } => {
+            if message.kind == MessageKind::Close {
+                shared
+                    .conversations
+                    .lock()
+                    .unwrap()
+                    .remove(&message.conversation_id);
+            }
+            Ok(Json(ClientReply {
+                conversation_id: message.conversation_id,
+                payload,
+            }))
+        }
+        GatewayOutcome::Error { code, message } => Err(RouterError::Gateway { code, message }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_of_codes() {
+        assert_eq!(status_for_code(codes::CONTROLLER_DOWN), 503);
+        assert_eq!(status_for_code(codes::RRC_TIMEOUT), 504);
+        assert_eq!(status_for_code(codes::BAD_STATE), 502);
+        assert_eq!(status_for_code(codes::UNAUTHORIZED), 401);
+        assert_eq!(status_for_code(codes::TOO_LARGE), 413);
+        assert_eq!(status_for_code("something_new"), 502);
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer(&headers), None);
+        headers.insert("authorization", "Bearer abc".parse().unwrap());
+        assert_eq!(bearer(&headers), Some("abc"));
+        headers.insert("authorization", "Basic abc".parse().unwrap());
+        assert_eq!(bearer(&headers), None);
+    }
+}

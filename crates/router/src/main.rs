@@ -1,0 +1,52 @@
+//! `sallyport-router --config router.toml`
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    name = "sallyport-router",
+    version,
+    about = "Sallyport's signalling router"
+)]
+struct Args {
+    /// Path to the router's TOML configuration.
+    #[arg(long, short, env = "SALLYPORT_ROUTER_CONFIG")]
+    config: PathBuf,
+    /// Override the configured listen address.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut config = match sallyport_router::RouterConfig::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error [{}]: {e}", e.code());
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let router = match sallyport_router::spawn(config).await {
+        Ok(router) => router,
+        Err(e) => {
+            eprintln!("error [{}]: {e}", e.code());
+            return std::process::ExitCode::from(1);
+        }
+    };
+    println!("sallyport-router listening on {}", router.url());
+    let _ = tokio::signal::ctrl_c().await;
+    router.shutdown().await;
+    std::process::ExitCode::SUCCESS
+}

@@ -1,0 +1,71 @@
+//! Prometheus text metrics, kept as plain atomics and a small map.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+#[derive(Default)]
+pub(crate) struct Metrics {
+    /// Client messages forwarded to a gateway.
+    pub forwarded: AtomicU64,
+    /// Gateway messages delivered to a client WebSocket.
+    pub streamed: AtomicU64,
+    failures: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Metrics {
+    pub fn failure(&self, code: &str) {
+        *self
+            .failures
+            .lock()
+            .unwrap()
+            .entry(code.to_owned())
+            .or_default() += 1;
+    }
+
+    pub fn render(&self, gateways: usize, conversations: usize) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP sallyport_gateways_connected Gateways connected now."
+        );
+        let _ = writeln!(out, "# TYPE sallyport_gateways_connected gauge");
+        let _ = writeln!(out, "sallyport_gateways_connected {gateways}");
+        let _ = writeln!(
+            out,
+            "# HELP sallyport_conversations Conversations the router tracks now."
+        );
+        let _ = writeln!(out, "# TYPE sallyport_conversations gauge");
+        let _ = writeln!(out, "sallyport_conversations {conversations}");
+        let _ = writeln!(
+            out,
+            "# HELP sallyport_messages_forwarded_total Client messages forwarded to gateways."
+        );
+        let _ = writeln!(out, "# TYPE sallyport_messages_forwarded_total counter");
+        let _ = writeln!(
+            out,
+            "sallyport_messages_forwarded_total {}",
+            self.forwarded.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sallyport_messages_streamed_total Gateway messages delivered to clients."
+        );
+        let _ = writeln!(out, "# TYPE sallyport_messages_streamed_total counter");
+        let _ = writeln!(
+            out,
+            "sallyport_messages_streamed_total {}",
+            self.streamed.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sallyport_failures_total Failed requests and frames, by code."
+        );
+        let _ = writeln!(out, "# TYPE sallyport_failures_total counter");
+        for (code, count) in self.failures.lock().unwrap().iter() {
+            let _ = writeln!(out, "sallyport_failures_total{{code=\"{code}\"}} {count}");
+        }
+        out
+    }
+}

@@ -1,0 +1,400 @@
+//! The two WebSockets: clients subscribe to conversations, gateways receive forwarded
+//! messages and stream replies. A frame that does not parse closes that socket only.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use sallyport_protocol::{
+    codes, ClientWsEvent, ClientWsRequest, GatewayToRouter, RouterToGateway, PROTOCOL_VERSION,
+};
+use tokio::sync::{mpsc, Notify};
+
+use crate::{GatewayLink, RouterError, Shared};
+
+/// Close code for a frame that broke the protocol (RFC 6455 §7.4.1: 1008 policy violation).
+const CLOSE_PROTOCOL: u16 = 1008;
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn json_text<T: serde::Serialize>(value: &T) -> Message {
+    Message::Text(
+        serde_json::to_string(value)
+            .expect("protocol types serialize")
+            .into(),
+    )
+}
+
+fn close_frame(reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CLOSE_PROTOCOL,
+        reason: reason.to_owned().into(),
+    }))
+}
+
+fn upgrade(shared: &Shared, ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    ws.max_message_size(shared.config.max_frame_bytes)
+        .max_frame_size(shared.config.max_frame_bytes)
+}
+
+pub(crate) async fn client_socket(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Some(client) = shared.client_for_token(&headers) else {
+        return shared.fail(RouterError::Unauthorized).into_response();
+    };
+    let name = client.name.clone();
+    upgrade(&shared, ws)
+        .on_upgrade(move |socket| run_client(shared, name, socket))
+        .into_response()
+}
+
+async fn run_client(shared: Arc<Shared>, client: String, socket: WebSocket) {
+    let socket_id = shared.next_id();
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<ClientWsEvent>(256);
+    let ping_every = Duration::from_secs(shared.config.ping_interval_secs.max(1));
+    let mut ping = tokio::time::interval(ping_every);
+    let mut last_seen = Instant::now();
+    let mut subscriptions: HashSet<String> = HashSet::new();
+
+    loop {
+        tokio::select! {
+            Some(event) = rx.recv() => {
+                if sink.send(json_text(&event)).await.is_err() {
+                    break;
+                }
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() > ping_every * 3 {
+                    tracing::debug!(%client, "client websocket idle; closing");
+                    break;
+                }
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
+            frame = stream.next() => {
+                last_seen = Instant::now();
+                let text = match frame {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                    Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => continue,
+                    Some(Ok(Message::Binary(_))) => {
+                        shared.metrics.failure(codes::MALFORMED);
+                        let _ = sink.send(close_frame("binary frames are not part of the protocol")).await;
+                        break;
+                    }
+                    Some(Ok(Message::Text(text))) => text,
+                };
+                let request = match serde_json::from_str::<ClientWsRequest>(&text) {
+                    Ok(request) => request,
+                    Err(e) => {
+                        shared.metrics.failure(codes::MALFORMED);
+                        let error = ClientWsEvent::Error {
+                            code: codes::MALFORMED.into(),
+                            message: format!("unreadable frame: {e}"),
+                        };
+                        let _ = sink.send(json_text(&error)).await;
+                        let _ = sink.send(close_frame("malformed frame")).await;
+                        break;
+                    }
+                };
+                let reply = match request {
+                    ClientWsRequest::Subscribe { conversation_id } => {
+                        subscribe(&shared, &client, socket_id, &tx, &conversation_id)
+                            .map(|()| {
+                                subscriptions.insert(conversation_id.clone());
+                                ClientWsEvent::Subscribed { conversation_id }
+                            })
+                            .unwrap_or_else(|e| {
+                                shared.metrics.failure(e.code());
+                                ClientWsEvent::Error { code: e.code().into(), message: e.to_string() }
+                            })
+                    }
+                    ClientWsRequest::Unsubscribe { conversation_id } => {
+                        unsubscribe(&shared, socket_id, &conversation_id);
+                        subscriptions.remove(&conversation_id);
+                        continue;
+                    }
+                };
+                if sink.send(json_text(&reply)).await.is_err() {
+                    break;
+                }
+                // Deliver what the gateway sent before this subscription existed.
+                if let ClientWsEvent::Subscribed { conversation_id } = &reply {
+                    flush_backlog(&shared, conversation_id, &tx);
+                }
+            }
+        }
+    }
+    for conversation_id in subscriptions {
+        unsubscribe(&shared, socket_id, &conversation_id);
+    }
+}
+
+fn subscribe(
+    shared: &Shared,
+    client: &str,
+    socket_id: u64,
+    tx: &mpsc::Sender<ClientWsEvent>,
+    conversation_id: &str,
+) -> Result<(), RouterError> {
+    if !sallyport_protocol::valid_conversation_id(conversation_id) {
+        return Err(RouterError::Malformed(
+            "conversation_id must be 8-64 characters of [A-Za-z0-9_-]".into(),
+        ));
+    }
+    shared.claim(conversation_id, client)?;
+    let mut conversations = shared.conversations.lock().unwrap();
+    if let Some(c) = conversations.get_mut(conversation_id) {
+        c.subscriber = Some((socket_id, tx.clone()));
+    }
+    Ok(())
+}
+
+fn flush_backlog(shared: &Shared, conversation_id: &str, tx: &mpsc::Sender<ClientWsEvent>) {
+    let backlog = shared
+        .conversations
+        .lock()
+        .unwrap()
+        .get_mut(conversation_id)
+        .map(|c| std::mem::take(&mut c.backlog))
+        .unwrap_or_default();
+    for event in backlog {
+        if tx.try_send(event).is_ok() {
+            shared.metrics.streamed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The subscriber is gone: forget the conversation if this socket still held it.
+fn unsubscribe(shared: &Shared, socket_id: u64, conversation_id: &str) {
+    let mut conversations = shared.conversations.lock().unwrap();
+    let held = conversations
+        .get(conversation_id)
+        .and_then(|c| c.subscriber.as_ref())
+        .is_some_and(|(id, _)| *id == socket_id);
+    if held {
+        conversations.remove(conversation_id);
+    }
+}
+
+pub(crate) async fn gateway_socket(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Some(gateway) = shared.gateway_for_token(&headers) else {
+        return shared.fail(RouterError::Unauthorized).into_response();
+    };
+    let id = gateway.id.clone();
+    upgrade(&shared, ws)
+        .on_upgrade(move |socket| run_gateway(shared, id, socket))
+        .into_response()
+}
+
+/// A gateway link plus the signal that a newer connection of the same gateway replaced it.
+struct Registered {
+    link: Arc<GatewayLink>,
+    replaced: Arc<Notify>,
+}
+
+async fn run_gateway(shared: Arc<Shared>, gateway_id: String, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+
+    // The first frame must be a hello naming this gateway.
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await;
+    let resources = match hello {
+        Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<GatewayToRouter>(&text) {
+            Ok(GatewayToRouter::Hello {
+                v,
+                gateway_id: claimed,
+                resources,
+            }) if v == PROTOCOL_VERSION && claimed == gateway_id => resources,
+            Ok(GatewayToRouter::Hello { v, .. }) if v != PROTOCOL_VERSION => {
+                reject_gateway(
+                    &shared,
+                    &mut sink,
+                    codes::UNSUPPORTED_VERSION,
+                    "unsupported protocol version",
+                )
+                .await;
+                return;
+            }
+            Ok(GatewayToRouter::Hello { .. }) => {
+                reject_gateway(
+                    &shared,
+                    &mut sink,
+                    codes::FORBIDDEN,
+                    "hello names another gateway than the token",
+                )
+                .await;
+                return;
+            }
+            _ => {
+                reject_gateway(
+                    &shared,
+                    &mut sink,
+                    codes::MALFORMED,
+                    "first frame must be a hello",
+                )
+                .await;
+                return;
+            }
+        },
+        _ => {
+            reject_gateway(&shared, &mut sink, codes::MALFORMED, "no hello received").await;
+            return;
+        }
+    };
+    if let Some(bad) = resources
+        .iter()
+        .find(|r| !sallyport_protocol::valid_resource_name(&r.name))
+    {
+        let message = format!("invalid resource name {:?}", bad.name);
+        reject_gateway(&shared, &mut sink, codes::MALFORMED, &message).await;
+        return;
+    }
+
+    let (tx, mut rx) = mpsc::channel::<RouterToGateway>(1024);
+    let registered = register(&shared, &gateway_id, tx, resources);
+    tracing::info!(gateway = %gateway_id, "gateway connected");
+    if sink
+        .send(json_text(&RouterToGateway::Welcome {
+            v: PROTOCOL_VERSION,
+        }))
+        .await
+        .is_err()
+    {
+        unregister(&shared, &gateway_id, &registered.link);
+        return;
+    }
+
+    let ping_every = Duration::from_secs(shared.config.ping_interval_secs.max(1));
+    let mut ping = tokio::time::interval(ping_every);
+    let mut last_seen = Instant::now();
+    loop {
+        tokio::select! {
+            Some(message) = rx.recv() => {
+                if sink.send(json_text(&message)).await.is_err() {
+                    break;
+                }
+            }
+            _ = registered.replaced.notified() => {
+                let _ = sink.send(close_frame("replaced by a newer connection")).await;
+                break;
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() > ping_every * 3 {
+                    tracing::warn!(gateway = %gateway_id, "gateway websocket idle; closing");
+                    break;
+                }
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
+            frame = stream.next() => {
+                last_seen = Instant::now();
+                let text = match frame {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                    Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => continue,
+                    Some(Ok(Message::Binary(_))) => {
+                        shared.metrics.failure(codes::MALFORMED);
+                        let _ = sink.send(close_frame("binary frames are not part of the protocol")).await;
+                        break;
+                    }
+                    Some(Ok(Message::Text(text))) => text,
+                };
+                match serde_json::from_str::<GatewayToRouter>(&text) {
+                    Ok(GatewayToRouter::Reply { request_id, outcome }) => {
+                        let waiter = registered.link.pending.lock().unwrap().remove(&request_id);
+                        if let Some(waiter) = waiter {
+                            let _ = waiter.send(outcome);
+                        }
+                    }
+                    Ok(GatewayToRouter::Stream { conversation_id, kind, payload }) => {
+                        let event = ClientWsEvent::Message { conversation_id: conversation_id.clone(), kind, payload };
+                        shared.route_stream(&gateway_id, event, &conversation_id);
+                    }
+                    Ok(GatewayToRouter::Hello { resources, .. }) => {
+                        if resources.iter().all(|r| sallyport_protocol::valid_resource_name(&r.name)) {
+                            shared.announced.lock().unwrap().insert(gateway_id.clone(), resources);
+                        }
+                    }
+                    Err(e) => {
+                        shared.metrics.failure(codes::MALFORMED);
+                        tracing::warn!(gateway = %gateway_id, error = %e, "malformed frame from gateway");
+                        let error = RouterToGateway::Error { code: codes::MALFORMED.into(), message: format!("unreadable frame: {e}") };
+                        let _ = sink.send(json_text(&error)).await;
+                        let _ = sink.send(close_frame("malformed frame")).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    unregister(&shared, &gateway_id, &registered.link);
+    tracing::info!(gateway = %gateway_id, "gateway disconnected");
+}
+
+async fn reject_gateway<S>(shared: &Shared, sink: &mut S, code: &str, message: &str)
+where
+    S: SinkExt<Message> + Unpin,
+{
+    shared.metrics.failure(code);
+    let error = RouterToGateway::Error {
+        code: code.into(),
+        message: message.into(),
+    };
+    let _ = sink.send(json_text(&error)).await;
+    let _ = sink.send(close_frame(message)).await;
+}
+
+fn register(
+    shared: &Shared,
+    gateway_id: &str,
+    outbound: mpsc::Sender<RouterToGateway>,
+    resources: Vec<sallyport_protocol::AnnouncedResource>,
+) -> Registered {
+    let replaced = Arc::new(Notify::new());
+    let link = Arc::new(GatewayLink {
+        connection: shared.next_id(),
+        outbound,
+        pending: Default::default(),
+        replaced: replaced.clone(),
+    });
+    shared
+        .announced
+        .lock()
+        .unwrap()
+        .insert(gateway_id.to_owned(), resources);
+    let previous = shared
+        .gateways
+        .lock()
+        .unwrap()
+        .insert(gateway_id.to_owned(), link.clone());
+    if let Some(previous) = previous {
+        previous.replaced.notify_one();
+    }
+    Registered { link, replaced }
+}
+
+fn unregister(shared: &Shared, gateway_id: &str, link: &Arc<GatewayLink>) {
+    let mut gateways = shared.gateways.lock().unwrap();
+    if gateways
+        .get(gateway_id)
+        .is_some_and(|current| current.connection == link.connection)
+    {
+        gateways.remove(gateway_id);
+    }
+    drop(gateways);
+    // Dropping the waiters answers their requests with controller_down.
+    link.pending.lock().unwrap().clear();
+}

@@ -1,1 +1,337 @@
-//! placeholder
+//! sallyport-gateway: connects out to the router, answers offers with a WebRTC answerer and
+//! bridges each data channel to the one target its configuration names for the resource.
+
+pub mod config;
+mod conversation;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use sallyport_protocol::{
+    codes, AnnouncedResource, CloseReason, GatewayKeyPair, GatewayOutcome, GatewayToRouter,
+    MessageKind, RouterToGateway, SealedPayload, PROTOCOL_VERSION,
+};
+use tokio::sync::{mpsc, watch, Mutex};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::Instrument;
+
+pub use config::{GatewayConfig, ResourceConfig};
+use conversation::Conversation;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("gateway key: {0}")]
+    Key(String),
+    #[error("router connection: {0}")]
+    Router(String),
+    #[error("router refused the gateway: {code}: {message}")]
+    Refused { code: String, message: String },
+}
+
+impl GatewayError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::Config(_) => "config_invalid",
+            GatewayError::Key(_) => "invalid_key",
+            GatewayError::Router(_) => "router_unreachable",
+            GatewayError::Refused { .. } => "router_refused",
+        }
+    }
+}
+
+/// Read the gateway's secret key from `path`.
+pub fn load_key(path: &std::path::Path) -> Result<GatewayKeyPair, GatewayError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| GatewayError::Key(format!("cannot read {}: {e}", path.display())))?;
+    GatewayKeyPair::from_base64(&text)
+        .map_err(|e| GatewayError::Key(format!("{}: {e}", path.display())))
+}
+
+/// Write a fresh secret key to `path` (mode 0600) and return the pair.
+pub fn generate_key(path: &std::path::Path) -> Result<GatewayKeyPair, GatewayError> {
+    let pair = GatewayKeyPair::generate();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    use std::io::Write;
+    options
+        .open(path)
+        .and_then(|mut f| writeln!(f, "{}", pair.secret_to_base64()))
+        .map_err(|e| GatewayError::Key(format!("cannot write {}: {e}", path.display())))?;
+    Ok(pair)
+}
+
+/// State shared by the router link and every conversation.
+pub(crate) struct Gateway {
+    pub config: GatewayConfig,
+    pub key: GatewayKeyPair,
+    pub conversations: Mutex<HashMap<String, Arc<Conversation>>>,
+    /// Outbound frames to the router, replaced on every reconnect.
+    pub outbound: std::sync::Mutex<Option<mpsc::Sender<GatewayToRouter>>>,
+}
+
+impl Gateway {
+    pub fn send(&self, message: GatewayToRouter) {
+        let sender = self.outbound.lock().unwrap().clone();
+        if let Some(sender) = sender {
+            if sender.try_send(message).is_err() {
+                tracing::warn!("router link is congested or down; dropped a message");
+            }
+        }
+    }
+
+    pub async fn forget(&self, conversation_id: &str) {
+        self.conversations.lock().await.remove(conversation_id);
+    }
+}
+
+/// A running gateway.
+pub struct GatewayHandle {
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    online: watch::Receiver<bool>,
+    pub public_key: sallyport_protocol::GatewayPublicKey,
+}
+
+impl GatewayHandle {
+    /// Wait until the router has welcomed this gateway.
+    pub async fn wait_online(&self, timeout: Duration) -> bool {
+        let mut online = self.online.clone();
+        tokio::time::timeout(timeout, online.wait_for(|o| *o))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Close every tube (telling clients why) and disconnect.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Start the gateway in the background: it connects to the router and keeps reconnecting.
+pub fn spawn(config: GatewayConfig, key: GatewayKeyPair) -> GatewayHandle {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (online_tx, online_rx) = watch::channel(false);
+    let public_key = key.public();
+    let gateway = Arc::new(Gateway {
+        config,
+        key,
+        conversations: Mutex::new(HashMap::new()),
+        outbound: std::sync::Mutex::new(None),
+    });
+    let task = tokio::spawn(run(gateway, shutdown_rx, online_tx));
+    GatewayHandle {
+        shutdown: shutdown_tx,
+        task,
+        online: online_rx,
+        public_key,
+    }
+}
+
+async fn run(
+    gateway: Arc<Gateway>,
+    mut shutdown: watch::Receiver<bool>,
+    online: watch::Sender<bool>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let result = tokio::select! {
+            r = connect_once(&gateway, &online) => r,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        online.send_replace(false);
+        *gateway.outbound.lock().unwrap() = None;
+        match result {
+            Ok(()) => {
+                tracing::warn!("router connection closed; reconnecting");
+                backoff = Duration::from_millis(200);
+            }
+            Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "router connection failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(jitter(backoff)) => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+    // Shutting down: tell every client why its tube ends.
+    let conversations: Vec<_> = gateway.conversations.lock().await.drain().collect();
+    for (_, conversation) in conversations {
+        conversation.close(CloseReason::GatewayShutdown).await;
+    }
+}
+
+fn jitter(base: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
+}
+
+fn websocket_url(router_url: &str) -> String {
+    let base = router_url.trim_end_matches('/');
+    let base = base
+        .strip_prefix("https://")
+        .map(|rest| format!("wss://{rest}"))
+        .or_else(|| {
+            base.strip_prefix("http://")
+                .map(|rest| format!("ws://{rest}"))
+        })
+        .unwrap_or_else(|| base.to_owned());
+    format!("{base}/v1/ws/gateway")
+}
+
+/// One connection to the router, from hello to close.
+async fn connect_once(
+    gateway: &Arc<Gateway>,
+    online: &watch::Sender<bool>,
+) -> Result<(), GatewayError> {
+    let mut request = websocket_url(&gateway.config.router_url)
+        .into_client_request()
+        .map_err(|e| GatewayError::Router(e.to_string()))?;
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", gateway.config.token)
+            .parse()
+            .map_err(|_| GatewayError::Config("token contains invalid characters".into()))?,
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|e| GatewayError::Router(e.to_string()))?;
+    let (mut sink, mut stream) = socket.split();
+
+    let hello = GatewayToRouter::Hello {
+        v: PROTOCOL_VERSION,
+        gateway_id: gateway.config.gateway_id.clone(),
+        resources: gateway
+            .config
+            .resources
+            .iter()
+            .map(|r| AnnouncedResource {
+                name: r.name.clone(),
+                protocol: r.protocol.clone(),
+            })
+            .collect(),
+    };
+    sink.send(text(&hello))
+        .await
+        .map_err(|e| GatewayError::Router(e.to_string()))?;
+    match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<RouterToGateway>(&t) {
+            Ok(RouterToGateway::Welcome { .. }) => {}
+            Ok(RouterToGateway::Error { code, message }) => {
+                return Err(GatewayError::Refused { code, message })
+            }
+            _ => return Err(GatewayError::Router("expected a welcome".into())),
+        },
+        _ => return Err(GatewayError::Router("no welcome from the router".into())),
+    }
+    tracing::info!(gateway = %gateway.config.gateway_id, "connected to router");
+
+    let (tx, mut rx) = mpsc::channel::<GatewayToRouter>(1024);
+    *gateway.outbound.lock().unwrap() = Some(tx);
+    online.send_replace(true);
+
+    loop {
+        tokio::select! {
+            Some(message) = rx.recv() => {
+                if sink.send(text(&message)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            frame = stream.next() => match frame {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
+                Some(Ok(Message::Text(t))) => match serde_json::from_str::<RouterToGateway>(&t) {
+                    Ok(RouterToGateway::Forward { request_id, conversation_id, resource, kind, stream_response, payload }) => {
+                        let gateway = gateway.clone();
+                        let span = tracing::info_span!("conversation", id = %conversation_id, %resource, kind = kind.as_str());
+                        tokio::spawn(async move {
+                            let outcome = handle(&gateway, &conversation_id, &resource, kind, stream_response, &payload).await;
+                            gateway.send(GatewayToRouter::Reply { request_id, outcome });
+                        }.instrument(span));
+                    }
+                    Ok(RouterToGateway::Error { code, message }) => {
+                        tracing::warn!(%code, %message, "router reported an error");
+                    }
+                    Ok(RouterToGateway::Welcome { .. }) => {}
+                    Err(e) => tracing::warn!(error = %e, "unreadable frame from router; ignored"),
+                },
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+fn text(message: &GatewayToRouter) -> Message {
+    Message::Text(
+        serde_json::to_string(message)
+            .expect("protocol types serialize")
+            .into(),
+    )
+}
+
+fn error(code: &str, message: impl Into<String>) -> GatewayOutcome {
+    GatewayOutcome::Error {
+        code: code.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Answer one forwarded client message.
+async fn handle(
+    gateway: &Arc<Gateway>,
+    conversation_id: &str,
+    resource: &str,
+    kind: MessageKind,
+    stream_response: bool,
+    payload: &SealedPayload,
+) -> GatewayOutcome {
+    match kind {
+        MessageKind::Start => {
+            conversation::start(gateway, conversation_id, resource, stream_response, payload).await
+        }
+        MessageKind::Candidates => {
+            let existing = gateway
+                .conversations
+                .lock()
+                .await
+                .get(conversation_id)
+                .cloned();
+            match existing {
+                Some(c) => c.add_candidates(payload).await,
+                None => error(codes::BAD_STATE, "no such conversation at this gateway"),
+            }
+        }
+        MessageKind::Close => {
+            let existing = gateway
+                .conversations
+                .lock()
+                .await
+                .get(conversation_id)
+                .cloned();
+            match existing {
+                Some(c) => {
+                    if let Err(e) = c.open_close(payload) {
+                        return error(e.code(), e.to_string());
+                    }
+                    gateway.forget(conversation_id).await;
+                    c.close(CloseReason::ClientClosed).await;
+                    GatewayOutcome::Ok { payload: None }
+                }
+                // Closing twice is fine.
+                None => GatewayOutcome::Ok { payload: None },
+            }
+        }
+    }
+}

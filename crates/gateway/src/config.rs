@@ -1,0 +1,160 @@
+//! The gateway's TOML configuration.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::GatewayError;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Base URL of the router, `http://host:port` or `https://host:port`.
+    pub router_url: String,
+    /// This gateway's id, as the router's configuration names it.
+    pub gateway_id: String,
+    /// The gateway token the router expects for `gateway_id`.
+    pub token: String,
+    /// File holding the gateway's long-term secret key (base64); `sallyport-gateway keygen`
+    /// writes one. Relative paths are relative to the configuration file.
+    pub key_file: PathBuf,
+    /// At most this many tubes (conversations) at once.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// At most this many TCP connections per tube.
+    #[serde(default = "default_max_connections")]
+    pub max_connections_per_session: usize,
+    /// How long to wait for a target to accept a connection.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Local UDP addresses for WebRTC host candidates.
+    #[serde(default = "default_udp")]
+    pub webrtc_udp: Vec<String>,
+    /// STUN/TURN servers, if the gateway sits behind NAT.
+    #[serde(default)]
+    pub ice_servers: Vec<String>,
+    #[serde(default)]
+    pub resources: Vec<ResourceConfig>,
+}
+
+/// A resource this gateway serves. Its target never leaves the gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    pub name: String,
+    /// `ssh`, `postgres`, `mysql`, `kubernetes`, `rdp` or `tcp`: tells the client which native
+    /// client to start.
+    pub protocol: String,
+    /// `host:port` the gateway dials for each connection.
+    pub target: String,
+}
+
+fn default_max_sessions() -> usize {
+    64
+}
+fn default_max_connections() -> usize {
+    64
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_udp() -> Vec<String> {
+    vec!["0.0.0.0:0".into()]
+}
+
+pub const PROTOCOLS: &[&str] = &["ssh", "postgres", "mysql", "kubernetes", "rdp", "tcp"];
+
+impl GatewayConfig {
+    pub fn load(path: &Path) -> Result<Self, GatewayError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| GatewayError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let mut config = Self::parse(&text)
+            .map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))?;
+        if config.key_file.is_relative() {
+            if let Some(dir) = path.parent() {
+                config.key_file = dir.join(&config.key_file);
+            }
+        }
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: GatewayConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        url::Url::parse(&self.router_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| {
+                format!(
+                    "router_url {:?} must be an http:// or https:// URL",
+                    self.router_url
+                )
+            })?;
+        if self.max_sessions == 0 || self.max_connections_per_session == 0 {
+            return Err("max_sessions and max_connections_per_session must be at least 1".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for r in &self.resources {
+            if !sallyport_protocol::valid_resource_name(&r.name) {
+                return Err(format!("resource name {:?} is invalid", r.name));
+            }
+            if !names.insert(&r.name) {
+                return Err(format!("resource {:?} is listed twice", r.name));
+            }
+            if !PROTOCOLS.contains(&r.protocol.as_str()) {
+                return Err(format!(
+                    "resource {:?}: protocol {:?} is not one of {}",
+                    r.name,
+                    r.protocol,
+                    PROTOCOLS.join(", ")
+                ));
+            }
+            let port_ok = r
+                .target
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(format!(
+                    "resource {:?}: target {:?} must be host:port",
+                    r.name, r.target
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn resource(&self, name: &str) -> Option<&ResourceConfig> {
+        self.resources.iter().find(|r| r.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+router_url = "http://127.0.0.1:8740"
+gateway_id = "lab"
+token = "gateway-token"
+key_file = "gw.key"
+[[resources]]
+name = "echo"
+protocol = "tcp"
+target = "127.0.0.1:7"
+"#;
+
+    #[test]
+    fn parses_and_rejects_clearly() {
+        assert_eq!(GatewayConfig::parse(GOOD).unwrap().resources.len(), 1);
+        let err = GatewayConfig::parse(&GOOD.replace("127.0.0.1:7", "nowhere")).unwrap_err();
+        assert!(err.contains("host:port"), "{err}");
+        let err = GatewayConfig::parse(&GOOD.replace("\"tcp\"", "\"gopher\"")).unwrap_err();
+        assert!(err.contains("gopher"), "{err}");
+        let err = GatewayConfig::parse(&GOOD.replace("http://", "ftp://")).unwrap_err();
+        assert!(err.contains("router_url"), "{err}");
+    }
+}

@@ -1,0 +1,394 @@
+//! One conversation: a client's tube through this gateway, from offer to close.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sallyport_protocol::{
+    codes, AnswerBody, CandidatesBody, CloseBody, CloseReason, ControlMessage, ConversationKeys,
+    Direction, GatewayOutcome, GatewayToRouter, IceCandidate, MessageKind, ProtocolError,
+    SealedPayload, StartBody, StreamKind, CONTROL_CHANNEL_LABEL,
+};
+use sallyport_tube::{bridge, ByteCounters, Channel, Peer, PeerEvent, TubeConfig, TubeState};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Mutex};
+
+use crate::{error, Gateway, ResourceConfig};
+
+/// How long a non-streamed start waits for ICE gathering before answering with what it has.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) struct Conversation {
+    id: String,
+    keys: ConversationKeys,
+    resource: ResourceConfig,
+    peer: Peer,
+    gateway: std::sync::Weak<Gateway>,
+    /// Candidates gathered so far and whether gathering is done; streamed once `streaming`.
+    signalling: Mutex<Signalling>,
+    gathered: watch::Receiver<bool>,
+    control: Mutex<Option<Channel>>,
+    connections: AtomicUsize,
+    pub bytes: Arc<ByteCounters>,
+    closed: AtomicU64,
+}
+
+#[derive(Default)]
+struct Signalling {
+    candidates: Vec<IceCandidate>,
+    done: bool,
+    streaming: bool,
+}
+
+/// Handle a `start`: a new conversation, or the same answer again for a repeated offer.
+pub(crate) async fn start(
+    gateway: &Arc<Gateway>,
+    conversation_id: &str,
+    resource_name: &str,
+    stream_response: bool,
+    payload: &SealedPayload,
+) -> GatewayOutcome {
+    let mut conversations = gateway.conversations.lock().await;
+    if let Some(existing) = conversations.get(conversation_id).cloned() {
+        drop(conversations);
+        // A repeated offer must come from the same client key, and gets the same answer.
+        if let Err(e) = existing.open_start(payload, resource_name) {
+            return error(e.code(), e.to_string());
+        }
+        tracing::info!("repeated offer; answering again from the existing peer");
+        return existing.answer(stream_response).await;
+    }
+
+    let Some(resource) = gateway.config.resource(resource_name).cloned() else {
+        return error(
+            codes::UNKNOWN_RESOURCE,
+            format!("this gateway does not serve {resource_name:?}"),
+        );
+    };
+    if conversations.len() >= gateway.config.max_sessions {
+        return error(
+            codes::SESSION_LIMIT,
+            format!(
+                "the gateway's limit of {} sessions is reached",
+                gateway.config.max_sessions
+            ),
+        );
+    }
+    let keys = match ConversationKeys::for_gateway(&gateway.key, conversation_id, payload) {
+        Ok(keys) => keys,
+        Err(e) => return error(codes::SEAL_REJECTED, e.to_string()),
+    };
+    let body: StartBody = match keys.open_json(
+        Direction::ClientToGateway,
+        MessageKind::Start.as_str(),
+        payload,
+    ) {
+        Ok(body) => body,
+        Err(e) => return error(e.code(), e.to_string()),
+    };
+    if body.resource != resource_name {
+        return error(
+            codes::SEAL_REJECTED,
+            "the sealed offer names another resource than the envelope",
+        );
+    }
+
+    let tube_config = TubeConfig {
+        udp_addrs: gateway.config.webrtc_udp.clone(),
+        ice_servers: gateway.config.ice_servers.clone(),
+        ..TubeConfig::default()
+    };
+    let (peer, events) = match Peer::new(&tube_config).await {
+        Ok(pair) => pair,
+        Err(e) => return error(codes::INTERNAL, e.to_string()),
+    };
+    if let Err(e) = peer.accept_offer(&body.offer).await {
+        peer.close().await;
+        return error(codes::BAD_STATE, format!("cannot answer the offer: {e}"));
+    }
+    let (gathered_tx, gathered_rx) = watch::channel(false);
+    let conversation = Arc::new(Conversation {
+        id: conversation_id.to_owned(),
+        keys,
+        resource,
+        peer,
+        gateway: Arc::downgrade(gateway),
+        signalling: Mutex::new(Signalling::default()),
+        gathered: gathered_rx,
+        control: Mutex::new(None),
+        connections: AtomicUsize::new(0),
+        bytes: Arc::new(ByteCounters::default()),
+        closed: AtomicU64::new(0),
+    });
+    conversations.insert(conversation_id.to_owned(), conversation.clone());
+    drop(conversations);
+    tracing::info!(target = %conversation.resource.target, "new conversation");
+
+    tokio::spawn(drive(conversation.clone(), events, gathered_tx));
+    conversation.answer(stream_response).await
+}
+
+/// React to the peer's events for the conversation's whole life.
+async fn drive(
+    conversation: Arc<Conversation>,
+    mut events: mpsc::UnboundedReceiver<PeerEvent>,
+    gathered: watch::Sender<bool>,
+) {
+    let mut state = conversation.peer.state_changes();
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(PeerEvent::LocalCandidate(candidate)) => {
+                    let mut signalling = conversation.signalling.lock().await;
+                    signalling.candidates.push(candidate.clone());
+                    if signalling.streaming {
+                        conversation.stream_candidates(vec![candidate], false);
+                    }
+                }
+                Some(PeerEvent::GatheringComplete) => {
+                    let mut signalling = conversation.signalling.lock().await;
+                    signalling.done = true;
+                    if signalling.streaming {
+                        conversation.stream_candidates(Vec::new(), true);
+                    }
+                    gathered.send_replace(true);
+                }
+                Some(PeerEvent::IncomingChannel(channel)) => {
+                    tokio::spawn(conversation.clone().serve_channel(channel));
+                }
+                None => break,
+            },
+            changed = state.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let now = *state.borrow_and_update();
+                if matches!(now, TubeState::Failed | TubeState::Closed) {
+                    tracing::info!(state = now.as_str(), "peer connection ended");
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(gateway) = conversation.gateway.upgrade() {
+        gateway.forget(&conversation.id).await;
+    }
+    conversation.close(CloseReason::Normal).await;
+}
+
+impl Conversation {
+    fn gateway(&self) -> Option<Arc<Gateway>> {
+        self.gateway.upgrade()
+    }
+
+    pub(crate) fn open_start(
+        &self,
+        payload: &SealedPayload,
+        resource: &str,
+    ) -> Result<(), ProtocolError> {
+        let body: StartBody = self.keys.open_json(
+            Direction::ClientToGateway,
+            MessageKind::Start.as_str(),
+            payload,
+        )?;
+        if body.resource != resource || resource != self.resource.name {
+            return Err(ProtocolError::Seal("repeated offer names another resource"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn open_close(&self, payload: &SealedPayload) -> Result<CloseBody, ProtocolError> {
+        self.keys.open_json(
+            Direction::ClientToGateway,
+            MessageKind::Close.as_str(),
+            payload,
+        )
+    }
+
+    /// The reply to a start: the whole answer inline, or an acknowledgement and the answer and
+    /// candidates streamed to the client's conversation.
+    async fn answer(&self, stream_response: bool) -> GatewayOutcome {
+        if !stream_response {
+            let mut gathered = self.gathered.clone();
+            let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.wait_for(|g| *g)).await;
+            return match self.peer.local_description().await {
+                Some(answer) => GatewayOutcome::Ok {
+                    payload: Some(self.keys.seal_json(
+                        Direction::GatewayToClient,
+                        StreamKind::Answer.as_str(),
+                        &AnswerBody { answer },
+                    )),
+                },
+                None => error(codes::BAD_STATE, "the answer is not ready"),
+            };
+        }
+        let Some(answer) = self.peer.local_description().await else {
+            return error(codes::BAD_STATE, "the answer is not ready");
+        };
+        // Under the lock, so no candidate can overtake the answer on the way to the client.
+        let mut signalling = self.signalling.lock().await;
+        let Some(gateway) = self.gateway() else {
+            return error(codes::BAD_STATE, "gateway is shutting down");
+        };
+        gateway.send(GatewayToRouter::Stream {
+            conversation_id: self.id.clone(),
+            kind: StreamKind::Answer,
+            payload: self.keys.seal_json(
+                Direction::GatewayToClient,
+                StreamKind::Answer.as_str(),
+                &AnswerBody { answer },
+            ),
+        });
+        if !signalling.candidates.is_empty() || signalling.done {
+            self.stream_candidates(signalling.candidates.clone(), signalling.done);
+        }
+        signalling.streaming = true;
+        GatewayOutcome::Ok { payload: None }
+    }
+
+    fn stream_candidates(&self, candidates: Vec<IceCandidate>, done: bool) {
+        if let Some(gateway) = self.gateway() {
+            gateway.send(GatewayToRouter::Stream {
+                conversation_id: self.id.clone(),
+                kind: StreamKind::Candidates,
+                payload: self.keys.seal_json(
+                    Direction::GatewayToClient,
+                    StreamKind::Candidates.as_str(),
+                    &CandidatesBody { candidates, done },
+                ),
+            });
+        }
+    }
+
+    pub(crate) async fn add_candidates(&self, payload: &SealedPayload) -> GatewayOutcome {
+        let body: CandidatesBody = match self.keys.open_json(
+            Direction::ClientToGateway,
+            MessageKind::Candidates.as_str(),
+            payload,
+        ) {
+            Ok(body) => body,
+            Err(e) => return error(e.code(), e.to_string()),
+        };
+        for candidate in &body.candidates {
+            if let Err(e) = self.peer.add_remote_candidate(candidate).await {
+                tracing::debug!(error = %e, "ignoring a client candidate");
+            }
+        }
+        GatewayOutcome::Ok { payload: None }
+    }
+
+    /// A data channel the client opened: the control channel, or one TCP connection.
+    async fn serve_channel(self: Arc<Self>, channel: Channel) {
+        if channel.label() == CONTROL_CHANNEL_LABEL {
+            *self.control.lock().await = Some(channel.clone());
+            // The client sends nothing on it today; its closing ends the tube.
+            loop {
+                if let sallyport_tube::ChannelEvent::Closed = channel.next_event().await {
+                    break;
+                }
+            }
+            if let Some(gateway) = self.gateway() {
+                gateway.forget(&self.id).await;
+            }
+            self.close(CloseReason::ClientClosed).await;
+            return;
+        }
+        let Some(conn) = sallyport_protocol::connection_id_from_label(channel.label()) else {
+            tracing::warn!(
+                label = channel.label(),
+                "unknown data channel label; closing it"
+            );
+            channel.close().await;
+            return;
+        };
+        let limit = self
+            .gateway()
+            .map(|g| g.config.max_connections_per_session)
+            .unwrap_or(0);
+        if self.connections.fetch_add(1, Ordering::SeqCst) >= limit {
+            self.connections.fetch_sub(1, Ordering::SeqCst);
+            self.control_send(ControlMessage::Closed {
+                conn,
+                reason: CloseReason::SessionLimit,
+            })
+            .await;
+            channel.close().await;
+            return;
+        }
+        let timeout = Duration::from_millis(
+            self.gateway()
+                .map(|g| g.config.connect_timeout_ms)
+                .unwrap_or(5_000),
+        );
+        match dial(&self.resource.target, timeout).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                self.control_send(ControlMessage::Connected { conn }).await;
+                tracing::info!(conn, "connection bridged to target");
+                let stats = bridge(stream, channel, self.bytes.clone()).await;
+                tracing::info!(
+                    conn,
+                    to_target = stats.from_channel,
+                    from_target = stats.to_channel,
+                    "connection ended"
+                );
+                self.control_send(ControlMessage::Closed {
+                    conn,
+                    reason: CloseReason::Normal,
+                })
+                .await;
+            }
+            Err(reason) => {
+                tracing::warn!(conn, reason = reason.as_str(), target = %self.resource.target, "cannot reach target");
+                self.control_send(ControlMessage::Closed { conn, reason })
+                    .await;
+                channel.close().await;
+            }
+        }
+        self.connections.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    async fn control_send(&self, message: ControlMessage) {
+        let control = self.control.lock().await.clone();
+        match control {
+            Some(control) => {
+                let text = serde_json::to_string(&message).expect("control messages serialize");
+                let _ = control.send_text(&text).await;
+            }
+            None => tracing::debug!("no control channel yet; dropped {message:?}"),
+        }
+    }
+
+    /// Tell the client why and tear the peer down. Safe to call more than once.
+    pub(crate) async fn close(&self, reason: CloseReason) {
+        if self.closed.swap(1, Ordering::SeqCst) == 1 {
+            return;
+        }
+        self.control_send(ControlMessage::Shutdown { reason }).await;
+        if let Some(gateway) = self.gateway() {
+            gateway.send(GatewayToRouter::Stream {
+                conversation_id: self.id.clone(),
+                kind: StreamKind::Closed,
+                payload: self.keys.seal_json(
+                    Direction::GatewayToClient,
+                    StreamKind::Closed.as_str(),
+                    &CloseBody { reason },
+                ),
+            });
+        }
+        self.peer.close().await;
+        tracing::info!(reason = reason.as_str(), "conversation closed");
+    }
+}
+
+/// Connect to the configured target, classifying failures into close reasons.
+async fn dial(target: &str, timeout: Duration) -> Result<TcpStream, CloseReason> {
+    match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
+        Err(_) => Err(CloseReason::TargetTimeout),
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err(CloseReason::TargetRefused)
+        }
+        Ok(Err(_)) => Err(CloseReason::TargetUnreachable),
+    }
+}

@@ -1,0 +1,82 @@
+//! `sallyport-gateway run --config gateway.toml` and `sallyport-gateway keygen --out FILE`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sallyport-gateway",
+    version,
+    about = "Sallyport's gateway agent"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Connect to the router and serve the configured resources.
+    Run {
+        #[arg(long, short, env = "SALLYPORT_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Write a new secret key and print its public key (to pin in client profiles).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key of an existing secret key file.
+    Pubkey {
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Args::parse().command {
+        Command::Keygen { out } => match sallyport_gateway::generate_key(&out) {
+            Ok(pair) => {
+                println!("{}", pair.public());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Command::Pubkey { key } => match sallyport_gateway::load_key(&key) {
+            Ok(pair) => {
+                println!("{}", pair.public());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Command::Run { config } => {
+            let config = match sallyport_gateway::GatewayConfig::load(&config) {
+                Ok(config) => config,
+                Err(e) => return fail(&e),
+            };
+            let key = match sallyport_gateway::load_key(&config.key_file) {
+                Ok(key) => key,
+                Err(e) => return fail(&e),
+            };
+            println!("gateway {} public key: {}", config.gateway_id, key.public());
+            let gateway = sallyport_gateway::spawn(config, key);
+            let _ = tokio::signal::ctrl_c().await;
+            gateway.shutdown().await;
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn fail(e: &sallyport_gateway::GatewayError) -> ExitCode {
+    eprintln!("error [{}]: {e}", e.code());
+    ExitCode::from(2)
+}

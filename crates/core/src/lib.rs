@@ -1,1 +1,26 @@
-//! placeholder
+//! sallyport-core: the launch pipeline and everything it drives, with no Tauri in it.
+//! The CLI, the desktop app and the tests all use this crate.
+//!
+//! * [`pipeline`]: the phases of a launch, in order, each emitting its checkpoint;
+//! * [`tube`]: the client side of the WebRTC tube, behind its own small interface;
+//! * [`session`]: the local listener, connections, native client and counters;
+//! * [`checkpoint`], [`tunables`], [`cache`], [`profile`], [`native_client`], [`router_api`].
+
+pub mod cache;
+pub mod checkpoint;
+pub mod error;
+pub mod native_client;
+pub mod pipeline;
+pub mod profile;
+pub mod router_api;
+pub mod session;
+pub mod tube;
+pub mod tunables;
+
+pub use checkpoint::{Checkpoint, CheckpointBus};
+pub use error::{CoreError, Result};
+pub use native_client::ClientChoice;
+pub use pipeline::{LaunchRequest, Launcher};
+pub use profile::{ClientProfile, StickyPorts};
+pub use session::{Session, SessionEnd, SessionInfo, SessionState};
+pub use tunables::{Profile, Tunables};

@@ -154,6 +154,11 @@ async fn drive(
                     gathered.send_replace(true);
                 }
                 Some(PeerEvent::IncomingChannel(channel)) => {
+                    // Register the control channel before serving anything, so connection
+                    // reports never race ahead of it.
+                    if channel.label() == CONTROL_CHANNEL_LABEL {
+                        *conversation.control.lock().await = Some(channel.clone());
+                    }
                     tokio::spawn(conversation.clone().serve_channel(channel));
                 }
                 None => break,
@@ -280,7 +285,6 @@ impl Conversation {
     /// A data channel the client opened: the control channel, or one TCP connection.
     async fn serve_channel(self: Arc<Self>, channel: Channel) {
         if channel.label() == CONTROL_CHANNEL_LABEL {
-            *self.control.lock().await = Some(channel.clone());
             // The client sends nothing on it today; its closing ends the tube.
             loop {
                 if let sallyport_tube::ChannelEvent::Closed = channel.next_event().await {

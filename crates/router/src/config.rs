@@ -39,6 +39,10 @@ pub struct RouterConfig {
 pub struct GatewayEntry {
     pub id: String,
     pub token: String,
+    /// Resources known before the gateway first connects (it replaces them when it does), so
+    /// clients can list and launch them while it is offline and be told it is down.
+    #[serde(default)]
+    pub resources: Vec<sallyport_protocol::AnnouncedResource>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +126,11 @@ impl RouterConfig {
                     c.name
                 )));
             }
+        }
+        if self.default_timeout_ms == 0 || self.max_timeout_ms == 0 {
+            return Err(RouterError::Config(
+                "default_timeout_ms and max_timeout_ms must be at least 1".into(),
+            ));
         }
         if self.max_body_bytes < 1024 || self.max_frame_bytes < 1024 {
             return Err(RouterError::Config(

@@ -280,10 +280,16 @@ pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> RouterHandle {
         .local_addr()
         .expect("bound listener has an address");
     let (tx, rx) = oneshot::channel::<()>();
+    let declared = config
+        .gateways
+        .iter()
+        .filter(|g| !g.resources.is_empty())
+        .map(|g| (g.id.clone(), g.resources.clone()))
+        .collect();
     let shared = Arc::new(Shared {
         config,
         gateways: Mutex::new(HashMap::new()),
-        announced: Mutex::new(HashMap::new()),
+        announced: Mutex::new(declared),
         conversations: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         metrics: Metrics::default(),

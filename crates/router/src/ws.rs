@@ -124,12 +124,9 @@ async fn run_client(shared: Arc<Shared>, client: String, socket: WebSocket) {
                         continue;
                     }
                 };
+                // Sent before anything queued on `tx`, so the ack precedes the backlog.
                 if sink.send(json_text(&reply)).await.is_err() {
                     break;
-                }
-                // Deliver what the gateway sent before this subscription existed.
-                if let ClientWsEvent::Subscribed { conversation_id } = &reply {
-                    flush_backlog(&shared, conversation_id, &tx);
                 }
             }
         }
@@ -155,23 +152,14 @@ fn subscribe(
     let mut conversations = shared.conversations.lock().unwrap();
     if let Some(c) = conversations.get_mut(conversation_id) {
         c.subscriber = Some((socket_id, tx.clone()));
-    }
-    Ok(())
-}
-
-fn flush_backlog(shared: &Shared, conversation_id: &str, tx: &mpsc::Sender<ClientWsEvent>) {
-    let backlog = shared
-        .conversations
-        .lock()
-        .unwrap()
-        .get_mut(conversation_id)
-        .map(|c| std::mem::take(&mut c.backlog))
-        .unwrap_or_default();
-    for event in backlog {
-        if tx.try_send(event).is_ok() {
-            shared.metrics.streamed.fetch_add(1, Ordering::Relaxed);
+        // Under the same lock as the subscription, so newer messages queue behind these.
+        for event in std::mem::take(&mut c.backlog) {
+            if tx.try_send(event).is_ok() {
+                shared.metrics.streamed.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
+    Ok(())
 }
 
 /// The subscriber is gone: forget the conversation if this socket still held it.

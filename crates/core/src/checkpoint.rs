@@ -1,0 +1,246 @@
+//! Named, timestamped checkpoints of a launch, on a stream any number of subscribers read.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+/// Checkpoint names, exactly as DESIGN.md gives them (support scripts depend on them).
+pub mod names {
+    pub const RESOURCE_RESOLVED: &str = "resource_resolved";
+    pub const LAUNCH_CACHE_HIT: &str = "launch_cache_hit";
+    pub const WEBSOCKET_LISTENER_STARTED_EARLY: &str = "websocket_listener_started_early";
+    /// Legacy profile only: the listener started after the tube, as the old design did.
+    pub const WEBSOCKET_LISTENER_STARTED: &str = "websocket_listener_started";
+    pub const CREATE_TUBE_OK: &str = "create_tube_ok";
+    pub const WEBSOCKET_REGISTERED: &str = "websocket_registered";
+    pub const WEBSOCKET_READY_BACKEND_DELAY_DONE: &str = "websocket_ready_backend_delay_done";
+    pub const PRE_OFFER_SLEEP_DONE: &str = "pre_offer_sleep_done";
+    /// Followed by the attempt number: `gateway_offer_http_attempt_1`, `_2`, ...
+    pub const GATEWAY_OFFER_HTTP_ATTEMPT_PREFIX: &str = "gateway_offer_http_attempt_";
+    pub const GATEWAY_OFFER_BACKEND_CATCHUP_DELAY_START: &str =
+        "gateway_offer_backend_catchup_delay_start";
+    pub const GATEWAY_OFFER_BACKEND_CATCHUP_DELAY_DONE: &str =
+        "gateway_offer_backend_catchup_delay_done";
+    pub const GATEWAY_OFFER_HTTP_DONE: &str = "gateway_offer_http_done";
+    pub const ANSWER_RECEIVED: &str = "answer_received";
+    pub const WEBRTC_DATA_PLANE_CONNECTED: &str = "webrtc_data_plane_connected";
+    pub const LOCAL_LISTENER_READY: &str = "local_listener_ready";
+    pub const TARGET_CONNECTED: &str = "target_connected";
+    pub const CLIENT_SPAWNED: &str = "client_spawned";
+    pub const READY: &str = "ready";
+    /// Emitted instead of `ready` when a launch fails; `detail` carries the error code.
+    pub const FAILED: &str = "failed";
+}
+
+/// One checkpoint of one launch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub launch_id: String,
+    pub resource: String,
+    /// The checkpoint's name (see [`names`]).
+    pub phase: String,
+    /// Milliseconds since the previous checkpoint of this launch.
+    pub step_ms: f64,
+    /// Milliseconds since the launch began.
+    pub total_ms: f64,
+    /// The offer attempt this checkpoint belongs to, where there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// Why (a retry's reason, a failure's code) or what (the local port, the client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+}
+
+/// The stream of checkpoints of every launch in this process.
+#[derive(Clone)]
+pub struct CheckpointBus {
+    sender: broadcast::Sender<Checkpoint>,
+}
+
+impl Default for CheckpointBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CheckpointBus {
+    pub fn new() -> Self {
+        let (sender, _) = broadcast::channel(1024);
+        Self { sender }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Checkpoint> {
+        self.sender.subscribe()
+    }
+
+    fn publish(&self, checkpoint: Checkpoint) {
+        // No subscriber is fine: the launch records its own copy.
+        let _ = self.sender.send(checkpoint);
+    }
+}
+
+/// Records one launch's checkpoints: publishes each, keeps a copy, and prints it to stderr
+/// when `PAM_CONNECT_TIMING=1`.
+#[derive(Clone)]
+pub struct Recorder {
+    inner: Arc<Mutex<RecorderState>>,
+    bus: CheckpointBus,
+    launch_id: String,
+    resource: String,
+    label: String,
+    print: bool,
+}
+
+struct RecorderState {
+    started: Instant,
+    last: Instant,
+    recorded: Vec<Checkpoint>,
+}
+
+impl Recorder {
+    pub fn new(bus: CheckpointBus, launch_id: &str, resource: &str, print: bool) -> Self {
+        let now = Instant::now();
+        Self {
+            inner: Arc::new(Mutex::new(RecorderState {
+                started: now,
+                last: now,
+                recorded: Vec::new(),
+            })),
+            bus,
+            launch_id: launch_id.to_owned(),
+            resource: resource.to_owned(),
+            label: format!("sallyport[{resource}#{launch_id}]"),
+            print,
+        }
+    }
+
+    pub fn launch_id(&self) -> &str {
+        &self.launch_id
+    }
+
+    pub fn mark(&self, phase: &str) -> Checkpoint {
+        self.mark_with(phase, None, None)
+    }
+
+    pub fn mark_with(
+        &self,
+        phase: &str,
+        attempt: Option<u32>,
+        detail: Option<String>,
+    ) -> Checkpoint {
+        let now = Instant::now();
+        let checkpoint = {
+            let mut state = self.inner.lock().unwrap();
+            let checkpoint = Checkpoint {
+                launch_id: self.launch_id.clone(),
+                resource: self.resource.clone(),
+                phase: phase.to_owned(),
+                step_ms: ms(now - state.last),
+                total_ms: ms(now - state.started),
+                attempt,
+                detail,
+                at_unix_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+            };
+            state.last = now;
+            state.recorded.push(checkpoint.clone());
+            checkpoint
+        };
+        tracing::info!(
+            phase,
+            step_ms = checkpoint.step_ms,
+            total_ms = checkpoint.total_ms,
+            attempt,
+            detail = checkpoint.detail.as_deref(),
+            "checkpoint"
+        );
+        if self.print {
+            eprintln!("{}", format_line(&self.label, &checkpoint));
+            if phase == names::READY || phase == names::FAILED {
+                eprintln!("{}", format_total(&self.label, &checkpoint));
+            }
+        }
+        self.bus.publish(checkpoint.clone());
+        checkpoint
+    }
+
+    /// Everything recorded so far, in order.
+    pub fn checkpoints(&self) -> Vec<Checkpoint> {
+        self.inner.lock().unwrap().recorded.clone()
+    }
+
+    pub fn elapsed_ms(&self) -> f64 {
+        ms(self.inner.lock().unwrap().started.elapsed())
+    }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+}
+
+/// `<label> | <phase padded to 44> | +<step> ms (step) | <total> ms (total)`
+pub fn format_line(label: &str, c: &Checkpoint) -> String {
+    format!(
+        "{label} | {:<44} | +{:.1} ms (step) | {:.1} ms (total)",
+        c.phase, c.step_ms, c.total_ms
+    )
+}
+
+/// `<label> | <phase> | TOTAL <ms> ms`
+pub fn format_total(label: &str, c: &Checkpoint) -> String {
+    format!("{label} | {} | TOTAL {:.1} ms", c.phase, c.total_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_have_the_documented_shape() {
+        let c = Checkpoint {
+            launch_id: "l".into(),
+            resource: "r".into(),
+            phase: names::CREATE_TUBE_OK.into(),
+            step_ms: 1.25,
+            total_ms: 10.5,
+            attempt: None,
+            detail: None,
+            at_unix_ms: 0,
+        };
+        let line = format_line("lbl", &c);
+        assert_eq!(
+            line,
+            format!(
+                "lbl | {:<44} | +1.2 ms (step) | 10.5 ms (total)",
+                "create_tube_ok"
+            )
+        );
+        assert_eq!(
+            format_total("lbl", &c),
+            "lbl | create_tube_ok | TOTAL 10.5 ms"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_sees_every_checkpoint_in_order() {
+        let bus = CheckpointBus::new();
+        let mut a = bus.subscribe();
+        let mut b = bus.subscribe();
+        let recorder = Recorder::new(bus, "id", "res", false);
+        recorder.mark("one");
+        recorder.mark_with("two", Some(2), Some("why".into()));
+        for rx in [&mut a, &mut b] {
+            assert_eq!(rx.recv().await.unwrap().phase, "one");
+            let two = rx.recv().await.unwrap();
+            assert_eq!((two.phase.as_str(), two.attempt), ("two", Some(2)));
+            assert!(two.total_ms >= two.step_ms);
+        }
+        assert_eq!(recorder.checkpoints().len(), 2);
+    }
+}

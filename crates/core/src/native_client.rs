@@ -1,0 +1,167 @@
+//! The user's own client (`ssh`, `psql`, ...), started against the local port.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{CoreError, Result};
+
+/// What to start once the tunnel is up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientChoice {
+    /// The protocol's default template (none for plain TCP).
+    Default,
+    /// A template such as `ssh -p {port} admin@{host}`.
+    Template(String),
+    /// Start nothing; the session stays up until closed.
+    None,
+}
+
+/// Default command template per protocol. Placeholders: `{host}`, `{port}`, `{resource}`,
+/// `{kubeconfig}`.
+pub fn default_template(protocol: &str) -> Option<&'static str> {
+    match protocol {
+        // HostKeyAlias pins the host key per resource, whatever local port it gets.
+        "ssh" => Some("ssh -p {port} -o HostKeyAlias=sallyport-{resource} {host}"),
+        "postgres" => Some("psql -h {host} -p {port}"),
+        "mysql" => Some("mysql -h {host} -P {port} --protocol=TCP"),
+        "kubernetes" => Some("kubectl --kubeconfig {kubeconfig}"),
+        "rdp" => Some("xfreerdp /v:{host}:{port}"),
+        _ => None,
+    }
+}
+
+/// A client command ready to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// The command line as the user would read it.
+    pub display: String,
+}
+
+/// Resolve the template for `protocol` (or the user's) into a command whose program exists,
+/// before any tunnel is opened.
+pub fn prepare(
+    choice: &ClientChoice,
+    protocol: &str,
+    resource: &str,
+) -> Result<Option<(String, PathBuf)>> {
+    let template = match choice {
+        ClientChoice::None => return Ok(None),
+        ClientChoice::Template(t) => t.clone(),
+        ClientChoice::Default => match default_template(protocol) {
+            Some(t) => t.to_owned(),
+            None => return Ok(None),
+        },
+    };
+    let words = shlex::split(&template)
+        .filter(|w| !w.is_empty())
+        .ok_or_else(|| {
+            CoreError::Client(format!("cannot parse the client command {template:?}"))
+        })?;
+    let program = find_program(&words[0]).ok_or_else(|| CoreError::ClientMissing {
+        program: words[0].clone(),
+    })?;
+    let _ = resource;
+    Ok(Some((template, program)))
+}
+
+/// Fill the template's placeholders for a session on `port`.
+pub fn expand(
+    template: &str,
+    program: &Path,
+    port: u16,
+    resource: &str,
+    kubeconfig: Option<&Path>,
+) -> Result<ClientCommand> {
+    let kube = kubeconfig
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let words = shlex::split(template).ok_or_else(|| {
+        CoreError::Client(format!("cannot parse the client command {template:?}"))
+    })?;
+    let args: Vec<String> = words
+        .iter()
+        .skip(1)
+        .map(|w| {
+            w.replace("{host}", "127.0.0.1")
+                .replace("{port}", &port.to_string())
+                .replace("{resource}", resource)
+                .replace("{kubeconfig}", &kube)
+        })
+        .collect();
+    let display = std::iter::once(words[0].clone())
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(ClientCommand {
+        program: program.to_owned(),
+        args,
+        display,
+    })
+}
+
+/// A kubeconfig pointing kubectl at the local port.
+pub fn write_kubeconfig(dir: &Path, resource: &str, port: u16) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("kubeconfig-{resource}.yaml"));
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {resource}\n  cluster:\n    server: https://127.0.0.1:{port}\n    tls-server-name: kubernetes\n    insecure-skip-tls-verify: true\ncontexts:\n- name: {resource}\n  context:\n    cluster: {resource}\n    user: {resource}\ncurrent-context: {resource}\nusers:\n- name: {resource}\n  user: {{}}\n"
+    );
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        let path = PathBuf::from(name);
+        return is_executable(&path).then_some(path);
+    }
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_expand_placeholders() {
+        let cmd = expand(
+            "psql -h {host} -p {port} -c 'select 1'",
+            Path::new("/usr/bin/psql"),
+            5433,
+            "db",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            cmd.args,
+            ["-h", "127.0.0.1", "-p", "5433", "-c", "select 1"]
+        );
+        assert_eq!(default_template("tcp"), None);
+        assert!(default_template("ssh").unwrap().contains("{port}"));
+    }
+
+    #[test]
+    fn a_missing_program_is_a_clear_error() {
+        let err = prepare(
+            &ClientChoice::Template("definitely-not-a-program-xyz {port}".into()),
+            "tcp",
+            "r",
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "client_missing");
+        assert!(err.to_string().contains("definitely-not-a-program-xyz"));
+        assert_eq!(prepare(&ClientChoice::Default, "tcp", "r").unwrap(), None);
+        assert_eq!(prepare(&ClientChoice::None, "ssh", "r").unwrap(), None);
+    }
+}

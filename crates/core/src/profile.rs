@@ -1,0 +1,179 @@
+//! The client profile (router, token source, pinned gateway keys) and sticky local ports.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sallyport_protocol::GatewayPublicKey;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CoreError, Result};
+
+/// `profile.toml`: where the router is and which gateway keys to trust.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientProfile {
+    pub router_url: String,
+    /// The router token, for scripts and the lab. Otherwise `sallyport login` keeps it in the
+    /// OS keyring, or `SALLYPORT_TOKEN` provides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Gateway id → public key (base64), pinned like SSH known hosts.
+    #[serde(default)]
+    pub gateways: BTreeMap<String, String>,
+}
+
+impl ClientProfile {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CoreError::Profile(format!(
+                "cannot read {}: {e} (run `sallyport lab` for a local one)",
+                path.display()
+            ))
+        })?;
+        let profile: ClientProfile = toml::from_str(&text)
+            .map_err(|e| CoreError::Profile(format!("{}: {e}", path.display())))?;
+        profile.validate().map_err(|e| match e {
+            CoreError::Profile(m) => CoreError::Profile(format!("{}: {m}", path.display())),
+            other => other,
+        })?;
+        Ok(profile)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let text = toml::to_string_pretty(self)
+            .map_err(|e| CoreError::Profile(format!("cannot write the profile: {e}")))?;
+        write_private(path, &text)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        url::Url::parse(&self.router_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| {
+                CoreError::Profile(format!(
+                    "router_url {:?} must be an http:// or https:// URL",
+                    self.router_url
+                ))
+            })?;
+        for (id, key) in &self.gateways {
+            GatewayPublicKey::from_base64(key)
+                .map_err(|e| CoreError::Profile(format!("gateways.{id}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    pub fn gateway_key(&self, gateway: &str) -> Result<GatewayPublicKey> {
+        let text = self
+            .gateways
+            .get(gateway)
+            .ok_or_else(|| CoreError::UnpinnedGateway(gateway.to_owned()))?;
+        GatewayPublicKey::from_base64(text)
+            .map_err(|e| CoreError::Profile(format!("gateways.{gateway}: {e}")))
+    }
+}
+
+/// `$SALLYPORT_HOME`, else `$XDG_CONFIG_HOME/sallyport`, else `~/.config/sallyport`.
+pub fn home_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SALLYPORT_HOME") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME") {
+        return PathBuf::from(dir).join("sallyport");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".config").join("sallyport")
+}
+
+pub fn default_profile_path() -> PathBuf {
+    home_dir().join("profile.toml")
+}
+
+/// Local ports remembered per resource, so a resource keeps its port across launches.
+#[derive(Debug, Clone)]
+pub struct StickyPorts {
+    path: PathBuf,
+}
+
+impl StickyPorts {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path }
+    }
+
+    pub fn in_home() -> Self {
+        Self::new(home_dir().join("ports.json"))
+    }
+
+    fn read(&self) -> BTreeMap<String, u16> {
+        std::fs::read(&self.path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn get(&self, resource: &str) -> Option<u16> {
+        self.read().get(resource).copied()
+    }
+
+    pub fn remember(&self, resource: &str, port: u16) -> Result<()> {
+        let mut ports = self.read();
+        if ports.get(resource) == Some(&port) {
+            return Ok(());
+        }
+        ports.insert(resource.to_owned(), port);
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let text = serde_json::to_string_pretty(&ports).expect("a map of ports serializes");
+        write_private(&self.path, &text)
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_errors_name_the_field() {
+        let bad: ClientProfile = toml::from_str(
+            "router_url = \"http://127.0.0.1:1\"\n[gateways]\nlab = \"not-a-key\"\n",
+        )
+        .unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("gateways.lab"), "{err}");
+        let bad: ClientProfile = toml::from_str("router_url = \"ftp://x\"\n").unwrap();
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("router_url"));
+    }
+
+    #[test]
+    fn sticky_ports_round_trip() {
+        let dir = std::env::temp_dir().join(format!("sallyport-ports-{}", std::process::id()));
+        let ports = StickyPorts::new(dir.join("ports.json"));
+        assert_eq!(ports.get("db"), None);
+        ports.remember("db", 15432).unwrap();
+        assert_eq!(ports.get("db"), Some(15432));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,319 @@
+//! Talking to the router: the HTTP API (resources, messages) and the client WebSocket on
+//! which the router acknowledges a subscription and streams the gateway's messages.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use sallyport_protocol::{
+    codes, ClientMessage, ClientReply, ClientWsEvent, ClientWsRequest, ErrorBody, ResourceInfo,
+    ResourceList, SealedPayload, StreamKind,
+};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::error::{CoreError, Result};
+
+/// Why sending a message to a gateway failed, typed so that the retry decision never looks
+/// at message text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendFailure {
+    /// The router answered with an error status and body.
+    Http {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// No HTTP answer within our own deadline.
+    Timeout,
+    /// The connection to the router failed (refused, reset, DNS).
+    Connection(String),
+    /// The router answered 200 without the payload a non-streamed start must carry.
+    EmptyReply,
+}
+
+impl SendFailure {
+    pub fn code(&self) -> &str {
+        match self {
+            SendFailure::Http { code, .. } => code,
+            SendFailure::Timeout => "timeout",
+            SendFailure::Connection(_) => "connection_error",
+            SendFailure::EmptyReply => "empty_reply",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            SendFailure::Http {
+                status, message, ..
+            } => format!("HTTP {status}: {message}"),
+            SendFailure::Timeout => "no reply from the router in time".into(),
+            SendFailure::Connection(m) => m.clone(),
+            SendFailure::EmptyReply => "the router's reply carried no answer".into(),
+        }
+    }
+
+    /// Transient failures are worth one more attempt after the catch-up delay: timeouts,
+    /// `rrc_timeout`, `bad_state`, `controller_down`, HTTP 502/503/504 and connection errors.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SendFailure::Timeout | SendFailure::Connection(_) => true,
+            SendFailure::EmptyReply => false,
+            SendFailure::Http { status, code, .. } => {
+                matches!(*status, 502..=504)
+                    || [codes::RRC_TIMEOUT, codes::BAD_STATE, codes::CONTROLLER_DOWN]
+                        .contains(&code.as_str())
+            }
+        }
+    }
+}
+
+/// The router's HTTP API for one token.
+#[derive(Clone)]
+pub struct RouterApi {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl RouterApi {
+    pub fn new(base_url: &str, token: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| CoreError::Profile(format!("cannot build an HTTP client: {e}")))?;
+        Ok(Self {
+            base: base_url.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            http,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn resources(&self) -> Result<Vec<ResourceInfo>> {
+        let response = self
+            .http
+            .get(format!("{}/v1/resources", self.base))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| CoreError::RouterUnreachable {
+                url: self.base.clone(),
+                message: e.to_string(),
+            })?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let body = response.json::<ErrorBody>().await.ok();
+            return Err(CoreError::Router {
+                status,
+                code: body
+                    .as_ref()
+                    .map_or("http_error".into(), |b| b.code.clone()),
+                message: body.map_or(format!("HTTP {status}"), |b| b.message),
+            });
+        }
+        let list: ResourceList = response.json().await.map_err(|e| CoreError::Router {
+            status,
+            code: codes::MALFORMED.into(),
+            message: format!("unreadable resource list: {e}"),
+        })?;
+        Ok(list.resources)
+    }
+
+    /// POST a message to a gateway through the router and return its reply.
+    pub async fn send(
+        &self,
+        gateway: &str,
+        message: &ClientMessage,
+        deadline: Duration,
+    ) -> Result<ClientReply, SendFailure> {
+        let response = self
+            .http
+            .post(format!("{}/v1/gateways/{gateway}/messages", self.base))
+            .bearer_auth(&self.token)
+            .json(message)
+            .timeout(deadline)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    SendFailure::Timeout
+                } else {
+                    SendFailure::Connection(e.to_string())
+                }
+            })?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(|e| {
+            if e.is_timeout() {
+                SendFailure::Timeout
+            } else {
+                SendFailure::Connection(e.to_string())
+            }
+        })?;
+        if status != 200 {
+            let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
+            return Err(SendFailure::Http {
+                status,
+                code: body
+                    .as_ref()
+                    .map_or("http_error".into(), |b| b.code.clone()),
+                message: body.map_or_else(
+                    || String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+                    |b| b.message,
+                ),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|_| SendFailure::EmptyReply)
+    }
+
+    /// Open the client WebSocket and subscribe to `conversation_id`, in the background.
+    /// Events arrive on the returned receiver; dropping it closes the socket.
+    pub fn listen(&self, conversation_id: &str) -> mpsc::UnboundedReceiver<SignalEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let url = websocket_url(&self.base);
+        let token = self.token.clone();
+        let conversation_id = conversation_id.to_owned();
+        tokio::spawn(async move {
+            let outcome = tokio::select! {
+                r = run_listener(&url, &token, &conversation_id, &tx) => r,
+                _ = tx.closed() => Ok(()),
+            };
+            if let Err(message) = outcome {
+                let _ = tx.send(SignalEvent::Lost(message));
+            }
+        });
+        rx
+    }
+}
+
+/// What the client WebSocket reports.
+#[derive(Debug, Clone)]
+pub enum SignalEvent {
+    /// The router has registered our subscription.
+    Registered,
+    /// A sealed gateway message for our conversation.
+    Message {
+        kind: StreamKind,
+        payload: SealedPayload,
+    },
+    /// The router reported an error on the socket.
+    Error { code: String, message: String },
+    /// The socket is gone.
+    Lost(String),
+}
+
+fn websocket_url(base: &str) -> String {
+    let ws = base
+        .strip_prefix("https://")
+        .map(|rest| format!("wss://{rest}"))
+        .or_else(|| {
+            base.strip_prefix("http://")
+                .map(|rest| format!("ws://{rest}"))
+        })
+        .unwrap_or_else(|| base.to_owned());
+    format!("{ws}/v1/ws/client")
+}
+
+async fn run_listener(
+    url: &str,
+    token: &str,
+    conversation_id: &str,
+    tx: &mpsc::UnboundedSender<SignalEvent>,
+) -> std::result::Result<(), String> {
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token}")
+            .parse()
+            .map_err(|_| "token contains invalid characters".to_string())?,
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|e| format!("cannot open the router websocket: {e}"))?;
+    let (mut sink, mut stream) = socket.split();
+    let subscribe = ClientWsRequest::Subscribe {
+        conversation_id: conversation_id.to_owned(),
+    };
+    sink.send(Message::Text(
+        serde_json::to_string(&subscribe)
+            .expect("protocol types serialize")
+            .into(),
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    while let Some(frame) = stream.next().await {
+        let text = match frame.map_err(|e| e.to_string())? {
+            Message::Text(text) => text,
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let event = match serde_json::from_str::<ClientWsEvent>(&text) {
+            Ok(ClientWsEvent::Subscribed { .. }) => SignalEvent::Registered,
+            Ok(ClientWsEvent::Message { kind, payload, .. }) => {
+                SignalEvent::Message { kind, payload }
+            }
+            Ok(ClientWsEvent::Error { code, message }) => SignalEvent::Error { code, message },
+            Err(e) => SignalEvent::Error {
+                code: codes::MALFORMED.into(),
+                message: format!("unreadable frame from the router: {e}"),
+            },
+        };
+        if tx.send(event).is_err() {
+            break;
+        }
+    }
+    Err("the router closed the websocket".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(status: u16, code: &str) -> SendFailure {
+        SendFailure::Http {
+            status,
+            code: code.into(),
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn transient_failures_are_classified_by_code_and_status() {
+        assert!(http(503, codes::CONTROLLER_DOWN).is_transient());
+        assert!(http(504, codes::RRC_TIMEOUT).is_transient());
+        assert!(http(502, codes::BAD_STATE).is_transient());
+        assert!(http(502, "anything").is_transient());
+        assert!(
+            http(400, codes::BAD_STATE).is_transient(),
+            "typed code wins over status"
+        );
+        assert!(SendFailure::Timeout.is_transient());
+        assert!(SendFailure::Connection("refused".into()).is_transient());
+
+        assert!(!http(401, codes::UNAUTHORIZED).is_transient());
+        assert!(!http(403, codes::FORBIDDEN).is_transient());
+        assert!(!http(404, codes::UNKNOWN_RESOURCE).is_transient());
+        assert!(!http(400, codes::SEAL_REJECTED).is_transient());
+        assert!(!http(429, codes::SESSION_LIMIT).is_transient());
+        assert!(!SendFailure::EmptyReply.is_transient());
+        // A message that merely mentions a transient word is not transient.
+        let tricky = SendFailure::Http {
+            status: 400,
+            code: codes::MALFORMED.into(),
+            message: "rrc_timeout controller_down 503".into(),
+        };
+        assert!(!tricky.is_transient());
+    }
+
+    #[test]
+    fn websocket_urls() {
+        assert_eq!(websocket_url("http://h:1"), "ws://h:1/v1/ws/client");
+        assert_eq!(websocket_url("https://h"), "wss://h/v1/ws/client");
+    }
+}

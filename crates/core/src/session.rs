@@ -1,0 +1,311 @@
+//! A running session: the local listener on 127.0.0.1, one tube connection per accepted
+//! client connection, the native client, and their byte counters. Closing it closes the
+//! listener and the tube, tells the gateway, and waits for every task it started.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sallyport_protocol::{
+    ClientMessage, CloseBody, CloseReason, ConversationKeys, Direction, MessageKind, ResourceInfo,
+    PROTOCOL_VERSION,
+};
+use sallyport_tube::ByteCounters;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::Result;
+use crate::native_client::ClientCommand;
+use crate::router_api::RouterApi;
+use crate::tube::{ClientTube, TubeConnection, TubeEnd};
+
+/// A pre-opened connection older than this is not handed to a client: the target may have
+/// given up on it (sshd's login grace, for one).
+const WARM_CONNECTION_MAX_AGE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    Active,
+    Closing,
+    Closed,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SessionEnd {
+    /// The native client exited with this code.
+    ClientExited { code: Option<i32> },
+    /// The gateway closed the tube, or the network failed.
+    TubeEnded { reason: String },
+    /// Closed by the user (the app's close button, Ctrl-C).
+    Closed,
+}
+
+/// A snapshot for lists and the UI.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionInfo {
+    pub launch_id: String,
+    pub resource: String,
+    pub protocol: String,
+    pub gateway: String,
+    pub local_port: u16,
+    pub state: SessionState,
+    pub client: Option<String>,
+    /// Bytes from the target to the local client.
+    pub bytes_in: u64,
+    /// Bytes from the local client to the target.
+    pub bytes_out: u64,
+    pub started_unix_ms: u64,
+    pub ready_ms: f64,
+}
+
+pub(crate) struct SessionParts {
+    pub launch_id: String,
+    pub resource: ResourceInfo,
+    pub conversation_id: String,
+    pub keys: ConversationKeys,
+    pub api: RouterApi,
+    pub tube: Arc<ClientTube>,
+    pub listener: TcpListener,
+    pub first_connection: TubeConnection,
+    pub command: Option<ClientCommand>,
+}
+
+pub struct Session {
+    launch_id: String,
+    resource: ResourceInfo,
+    conversation_id: String,
+    keys: ConversationKeys,
+    api: RouterApi,
+    tube: Arc<ClientTube>,
+    local_port: u16,
+    counters: Arc<ByteCounters>,
+    command: Option<ClientCommand>,
+    client: Mutex<Option<tokio::process::Child>>,
+    state: watch::Sender<SessionState>,
+    started_unix_ms: u64,
+    checkpoints: Mutex<(Vec<Checkpoint>, f64)>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl Session {
+    pub(crate) fn start(parts: SessionParts) -> Result<Self> {
+        let local_port = parts.listener.local_addr()?.port();
+        let counters = Arc::new(ByteCounters::default());
+        let mut tasks = JoinSet::new();
+        tasks.spawn(accept_loop(
+            parts.listener,
+            parts.tube.clone(),
+            parts.first_connection,
+            counters.clone(),
+        ));
+        let client = match &parts.command {
+            Some(command) => Some(
+                tokio::process::Command::new(&command.program)
+                    .args(&command.args)
+                    .kill_on_drop(true)
+                    .spawn()
+                    .map_err(|e| {
+                        crate::error::CoreError::Client(format!(
+                            "cannot start {}: {e}",
+                            command.display
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
+        let (state, _) = watch::channel(SessionState::Active);
+        Ok(Self {
+            launch_id: parts.launch_id,
+            resource: parts.resource,
+            conversation_id: parts.conversation_id,
+            keys: parts.keys,
+            api: parts.api,
+            tube: parts.tube,
+            local_port,
+            counters,
+            command: parts.command,
+            client: Mutex::new(client),
+            state,
+            started_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            checkpoints: Mutex::new((Vec::new(), 0.0)),
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    pub(crate) fn set_checkpoints(&self, checkpoints: Vec<Checkpoint>, ready_ms: f64) {
+        *self.checkpoints.lock().unwrap() = (checkpoints, ready_ms);
+    }
+
+    pub fn launch_id(&self) -> &str {
+        &self.launch_id
+    }
+
+    pub fn local_port(&self) -> u16 {
+        self.local_port
+    }
+
+    pub fn client_command(&self) -> Option<&str> {
+        self.command.as_ref().map(|c| c.display.as_str())
+    }
+
+    /// The launch's checkpoints, in order.
+    pub fn checkpoints(&self) -> Vec<Checkpoint> {
+        self.checkpoints.lock().unwrap().0.clone()
+    }
+
+    pub fn info(&self) -> SessionInfo {
+        SessionInfo {
+            launch_id: self.launch_id.clone(),
+            resource: self.resource.name.clone(),
+            protocol: self.resource.protocol.clone(),
+            gateway: self.resource.gateway.clone(),
+            local_port: self.local_port,
+            state: *self.state.borrow(),
+            client: self.client_command().map(str::to_owned),
+            bytes_in: self.counters.from_channel.load(Ordering::Relaxed),
+            bytes_out: self.counters.to_channel.load(Ordering::Relaxed),
+            started_unix_ms: self.started_unix_ms,
+            ready_ms: self.checkpoints.lock().unwrap().1,
+        }
+    }
+
+    pub fn state_changes(&self) -> watch::Receiver<SessionState> {
+        self.state.subscribe()
+    }
+
+    /// Wait until the session ends by itself: the native client exits or the tube ends.
+    /// With no client, only the tube ending (or [`close`](Self::close)) ends it.
+    pub async fn wait(&self) -> SessionEnd {
+        let child = self.client.lock().unwrap().take();
+        let mut state = self.state.subscribe();
+        let closed = state.wait_for(|s| *s != SessionState::Active);
+        match child {
+            Some(mut child) => {
+                tokio::select! {
+                    status = child.wait() => SessionEnd::ClientExited { code: status.ok().and_then(|s| s.code()) },
+                    end = self.tube.ended() => tube_end(end),
+                    _ = closed => SessionEnd::Closed,
+                }
+            }
+            None => tokio::select! {
+                end = self.tube.ended() => tube_end(end),
+                _ = closed => SessionEnd::Closed,
+            },
+        }
+    }
+
+    /// Close everything: the listener and connections, the tube, the gateway's side.
+    pub async fn close(&self) {
+        if *self.state.borrow() != SessionState::Active {
+            return;
+        }
+        self.state.send_replace(SessionState::Closing);
+        if let Some(mut child) = self.client.lock().unwrap().take() {
+            let _ = child.start_kill();
+        }
+        // Tell the gateway first (best effort), then tear the tube down.
+        let close = ClientMessage {
+            v: PROTOCOL_VERSION,
+            conversation_id: self.conversation_id.clone(),
+            resource: self.resource.name.clone(),
+            kind: MessageKind::Close,
+            stream_response: false,
+            timeout_ms: Some(2_000),
+            payload: self.keys.seal_json(
+                Direction::ClientToGateway,
+                MessageKind::Close.as_str(),
+                &CloseBody {
+                    reason: CloseReason::ClientClosed,
+                },
+            ),
+        };
+        if let Err(e) = self
+            .api
+            .send(&self.resource.gateway, &close, Duration::from_secs(3))
+            .await
+        {
+            tracing::debug!(code = e.code(), "gateway not told of the close");
+        }
+        self.tube.close().await;
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap());
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        self.state.send_replace(SessionState::Closed);
+    }
+}
+
+fn tube_end(end: TubeEnd) -> SessionEnd {
+    SessionEnd::TubeEnded {
+        reason: match end {
+            TubeEnd::Gateway(reason) => reason.as_str().to_owned(),
+            TubeEnd::Failed => "network_failed".to_owned(),
+            TubeEnd::Local => "closed".to_owned(),
+        },
+    }
+}
+
+/// Accept local connections; each becomes one tube connection. The first one reuses the
+/// connection the launch opened to prove the target reachable.
+async fn accept_loop(
+    listener: TcpListener,
+    tube: Arc<ClientTube>,
+    first: TubeConnection,
+    counters: Arc<ByteCounters>,
+) {
+    let mut warm = Some(first);
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = tube.ended() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let reuse = match warm.take() {
+            Some(c) if c.age() < WARM_CONNECTION_MAX_AGE => Some(c),
+            Some(stale) => {
+                stale.close().await;
+                None
+            }
+            None => None,
+        };
+        let tube = tube.clone();
+        let counters = counters.clone();
+        connections.spawn(async move {
+            let connection = match reuse {
+                Some(c) => c,
+                None => match tube.open_connection(Duration::from_secs(30)).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(%peer, code = e.code(), error = %e, "connection refused at the gateway");
+                        return;
+                    }
+                },
+            };
+            tracing::debug!(%peer, conn = connection.id(), "local connection bridged");
+            connection.bridge(stream, counters).await;
+        });
+        // Reap finished connections so the set does not grow without bound.
+        while connections.try_join_next().is_some() {}
+    }
+    if let Some(c) = warm {
+        c.close().await;
+    }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+}

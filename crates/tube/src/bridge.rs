@@ -30,6 +30,9 @@ pub struct BridgeStats {
 /// Payload bytes always travel as binary messages, so the two cannot be confused.
 pub const EOF_MARKER: &str = "eof";
 
+/// How long the last sender waits for the peer to close before closing itself.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(30);
+
 enum UpstreamEnd {
     Eof,
     Broken,
@@ -66,14 +69,23 @@ pub async fn bridge(
     };
     tokio::pin!(upstream);
 
+    // Whoever receives the last EOF closes the channel: closing right after *sending* could
+    // reset the stream before the queued bytes are delivered.
     let mut sent_eof = false;
     let mut got_eof = false;
     loop {
+        let linger = async {
+            if sent_eof && got_eof {
+                tokio::time::sleep(LINGER).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             end = &mut upstream, if !sent_eof => match end {
                 UpstreamEnd::Eof => {
                     sent_eof = true;
-                    if channel.send_text(EOF_MARKER).await.is_err() || got_eof {
+                    if channel.send_text(EOF_MARKER).await.is_err() {
                         break;
                     }
                 }
@@ -99,6 +111,8 @@ pub async fn bridge(
                 ChannelEvent::Open => {}
                 ChannelEvent::Closed => break,
             },
+            // Both EOFs are done but the peer never closed: don't hold the channel forever.
+            _ = linger => break,
         }
     }
     let _ = writer.shutdown().await;

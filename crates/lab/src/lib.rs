@@ -1,0 +1,178 @@
+//! The embedded default: a router, a gateway and demo targets, all on loopback, with a client
+//! profile for them. The CLI's `lab`, the app's first start and the tests use it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sallyport_core::ClientProfile;
+use sallyport_gateway::{GatewayConfig, GatewayHandle, ResourceConfig};
+use sallyport_protocol::GatewayKeyPair;
+use sallyport_router::config::{ClientEntry, GatewayEntry};
+use sallyport_router::{RouterConfig, RouterHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+pub const LAB_GATEWAY: &str = "lab";
+pub const DEMO_ECHO: &str = "demo-echo";
+
+/// What to put in a lab.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// Router address; port 0 picks a free one.
+    pub router_listen: SocketAddr,
+    /// Add the machine's own sshd and PostgreSQL when they listen on loopback.
+    pub include_local_services: bool,
+    /// Extra resources (name, protocol, target).
+    pub extra_resources: Vec<(String, String, String)>,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        Self {
+            router_listen: "127.0.0.1:0".parse().expect("valid address"),
+            include_local_services: true,
+            extra_resources: Vec::new(),
+        }
+    }
+}
+
+/// A running lab.
+pub struct Lab {
+    pub router: RouterHandle,
+    pub gateway: GatewayHandle,
+    pub profile: ClientProfile,
+    pub client_token: String,
+    pub resources: Vec<ResourceConfig>,
+    echo: tokio::task::JoinHandle<()>,
+}
+
+fn secret() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+impl Lab {
+    pub async fn start(options: LabOptions) -> Result<Self, String> {
+        let echo_listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("cannot start the demo echo target: {e}"))?;
+        let echo_addr = echo_listener.local_addr().map_err(|e| e.to_string())?;
+        let echo = tokio::spawn(serve_echo(echo_listener));
+
+        let mut resources = vec![ResourceConfig {
+            name: DEMO_ECHO.into(),
+            protocol: "tcp".into(),
+            target: echo_addr.to_string(),
+        }];
+        if options.include_local_services {
+            for (name, protocol, port) in [
+                ("local-ssh", "ssh", 22),
+                ("local-postgres", "postgres", 5432),
+            ] {
+                let target = format!("127.0.0.1:{port}");
+                let up = tokio::time::timeout(
+                    Duration::from_millis(300),
+                    tokio::net::TcpStream::connect(&target),
+                )
+                .await
+                .is_ok_and(|r| r.is_ok());
+                if up {
+                    resources.push(ResourceConfig {
+                        name: name.into(),
+                        protocol: protocol.into(),
+                        target,
+                    });
+                }
+            }
+        }
+        for (name, protocol, target) in &options.extra_resources {
+            resources.push(ResourceConfig {
+                name: name.clone(),
+                protocol: protocol.clone(),
+                target: target.clone(),
+            });
+        }
+
+        let gateway_token = secret();
+        let client_token = secret();
+        let router_config = RouterConfig::parse("").map_err(|e| e.to_string())?;
+        let router_config = RouterConfig {
+            listen: options.router_listen,
+            gateways: vec![GatewayEntry {
+                id: LAB_GATEWAY.into(),
+                token: gateway_token.clone(),
+                resources: Vec::new(),
+            }],
+            clients: vec![ClientEntry {
+                name: "lab-user".into(),
+                token: client_token.clone(),
+                resources: vec!["*".into()],
+            }],
+            ..router_config
+        };
+        let router = sallyport_router::spawn(router_config)
+            .await
+            .map_err(|e| e.to_string())?;
+
+        let key = GatewayKeyPair::generate();
+        let gateway_config = GatewayConfig {
+            router_url: router.url(),
+            gateway_id: LAB_GATEWAY.into(),
+            token: gateway_token,
+            key_file: "unused-in-the-lab".into(),
+            max_sessions: 64,
+            max_connections_per_session: 64,
+            connect_timeout_ms: 5_000,
+            webrtc_udp: vec!["127.0.0.1:0".into()],
+            ice_servers: Vec::new(),
+            resources: resources.clone(),
+        };
+        let public_key = key.public();
+        let gateway = sallyport_gateway::spawn(gateway_config, key);
+        if !gateway.wait_online(Duration::from_secs(10)).await {
+            return Err("the lab gateway did not connect to the lab router".into());
+        }
+        let profile = ClientProfile {
+            router_url: router.url(),
+            token: Some(client_token.clone()),
+            gateways: [(LAB_GATEWAY.to_owned(), public_key.to_base64())].into(),
+        };
+        Ok(Self {
+            router,
+            gateway,
+            profile,
+            client_token,
+            resources,
+            echo,
+        })
+    }
+
+    pub async fn shutdown(self) {
+        self.gateway.shutdown().await;
+        self.router.shutdown().await;
+        self.echo.abort();
+    }
+}
+
+/// The demo target: echoes every byte back, needs nothing installed.
+async fn serve_echo(listener: TcpListener) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let (mut r, mut w) = stream.split();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if w.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = w.shutdown().await;
+        });
+    }
+}

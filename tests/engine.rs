@@ -1,0 +1,423 @@
+//! The engine end to end: a real router and gateway on loopback, real WebRTC, real TCP.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use sallyport_core::router_api::{RouterApi, SendFailure};
+use sallyport_core::Profile;
+use sallyport_protocol::{
+    codes, AnswerBody, ClientMessage, ConversationKeys, Direction, GatewayKeyPair, MessageKind,
+    StartBody, StreamKind, PROTOCOL_VERSION,
+};
+use sallyport_router::config::{ClientEntry, GatewayEntry};
+use sallyport_router::RouterConfig;
+use sallyport_tests::{echo_through, lab, launcher, request};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const MIB: usize = 1024 * 1024;
+
+async fn sixteen_mib_through(trickle: bool) {
+    let lab = lab(vec![]).await;
+    let launcher = launcher(&lab, "16mib");
+    let mut req = request(sallyport_lab::DEMO_ECHO, Profile::Fast);
+    req.trickle = trickle;
+    let started = Instant::now();
+    let session = launcher.launch(req).await.expect("launch succeeds");
+    eprintln!(
+        "trickle={trickle}: launch ready in {:?} (ready checkpoint {:.1} ms)",
+        started.elapsed(),
+        session.info().ready_ms
+    );
+    let (sent, received) = echo_through(session.local_port(), 16 * MIB, 7).await;
+    assert_eq!(sent, received, "SHA-256 of 16 MiB sent and echoed match");
+    let info = session.info();
+    assert_eq!(info.bytes_out, 16 * MIB as u64);
+    assert_eq!(info.bytes_in, 16 * MIB as u64);
+    session.close().await;
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_mib_over_the_streamed_answer_path() {
+    sixteen_mib_through(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_mib_over_the_inline_answer_path() {
+    sixteen_mib_through(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_connections_share_one_tube() {
+    let lab = lab(vec![]).await;
+    let launcher = launcher(&lab, "multi");
+    let session = launcher
+        .launch(request(sallyport_lab::DEMO_ECHO, Profile::Fast))
+        .await
+        .unwrap();
+    let port = session.local_port();
+    let transfers: Vec<_> = (0..4u64)
+        .map(|i| tokio::spawn(echo_through(port, 2 * MIB, i + 11)))
+        .collect();
+    for transfer in transfers {
+        let (sent, received) = transfer.await.unwrap();
+        assert_eq!(sent, received);
+    }
+    assert_eq!(session.info().bytes_in, 8 * MIB as u64);
+    session.close().await;
+    lab.shutdown().await;
+}
+
+/// A start message for `resource`, sealed to `gateway_key`, with a real WebRTC offer.
+async fn start_message(
+    keys: &ConversationKeys,
+    conversation_id: &str,
+    resource: &str,
+    stream: bool,
+) -> (ClientMessage, sallyport_tube::Peer) {
+    let (peer, _events) = sallyport_tube::Peer::new(&Default::default())
+        .await
+        .unwrap();
+    peer.create_channel(sallyport_protocol::CONTROL_CHANNEL_LABEL)
+        .await
+        .unwrap();
+    let offer = peer.create_offer().await.unwrap();
+    let message = ClientMessage {
+        v: PROTOCOL_VERSION,
+        conversation_id: conversation_id.into(),
+        resource: resource.into(),
+        kind: MessageKind::Start,
+        stream_response: stream,
+        timeout_ms: Some(5_000),
+        payload: keys.seal_json(
+            Direction::ClientToGateway,
+            "start",
+            &StartBody {
+                offer,
+                resource: resource.into(),
+            },
+        ),
+    };
+    (message, peer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_offer_gets_the_same_answer() {
+    let lab = lab(vec![]).await;
+    let api = RouterApi::new(&lab.router.url(), &lab.client_token).unwrap();
+    let key =
+        sallyport_protocol::GatewayPublicKey::from_base64(&lab.profile.gateways["lab"]).unwrap();
+    let conversation = uuid::Uuid::new_v4().simple().to_string();
+    let keys = ConversationKeys::for_client(&key, &conversation);
+    let (message, peer) =
+        start_message(&keys, &conversation, sallyport_lab::DEMO_ECHO, false).await;
+
+    let open = |reply: sallyport_protocol::ClientReply| {
+        keys.open_json::<AnswerBody>(
+            Direction::GatewayToClient,
+            StreamKind::Answer.as_str(),
+            &reply.payload.expect("inline answer"),
+        )
+        .unwrap()
+        .answer
+    };
+    let first = open(
+        api.send("lab", &message, Duration::from_secs(10))
+            .await
+            .unwrap(),
+    );
+    let second = open(
+        api.send("lab", &message, Duration::from_secs(10))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(first.kind, "answer");
+    assert_eq!(first, second, "the same answer, not a second peer");
+    let metrics = reqwest::get(format!("{}/metrics", lab.router.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sallyport_messages_forwarded_total 2"),
+        "{metrics}"
+    );
+    peer.close().await;
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_sealed_payload_is_refused_by_the_gateway() {
+    let lab = lab(vec![]).await;
+    let api = RouterApi::new(&lab.router.url(), &lab.client_token).unwrap();
+    let key =
+        sallyport_protocol::GatewayPublicKey::from_base64(&lab.profile.gateways["lab"]).unwrap();
+    let conversation = uuid::Uuid::new_v4().simple().to_string();
+    let keys = ConversationKeys::for_client(&key, &conversation);
+    let (mut message, peer) =
+        start_message(&keys, &conversation, sallyport_lab::DEMO_ECHO, false).await;
+    // Flip one character of the ciphertext, as a router in the middle would.
+    let mut ct: Vec<char> = message.payload.ct.chars().collect();
+    ct[10] = if ct[10] == 'A' { 'B' } else { 'A' };
+    message.payload.ct = ct.into_iter().collect();
+    let err = api
+        .send("lab", &message, Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    match err {
+        SendFailure::Http { status, code, .. } => {
+            assert_eq!((status, code.as_str()), (400, codes::SEAL_REJECTED));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // A payload sealed to another key is refused the same way.
+    let impostor = GatewayKeyPair::generate().public();
+    let keys = ConversationKeys::for_client(&impostor, &conversation);
+    let (message, peer2) =
+        start_message(&keys, &conversation, sallyport_lab::DEMO_ECHO, false).await;
+    let err = api
+        .send("lab", &message, Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), codes::SEAL_REJECTED);
+    peer.close().await;
+    peer2.close().await;
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_target_reports_its_close_reason() {
+    // A port nobody listens on: bind, learn the port, close.
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let lab = lab(vec![(
+        "refused".into(),
+        "tcp".into(),
+        format!("127.0.0.1:{closed_port}"),
+    )])
+    .await;
+    let launcher = launcher(&lab, "refused");
+    let err = launcher
+        .launch(request("refused", Profile::Fast))
+        .await
+        .err()
+        .expect("the launch fails");
+    assert_eq!(err.code(), "target_refused", "{err}");
+    assert!(err.to_string().contains("target_refused"), "{err}");
+    lab.shutdown().await;
+}
+
+/// A router with one client and two gateways: `ghost` never connects, `mute` connects and
+/// never answers.
+async fn bare_router() -> sallyport_router::RouterHandle {
+    let config = RouterConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_body_bytes: 4096,
+        gateways: vec![
+            GatewayEntry {
+                id: "ghost".into(),
+                token: "ghost-gateway-token".into(),
+                resources: vec![sallyport_protocol::AnnouncedResource {
+                    name: "db".into(),
+                    protocol: "postgres".into(),
+                }],
+            },
+            GatewayEntry {
+                id: "mute".into(),
+                token: "mute-gateway-token".into(),
+                resources: vec![],
+            },
+        ],
+        clients: vec![ClientEntry {
+            name: "alice".into(),
+            token: "alice-client-token".into(),
+            resources: vec!["*".into()],
+        }],
+        ..RouterConfig::parse("").unwrap()
+    };
+    sallyport_router::spawn(config).await.unwrap()
+}
+
+fn dummy_start(resource: &str, timeout_ms: u64) -> ClientMessage {
+    let keys = ConversationKeys::for_client(&GatewayKeyPair::generate().public(), "conversation-1");
+    ClientMessage {
+        v: PROTOCOL_VERSION,
+        conversation_id: "conversation-1".into(),
+        resource: resource.into(),
+        kind: MessageKind::Start,
+        stream_response: false,
+        timeout_ms: Some(timeout_ms),
+        payload: keys.seal(Direction::ClientToGateway, "start", b"{}"),
+    }
+}
+
+async fn gateway_socket(
+    url: &str,
+    token: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut request = format!("{}/v1/ws/gateway", url.replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
+#[tokio::test]
+async fn router_status_codes() {
+    let router = bare_router().await;
+    let url = router.url();
+    let api = RouterApi::new(&url, "alice-client-token").unwrap();
+
+    // Gateway not connected → 503 controller_down.
+    let err = api
+        .send("ghost", &dummy_start("db", 1000), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        SendFailure::Http {
+            status: 503,
+            code: codes::CONTROLLER_DOWN.into(),
+            message: "gateway \"ghost\" is not connected".into()
+        }
+    );
+    assert!(err.is_transient());
+
+    // Unknown gateway → 404.
+    let err = api
+        .send("nowhere", &dummy_start("db", 1000), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), codes::UNKNOWN_GATEWAY);
+
+    // Bad token → 401, on the API and on both sockets.
+    let bad = RouterApi::new(&url, "wrong-token-here").unwrap();
+    let err = bad
+        .send("ghost", &dummy_start("db", 1000), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, SendFailure::Http { status: 401, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        bad.resources().await.unwrap_err().code(),
+        codes::UNAUTHORIZED
+    );
+    let refused = tokio_tungstenite::connect_async(format!(
+        "{}/v1/ws/client",
+        url.replace("http://", "ws://")
+    ))
+    .await;
+    assert!(refused.is_err(), "no token, no websocket");
+
+    // A gateway that connects and never answers → 504 rrc_timeout.
+    let mut mute = gateway_socket(&url, "mute-gateway-token").await;
+    let hello = serde_json::json!({"type": "hello", "v": PROTOCOL_VERSION, "gateway_id": "mute", "resources": [{"name": "slow", "protocol": "tcp"}]});
+    mute.send(Message::Text(hello.to_string().into()))
+        .await
+        .unwrap();
+    let welcome = mute.next().await.unwrap().unwrap();
+    assert!(welcome.to_text().unwrap().contains("welcome"));
+    let started = Instant::now();
+    let err = api
+        .send("mute", &dummy_start("slow", 300), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SendFailure::Http { status: 504, code, .. } if code == codes::RRC_TIMEOUT),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // The resources list shows both gateways' resources with their online state.
+    let resources = api.resources().await.unwrap();
+    let db = resources.iter().find(|r| r.name == "db").unwrap();
+    let slow = resources.iter().find(|r| r.name == "slow").unwrap();
+    assert!(!db.online && slow.online);
+
+    let http = reqwest::Client::new();
+    let post = |body: Vec<u8>| {
+        http.post(format!("{url}/v1/gateways/mute/messages"))
+            .bearer_auth("alice-client-token")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // Malformed JSON → 400 malformed.
+    let response = post(b"{not json".to_vec()).await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], codes::MALFORMED);
+    // An oversized body → 413 too_large.
+    let response = post(vec![b' '; 64 * 1024]).await.unwrap();
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], codes::TOO_LARGE);
+
+    // A garbage WebSocket frame closes that socket only.
+    let mut request = format!("{}/v1/ws/client", url.replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        "Bearer alice-client-token".parse().unwrap(),
+    );
+    let (mut garbage, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    garbage
+        .send(Message::Text("\u{0}\u{1}garbage{{{".into()))
+        .await
+        .unwrap();
+    let mut closed = false;
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(5), garbage.next())
+        .await
+        .unwrap()
+    {
+        match frame {
+            Ok(Message::Close(_)) | Err(_) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => continue,
+        }
+    }
+    assert!(
+        closed || garbage.next().await.is_none(),
+        "the socket was closed"
+    );
+    // A garbage frame from a gateway closes the gateway's socket too.
+    mute.send(Message::Binary(vec![0xde, 0xad].into()))
+        .await
+        .unwrap();
+
+    // ...and the router keeps serving everyone else.
+    let health: serde_json::Value = reqwest::get(format!("{url}/healthz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(api.resources().await.unwrap().len(), 2);
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sallyport_failures_total{code=\"controller_down\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sallyport_failures_total{code=\"rrc_timeout\"} 1"),
+        "{metrics}"
+    );
+    router.shutdown().await;
+}

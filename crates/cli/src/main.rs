@@ -1,1 +1,374 @@
-fn main() {}
+//! `sallyport`: the command line over the same core as the app.
+
+mod bench;
+mod secrets;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sallyport_core::checkpoint::format_line;
+use sallyport_core::{
+    ClientChoice, ClientProfile, CoreError, LaunchRequest, Launcher, Profile, SessionEnd,
+    StickyPorts, Tunables,
+};
+use sallyport_lab::{Lab, LabOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "sallyport",
+    version,
+    about = "Launch privileged-access sessions through WebRTC tubes"
+)]
+struct Cli {
+    /// Profile file (default: $SALLYPORT_HOME/profile.toml).
+    #[arg(long, global = true, env = "SALLYPORT_PROFILE")]
+    profile_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the embedded default: a router, a gateway and demo targets on loopback, and write
+    /// a client profile for them.
+    Lab {
+        /// Router address.
+        #[arg(long, default_value = "127.0.0.1:8740")]
+        listen: std::net::SocketAddr,
+        /// Don't add this machine's sshd and PostgreSQL as resources.
+        #[arg(long)]
+        no_local_services: bool,
+        /// Extra resource NAME=PROTOCOL@HOST:PORT (repeatable).
+        #[arg(long = "resource", value_parser = parse_resource)]
+        resources: Vec<(String, String, String)>,
+        /// Launch this resource through the lab once it is up, show the timeline, and exit.
+        #[arg(long)]
+        demo: Option<String>,
+    },
+    /// Store the router token in the OS keyring.
+    Login {
+        /// Read the token from this environment variable instead of standard input.
+        #[arg(long, default_value = "SALLYPORT_TOKEN")]
+        token_env: String,
+    },
+    /// List the resources this token may launch.
+    Resources {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Launch a session.
+    Launch {
+        resource: String,
+        /// Local port on 127.0.0.1 (default: the resource's remembered port).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Client command template, e.g. 'ssh -p {port} admin@{host}'.
+        #[arg(long, conflicts_with = "no_client")]
+        run: Option<String>,
+        /// Start no client; keep the tunnel up until Ctrl-C.
+        #[arg(long)]
+        no_client: bool,
+        /// Launch profile: legacy, tuned or fast.
+        #[arg(long, default_value = "fast")]
+        profile: Profile,
+        /// Ask for the answer inline instead of trickling candidates.
+        #[arg(long)]
+        no_trickle: bool,
+        /// Print the session and its checkpoints as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmark launches per profile, interleaved, against an embedded lab.
+    Bench {
+        /// Launches per profile.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Profiles to compare.
+        #[arg(long, value_delimiter = ',', default_value = "legacy,tuned,fast")]
+        profiles: Vec<Profile>,
+        /// Directory for bench.md and bench.json.
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+    },
+}
+
+fn parse_resource(text: &str) -> Result<(String, String, String), String> {
+    let (name, rest) = text
+        .split_once('=')
+        .ok_or("expected NAME=PROTOCOL@HOST:PORT")?;
+    let (protocol, target) = rest
+        .split_once('@')
+        .ok_or("expected NAME=PROTOCOL@HOST:PORT")?;
+    Ok((name.into(), protocol.into(), target.into()))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,rtc_dtls=error,rtc_ice=error,webrtc=error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let profile_path = cli
+        .profile_file
+        .clone()
+        .unwrap_or_else(sallyport_core::profile::default_profile_path);
+    let result = match cli.command {
+        Command::Lab {
+            listen,
+            no_local_services,
+            resources,
+            demo,
+        } => lab(&profile_path, listen, !no_local_services, resources, demo).await,
+        Command::Login { token_env } => login(&profile_path, &token_env),
+        Command::Resources { json } => list_resources(&profile_path, json).await,
+        Command::Launch {
+            resource,
+            port,
+            run,
+            no_client,
+            profile,
+            no_trickle,
+            json,
+        } => {
+            let client = match (run, no_client) {
+                (Some(template), _) => ClientChoice::Template(template),
+                (None, true) => ClientChoice::None,
+                (None, false) => ClientChoice::Default,
+            };
+            launch(
+                &profile_path,
+                &resource,
+                port,
+                client,
+                profile,
+                !no_trickle,
+                json,
+            )
+            .await
+        }
+        Command::Bench {
+            runs,
+            profiles,
+            out,
+        } => bench::run(runs, &profiles, &out).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error [{}]: {e}", e.code());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn token_for(profile: &ClientProfile) -> Result<String, CoreError> {
+    if let Some(token) = &profile.token {
+        return Ok(token.clone());
+    }
+    if let Ok(token) = std::env::var("SALLYPORT_TOKEN") {
+        if !token.is_empty() {
+            return Ok(token);
+        }
+    }
+    secrets::load_token(&profile.router_url)?.ok_or_else(|| {
+        CoreError::Profile(
+            "no router token: run `sallyport login`, set SALLYPORT_TOKEN, or put token in the profile"
+                .into(),
+        )
+    })
+}
+
+fn launcher(profile_path: &std::path::Path) -> Result<Launcher, CoreError> {
+    let profile = ClientProfile::load(profile_path)?;
+    let token = token_for(&profile)?;
+    Launcher::new(profile, &token, StickyPorts::in_home())
+}
+
+async fn lab(
+    profile_path: &std::path::Path,
+    listen: std::net::SocketAddr,
+    local_services: bool,
+    extra: Vec<(String, String, String)>,
+    demo: Option<String>,
+) -> Result<ExitCode, CoreError> {
+    let lab = Lab::start(LabOptions {
+        router_listen: listen,
+        include_local_services: local_services,
+        extra_resources: extra,
+    })
+    .await
+    .map_err(CoreError::Profile)?;
+    lab.profile.save(profile_path)?;
+    println!(
+        "sallyport lab: router {} with gateway \"lab\"",
+        lab.router.url()
+    );
+    for r in &lab.resources {
+        println!(
+            "  resource {:<16} {:<10} -> {}",
+            r.name, r.protocol, r.target
+        );
+    }
+    println!("profile written to {}", profile_path.display());
+
+    if let Some(resource) = demo {
+        let launcher = Launcher::new(
+            lab.profile.clone(),
+            &lab.client_token,
+            StickyPorts::in_home(),
+        )?;
+        let mut request = LaunchRequest::new(&resource, Tunables::from_env(Profile::Fast)?);
+        request.client = ClientChoice::None;
+        let session = launcher.launch(request).await?;
+        println!(
+            "\nlaunch of {resource} ready on 127.0.0.1:{}",
+            session.local_port()
+        );
+        print_timeline(&session.checkpoints());
+        if resource == sallyport_lab::DEMO_ECHO {
+            let reply = echo_once(session.local_port(), b"hello through the tube\n").await?;
+            print!("echo through the tube: {}", String::from_utf8_lossy(&reply));
+        }
+        session.close().await;
+        lab.shutdown().await;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    println!(
+        "\nin another terminal: sallyport launch {}",
+        sallyport_lab::DEMO_ECHO
+    );
+    println!("Ctrl-C stops the lab");
+    let _ = tokio::signal::ctrl_c().await;
+    lab.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn echo_once(port: u16, message: &[u8]) -> Result<Vec<u8>, CoreError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(message).await?;
+    let mut reply = vec![0u8; message.len()];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut reply))
+        .await
+        .map_err(|_| CoreError::Timeout(Duration::from_secs(10), "the echo"))??;
+    Ok(reply)
+}
+
+fn print_timeline(checkpoints: &[sallyport_core::Checkpoint]) {
+    for c in checkpoints {
+        let mut line = format_line("  ", c);
+        if let Some(detail) = &c.detail {
+            line.push_str(&format!("  [{detail}]"));
+        }
+        println!("{}", line.trim_start());
+    }
+}
+
+fn login(profile_path: &std::path::Path, token_env: &str) -> Result<ExitCode, CoreError> {
+    let profile = ClientProfile::load(profile_path)?;
+    let token = match std::env::var(token_env) {
+        Ok(t) if !t.is_empty() => t,
+        _ => {
+            eprint!("router token for {}: ", profile.router_url);
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim().to_owned()
+        }
+    };
+    if token.is_empty() {
+        return Err(CoreError::Profile("an empty token was given".into()));
+    }
+    // Check it against the router before keeping it.
+    let api = sallyport_core::router_api::RouterApi::new(&profile.router_url, &token)?;
+    let rt = tokio::runtime::Handle::current();
+    let count = tokio::task::block_in_place(|| rt.block_on(api.resources()))?.len();
+    secrets::store_token(&profile.router_url, &token)?;
+    println!("token stored in the OS keyring ({count} resources visible)");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list_resources(profile_path: &std::path::Path, json: bool) -> Result<ExitCode, CoreError> {
+    let launcher = launcher(profile_path)?;
+    let resources = launcher.resources().await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&resources).expect("serializable")
+        );
+    } else {
+        println!(
+            "{:<20} {:<11} {:<12} STATE",
+            "RESOURCE", "PROTOCOL", "GATEWAY"
+        );
+        for r in resources {
+            let state = if r.online { "online" } else { "offline" };
+            println!(
+                "{:<20} {:<11} {:<12} {state}",
+                r.name, r.protocol, r.gateway
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn launch(
+    profile_path: &std::path::Path,
+    resource: &str,
+    port: Option<u16>,
+    client: ClientChoice,
+    profile: Profile,
+    trickle: bool,
+    json: bool,
+) -> Result<ExitCode, CoreError> {
+    let tunables = Tunables::from_env(profile)?;
+    let launcher = launcher(profile_path)?;
+    let mut request = LaunchRequest::new(resource, tunables);
+    request.port = port;
+    request.client = client.clone();
+    request.trickle = trickle;
+    let session = launcher.launch(request).await?;
+    if json {
+        let out =
+            serde_json::json!({ "session": session.info(), "checkpoints": session.checkpoints() });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("serializable")
+        );
+    } else {
+        eprintln!(
+            "sallyport: {resource} ready on 127.0.0.1:{} in {:.0} ms",
+            session.local_port(),
+            session.info().ready_ms
+        );
+        if let Some(cmd) = session.client_command() {
+            eprintln!("sallyport: running {cmd}");
+        } else {
+            eprintln!("sallyport: no client started; Ctrl-C closes the session");
+        }
+    }
+    let end = tokio::select! {
+        end = session.wait() => end,
+        _ = tokio::signal::ctrl_c() => SessionEnd::Closed,
+    };
+    let info = session.info();
+    session.close().await;
+    if !json {
+        eprintln!(
+            "sallyport: session closed ({end:?}); {} bytes in, {} bytes out",
+            info.bytes_in, info.bytes_out
+        );
+    }
+    Ok(match end {
+        SessionEnd::ClientExited { code: Some(code) } => ExitCode::from(code.clamp(0, 255) as u8),
+        SessionEnd::ClientExited { code: None } => ExitCode::from(1),
+        SessionEnd::TubeEnded { .. } => ExitCode::from(3),
+        SessionEnd::Closed => ExitCode::SUCCESS,
+    })
+}

@@ -6,7 +6,9 @@ use std::time::Duration;
 use crate::error::{CoreError, Result};
 
 /// Which bundle of tunables a launch uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// The old values: 2.0 s window, 1.0 s pre-offer sleep, 0.2 s open delay, 100 ms poll,

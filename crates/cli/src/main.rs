@@ -109,7 +109,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,rtc_dtls=error,rtc_ice=error,webrtc=error".into()),
+                .unwrap_or_else(|_| "warn,rtc=error,rtc_dtls=error,rtc_ice=error,webrtc=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();

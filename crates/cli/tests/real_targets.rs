@@ -1,0 +1,141 @@
+//! End to end with real targets: `ssh` to a real sshd and `psql` to a real PostgreSQL, each
+//! through `sallyport launch` against `sallyport lab`. The targets are installed (Debian
+//! packages) and started on loopback by tests/targets/*.sh, which need root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sallyport-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A target started by its script; stopped on drop.
+struct Target {
+    script: &'static str,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Target {
+    fn start(script: &'static str, dir: PathBuf) -> (Self, String) {
+        let port = free_port();
+        let out = Command::new("bash")
+            .arg(repo().join("tests/targets").join(script))
+            .arg("start")
+            .arg(&dir)
+            .arg(port.to_string())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success(),
+            "{script} start failed (it installs Debian packages and needs root)"
+        );
+        (
+            Self { script, dir, port },
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("tests/targets").join(self.script))
+            .arg("stop")
+            .arg(&self.dir)
+            .arg(self.port.to_string())
+            .status();
+    }
+}
+
+/// `sallyport lab` in the background; killed on drop.
+struct LabProcess(Child);
+
+impl Drop for LabProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_lab(home: &Path, resources: &[String]) -> LabProcess {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sallyport"));
+    cmd.env("SALLYPORT_HOME", home)
+        .args(["lab", "--listen", "127.0.0.1:0", "--no-local-services"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for r in resources {
+        cmd.arg("--resource").arg(r);
+    }
+    let lab = LabProcess(cmd.spawn().expect("sallyport lab starts"));
+    let profile = home.join("profile.toml");
+    let started = Instant::now();
+    while !profile.exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the lab wrote no profile");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    lab
+}
+
+fn launch(home: &Path, resource: &str, run: &str) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sallyport"))
+        .env("SALLYPORT_HOME", home)
+        .env("PAM_CONNECT_TIMING", "1")
+        .args(["launch", resource, "--run", run])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("sallyport launch runs");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn ssh_and_psql_through_the_tunnel() {
+    let (sshd, _) = Target::start("sshd.sh", scratch("sshd"));
+    let (postgres, _) = Target::start("postgres.sh", scratch("postgres"));
+    let ssh_opts = std::fs::read_to_string(sshd.dir.join("ssh_config_opts"))
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    let home = scratch("home");
+    let _lab = start_lab(
+        &home,
+        &[
+            format!("e2e-ssh=ssh@127.0.0.1:{}", sshd.port),
+            format!("e2e-postgres=postgres@127.0.0.1:{}", postgres.port),
+        ],
+    );
+
+    let (ok, stdout) = launch(
+        &home,
+        "e2e-ssh",
+        &format!("ssh -p {{port}} {ssh_opts} root@{{host}} echo hello-from-sshd-$((6*7))"),
+    );
+    assert!(ok, "ssh through the tunnel failed: {stdout}");
+    assert!(stdout.contains("hello-from-sshd-42"), "ssh output: {stdout:?}");
+
+    let (ok, stdout) = launch(
+        &home,
+        "e2e-postgres",
+        "psql -h {host} -p {port} -U postgres -tA -c 'select 1'",
+    );
+    assert!(ok, "psql through the tunnel failed: {stdout}");
+    assert_eq!(stdout.trim(), "1", "psql output: {stdout:?}");
+}

@@ -139,3 +139,58 @@ fn ssh_and_psql_through_the_tunnel() {
     assert!(ok, "psql through the tunnel failed: {stdout}");
     assert_eq!(stdout.trim(), "1", "psql output: {stdout:?}");
 }
+
+#[test]
+fn login_keeps_the_token_in_the_keyring_not_in_a_file() {
+    let home = scratch("keyring");
+    let _lab = start_lab(&home, &[]);
+    let text = std::fs::read_to_string(home.join("profile.toml")).unwrap();
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("token = "))
+        .expect("the lab profile has a token")
+        .trim_matches('"')
+        .to_owned();
+    // A profile without the token, as a real user's would be.
+    let bare = home.join("bare.toml");
+    let without: String = text
+        .lines()
+        .filter(|l| !l.starts_with("token = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&bare, without).unwrap();
+
+    let sallyport = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sallyport"));
+        cmd.env("SALLYPORT_HOME", &home)
+            .env_remove("SALLYPORT_TOKEN")
+            .arg("--profile-file")
+            .arg(&bare);
+        cmd
+    };
+    let before = sallyport().arg("resources").output().unwrap();
+    assert!(!before.status.success(), "no token yet");
+    assert!(String::from_utf8_lossy(&before.stderr).contains("sallyport login"));
+
+    let login = sallyport()
+        .env("LAB_TOKEN", &token)
+        .args(["login", "--token-env", "LAB_TOKEN"])
+        .output()
+        .unwrap();
+    assert!(
+        login.status.success(),
+        "login failed (the kernel keyring needs `keyctl session -`): {}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let after = sallyport().arg("resources").output().unwrap();
+    assert!(after.status.success(), "{}", String::from_utf8_lossy(&after.stderr));
+    assert!(String::from_utf8_lossy(&after.stdout).contains("demo-echo"));
+    // The token is in no file under the home directory but the lab's own profile.
+    for entry in std::fs::read_dir(&home).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "profile.toml" && path.is_file() {
+            let content = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(!content.contains(&token), "{} holds the token", path.display());
+        }
+    }
+}

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use sallyport_core::checkpoint::names;
-use sallyport_core::{Checkpoint, ClientProfile, LaunchRequest, Launcher, Profile, StickyPorts, Tunables};
+use sallyport_core::{
+    Checkpoint, ClientProfile, LaunchRequest, Launcher, Profile, StickyPorts, Tunables,
+};
 use sallyport_gateway::{GatewayConfig, ResourceConfig};
 use sallyport_protocol::{AnnouncedResource, GatewayKeyPair};
 use sallyport_router::config::{ClientEntry, GatewayEntry};
@@ -59,11 +61,18 @@ async fn checkpoints_arrive_in_pipeline_order() {
     assert_eq!(streamed, recorded);
     let ready = recorded.last().unwrap();
     let sum: f64 = recorded.iter().map(|c| c.step_ms).sum();
-    assert!((sum - ready.total_ms).abs() < 1.0, "steps add up to the total");
+    assert!(
+        (sum - ready.total_ms).abs() < 1.0,
+        "steps add up to the total"
+    );
     assert!(recorded.iter().all(|c| c.launch_id == session.launch_id()));
 
     // The fast profile's happy path has no fixed sleep: the legacy window is 2 s alone.
-    assert!(ready.total_ms < 2000.0, "fast launch took {} ms", ready.total_ms);
+    assert!(
+        ready.total_ms < 2000.0,
+        "fast launch took {} ms",
+        ready.total_ms
+    );
     let (a, b) = echo_through(session.local_port(), 4096, 3).await;
     assert_eq!(a, b);
     session.close().await;
@@ -123,9 +132,13 @@ async fn a_gateway_that_comes_up_during_the_catchup_window_is_reached_on_attempt
         gateways: [("late".to_owned(), key.public().to_base64())].into(),
     };
     let dir = scratch("late");
-    let launcher = Launcher::new(profile, "late-client-token", StickyPorts::new(dir.join("p.json")))
-        .unwrap()
-        .with_state_dir(dir);
+    let launcher = Launcher::new(
+        profile,
+        "late-client-token",
+        StickyPorts::new(dir.join("p.json")),
+    )
+    .unwrap()
+    .with_state_dir(dir);
 
     // Start the gateway only once the first offer has failed.
     let mut stream = launcher.checkpoints().subscribe();
@@ -161,7 +174,10 @@ async fn a_gateway_that_comes_up_during_the_catchup_window_is_reached_on_attempt
     tunables.websocket_backend_delay_legacy = Duration::from_millis(800);
     let mut req = LaunchRequest::new("late-echo", tunables);
     req.client = sallyport_core::ClientChoice::None;
-    let session = launcher.launch(req).await.expect("attempt 2 reaches the gateway");
+    let session = launcher
+        .launch(req)
+        .await
+        .expect("attempt 2 reaches the gateway");
     let (gateway, reason) = starter.await.unwrap();
     assert!(reason.starts_with("controller_down"), "{reason}");
 
@@ -177,9 +193,17 @@ async fn a_gateway_that_comes_up_during_the_catchup_window_is_reached_on_attempt
     .iter()
     .map(|p| position(&recorded, p))
     .collect();
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "{:?}", phases(&recorded));
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "{:?}",
+        phases(&recorded)
+    );
     let catchup = &recorded[position(&recorded, names::GATEWAY_OFFER_BACKEND_CATCHUP_DELAY_DONE)];
-    assert!(catchup.step_ms >= 1000.0, "slept the catch-up: {}", catchup.step_ms);
+    assert!(
+        catchup.step_ms >= 1000.0,
+        "slept the catch-up: {}",
+        catchup.step_ms
+    );
     let (a, b) = echo_through(session.local_port(), 64 * 1024, 5).await;
     assert_eq!(a, b);
     session.close().await;
@@ -193,22 +217,33 @@ async fn a_non_transient_failure_is_not_retried_and_drops_the_cache() {
     let good = launcher(&lab, "cache");
 
     // The second launch is served from the cache.
-    let first = good.launch(request(sallyport_lab::DEMO_ECHO, Profile::Fast)).await.unwrap();
+    let first = good
+        .launch(request(sallyport_lab::DEMO_ECHO, Profile::Fast))
+        .await
+        .unwrap();
     assert_eq!(first.checkpoints()[0].phase, names::RESOURCE_RESOLVED);
     first.close().await;
-    let second = good.launch(request(sallyport_lab::DEMO_ECHO, Profile::Fast)).await.unwrap();
+    let second = good
+        .launch(request(sallyport_lab::DEMO_ECHO, Profile::Fast))
+        .await
+        .unwrap();
     assert_eq!(second.checkpoints()[0].phase, names::LAUNCH_CACHE_HIT);
     second.close().await;
 
     // A wrongly pinned gateway key: the gateway refuses the seal (400), which is final.
     let mut profile = lab.profile.clone();
-    profile
-        .gateways
-        .insert("lab".into(), GatewayKeyPair::generate().public().to_base64());
+    profile.gateways.insert(
+        "lab".into(),
+        GatewayKeyPair::generate().public().to_base64(),
+    );
     let dir = scratch("wrongkey");
-    let wrong = Launcher::new(profile, &lab.client_token, StickyPorts::new(dir.join("p.json")))
-        .unwrap()
-        .with_state_dir(dir);
+    let wrong = Launcher::new(
+        profile,
+        &lab.client_token,
+        StickyPorts::new(dir.join("p.json")),
+    )
+    .unwrap()
+    .with_state_dir(dir);
     wrong.resources().await.unwrap();
     assert!(wrong.cache().contains(sallyport_lab::DEMO_ECHO));
     let mut stream = wrong.checkpoints().subscribe();
@@ -219,16 +254,27 @@ async fn a_non_transient_failure_is_not_retried_and_drops_the_cache() {
         .expect("a wrong key fails");
     assert_eq!(err.code(), "seal_rejected", "{err}");
     let message = err.to_string();
-    assert!(message.contains("\"lab\"") && message.contains("demo-echo") && message.contains("1 attempt"), "{message}");
+    assert!(
+        message.contains("\"lab\"")
+            && message.contains("demo-echo")
+            && message.contains("1 attempt"),
+        "{message}"
+    );
     let mut seen = Vec::new();
     while let Ok(c) = stream.try_recv() {
         seen.push(c.phase);
     }
     assert!(seen.contains(&"gateway_offer_http_attempt_1".to_string()));
-    assert!(!seen.contains(&"gateway_offer_http_attempt_2".to_string()), "{seen:?}");
+    assert!(
+        !seen.contains(&"gateway_offer_http_attempt_2".to_string()),
+        "{seen:?}"
+    );
     assert!(!seen.contains(&names::GATEWAY_OFFER_BACKEND_CATCHUP_DELAY_START.to_string()));
     assert_eq!(seen.last().map(String::as_str), Some(names::FAILED));
-    assert!(!wrong.cache().contains(sallyport_lab::DEMO_ECHO), "the failed launch dropped its cache entry");
+    assert!(
+        !wrong.cache().contains(sallyport_lab::DEMO_ECHO),
+        "the failed launch dropped its cache entry"
+    );
     lab.shutdown().await;
 }
 
@@ -236,10 +282,16 @@ async fn a_non_transient_failure_is_not_retried_and_drops_the_cache() {
 async fn sticky_ports_and_taken_ports() {
     let lab = lab(vec![]).await;
     let launcher = launcher(&lab, "sticky");
-    let first = launcher.launch(request(sallyport_lab::DEMO_ECHO, Profile::Fast)).await.unwrap();
+    let first = launcher
+        .launch(request(sallyport_lab::DEMO_ECHO, Profile::Fast))
+        .await
+        .unwrap();
     let port = first.local_port();
     first.close().await;
-    let again = launcher.launch(request(sallyport_lab::DEMO_ECHO, Profile::Fast)).await.unwrap();
+    let again = launcher
+        .launch(request(sallyport_lab::DEMO_ECHO, Profile::Fast))
+        .await
+        .unwrap();
     assert_eq!(again.local_port(), port, "the resource keeps its port");
     // While it is in use, an explicit request for it is a clear error, not another port.
     let mut req = request(sallyport_lab::DEMO_ECHO, Profile::Fast);

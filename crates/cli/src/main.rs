@@ -108,8 +108,9 @@ fn parse_resource(text: &str) -> Result<(String, String, String), String> {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,rtc=error,rtc_dtls=error,rtc_ice=error,webrtc=error".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "warn,rtc=error,rtc_dtls=error,rtc_ice=error,webrtc=error".into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

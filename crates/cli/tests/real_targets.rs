@@ -88,7 +88,10 @@ fn start_lab(home: &Path, resources: &[String]) -> LabProcess {
     let profile = home.join("profile.toml");
     let started = Instant::now();
     while !profile.exists() {
-        assert!(started.elapsed() < Duration::from_secs(60), "the lab wrote no profile");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the lab wrote no profile"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     lab
@@ -102,7 +105,10 @@ fn launch(home: &Path, resource: &str, run: &str) -> (bool, String) {
         .stderr(Stdio::inherit())
         .output()
         .expect("sallyport launch runs");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[test]
@@ -129,7 +135,10 @@ fn ssh_and_psql_through_the_tunnel() {
         &format!("ssh -p {{port}} {ssh_opts} root@{{host}} echo hello-from-sshd-$((6*7))"),
     );
     assert!(ok, "ssh through the tunnel failed: {stdout}");
-    assert!(stdout.contains("hello-from-sshd-42"), "ssh output: {stdout:?}");
+    assert!(
+        stdout.contains("hello-from-sshd-42"),
+        "ssh output: {stdout:?}"
+    );
 
     let (ok, stdout) = launch(
         &home,
@@ -183,14 +192,22 @@ fn login_keeps_the_token_in_the_keyring_not_in_a_file() {
         String::from_utf8_lossy(&login.stderr)
     );
     let after = sallyport().arg("resources").output().unwrap();
-    assert!(after.status.success(), "{}", String::from_utf8_lossy(&after.stderr));
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
     assert!(String::from_utf8_lossy(&after.stdout).contains("demo-echo"));
     // The token is in no file under the home directory but the lab's own profile.
     for entry in std::fs::read_dir(&home).unwrap() {
         let path = entry.unwrap().path();
         if path.file_name().unwrap() != "profile.toml" && path.is_file() {
             let content = std::fs::read_to_string(&path).unwrap_or_default();
-            assert!(!content.contains(&token), "{} holds the token", path.display());
+            assert!(
+                !content.contains(&token),
+                "{} holds the token",
+                path.display()
+            );
         }
     }
 }

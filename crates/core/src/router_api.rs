@@ -176,7 +176,7 @@ impl RouterApi {
     /// Events arrive on the returned receiver; dropping it closes the socket.
     pub fn listen(&self, conversation_id: &str) -> mpsc::UnboundedReceiver<SignalEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let url = websocket_url(&self.base);
+        let url = sallyport_protocol::websocket_url(&self.base, sallyport_protocol::CLIENT_WS_PATH);
         let token = self.token.clone();
         let conversation_id = conversation_id.to_owned();
         tokio::spawn(async move {
@@ -206,18 +206,6 @@ pub enum SignalEvent {
     Error { code: String, message: String },
     /// The socket is gone.
     Lost(String),
-}
-
-fn websocket_url(base: &str) -> String {
-    let ws = base
-        .strip_prefix("https://")
-        .map(|rest| format!("wss://{rest}"))
-        .or_else(|| {
-            base.strip_prefix("http://")
-                .map(|rest| format!("ws://{rest}"))
-        })
-        .unwrap_or_else(|| base.to_owned());
-    format!("{ws}/v1/ws/client")
 }
 
 async fn run_listener(
@@ -309,11 +297,5 @@ mod tests {
             message: "rrc_timeout controller_down 503".into(),
         };
         assert!(!tricky.is_transient());
-    }
-
-    #[test]
-    fn websocket_urls() {
-        assert_eq!(websocket_url("http://h:1"), "ws://h:1/v1/ws/client");
-        assert_eq!(websocket_url("https://h"), "wss://h/v1/ws/client");
     }
 }

@@ -179,27 +179,17 @@ fn jitter(base: Duration) -> Duration {
     base + base.mul_f64(f64::from(nanos % 1000) / 4000.0)
 }
 
-fn websocket_url(router_url: &str) -> String {
-    let base = router_url.trim_end_matches('/');
-    let base = base
-        .strip_prefix("https://")
-        .map(|rest| format!("wss://{rest}"))
-        .or_else(|| {
-            base.strip_prefix("http://")
-                .map(|rest| format!("ws://{rest}"))
-        })
-        .unwrap_or_else(|| base.to_owned());
-    format!("{base}/v1/ws/gateway")
-}
-
 /// One connection to the router, from hello to close.
 async fn connect_once(
     gateway: &Arc<Gateway>,
     online: &watch::Sender<bool>,
 ) -> Result<(), GatewayError> {
-    let mut request = websocket_url(&gateway.config.router_url)
-        .into_client_request()
-        .map_err(|e| GatewayError::Router(e.to_string()))?;
+    let mut request = sallyport_protocol::websocket_url(
+        &gateway.config.router_url,
+        sallyport_protocol::GATEWAY_WS_PATH,
+    )
+    .into_client_request()
+    .map_err(|e| GatewayError::Router(e.to_string()))?;
     request.headers_mut().insert(
         "authorization",
         format!("Bearer {}", gateway.config.token)

@@ -364,6 +364,23 @@ pub fn connection_label(conn: u64) -> String {
     format!("{CONNECTION_CHANNEL_PREFIX}{conn}")
 }
 
+/// Router WebSocket paths.
+pub const CLIENT_WS_PATH: &str = "/v1/ws/client";
+pub const GATEWAY_WS_PATH: &str = "/v1/ws/gateway";
+
+/// The `ws://`/`wss://` URL of `path` on the router at `http_base` (`http://`/`https://`).
+pub fn websocket_url(http_base: &str, path: &str) -> String {
+    let base = http_base.trim_end_matches('/');
+    let ws = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        base.to_owned()
+    };
+    format!("{ws}{path}")
+}
+
 /// Conversation ids are client-chosen; keep them short and printable so they are safe in
 /// logs, metrics and maps.
 pub fn valid_conversation_id(id: &str) -> bool {
@@ -422,6 +439,18 @@ mod tests {
         assert!(text.contains(r#""status":"error""#));
         let back: GatewayToRouter = serde_json::from_str(&text).unwrap();
         assert!(matches!(back, GatewayToRouter::Reply { request_id: 7, .. }));
+    }
+
+    #[test]
+    fn websocket_urls() {
+        assert_eq!(
+            websocket_url("http://h:1/", CLIENT_WS_PATH),
+            "ws://h:1/v1/ws/client"
+        );
+        assert_eq!(
+            websocket_url("https://h", GATEWAY_WS_PATH),
+            "wss://h/v1/ws/gateway"
+        );
     }
 
     #[test]

@@ -143,6 +143,8 @@ impl Launcher {
         let gateway_key = self.profile.gateway_key(&resource.gateway)?;
         // A missing native client is an error before any tunnel is opened.
         let client = native_client::prepare(&request.client, &resource.protocol, &resource.name)?;
+        // So is a taken local port: bind now, report it ready in its place in the pipeline.
+        let listener = self.bind_local(&resource.name, request.port).await?;
 
         let conversation_id = uuid::Uuid::new_v4().simple().to_string();
         let keys = ConversationKeys::for_client(&gateway_key, &conversation_id);
@@ -280,7 +282,6 @@ impl Launcher {
         recorder.mark(names::WEBRTC_DATA_PLANE_CONNECTED);
 
         // 9. The local listener, the first connection to the target, the native client.
-        let listener = self.bind_local(&resource.name, request.port).await?;
         let port = listener.local_addr()?.port();
         recorder.mark_with(
             names::LOCAL_LISTENER_READY,

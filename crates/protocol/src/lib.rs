@@ -52,6 +52,7 @@ pub mod codes {
     pub const UNKNOWN_GATEWAY: &str = "unknown_gateway";
     pub const UNKNOWN_RESOURCE: &str = "unknown_resource";
     pub const MALFORMED: &str = "malformed";
+    pub const NOT_FOUND: &str = "not_found";
     pub const TOO_LARGE: &str = "too_large";
     pub const CONTROLLER_DOWN: &str = "controller_down";
     pub const RRC_TIMEOUT: &str = "rrc_timeout";

@@ -49,6 +49,8 @@ pub enum RouterError {
     UnknownResource(String),
     #[error("malformed request: {0}")]
     Malformed(String),
+    #[error("no such endpoint")]
+    NoSuchEndpoint,
     #[error("request body larger than {0} bytes")]
     TooLarge(usize),
     #[error("gateway {0:?} is not connected")]
@@ -69,6 +71,7 @@ impl RouterError {
             RouterError::UnknownGateway(_) => codes::UNKNOWN_GATEWAY,
             RouterError::UnknownResource(_) => codes::UNKNOWN_RESOURCE,
             RouterError::Malformed(_) => codes::MALFORMED,
+            RouterError::NoSuchEndpoint => codes::NOT_FOUND,
             RouterError::TooLarge(_) => codes::TOO_LARGE,
             RouterError::ControllerDown(_) => codes::CONTROLLER_DOWN,
             RouterError::Timeout(..) => codes::RRC_TIMEOUT,
@@ -86,7 +89,9 @@ pub fn status_for_code(code: &str) -> StatusCode {
     match code {
         codes::UNAUTHORIZED => StatusCode::UNAUTHORIZED,
         codes::FORBIDDEN => StatusCode::FORBIDDEN,
-        codes::UNKNOWN_GATEWAY | codes::UNKNOWN_RESOURCE => StatusCode::NOT_FOUND,
+        codes::UNKNOWN_GATEWAY | codes::UNKNOWN_RESOURCE | codes::NOT_FOUND => {
+            StatusCode::NOT_FOUND
+        }
         codes::MALFORMED | codes::SEAL_REJECTED | codes::UNSUPPORTED_VERSION => {
             StatusCode::BAD_REQUEST
         }
@@ -339,7 +344,7 @@ fn app(shared: Arc<Shared>) -> Router {
         .route("/v1/gateways/{id}/messages", post(forward_message))
         .route("/v1/ws/client", get(ws::client_socket))
         .route("/v1/ws/gateway", get(ws::gateway_socket))
-        .fallback(|| async { RouterError::Malformed("no such endpoint".into()) })
+        .fallback(|| async { RouterError::NoSuchEndpoint })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(shared)
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian clone: installs what the tests need, then runs
-# every test of the workspace. The core crates' tests build no Tauri, GTK or WebKit.
+# every test of the workspace, then the desktop app's. The core crates' tests build no
+# Tauri, GTK or WebKit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,4 +30,8 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 # The kernel keyring needs a possessed session keyring (PLATFORM.md): run under a new one.
-exec keyctl session - cargo test --workspace --locked "$@"
+# The app crate is left out here: it builds Tauri, and is tested by scripts/test-app.sh.
+keyctl session - cargo test --workspace --exclude sallyport-app --locked "$@"
+
+# The desktop app: UI unit tests and the real binary end to end.
+./scripts/test-app.sh

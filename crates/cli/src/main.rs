@@ -1,7 +1,6 @@
 //! `sallyport`: the command line over the same core as the app.
 
 mod bench;
-mod secrets;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -177,7 +176,7 @@ fn token_for(profile: &ClientProfile) -> Result<String, CoreError> {
             return Ok(token);
         }
     }
-    secrets::load_token(&profile.router_url)?.ok_or_else(|| {
+    sallyport_core::secrets::load_token(&profile.router_url)?.ok_or_else(|| {
         CoreError::Profile(
             "no router token: run `sallyport login`, set SALLYPORT_TOKEN, or put token in the profile"
                 .into(),
@@ -290,7 +289,7 @@ fn login(profile_path: &std::path::Path, token_env: &str) -> Result<ExitCode, Co
     let api = sallyport_core::router_api::RouterApi::new(&profile.router_url, &token)?;
     let rt = tokio::runtime::Handle::current();
     let count = tokio::task::block_in_place(|| rt.block_on(api.resources()))?.len();
-    secrets::store_token(&profile.router_url, &token)?;
+    sallyport_core::secrets::store_token(&profile.router_url, &token)?;
     println!("token stored in the OS keyring ({count} resources visible)");
     Ok(ExitCode::SUCCESS)
 }

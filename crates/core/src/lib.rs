@@ -6,13 +6,17 @@
 //! * [`session`]: the local listener, connections, native client and counters;
 //! * [`checkpoint`], [`tunables`], [`cache`], [`profile`], [`native_client`], [`router_api`].
 
+pub mod bundle;
 pub mod cache;
 pub mod checkpoint;
 pub mod error;
+pub mod history;
+pub mod logbuf;
 pub mod native_client;
 pub mod pipeline;
 pub mod profile;
 pub mod router_api;
+pub mod secrets;
 pub mod session;
 pub mod tube;
 pub mod tunables;
@@ -24,3 +28,8 @@ pub use pipeline::{LaunchRequest, Launcher};
 pub use profile::{ClientProfile, StickyPorts};
 pub use session::{Session, SessionEnd, SessionInfo, SessionState};
 pub use tunables::{Profile, Tunables};
+
+/// A short random launch id.
+pub fn new_launch_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}

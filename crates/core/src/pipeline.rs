@@ -48,6 +48,8 @@ pub struct LaunchRequest {
     /// Trickle ICE: stream the answer and candidates over the WebSocket. When false, the
     /// offer carries every candidate and the answer comes inline in the HTTP reply.
     pub trickle: bool,
+    /// The launch id to use (so a caller can follow its checkpoints); random when absent.
+    pub launch_id: Option<String>,
 }
 
 impl LaunchRequest {
@@ -58,6 +60,7 @@ impl LaunchRequest {
             client: ClientChoice::Default,
             tunables,
             trickle: true,
+            launch_id: None,
         }
     }
 }
@@ -119,7 +122,10 @@ impl Launcher {
     /// Run one launch. On failure the `failed` checkpoint carries the error code, and the
     /// cache entry the launch used is dropped.
     pub async fn launch(&self, request: LaunchRequest) -> Result<Session> {
-        let launch_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+        let launch_id = request
+            .launch_id
+            .clone()
+            .unwrap_or_else(crate::new_launch_id);
         let recorder = Recorder::new(
             self.bus.clone(),
             &launch_id,

@@ -145,10 +145,14 @@ async fn run(
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        let result = tokio::select! {
-            r = connect_once(&gateway, &online) => r,
-            _ = shutdown.wait_for(|s| *s) => break,
-        };
+        if *shutdown.borrow() {
+            break;
+        }
+        // connect_once watches the shutdown itself, so it can say goodbye while connected.
+        let result = connect_once(&gateway, &online, shutdown.clone()).await;
+        if *shutdown.borrow() {
+            break;
+        }
         online.send_replace(false);
         *gateway.outbound.lock().unwrap() = None;
         match result {
@@ -164,7 +168,24 @@ async fn run(
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
-    // Shutting down: tell every client why its tube ends.
+    // Whatever is left (shut down while disconnected) still gets its peers closed.
+    close_all(&gateway).await;
+}
+
+/// Resolves once shutdown is requested (never, if the sender is gone without asking).
+async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Tell every client why its tube ends, and tear the tubes down.
+async fn close_all(gateway: &Gateway) {
     let conversations: Vec<_> = gateway.conversations.lock().await.drain().collect();
     for (_, conversation) in conversations {
         conversation.close(CloseReason::GatewayShutdown).await;
@@ -183,6 +204,7 @@ fn jitter(base: Duration) -> Duration {
 async fn connect_once(
     gateway: &Arc<Gateway>,
     online: &watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), GatewayError> {
     let mut request = sallyport_protocol::websocket_url(
         &gateway.config.router_url,
@@ -196,9 +218,13 @@ async fn connect_once(
             .parse()
             .map_err(|_| GatewayError::Config("token contains invalid characters".into()))?,
     );
-    let (socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .map_err(|e| GatewayError::Router(e.to_string()))?;
+    let (socket, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .map_err(|_| GatewayError::Router("connecting timed out after 10 s".into()))?
+    .map_err(|e| GatewayError::Router(e.to_string()))?;
     let (mut sink, mut stream) = socket.split();
 
     let hello = GatewayToRouter::Hello {
@@ -235,6 +261,18 @@ async fn connect_once(
 
     loop {
         tokio::select! {
+            _ = shutdown_requested(&mut shutdown) => {
+                // Close the tubes while the router can still relay each `closed`, then flush.
+                close_all(gateway).await;
+                *gateway.outbound.lock().unwrap() = None;
+                while let Ok(message) = rx.try_recv() {
+                    if sink.send(text(&message)).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = sink.send(Message::Close(None)).await;
+                return Ok(());
+            }
             Some(message) = rx.recv() => {
                 if sink.send(text(&message)).await.is_err() {
                     return Ok(());

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 pub const LAB_GATEWAY: &str = "lab";
 pub const DEMO_ECHO: &str = "demo-echo";
+pub const DEMO_WEB: &str = "demo-web";
 
 /// What to put in a lab.
 #[derive(Debug, Clone)]
@@ -56,13 +57,26 @@ impl Lab {
             .await
             .map_err(|e| format!("cannot start the demo echo target: {e}"))?;
         let echo_addr = echo_listener.local_addr().map_err(|e| e.to_string())?;
-        let echo = tokio::spawn(serve_echo(echo_listener));
+        let web_listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("cannot start the demo web target: {e}"))?;
+        let web_addr = web_listener.local_addr().map_err(|e| e.to_string())?;
+        let echo = tokio::spawn(async move {
+            tokio::join!(serve_echo(echo_listener), serve_web(web_listener));
+        });
 
-        let mut resources = vec![ResourceConfig {
-            name: DEMO_ECHO.into(),
-            protocol: "tcp".into(),
-            target: echo_addr.to_string(),
-        }];
+        let mut resources = vec![
+            ResourceConfig {
+                name: DEMO_ECHO.into(),
+                protocol: "tcp".into(),
+                target: echo_addr.to_string(),
+            },
+            ResourceConfig {
+                name: DEMO_WEB.into(),
+                protocol: "tcp".into(),
+                target: web_addr.to_string(),
+            },
+        ];
         if options.include_local_services {
             for (name, protocol, port) in [
                 ("local-ssh", "ssh", 22),
@@ -173,6 +187,27 @@ async fn serve_echo(listener: TcpListener) {
                 }
             }
             let _ = w.shutdown().await;
+        });
+    }
+}
+
+/// The second demo target: a tiny HTTP server, so a browser or curl has something to show.
+async fn serve_web(listener: TcpListener) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            // Read the request head (best effort), then answer and close.
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+            let body = "hello from the Sallyport lab\n";
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
         });
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Once;
 
-use sallyport_core::CoreError;
+use crate::error::CoreError;
 
 const SERVICE: &str = "sallyport";
 

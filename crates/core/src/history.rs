@@ -1,0 +1,142 @@
+//! Past launches, persisted across restarts as JSON lines.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::Result;
+
+/// Keep at most this many launches on disk.
+const MAX_RECORDS: usize = 500;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchError {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchRecord {
+    pub launch_id: String,
+    pub resource: String,
+    pub profile: String,
+    pub started_unix_ms: u64,
+    /// "ok" or "failed".
+    pub outcome: String,
+    pub error: Option<LaunchError>,
+    pub checkpoints: Vec<Checkpoint>,
+    pub total_ms: f64,
+}
+
+pub struct History {
+    path: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl History {
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            lock: Mutex::new(()),
+        }
+    }
+
+    pub fn in_home() -> Self {
+        Self::new(crate::profile::home_dir().join("history.jsonl"))
+    }
+
+    pub fn append(&self, record: &LaunchRecord) -> Result<()> {
+        let _guard = self.lock.lock().unwrap();
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        let line = serde_json::to_string(record).expect("records serialize");
+        writeln!(file, "{line}")?;
+        drop(file);
+        self.compact_locked()
+    }
+
+    /// Newest first. Unreadable lines (a torn write) are skipped, never fatal.
+    pub fn records(&self) -> Vec<LaunchRecord> {
+        let _guard = self.lock.lock().unwrap();
+        let mut records = self.read_locked();
+        records.reverse();
+        records
+    }
+
+    pub fn find(&self, launch_id: &str) -> Option<LaunchRecord> {
+        self.records()
+            .into_iter()
+            .find(|r| r.launch_id == launch_id)
+    }
+
+    fn read_locked(&self) -> Vec<LaunchRecord> {
+        std::fs::read_to_string(&self.path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    fn compact_locked(&self) -> Result<()> {
+        let records = self.read_locked();
+        if records.len() <= MAX_RECORDS {
+            return Ok(());
+        }
+        let keep = &records[records.len() - MAX_RECORDS..];
+        let tmp = self.path.with_extension("tmp");
+        let mut text = String::new();
+        for r in keep {
+            text.push_str(&serde_json::to_string(r).expect("records serialize"));
+            text.push('\n');
+        }
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(tmp, &self.path)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> LaunchRecord {
+        LaunchRecord {
+            launch_id: id.into(),
+            resource: "r".into(),
+            profile: "fast".into(),
+            started_unix_ms: 1,
+            outcome: "ok".into(),
+            error: None,
+            checkpoints: vec![],
+            total_ms: 5.0,
+        }
+    }
+
+    #[test]
+    fn records_persist_newest_first_and_survive_torn_lines() {
+        let dir =
+            std::env::temp_dir().join(format!("sallyport-history-{}", crate::new_launch_id()));
+        let history = History::new(dir.join("h.jsonl"));
+        history.append(&record("a")).unwrap();
+        history.append(&record("b")).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("h.jsonl"))
+            .unwrap()
+            .write_all(b"{torn")
+            .unwrap();
+        let again = History::new(dir.join("h.jsonl"));
+        let ids: Vec<_> = again.records().into_iter().map(|r| r.launch_id).collect();
+        assert_eq!(ids, ["b", "a"]);
+        assert!(again.find("a").is_some());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

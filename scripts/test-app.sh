@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The desktop app's tests: the UI's unit tests (Vitest), then the real app binary under Xvfb
+# driven through tauri-driver and WebKitWebDriver (tests/app/e2e.mjs). Needs root on a fresh
+# Debian machine to install the Tauri and WebDriver packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pkgs=(libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev
+      libsoup-3.0-dev libjavascriptcoregtk-4.1-dev libxdo-dev pkg-config xvfb xauth
+      webkit2gtk-driver dbus dbus-x11 at-spi2-core fonts-dejavu-core)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/test-app.sh: missing ${missing[*]}; run as root or install them" >&2
+    exit 1
+  fi
+  echo "scripts/test-app.sh: installing ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "== ui: unit tests and build" >&2
+(cd ui && npm ci --no-audit --no-fund && npm test && npm run build)
+
+echo "== app: build" >&2
+cargo build -p sallyport-app --locked
+command -v tauri-driver >/dev/null 2>&1 || cargo install tauri-driver --locked
+
+echo "== app: end to end under Xvfb" >&2
+home="$(mktemp -d)"   # no profile: the app starts the embedded lab
+shots="${SCREENSHOTS:-target/screenshots}"
+mkdir -p "$shots"
+export SALLYPORT_HOME="$home" SHOTS="$(realpath "$shots")" APP="$(realpath target/debug/sallyport-app)"
+xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- bash -c '
+  tauri-driver --port 4444 --native-driver /usr/bin/WebKitWebDriver >"$SALLYPORT_HOME/driver.log" 2>&1 &
+  driver=$!
+  for _ in $(seq 1 50); do
+    (exec 3<>/dev/tcp/127.0.0.1/4444) 2>/dev/null && break
+    sleep 0.2
+  done
+  rc=0
+  node tests/app/e2e.mjs "$APP" "$SHOTS" || rc=$?
+  kill $driver 2>/dev/null || true
+  wait $driver 2>/dev/null || true
+  exit $rc
+'

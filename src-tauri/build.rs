@@ -1,0 +1,20 @@
+fn main() {
+    // Every command the UI may call gets an `allow-<name>` permission; the capability in
+    // capabilities/default.json grants exactly these, nothing else.
+    tauri_build::try_build(tauri_build::Attributes::new().app_manifest(
+        tauri_build::AppManifest::new().commands(&[
+            "app_state",
+            "list_resources",
+            "set_sticky_port",
+            "launch",
+            "watch_sessions",
+            "close_session",
+            "history",
+            "get_settings",
+            "save_settings",
+            "export_bundle",
+            "tray_menu_items",
+        ]),
+    ))
+    .expect("tauri build step");
+}

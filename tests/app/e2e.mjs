@@ -1,0 +1,188 @@
+// End-to-end test of the real app binary through tauri-driver and WebKitWebDriver, under Xvfb.
+// It clicks a demo resource of the embedded lab, watches the timeline fill with the real
+// checkpoints of a real launch, sends bytes through the session's port, checks the tray menu
+// after two launches, closes a session and sees it go, and takes screenshots for docs/.
+//
+// Usage: node tests/app/e2e.mjs APP_BINARY [SCREENSHOT_DIR]   (tauri-driver on :4444)
+import net from "node:net";
+import fs from "node:fs";
+import path from "node:path";
+
+const [app, shots] = process.argv.slice(2);
+if (!app) throw new Error("usage: e2e.mjs APP_BINARY [SCREENSHOT_DIR]");
+const DRIVER = process.env.WEBDRIVER_URL ?? "http://127.0.0.1:4444";
+const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
+let passed = 0;
+let failed = 0;
+
+async function wd(method, url, body) {
+  const res = await fetch(DRIVER + url, {
+    method,
+    headers: { "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(`${method} ${url}: ${res.status} ${JSON.stringify(json.value ?? json)}`);
+  return json.value;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(what, fn, timeoutMs = 30000) {
+  const start = Date.now();
+  let last;
+  while (Date.now() - start < timeoutMs) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(150);
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ""}`);
+}
+
+async function check(name, fn) {
+  try {
+    await fn();
+    passed++;
+    console.log(`ok - ${name}`);
+  } catch (e) {
+    failed++;
+    console.log(`not ok - ${name}: ${e.message}`);
+    throw e;
+  }
+}
+
+function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+const session = await wd("POST", "/session", {
+  capabilities: { alwaysMatch: { browserName: "wry", "tauri:options": { application: app } } },
+});
+const sid = session.sessionId;
+const find = async (css) => (await wd("POST", `/session/${sid}/element`, { using: "css selector", value: css }))[ELEMENT];
+const findAll = async (css) =>
+  (await wd("POST", `/session/${sid}/elements`, { using: "css selector", value: css })).map((e) => e[ELEMENT]);
+const click = async (css) => wd("POST", `/session/${sid}/element/${await find(css)}/click`, {});
+const text = async (el) => wd("GET", `/session/${sid}/element/${el}/text`);
+const attr = async (el, name) => wd("GET", `/session/${sid}/element/${el}/attribute/${name}`);
+const invoke = async (cmd, args = {}) =>
+  wd("POST", `/session/${sid}/execute/async`, {
+    script: "const done = arguments[arguments.length - 1]; window.__TAURI_INTERNALS__.invoke(arguments[0], arguments[1]).then(done, (e) => done({ error: e }));",
+    args: [cmd, args],
+  });
+async function screenshot(name) {
+  if (!shots) return;
+  fs.mkdirSync(shots, { recursive: true });
+  const png = await wd("GET", `/session/${sid}/screenshot`);
+  fs.writeFileSync(path.join(shots, `${name}.png`), Buffer.from(png, "base64"));
+}
+async function phasesShown() {
+  const bars = await findAll('[data-testid^="phase-"]');
+  return Promise.all(bars.map(async (b) => (await attr(b, "data-testid")).slice("phase-".length)));
+}
+async function sessionRows() {
+  const rows = await findAll('[data-testid^="session-"]:not([data-testid="session-port"])');
+  return Promise.all(
+    rows.map(async (r) => ({
+      id: (await attr(r, "data-testid")).slice("session-".length),
+      text: await text(r),
+    })),
+  );
+}
+function echo(port, message) {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, "127.0.0.1", () => socket.write(message));
+    let got = "";
+    socket.on("data", (d) => {
+      got += d;
+      if (got.length >= message.length) {
+        socket.end();
+        resolve(got);
+      }
+    });
+    socket.on("error", reject);
+    setTimeout(() => reject(new Error("echo timed out")), 10000);
+  });
+}
+
+try {
+  await check("the embedded lab's resources are listed", async () => {
+    await waitFor("the demo-echo resource", () => find('[data-testid="connect-demo-echo"]'), 60000);
+    await screenshot("resources");
+  });
+
+  await check("clicking a resource fills the timeline with the launch's real checkpoints", async () => {
+    await click('[data-testid="connect-demo-echo"]');
+    await waitFor("the ready checkpoint", () => find('[data-testid="phase-ready"]'));
+    const phases = await phasesShown();
+    for (const p of ["create_tube_ok", "websocket_registered", "gateway_offer_http_done", "answer_received",
+      "webrtc_data_plane_connected", "local_listener_ready", "target_connected", "ready"]) {
+      assert(phases.includes(p), `timeline lacks ${p}: ${phases}`);
+    }
+    assert(phases.indexOf("websocket_listener_started_early") < phases.indexOf("create_tube_ok"), `order: ${phases}`);
+    assert(phases.indexOf("answer_received") < phases.indexOf("ready"), `order: ${phases}`);
+    const total = await text(await find('[data-testid="timeline-total"]'));
+    assert(/\d/.test(total), `total shown: ${total}`);
+    await screenshot("timeline");
+  });
+
+  let echoSession;
+  await check("the session appears with its port, and bytes flow through it", async () => {
+    await click('[data-testid="nav-sessions"]');
+    const rows = await waitFor("a session row", async () => {
+      const r = await sessionRows();
+      return r.length === 1 ? r : null;
+    });
+    echoSession = rows[0];
+    const port = Number(await text(await find(`[data-testid="session-${echoSession.id}"] [data-testid="session-port"]`)));
+    assert(port > 0, `port shown: ${port}`);
+    const reply = await echo(port, "through the tube\n");
+    assert(reply === "through the tube\n", `echo: ${JSON.stringify(reply)}`);
+  });
+
+  await check("the tray menu lists recent and active sessions after two launches", async () => {
+    await click('[data-testid="nav-resources"]');
+    await click('[data-testid="connect-demo-web"]');
+    await click('[data-testid="nav-sessions"]');
+    await waitFor("two session rows", async () => (await sessionRows()).length === 2);
+    await sleep(300);
+    const items = await invoke("tray_menu_items");
+    assert(Array.isArray(items), `tray items: ${JSON.stringify(items)}`);
+    const launches = items.filter((i) => i.startsWith("Launch "));
+    const closes = items.filter((i) => i.startsWith("Close "));
+    assert(launches[0] === "Launch demo-web" && launches[1] === "Launch demo-echo", `recent: ${items}`);
+    assert(closes.length === 2 && closes.some((c) => c.startsWith("Close demo-echo (127.0.0.1:")), `active: ${items}`);
+    assert(items.includes("Open Sallyport") && items.at(-1) === "Quit", `items: ${items}`);
+    await screenshot("sessions");
+  });
+
+  await check("closing a session removes it, from the list and from the tray", async () => {
+    await click(`[data-testid="close-${echoSession.id}"]`);
+    await waitFor("the session to go", async () => !(await sessionRows()).some((r) => r.id === echoSession.id));
+    const items = await waitFor("the tray to follow", async () => {
+      const i = await invoke("tray_menu_items");
+      return i.filter((x) => x.startsWith("Close ")).length === 1 ? i : null;
+    });
+    assert(!items.some((i) => i.startsWith("Close demo-echo")), `tray: ${items}`);
+  });
+
+  await check("history keeps both launches with their timelines", async () => {
+    const history = await invoke("history");
+    assert(history.length >= 2 && history.every((h) => h.outcome === "ok"), JSON.stringify(history).slice(0, 300));
+    assert(history[0].checkpoints.at(-1).phase === "ready", "a history timeline ends with ready");
+    const bundle = await invoke("export_bundle", { launchId: history[0].launch_id });
+    assert(typeof bundle === "string" && fs.existsSync(bundle), `bundle: ${JSON.stringify(bundle)}`);
+    const content = fs.readFileSync(bundle, "utf8");
+    assert(content.includes("webrtc_data_plane_connected") && content.includes("WEBSOCKET_BACKEND_DELAY"), "bundle content");
+  });
+} catch {
+  // reported above
+} finally {
+  await wd("DELETE", `/session/${sid}`).catch(() => {});
+}
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);

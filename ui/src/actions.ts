@@ -1,0 +1,223 @@
+// What the panels ask for: each action calls the API, updates the state and says which topics
+// changed. Command errors go to the banner.
+import * as api from './api';
+import { toCommandError } from './logic/errors';
+import { parsePort } from './logic/format';
+import { clientArgument, newestFirst } from './logic/launch';
+import { addCheckpoint, outcomeOf } from './logic/timeline';
+import { emit, state, type LiveLaunch, type PanelName } from './store';
+import type { CommandError } from './types';
+
+export function showError(e: unknown): void {
+  state.error = toCommandError(e);
+  emit('banner');
+}
+
+export function dismissError(): void {
+  state.error = null;
+  emit('banner');
+}
+
+export function go(panel: PanelName): void {
+  if (state.panel === panel) return;
+  state.panel = panel;
+  emit('nav');
+  if (panel === 'history' || panel === 'timeline') void refreshHistory();
+  if (panel === 'resources') void refreshResources();
+  if (panel === 'settings') void loadSettings();
+}
+
+export async function loadAppState(): Promise<void> {
+  try {
+    state.app = await api.appState();
+    emit('app');
+  } catch (e) {
+    showError(e);
+  }
+}
+
+let resourcesInFlight: Promise<void> | null = null;
+export function refreshResources(quiet = false): Promise<void> {
+  if (resourcesInFlight) return resourcesInFlight;
+  resourcesInFlight = (async () => {
+    try {
+      state.resources = await api.listResources();
+      state.resourcesLoaded = true;
+      emit('resources', 'app');
+    } catch (e) {
+      if (!quiet) showError(e);
+    } finally {
+      resourcesInFlight = null;
+    }
+  })();
+  return resourcesInFlight;
+}
+
+export async function refreshHistory(): Promise<void> {
+  try {
+    state.history = newestFirst(await api.history());
+    state.historyLoaded = true;
+    emit('history', 'timeline');
+  } catch (e) {
+    showError(e);
+  }
+}
+
+export function setQuery(query: string): void {
+  state.query = query;
+  emit('resources');
+}
+
+export function chooseClient(resource: string, index: number): void {
+  state.clientIndex.set(resource, index);
+}
+
+/** Saves a typed sticky port; returns false (and says why) when the text is no port. */
+export async function saveStickyPort(resource: string, text: string): Promise<boolean> {
+  const port = parsePort(text);
+  if (port === 'invalid') {
+    showError(invalidPort(text));
+    return false;
+  }
+  try {
+    await api.setStickyPort(resource, port);
+    const r = state.resources.find((x) => x.name === resource);
+    if (r) r.stickyPort = port;
+    return true;
+  } catch (e) {
+    showError(e);
+    return false;
+  }
+}
+
+function invalidPort(text: string): CommandError {
+  return {
+    code: 'invalid_port',
+    message: `"${text}" is not a port`,
+    hint: 'Type a whole number from 1 to 65535, or leave the field empty to use a free port.',
+  };
+}
+
+let nextKey = 1;
+
+/** Launches `resource`, drawing its checkpoints live on the Timeline. */
+export async function launch(resource: string, portText: string): Promise<void> {
+  const r = state.resources.find((x) => x.name === resource);
+  const port = parsePort(portText);
+  if (port === 'invalid') {
+    showError(invalidPort(portText));
+    return;
+  }
+  const client = clientArgument(r?.clientChoices ?? [], state.clientIndex.get(resource) ?? 0);
+  const live: LiveLaunch = {
+    key: nextKey++,
+    resource,
+    launchId: null,
+    checkpoints: [],
+    status: 'running',
+    error: null,
+    session: null,
+    startedAt: Date.now(),
+  };
+  state.launches.set(live.key, live);
+  state.timeline = { kind: 'live', key: live.key };
+  state.panel = 'timeline';
+  if (state.error?.code !== 'not_in_app') state.error = null;
+  emit('nav', 'timeline', 'resources', 'banner');
+
+  try {
+    const session = await api.launch(resource, port, client, (cp) => {
+      live.launchId ??= cp.launch_id;
+      live.checkpoints = addCheckpoint(live.checkpoints, cp);
+      emit('timeline');
+    });
+    live.session = session;
+    live.launchId ??= session.launch_id;
+    live.status = outcomeOf(live.checkpoints) === 'failed' ? 'failed' : 'ok';
+    if (!state.sessions.some((s) => s.launch_id === session.launch_id)) {
+      state.sessions = [...state.sessions, session];
+      emit('sessions');
+    }
+  } catch (e) {
+    live.status = 'failed';
+    live.error = toCommandError(e);
+    showError(live.error);
+  } finally {
+    emit('timeline', 'resources');
+    void refreshHistory();
+    void refreshResources(true);
+  }
+}
+
+/** Shows a past launch (from history) on the Timeline. */
+export function showRecord(launchId: string): void {
+  state.timeline = { kind: 'record', launchId };
+  state.panel = 'timeline';
+  emit('nav', 'timeline');
+}
+
+let watchRetry: ReturnType<typeof setTimeout> | null = null;
+
+/** Subscribes to session pushes; on a failure says so and tries again in 5 s. */
+export async function watchSessions(): Promise<void> {
+  if (watchRetry) clearTimeout(watchRetry);
+  watchRetry = null;
+  try {
+    await api.watchSessions((sessions) => {
+      state.sessions = sessions;
+      state.sessionsUpdatedAt = Date.now();
+      for (const id of [...state.closing]) {
+        const s = sessions.find((x) => x.launch_id === id);
+        if (!s || s.state !== 'active') state.closing.delete(id);
+      }
+      emit('sessions', 'app');
+    });
+  } catch (e) {
+    showError(e);
+    if (state.tauri) watchRetry = setTimeout(() => void watchSessions(), 5000);
+  }
+}
+
+export async function closeSession(launchId: string): Promise<void> {
+  state.closing.add(launchId);
+  emit('sessions');
+  try {
+    await api.closeSession(launchId);
+  } catch (e) {
+    state.closing.delete(launchId);
+    emit('sessions');
+    showError(e);
+  }
+}
+
+export async function exportBundle(launchId: string): Promise<void> {
+  try {
+    const path = await api.exportBundle(launchId);
+    state.exported.set(launchId, path);
+    emit('history');
+  } catch (e) {
+    showError(e);
+  }
+}
+
+export async function loadSettings(): Promise<void> {
+  try {
+    state.settings = await api.getSettings();
+    emit('settings');
+  } catch (e) {
+    showError(e);
+  }
+}
+
+/** Saves the settings; `token` empty keeps the stored one. Resolves true when saved. */
+export async function saveSettings(routerUrl: string, profile: string, token: string): Promise<boolean> {
+  try {
+    await api.saveSettings(routerUrl.trim(), profile, token === '' ? null : token);
+  } catch (e) {
+    showError(e);
+    return false;
+  }
+  await Promise.all([loadSettings(), loadAppState()]);
+  void refreshResources(true);
+  return true;
+}

@@ -1,0 +1,97 @@
+// Every call into the Rust side lives here. Each function rejects with a CommandError
+// ({ code, message, hint }), whatever shape the rejection had on the wire.
+import { Channel, invoke } from '@tauri-apps/api/core';
+import { toCommandError } from './logic/errors';
+import type {
+  AppState,
+  Checkpoint,
+  CommandError,
+  LaunchRecord,
+  ResourceView,
+  SessionInfo,
+  Settings,
+} from './types';
+
+declare global {
+  interface Window {
+    __TAURI_INTERNALS__?: unknown;
+  }
+}
+
+/** True inside the Tauri webview (or under the dev mock); false in a plain browser. */
+export function inTauri(): boolean {
+  return typeof window !== 'undefined' && window.__TAURI_INTERNALS__ != null;
+}
+
+export const NOT_IN_APP: CommandError = {
+  code: 'not_in_app',
+  message: 'not running inside the Sallyport app',
+  hint: 'Open it through the Sallyport desktop app, where the UI can reach the launcher.',
+};
+
+async function call<T>(command: string, args?: Record<string, unknown>): Promise<T> {
+  // Outside Tauri there is no IPC at all, and `new Channel()` would throw: fail cleanly.
+  if (!inTauri()) throw NOT_IN_APP;
+  try {
+    return await invoke<T>(command, args);
+  } catch (e) {
+    throw toCommandError(e);
+  }
+}
+
+export function appState(): Promise<AppState> {
+  return call('app_state');
+}
+
+export function listResources(): Promise<ResourceView[]> {
+  return call('list_resources');
+}
+
+export function setStickyPort(resource: string, port: number | null): Promise<void> {
+  return call('set_sticky_port', { resource, port });
+}
+
+/**
+ * Launches `resource`. `client` is a template, "none" for no client, or null for the protocol
+ * default. Each checkpoint reaches `onCheckpoint` live, before the returned promise settles.
+ */
+export function launch(
+  resource: string,
+  port: number | null,
+  client: string | null,
+  onCheckpoint: (cp: Checkpoint) => void,
+): Promise<SessionInfo> {
+  if (!inTauri()) return Promise.reject(NOT_IN_APP);
+  const channel = new Channel<Checkpoint>(onCheckpoint);
+  return call('launch', { resource, port, client, onCheckpoint: channel });
+}
+
+/** Subscribes to the full session list, pushed every second and on every change. */
+export function watchSessions(onUpdate: (sessions: SessionInfo[]) => void): Promise<void> {
+  if (!inTauri()) return Promise.reject(NOT_IN_APP);
+  const channel = new Channel<SessionInfo[]>(onUpdate);
+  return call('watch_sessions', { onUpdate: channel });
+}
+
+export function closeSession(launchId: string): Promise<void> {
+  return call('close_session', { launchId });
+}
+
+/** Past launches, newest first. */
+export function history(): Promise<LaunchRecord[]> {
+  return call('history');
+}
+
+export function getSettings(): Promise<Settings> {
+  return call('get_settings');
+}
+
+/** `token` null keeps the stored token. */
+export function saveSettings(routerUrl: string, profile: string, token: string | null): Promise<void> {
+  return call('save_settings', { routerUrl, profile, token });
+}
+
+/** Writes a support bundle for the launch; resolves to the path written. */
+export function exportBundle(launchId: string): Promise<string> {
+  return call('export_bundle', { launchId });
+}

@@ -1,0 +1,33 @@
+import { describe, expect, it } from 'vitest';
+import { toCommandError } from './errors';
+
+describe('toCommandError', () => {
+  it('passes a command error through', () => {
+    const e = { code: 'port_taken', message: 'port 15432 is taken', hint: 'pick another port' };
+    expect(toCommandError(e)).toEqual(e);
+  });
+  it('fills a missing hint and code', () => {
+    expect(toCommandError({ message: 'boom' })).toEqual({ code: 'error', message: 'boom', hint: '' });
+    expect(toCommandError({ code: 'x', message: 'y' })).toEqual({ code: 'x', message: 'y', hint: '' });
+  });
+  it('reads a JSON string', () => {
+    expect(toCommandError('{"code":"rrc_timeout","message":"slow","hint":"retry"}')).toEqual({
+      code: 'rrc_timeout',
+      message: 'slow',
+      hint: 'retry',
+    });
+  });
+  it("keeps Tauri's own string errors as the message", () => {
+    expect(toCommandError('command launch not found')).toEqual({
+      code: 'ipc_error',
+      message: 'command launch not found',
+      hint: '',
+    });
+    expect(toCommandError('{not json')).toEqual({ code: 'ipc_error', message: '{not json', hint: '' });
+  });
+  it('handles Errors and odd values', () => {
+    expect(toCommandError(new Error('nope'))).toMatchObject({ code: 'error', message: 'nope' });
+    expect(toCommandError(42)).toMatchObject({ message: '42' });
+    expect(toCommandError(null)).toMatchObject({ message: 'null' });
+  });
+});

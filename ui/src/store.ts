@@ -1,0 +1,97 @@
+// The app's state and a tiny publish/subscribe: panels subscribe to the topics they draw.
+// No DOM, no Tauri.
+import type { AppState, Checkpoint, CommandError, LaunchRecord, ResourceView, SessionInfo, Settings } from './types';
+
+export type PanelName = 'resources' | 'timeline' | 'sessions' | 'history' | 'settings';
+export const PANELS: readonly PanelName[] = ['resources', 'timeline', 'sessions', 'history', 'settings'];
+
+export type Topic = 'app' | 'nav' | 'banner' | 'resources' | 'timeline' | 'sessions' | 'history' | 'settings';
+
+/** A launch started from this window, drawn live as its checkpoints arrive. */
+export interface LiveLaunch {
+  key: number;
+  resource: string;
+  launchId: string | null;
+  checkpoints: Checkpoint[];
+  status: 'running' | 'ok' | 'failed';
+  error: CommandError | null;
+  session: SessionInfo | null;
+  startedAt: number;
+}
+
+/** What the Timeline panel shows: a live launch of this window, or a past one from history. */
+export type TimelineSubject = { kind: 'live'; key: number } | { kind: 'record'; launchId: string } | null;
+
+export interface State {
+  tauri: boolean;
+  app: AppState | null;
+  panel: PanelName;
+  error: CommandError | null;
+
+  resources: ResourceView[];
+  resourcesLoaded: boolean;
+  query: string;
+  /** The chosen "connect with" entry per resource (index into clientChoices). */
+  clientIndex: Map<string, number>;
+
+  launches: Map<number, LiveLaunch>;
+  timeline: TimelineSubject;
+
+  sessions: SessionInfo[];
+  sessionsUpdatedAt: number | null;
+  /** Close clicked, not yet confirmed by a push. */
+  closing: Set<string>;
+
+  history: LaunchRecord[];
+  historyLoaded: boolean;
+  exported: Map<string, string>;
+
+  settings: Settings | null;
+}
+
+export const state: State = {
+  tauri: false,
+  app: null,
+  panel: 'resources',
+  error: null,
+  resources: [],
+  resourcesLoaded: false,
+  query: '',
+  clientIndex: new Map(),
+  launches: new Map(),
+  timeline: null,
+  sessions: [],
+  sessionsUpdatedAt: null,
+  closing: new Set(),
+  history: [],
+  historyLoaded: false,
+  exported: new Map(),
+  settings: null,
+};
+
+type Listener = () => void;
+const listeners = new Map<Topic, Set<Listener>>();
+
+export function subscribe(topic: Topic, fn: Listener): void {
+  let set = listeners.get(topic);
+  if (!set) listeners.set(topic, (set = new Set()));
+  set.add(fn);
+}
+
+export function emit(...topics: Topic[]): void {
+  for (const t of new Set(topics)) {
+    for (const fn of listeners.get(t) ?? []) fn();
+  }
+}
+
+/** The live launch currently shown, if the Timeline shows one. */
+export function shownLiveLaunch(): LiveLaunch | null {
+  const t = state.timeline;
+  return t && t.kind === 'live' ? state.launches.get(t.key) ?? null : null;
+}
+
+/** Whether a launch of `resource` from this window is still running. */
+export function isLaunching(resource: string): boolean {
+  for (const l of state.launches.values()) if (l.resource === resource && l.status === 'running') return true;
+  return false;
+}

@@ -33,14 +33,17 @@ pub const EOF_MARKER: &str = "eof";
 /// How long the last sender waits for the peer to close before closing itself.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(30);
 
-enum UpstreamEnd {
+enum End {
+    /// This direction finished cleanly with an EOF (sent or received).
     Eof,
+    /// The socket or the channel broke, or the channel closed.
     Broken,
 }
 
 /// Run until both directions are done. A socket EOF is forwarded as [`EOF_MARKER`] so the far
-/// side can half-close its socket and still deliver the reply; the channel is closed once both
-/// directions have ended, or at once when either side breaks.
+/// side can half-close its socket and still deliver the reply. The two directions run
+/// concurrently: a blocked write one way must never stop reads the other way, or an echoing
+/// target deadlocks against us once the socket buffers fill.
 pub async fn bridge(
     stream: TcpStream,
     channel: Channel,
@@ -48,6 +51,7 @@ pub async fn bridge(
 ) -> BridgeStats {
     let (mut reader, mut writer) = stream.into_split();
 
+    // Socket → channel, then the EOF marker.
     let upstream = {
         let channel = channel.clone();
         let counters = counters.clone();
@@ -55,11 +59,16 @@ pub async fn bridge(
             let mut buf = vec![0u8; DATA_CHUNK_BYTES];
             loop {
                 match reader.read(&mut buf).await {
-                    Ok(0) => return UpstreamEnd::Eof,
-                    Err(_) => return UpstreamEnd::Broken,
+                    Ok(0) => {
+                        return match channel.send_text(EOF_MARKER).await {
+                            Ok(()) => End::Eof,
+                            Err(_) => End::Broken,
+                        }
+                    }
+                    Err(_) => return End::Broken,
                     Ok(n) => {
                         if channel.send(&buf[..n]).await.is_err() {
-                            return UpstreamEnd::Broken;
+                            return End::Broken;
                         }
                         counters.to_channel.fetch_add(n as u64, Ordering::Relaxed);
                     }
@@ -67,55 +76,67 @@ pub async fn bridge(
             }
         }
     };
-    tokio::pin!(upstream);
 
+    // Channel → socket, until the EOF marker (then half-close the socket) or the channel ends.
+    let downstream = {
+        let channel = channel.clone();
+        let counters = counters.clone();
+        async move {
+            loop {
+                match channel.next_event().await {
+                    ChannelEvent::Message(data) => {
+                        if writer.write_all(&data).await.is_err() {
+                            return End::Broken;
+                        }
+                        counters
+                            .from_channel
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                    ChannelEvent::Text(text) if text == EOF_MARKER => {
+                        let _ = writer.shutdown().await;
+                        return End::Eof;
+                    }
+                    ChannelEvent::Open => {}
+                    ChannelEvent::Text(_) | ChannelEvent::Closed => {
+                        let _ = writer.shutdown().await;
+                        return End::Broken;
+                    }
+                }
+            }
+        }
+    };
+
+    tokio::pin!(upstream);
+    tokio::pin!(downstream);
+    let mut sent: Option<End> = None;
+    let mut received: Option<End> = None;
     // Whoever receives the last EOF closes the channel: closing right after *sending* could
     // reset the stream before the queued bytes are delivered.
-    let mut sent_eof = false;
-    let mut got_eof = false;
-    loop {
-        let linger = async {
-            if sent_eof && got_eof {
-                tokio::time::sleep(LINGER).await;
-            } else {
-                std::future::pending::<()>().await;
+    let close_now = loop {
+        let received_last = tokio::select! {
+            end = &mut upstream, if sent.is_none() => {
+                sent = Some(end);
+                false
+            }
+            end = &mut downstream, if received.is_none() => {
+                received = Some(end);
+                true
             }
         };
-        tokio::select! {
-            end = &mut upstream, if !sent_eof => match end {
-                UpstreamEnd::Eof => {
-                    sent_eof = true;
-                    if channel.send_text(EOF_MARKER).await.is_err() {
-                        break;
-                    }
-                }
-                UpstreamEnd::Broken => break,
-            },
-            event = channel.next_event() => match event {
-                ChannelEvent::Message(data) => {
-                    if got_eof || writer.write_all(&data).await.is_err() {
-                        break;
-                    }
-                    counters
-                        .from_channel
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
-                ChannelEvent::Text(text) if text == EOF_MARKER => {
-                    got_eof = true;
-                    let _ = writer.shutdown().await;
-                    if sent_eof {
-                        break;
-                    }
-                }
-                ChannelEvent::Text(_) => break,
-                ChannelEvent::Open => {}
-                ChannelEvent::Closed => break,
-            },
-            // Both EOFs are done but the peer never closed: don't hold the channel forever.
-            _ = linger => break,
+        match (&sent, &received) {
+            (Some(End::Broken), _) | (_, Some(End::Broken)) => break true,
+            // Both EOFs: close if ours went first and theirs arrived after (all is here).
+            (Some(End::Eof), Some(End::Eof)) => break received_last,
+            _ => continue,
         }
+    };
+    if !close_now {
+        // We sent the last EOF: let the peer close once it has everything, within reason.
+        let _ = tokio::time::timeout(LINGER, async {
+            while !matches!(channel.next_event().await, ChannelEvent::Closed) {}
+        })
+        .await;
     }
-    let _ = writer.shutdown().await;
     channel.close().await;
     BridgeStats {
         from_channel: counters.from_channel.load(Ordering::Relaxed),

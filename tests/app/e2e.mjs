@@ -77,6 +77,7 @@ const invoke = async (cmd, args = {}) =>
 async function screenshot(name) {
   if (!shots) return;
   fs.mkdirSync(shots, { recursive: true });
+  await sleep(1000); // the window's frame lags the DOM under Xvfb
   const png = await wd("GET", `/session/${sid}/screenshot`);
   fs.writeFileSync(path.join(shots, `${name}.png`), Buffer.from(png, "base64"));
 }

@@ -150,7 +150,11 @@ impl Backend {
         StickyPorts::new(self.home.join("ports.json"))
     }
 
-    pub fn set_sticky_port(&self, resource: &str, port: u16) -> Result<(), CoreError> {
+    /// Remember `port` for `resource`, or forget its port with `None`.
+    pub fn set_sticky_port(&self, resource: &str, port: Option<u16>) -> Result<(), CoreError> {
+        let Some(port) = port else {
+            return self.ports().forget(resource);
+        };
         if port < 1024 {
             return Err(CoreError::PortTaken {
                 port,

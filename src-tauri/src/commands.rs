@@ -44,7 +44,7 @@ pub async fn list_resources(backend: Shared<'_>) -> Result<Vec<ResourceView>> {
 }
 
 #[tauri::command]
-pub fn set_sticky_port(backend: Shared<'_>, resource: String, port: u16) -> Result<()> {
+pub fn set_sticky_port(backend: Shared<'_>, resource: String, port: Option<u16>) -> Result<()> {
     Ok(backend.set_sticky_port(&resource, port)?)
 }
 

@@ -64,11 +64,14 @@ const session = await wd("POST", "/session", {
 });
 const sid = session.sessionId;
 const find = async (css) => (await wd("POST", `/session/${sid}/element`, { using: "css selector", value: css }))[ELEMENT];
-const findAll = async (css) =>
-  (await wd("POST", `/session/${sid}/elements`, { using: "css selector", value: css })).map((e) => e[ELEMENT]);
-const click = async (css) => wd("POST", `/session/${sid}/element/${await find(css)}/click`, {});
-const text = async (el) => wd("GET", `/session/${sid}/element/${el}/text`);
-const attr = async (el, name) => wd("GET", `/session/${sid}/element/${el}/attribute/${name}`);
+// Re-find and retry on a stale element: the UI re-renders panels as data arrives.
+const click = async (css) =>
+  waitFor(`a click on ${css}`, async () => {
+    await wd("POST", `/session/${sid}/element/${await find(css)}/click`, {});
+    return true;
+  }, 10000);
+// Reads go through one script, so a re-render cannot tear them.
+const script = async (body, args = []) => wd("POST", `/session/${sid}/execute/sync`, { script: body, args });
 const invoke = async (cmd, args = {}) =>
   wd("POST", `/session/${sid}/execute/async`, {
     script: "const done = arguments[arguments.length - 1]; window.__TAURI_INTERNALS__.invoke(arguments[0], arguments[1]).then(done, (e) => done({ error: e }));",
@@ -82,18 +85,15 @@ async function screenshot(name) {
   fs.writeFileSync(path.join(shots, `${name}.png`), Buffer.from(png, "base64"));
 }
 async function phasesShown() {
-  const bars = await findAll('[data-testid^="phase-"]');
-  return Promise.all(bars.map(async (b) => (await attr(b, "data-testid")).slice("phase-".length)));
+  return script(`return [...document.querySelectorAll('[data-testid="timeline"] [data-testid^="phase-"]')]
+    .map((e) => e.dataset.testid.slice("phase-".length));`);
 }
 async function sessionRows() {
-  const rows = await findAll('[data-testid^="session-"]:not([data-testid="session-port"])');
-  return Promise.all(
-    rows.map(async (r) => ({
-      id: (await attr(r, "data-testid")).slice("session-".length),
-      text: await text(r),
-    })),
-  );
+  return script(`return [...document.querySelectorAll('[data-testid^="session-"]:not([data-testid="session-port"])')]
+    .map((r) => ({ id: r.dataset.testid.slice("session-".length),
+                   port: r.querySelector('[data-testid="session-port"]')?.textContent.trim() ?? "" }));`);
 }
+const textOf = async (css) => script("return document.querySelector(arguments[0])?.textContent ?? null;", [css]);
 function echo(port, message) {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, "127.0.0.1", () => socket.write(message));
@@ -118,7 +118,7 @@ try {
 
   await check("clicking a resource fills the timeline with the launch's real checkpoints", async () => {
     await click('[data-testid="connect-demo-echo"]');
-    await waitFor("the ready checkpoint", () => find('[data-testid="phase-ready"]'));
+    await waitFor("the ready checkpoint", async () => (await phasesShown()).includes("ready"));
     const phases = await phasesShown();
     for (const p of ["create_tube_ok", "websocket_registered", "gateway_offer_http_done", "answer_received",
       "webrtc_data_plane_connected", "local_listener_ready", "target_connected", "ready"]) {
@@ -126,7 +126,7 @@ try {
     }
     assert(phases.indexOf("websocket_listener_started_early") < phases.indexOf("create_tube_ok"), `order: ${phases}`);
     assert(phases.indexOf("answer_received") < phases.indexOf("ready"), `order: ${phases}`);
-    const total = await text(await find('[data-testid="timeline-total"]'));
+    const total = await textOf('[data-testid="timeline-total"]');
     assert(/\d/.test(total), `total shown: ${total}`);
     await screenshot("timeline");
   });
@@ -139,7 +139,7 @@ try {
       return r.length === 1 ? r : null;
     });
     echoSession = rows[0];
-    const port = Number(await text(await find(`[data-testid="session-${echoSession.id}"] [data-testid="session-port"]`)));
+    const port = Number(echoSession.port);
     assert(port > 0, `port shown: ${port}`);
     const reply = await echo(port, "through the tube\n");
     assert(reply === "through the tube\n", `echo: ${JSON.stringify(reply)}`);

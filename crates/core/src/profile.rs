@@ -117,6 +117,16 @@ impl StickyPorts {
         self.read().get(resource).copied()
     }
 
+    /// Forget the resource's port: its next launch picks a free one (and remembers that).
+    pub fn forget(&self, resource: &str) -> Result<()> {
+        let mut ports = self.read();
+        if ports.remove(resource).is_none() {
+            return Ok(());
+        }
+        let text = serde_json::to_string_pretty(&ports).expect("a map of ports serializes");
+        write_private(&self.path, &text)
+    }
+
     pub fn remember(&self, resource: &str, port: u16) -> Result<()> {
         let mut ports = self.read();
         if ports.get(resource) == Some(&port) {
@@ -174,6 +184,8 @@ mod tests {
         assert_eq!(ports.get("db"), None);
         ports.remember("db", 15432).unwrap();
         assert_eq!(ports.get("db"), Some(15432));
+        ports.forget("db").unwrap();
+        assert_eq!(ports.get("db"), None);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -289,8 +289,11 @@ fn login(profile_path: &std::path::Path, token_env: &str) -> Result<ExitCode, Co
     let api = sallyport_core::router_api::RouterApi::new(&profile.router_url, &token)?;
     let rt = tokio::runtime::Handle::current();
     let count = tokio::task::block_in_place(|| rt.block_on(api.resources()))?.len();
-    sallyport_core::secrets::store_token(&profile.router_url, &token)?;
-    println!("token stored in the OS keyring ({count} resources visible)");
+    let keyring = sallyport_core::secrets::store_token(&profile.router_url, &token)?;
+    println!(
+        "token stored in the {} ({count} resources visible)",
+        keyring.name()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -149,10 +149,8 @@ fn ssh_and_psql_through_the_tunnel() {
     assert_eq!(stdout.trim(), "1", "psql output: {stdout:?}");
 }
 
-#[test]
-fn login_keeps_the_token_in_the_keyring_not_in_a_file() {
-    let home = scratch("keyring");
-    let _lab = start_lab(&home, &[]);
+/// The lab's token and a profile file without it, as a real user's would be.
+fn bare_profile(home: &Path) -> (String, PathBuf) {
     let text = std::fs::read_to_string(home.join("profile.toml")).unwrap();
     let token = text
         .lines()
@@ -160,7 +158,6 @@ fn login_keeps_the_token_in_the_keyring_not_in_a_file() {
         .expect("the lab profile has a token")
         .trim_matches('"')
         .to_owned();
-    // A profile without the token, as a real user's would be.
     let bare = home.join("bare.toml");
     let without: String = text
         .lines()
@@ -168,10 +165,65 @@ fn login_keeps_the_token_in_the_keyring_not_in_a_file() {
         .map(|l| format!("{l}\n"))
         .collect();
     std::fs::write(&bare, without).unwrap();
+    (token, bare)
+}
+
+#[test]
+fn login_uses_the_desktop_secret_service() {
+    let home = scratch("secret-service");
+    let _lab = start_lab(&home, &[]);
+    let (token, bare) = bare_profile(&home);
+    // A private session bus with an unlocked GNOME Keyring (PLATFORM.md's headless recipe).
+    let data = home.join("xdg-data");
+    let runtime = home.join("xdg-runtime");
+    for dir in [&data, &runtime] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    }
+    let sallyport = env!("CARGO_BIN_EXE_sallyport");
+    let script = format!(
+        "set -e
+         echo -n e2e-keyring-password | gnome-keyring-daemon --unlock --components=secrets --daemonize >/dev/null
+         '{sallyport}' --profile-file '{bare}' login --token-env LAB_TOKEN
+         SALLYPORT_TOKEN= '{sallyport}' --profile-file '{bare}' resources
+         if SALLYPORT_KEYRING=keyutils '{sallyport}' --profile-file '{bare}' resources 2>/dev/null; then
+           echo 'the token leaked into the kernel keyring' >&2; exit 1
+         fi",
+        bare = bare.display()
+    );
+    let out = Command::new("dbus-run-session")
+        .args(["--", "bash", "-c", &script])
+        .env("SALLYPORT_HOME", &home)
+        .env("SALLYPORT_KEYRING", "secret-service")
+        .env("XDG_DATA_HOME", &data)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .env("LAB_TOKEN", &token)
+        .env_remove("SALLYPORT_TOKEN")
+        .output()
+        .expect("dbus-run-session runs (packages dbus and gnome-keyring)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "secret service round trip failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("token stored in the Secret Service"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("demo-echo"), "{stdout}");
+}
+
+#[test]
+fn login_keeps_the_token_in_the_keyring_not_in_a_file() {
+    let home = scratch("keyring");
+    let _lab = start_lab(&home, &[]);
+    let (token, bare) = bare_profile(&home);
 
     let sallyport = || {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sallyport"));
         cmd.env("SALLYPORT_HOME", &home)
+            .env("SALLYPORT_KEYRING", "keyutils")
             .env_remove("SALLYPORT_TOKEN")
             .arg("--profile-file")
             .arg(&bare);

@@ -1,39 +1,111 @@
-//! The router token in the OS keyring (the kernel's keyutils store), never in a file.
+//! The router token in the OS keyring, never in a file: the desktop's Secret Service (GNOME
+//! Keyring, KWallet) when a session bus offers one, else the kernel's keyutils keyring.
+//! `SALLYPORT_KEYRING=secret-service|keyutils` forces one.
 
-use std::sync::Once;
+use std::sync::Arc;
+
+use keyring_core::{CredentialStore, Entry};
 
 use crate::error::CoreError;
 
 const SERVICE: &str = "sallyport";
 
-fn init_store() -> Result<(), CoreError> {
-    static INIT: Once = Once::new();
-    let mut failure = None;
-    INIT.call_once(|| match linux_keyutils_keyring_store::Store::new() {
-        Ok(store) => keyring_core::set_default_store(store),
-        Err(e) => failure = Some(e.to_string()),
-    });
-    match failure {
-        Some(e) => Err(CoreError::Keyring(e)),
-        None => Ok(()),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keyring {
+    SecretService,
+    KernelKeyutils,
+}
+
+impl Keyring {
+    pub fn name(self) -> &'static str {
+        match self {
+            Keyring::SecretService => "Secret Service",
+            Keyring::KernelKeyutils => "kernel keyring",
+        }
     }
 }
 
-fn entry(router_url: &str) -> Result<keyring_core::Entry, CoreError> {
-    init_store()?;
-    keyring_core::Entry::new(SERVICE, router_url).map_err(|e| CoreError::Keyring(e.to_string()))
+fn stores() -> Result<Vec<(Keyring, Arc<CredentialStore>)>, CoreError> {
+    let wanted = std::env::var("SALLYPORT_KEYRING").unwrap_or_default();
+    let has_bus = std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some();
+    let order: Vec<Keyring> = match wanted.as_str() {
+        "secret-service" => vec![Keyring::SecretService],
+        "keyutils" => vec![Keyring::KernelKeyutils],
+        "" if has_bus => vec![Keyring::SecretService, Keyring::KernelKeyutils],
+        "" => vec![Keyring::KernelKeyutils],
+        other => {
+            return Err(CoreError::Keyring(format!(
+                "SALLYPORT_KEYRING={other:?} is not secret-service or keyutils"
+            )))
+        }
+    };
+    let mut stores = Vec::new();
+    for keyring in order {
+        let store: Result<Arc<CredentialStore>, String> = match keyring {
+            Keyring::SecretService => zbus_secret_service_keyring_store::Store::new()
+                .map(|s| s as Arc<CredentialStore>)
+                .map_err(|e| e.to_string()),
+            Keyring::KernelKeyutils => linux_keyutils_keyring_store::Store::new()
+                .map(|s| s as Arc<CredentialStore>)
+                .map_err(|e| e.to_string()),
+        };
+        match store {
+            Ok(store) => stores.push((keyring, store)),
+            Err(e) => tracing::debug!(keyring = keyring.name(), error = %e, "keyring unavailable"),
+        }
+    }
+    if stores.is_empty() {
+        return Err(CoreError::Keyring("no OS keyring is available".into()));
+    }
+    Ok(stores)
 }
 
-pub fn store_token(router_url: &str, token: &str) -> Result<(), CoreError> {
-    entry(router_url)?
-        .set_password(token)
-        .map_err(|e| CoreError::Keyring(format!("cannot store the token: {e}")))
+/// Keyring calls block (D-Bus round trips): run them off any async runtime's threads.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| scope.spawn(f).join().expect("keyring call panicked"))
 }
 
+/// Store the token for `router_url`; returns the keyring that took it.
+pub fn store_token(router_url: &str, token: &str) -> Result<Keyring, CoreError> {
+    off_runtime(|| {
+        let mut failures = Vec::new();
+        for (keyring, store) in stores()? {
+            let result = Entry::new_in_store(&store, SERVICE, router_url)
+                .and_then(|entry| entry.set_password(token));
+            match result {
+                Ok(()) => return Ok(keyring),
+                Err(e) => failures.push(format!("{}: {e}", keyring.name())),
+            }
+        }
+        Err(CoreError::Keyring(format!(
+            "cannot store the token ({})",
+            failures.join("; ")
+        )))
+    })
+}
+
+/// The token stored for `router_url`, from the first keyring that has one.
 pub fn load_token(router_url: &str) -> Result<Option<String>, CoreError> {
-    match entry(router_url)?.get_password() {
-        Ok(token) => Ok(Some(token)),
-        Err(keyring_core::Error::NoEntry) => Ok(None),
-        Err(e) => Err(CoreError::Keyring(format!("cannot read the token: {e}"))),
-    }
+    off_runtime(|| {
+        let mut failures = Vec::new();
+        let mut answered = false;
+        for (keyring, store) in stores()? {
+            let result = Entry::new_in_store(&store, SERVICE, router_url)
+                .and_then(|entry| entry.get_password());
+            match result {
+                Ok(token) => return Ok(Some(token)),
+                Err(keyring_core::Error::NoEntry) => answered = true,
+                Err(e) => failures.push(format!("{}: {e}", keyring.name())),
+            }
+        }
+        // "Not there" from any keyring is an answer; only fail when none could be asked.
+        if answered || failures.is_empty() {
+            Ok(None)
+        } else {
+            Err(CoreError::Keyring(format!(
+                "cannot read the token ({})",
+                failures.join("; ")
+            )))
+        }
+    })
 }

@@ -172,174 +172,206 @@ impl Launcher {
             recorder.mark(names::WEBSOCKET_LISTENER_STARTED);
         }
         let mut signal = signal.expect("listener started above");
-
-        // 4. Registration: the router's ack, or the fixed window.
-        let mut early_events = Vec::new();
-        let registration = if tunables.use_ack {
-            wait_registered(
-                &mut signal,
-                tunables.websocket_backend_delay_legacy,
-                &mut early_events,
-            )
-            .await
-        } else {
-            Registration::NotAsked
-        };
-        match registration {
-            Registration::Acknowledged => {
-                recorder.mark(names::WEBSOCKET_REGISTERED);
+        // From here on, a failure must not leave the tube (or the gateway's side) behind.
+        let cleanup = (
+            tube.clone(),
+            conversation_id.clone(),
+            keys.clone(),
+            resource.clone(),
+        );
+        let outcome = async move {
+            // 4. Registration: the router's ack, or the fixed window.
+            let mut early_events = Vec::new();
+            let registration = if tunables.use_ack {
+                wait_registered(
+                    &mut signal,
+                    tunables.websocket_backend_delay_legacy,
+                    &mut early_events,
+                )
+                .await
+            } else {
+                Registration::NotAsked
+            };
+            match registration {
+                Registration::Acknowledged => {
+                    recorder.mark(names::WEBSOCKET_REGISTERED);
+                }
+                Registration::TimedOut => {
+                    // The whole legacy window has passed already; no further sleep.
+                    recorder.mark_with(
+                        names::WEBSOCKET_READY_BACKEND_DELAY_DONE,
+                        None,
+                        Some("no ack".into()),
+                    );
+                }
+                Registration::NotAsked | Registration::Lost => {
+                    tokio::time::sleep(tunables.websocket_backend_delay).await;
+                    recorder.mark(names::WEBSOCKET_READY_BACKEND_DELAY_DONE);
+                }
             }
-            Registration::TimedOut => {
-                // The whole legacy window has passed already; no further sleep.
-                recorder.mark_with(
-                    names::WEBSOCKET_READY_BACKEND_DELAY_DONE,
-                    None,
-                    Some("no ack".into()),
+            // Without a WebSocket the answer cannot be streamed: ask for it inline instead.
+            let trickle = request.trickle && registration != Registration::Lost;
+
+            // 5. Optional pre-offer sleep.
+            if !tunables.pre_offer.is_zero() {
+                tokio::time::sleep(tunables.pre_offer).await;
+            }
+            recorder.mark(names::PRE_OFFER_SLEEP_DONE);
+
+            // 6. The offer, with retry. Non-trickle offers carry every candidate.
+            let offer = if trickle {
+                offer
+            } else {
+                tube.complete_offer(Duration::from_secs(5)).await?
+            };
+            let start = ClientMessage {
+                v: PROTOCOL_VERSION,
+                conversation_id: conversation_id.clone(),
+                resource: resource.name.clone(),
+                kind: MessageKind::Start,
+                stream_response: trickle,
+                timeout_ms: Some(OFFER_TIMEOUT.as_millis() as u64),
+                payload: keys.seal_json(
+                    Direction::ClientToGateway,
+                    MessageKind::Start.as_str(),
+                    &StartBody {
+                        offer,
+                        resource: resource.name.clone(),
+                    },
+                ),
+            };
+            let reply = self
+                .send_offer(&resource, &start, tunables, recorder)
+                .await?;
+            recorder.mark(names::GATEWAY_OFFER_HTTP_DONE);
+
+            // 7. The answer: inline, or streamed on the WebSocket.
+            let answer = match reply.payload {
+                Some(payload) if !trickle => {
+                    keys.open_json::<AnswerBody>(
+                        Direction::GatewayToClient,
+                        StreamKind::Answer.as_str(),
+                        &payload,
+                    )
+                    .map_err(|e| CoreError::Seal(e.to_string()))?
+                    .answer
+                }
+                _ if !trickle => {
+                    return Err(CoreError::Router {
+                        status: 200,
+                        code: "empty_reply".into(),
+                        message: "the gateway's reply carried no answer".into(),
+                    })
+                }
+                _ => {
+                    wait_answer(
+                        &mut signal,
+                        &keys,
+                        &mut early_events,
+                        tunables.webrtc_connect_timeout,
+                    )
+                    .await?
+                }
+            };
+            recorder.mark(names::ANSWER_RECEIVED);
+            tube.apply_answer(&answer).await?;
+
+            // Trickle: our candidates go out over HTTP, the gateway's come in on the WebSocket.
+            if trickle {
+                spawn_trickle(
+                    self.api.clone(),
+                    tube.clone(),
+                    keys.clone(),
+                    resource.clone(),
+                    conversation_id.clone(),
+                    signal,
+                    early_events,
                 );
             }
-            Registration::NotAsked | Registration::Lost => {
-                tokio::time::sleep(tunables.websocket_backend_delay).await;
-                recorder.mark(names::WEBSOCKET_READY_BACKEND_DELAY_DONE);
-            }
-        }
-        // Without a WebSocket the answer cannot be streamed: ask for it inline instead.
-        let trickle = request.trickle && registration != Registration::Lost;
 
-        // 5. Optional pre-offer sleep.
-        if !tunables.pre_offer.is_zero() {
-            tokio::time::sleep(tunables.pre_offer).await;
-        }
-        recorder.mark(names::PRE_OFFER_SLEEP_DONE);
+            // 8. ICE, DTLS and SCTP: event-driven, the control channel opening.
+            tube.wait_data_plane(tunables.webrtc_connect_timeout)
+                .await?;
+            recorder.mark(names::WEBRTC_DATA_PLANE_CONNECTED);
 
-        // 6. The offer, with retry. Non-trickle offers carry every candidate.
-        let offer = if trickle {
-            offer
-        } else {
-            tube.complete_offer(Duration::from_secs(5)).await?
-        };
-        let start = ClientMessage {
-            v: PROTOCOL_VERSION,
-            conversation_id: conversation_id.clone(),
-            resource: resource.name.clone(),
-            kind: MessageKind::Start,
-            stream_response: trickle,
-            timeout_ms: Some(OFFER_TIMEOUT.as_millis() as u64),
-            payload: keys.seal_json(
-                Direction::ClientToGateway,
-                MessageKind::Start.as_str(),
-                &StartBody {
-                    offer,
-                    resource: resource.name.clone(),
-                },
-            ),
-        };
-        let reply = self
-            .send_offer(&resource, &start, tunables, recorder)
-            .await?;
-        recorder.mark(names::GATEWAY_OFFER_HTTP_DONE);
-
-        // 7. The answer: inline, or streamed on the WebSocket.
-        let answer = match reply.payload {
-            Some(payload) if !trickle => {
-                keys.open_json::<AnswerBody>(
-                    Direction::GatewayToClient,
-                    StreamKind::Answer.as_str(),
-                    &payload,
-                )
-                .map_err(|e| CoreError::Seal(e.to_string()))?
-                .answer
-            }
-            _ if !trickle => {
-                return Err(CoreError::Router {
-                    status: 200,
-                    code: "empty_reply".into(),
-                    message: "the gateway's reply carried no answer".into(),
-                })
-            }
-            _ => {
-                wait_answer(
-                    &mut signal,
-                    &keys,
-                    &mut early_events,
-                    tunables.webrtc_connect_timeout,
-                )
-                .await?
-            }
-        };
-        recorder.mark(names::ANSWER_RECEIVED);
-        tube.apply_answer(&answer).await?;
-
-        // Trickle: our candidates go out over HTTP, the gateway's come in on the WebSocket.
-        if trickle {
-            spawn_trickle(
-                self.api.clone(),
-                tube.clone(),
-                keys.clone(),
-                resource.clone(),
-                conversation_id.clone(),
-                signal,
-                early_events,
+            // 9. The local listener, the first connection to the target, the native client.
+            let port = listener.local_addr()?.port();
+            recorder.mark_with(
+                names::LOCAL_LISTENER_READY,
+                None,
+                Some(format!("127.0.0.1:{port}")),
             );
-        }
+            if !tunables.open_connection_delay.is_zero() {
+                tokio::time::sleep(tunables.open_connection_delay).await;
+            }
+            let first = tube
+                .open_connection(tunables.webrtc_connect_timeout)
+                .await?;
+            recorder.mark(names::TARGET_CONNECTED);
 
-        // 8. ICE, DTLS and SCTP: event-driven, the control channel opening.
-        tube.wait_data_plane(tunables.webrtc_connect_timeout)
-            .await?;
-        recorder.mark(names::WEBRTC_DATA_PLANE_CONNECTED);
-
-        // 9. The local listener, the first connection to the target, the native client.
-        let port = listener.local_addr()?.port();
-        recorder.mark_with(
-            names::LOCAL_LISTENER_READY,
-            None,
-            Some(format!("127.0.0.1:{port}")),
-        );
-        if !tunables.open_connection_delay.is_zero() {
-            tokio::time::sleep(tunables.open_connection_delay).await;
-        }
-        let first = tube
-            .open_connection(tunables.webrtc_connect_timeout)
-            .await?;
-        recorder.mark(names::TARGET_CONNECTED);
-
-        let kubeconfig = if resource.protocol == "kubernetes" {
-            Some(native_client::write_kubeconfig(
-                &self.state_dir,
-                &resource.name,
-                port,
-            )?)
-        } else {
-            None
-        };
-        let command = client
-            .map(|(template, program)| {
-                native_client::expand(
-                    &template,
-                    &program,
-                    port,
+            let kubeconfig = if resource.protocol == "kubernetes" {
+                Some(native_client::write_kubeconfig(
+                    &self.state_dir,
                     &resource.name,
-                    kubeconfig.as_deref(),
-                )
-            })
-            .transpose()?;
+                    port,
+                )?)
+            } else {
+                None
+            };
+            let command = client
+                .map(|(template, program)| {
+                    native_client::expand(
+                        &template,
+                        &program,
+                        port,
+                        &resource.name,
+                        kubeconfig.as_deref(),
+                    )
+                })
+                .transpose()?;
 
-        let session = Session::start(SessionParts {
-            launch_id: recorder.launch_id().to_owned(),
-            resource: resource.clone(),
-            conversation_id,
-            keys,
-            api: self.api.clone(),
-            tube,
-            listener,
-            first_connection: first,
-            command,
-        })?;
-        if let Some(command) = session.client_command() {
-            recorder.mark_with(names::CLIENT_SPAWNED, None, Some(command.to_owned()));
+            let session = Session::start(SessionParts {
+                launch_id: recorder.launch_id().to_owned(),
+                resource: resource.clone(),
+                conversation_id,
+                keys,
+                api: self.api.clone(),
+                tube,
+                listener,
+                first_connection: first,
+                command,
+            })?;
+            if let Some(command) = session.client_command() {
+                recorder.mark_with(names::CLIENT_SPAWNED, None, Some(command.to_owned()));
+            }
+            let ready = recorder.mark(names::READY);
+            session.set_checkpoints(recorder.checkpoints(), ready.total_ms);
+            Ok(session)
         }
-        let ready = recorder.mark(names::READY);
-        session.set_checkpoints(recorder.checkpoints(), ready.total_ms);
-        Ok(session)
+        .await;
+        if outcome.is_err() {
+            let (tube, conversation_id, keys, resource) = cleanup;
+            self.abandon(&tube, &resource, &conversation_id, &keys)
+                .await;
+        }
+        outcome
+    }
+
+    /// Undo a launch that failed after its tube existed: close the tube and tell the gateway.
+    async fn abandon(
+        &self,
+        tube: &ClientTube,
+        resource: &ResourceInfo,
+        conversation_id: &str,
+        keys: &ConversationKeys,
+    ) {
+        tube.close().await;
+        let close = crate::router_api::close_message(conversation_id, &resource.name, keys);
+        // Best effort: the gateway may be the reason the launch failed.
+        let _ = self
+            .api
+            .send(&resource.gateway, &close, Duration::from_secs(3))
+            .await;
     }
 
     async fn resolve(&self, name: &str, recorder: &Recorder) -> Result<ResourceInfo> {

@@ -192,6 +192,29 @@ impl RouterApi {
     }
 }
 
+/// The sealed `close` that tells a gateway the client is done with a conversation.
+pub fn close_message(
+    conversation_id: &str,
+    resource: &str,
+    keys: &sallyport_protocol::ConversationKeys,
+) -> ClientMessage {
+    ClientMessage {
+        v: sallyport_protocol::PROTOCOL_VERSION,
+        conversation_id: conversation_id.to_owned(),
+        resource: resource.to_owned(),
+        kind: sallyport_protocol::MessageKind::Close,
+        stream_response: false,
+        timeout_ms: Some(2_000),
+        payload: keys.seal_json(
+            sallyport_protocol::Direction::ClientToGateway,
+            sallyport_protocol::MessageKind::Close.as_str(),
+            &sallyport_protocol::CloseBody {
+                reason: sallyport_protocol::CloseReason::ClientClosed,
+            },
+        ),
+    }
+}
+
 /// What the client WebSocket reports.
 #[derive(Debug, Clone)]
 pub enum SignalEvent {

@@ -6,10 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sallyport_protocol::{
-    ClientMessage, CloseBody, CloseReason, ConversationKeys, Direction, MessageKind, ResourceInfo,
-    PROTOCOL_VERSION,
-};
+use sallyport_protocol::{ConversationKeys, ResourceInfo};
 use sallyport_tube::ByteCounters;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -213,21 +210,11 @@ impl Session {
             let _ = child.start_kill();
         }
         // Tell the gateway first (best effort), then tear the tube down.
-        let close = ClientMessage {
-            v: PROTOCOL_VERSION,
-            conversation_id: self.conversation_id.clone(),
-            resource: self.resource.name.clone(),
-            kind: MessageKind::Close,
-            stream_response: false,
-            timeout_ms: Some(2_000),
-            payload: self.keys.seal_json(
-                Direction::ClientToGateway,
-                MessageKind::Close.as_str(),
-                &CloseBody {
-                    reason: CloseReason::ClientClosed,
-                },
-            ),
-        };
+        let close = crate::router_api::close_message(
+            &self.conversation_id,
+            &self.resource.name,
+            &self.keys,
+        );
         if let Err(e) = self
             .api
             .send(&self.resource.gateway, &close, Duration::from_secs(3))

@@ -130,6 +130,9 @@ async fn a_gateway_that_comes_up_during_the_catchup_window_is_reached_on_attempt
         router_url: router.url(),
         token: None,
         gateways: [("late".to_owned(), key.public().to_base64())].into(),
+        webrtc_udp: Some(vec!["127.0.0.1:0".into()]),
+        ice_servers: vec![],
+        lab: false,
     };
     let dir = scratch("late");
     let launcher = Launcher::new(

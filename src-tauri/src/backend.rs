@@ -178,6 +178,7 @@ impl Backend {
         let launch_id = sallyport_core::new_launch_id();
         let started_unix_ms = unix_ms();
 
+        let tunables = Tunables::from_env(profile)?;
         // Follow this launch's checkpoints on the shared stream.
         let mut stream = launcher.checkpoints().subscribe();
         let collected = Arc::new(Mutex::new(Vec::new()));
@@ -199,7 +200,7 @@ impl Backend {
             })
         };
 
-        let mut request = LaunchRequest::new(resource, Tunables::from_env(profile)?);
+        let mut request = LaunchRequest::new(resource, tunables);
         request.launch_id = Some(launch_id.clone());
         request.port = port;
         request.client = match client.as_deref() {
@@ -251,7 +252,7 @@ impl Backend {
         let Some(session) = self.session(launch_id) else {
             return;
         };
-        let end = session.wait().await;
+        let end = session.wait_tunnel().await;
         tracing::info!(launch_id, ?end, "session ended");
         session.close().await;
         self.sessions
@@ -356,6 +357,9 @@ impl Backend {
             router_url: router_url.to_owned(),
             token: None,
             gateways: Default::default(),
+            webrtc_udp: None,
+            ice_servers: Vec::new(),
+            lab: false,
         });
         client_profile.router_url = router_url.to_owned();
         client_profile.token = None;
@@ -397,7 +401,13 @@ async fn connect(
     lab_slot: &mut Option<Lab>,
 ) -> Result<Connection, CoreError> {
     let ports = StickyPorts::new(home.join("ports.json"));
-    if let Ok(profile) = ClientProfile::load(&home.join("profile.toml")) {
+    // A profile `sallyport lab` wrote points at its throwaway router: not a configuration.
+    if let Ok(profile) = ClientProfile::load(&home.join("profile.toml"))
+        .map_err(|e| {
+            tracing::info!(error = %e, "no usable client profile");
+        })
+        .and_then(|p| if p.lab { Err(()) } else { Ok(p) })
+    {
         let token = match &profile.token {
             Some(t) => Some(t.clone()),
             None => sallyport_core::secrets::load_token(&profile.router_url).unwrap_or(None),

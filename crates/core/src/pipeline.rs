@@ -34,6 +34,8 @@ use crate::tunables::Tunables;
 
 /// How long the router may take to answer one offer attempt.
 const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the gateway may take to reach the target (its own connect timeout is 5 s).
+const TARGET_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a resource listing stays fresh in the cache.
 pub const CACHE_TTL: Duration = Duration::from_secs(300);
 
@@ -81,11 +83,11 @@ impl Launcher {
         profile.validate()?;
         Ok(Self {
             api: RouterApi::new(&profile.router_url, token)?,
+            tube_config: profile.tube_config(),
             profile,
             cache: Arc::new(ResourceCache::new(CACHE_TTL)),
             bus: CheckpointBus::new(),
             ports,
-            tube_config: TubeConfig::default(),
             state_dir: crate::profile::home_dir(),
         })
     }
@@ -185,28 +187,43 @@ impl Launcher {
             let registration = if tunables.use_ack {
                 wait_registered(
                     &mut signal,
-                    tunables.websocket_backend_delay_legacy,
+                    tunables.websocket_backend_delay,
                     &mut early_events,
                 )
                 .await
             } else {
                 Registration::NotAsked
             };
-            match registration {
+            match &registration {
                 Registration::Acknowledged => {
                     recorder.mark(names::WEBSOCKET_REGISTERED);
                 }
                 Registration::TimedOut => {
-                    // The whole legacy window has passed already; no further sleep.
+                    // No ack within the window: the window itself was the fallback sleep.
                     recorder.mark_with(
                         names::WEBSOCKET_READY_BACKEND_DELAY_DONE,
                         None,
-                        Some("no ack".into()),
+                        Some("no ack from the router".into()),
                     );
                 }
-                Registration::NotAsked | Registration::Lost => {
+                Registration::Lost => {
+                    // No socket to wait for: the answer will come inline instead.
+                    recorder.mark_with(
+                        names::WEBSOCKET_READY_BACKEND_DELAY_DONE,
+                        None,
+                        Some("router websocket lost; asking for an inline answer".into()),
+                    );
+                }
+                Registration::NotAsked => {
                     tokio::time::sleep(tunables.websocket_backend_delay).await;
                     recorder.mark(names::WEBSOCKET_READY_BACKEND_DELAY_DONE);
+                }
+                Registration::Refused { code, message } => {
+                    return Err(CoreError::Router {
+                        status: 0,
+                        code: code.clone(),
+                        message: format!("the router refused the subscription: {message}"),
+                    });
                 }
             }
             // Without a WebSocket the answer cannot be streamed: ask for it inline instead.
@@ -263,22 +280,17 @@ impl Launcher {
                         message: "the gateway's reply carried no answer".into(),
                     })
                 }
-                _ => {
-                    wait_answer(
-                        &mut signal,
-                        &keys,
-                        &mut early_events,
-                        tunables.webrtc_connect_timeout,
-                    )
-                    .await?
-                }
+                _ => wait_answer(&mut signal, &keys, &mut early_events, OFFER_TIMEOUT).await?,
             };
             recorder.mark(names::ANSWER_RECEIVED);
             tube.apply_answer(&answer).await?;
 
             // Trickle: our candidates go out over HTTP, the gateway's come in on the WebSocket.
+            // These tasks belong to the session (dropping the set on failure aborts them).
+            let mut background = tokio::task::JoinSet::new();
             if trickle {
                 spawn_trickle(
+                    &mut background,
                     self.api.clone(),
                     tube.clone(),
                     keys.clone(),
@@ -290,8 +302,14 @@ impl Launcher {
             }
 
             // 8. ICE, DTLS and SCTP: event-driven, the control channel opening.
-            tube.wait_data_plane(tunables.webrtc_connect_timeout)
-                .await?;
+            if tunables.poll_state {
+                // The old design polled the connection state on a tick; legacy keeps that cost.
+                tube.poll_data_plane(tunables.webrtc_connect_timeout, tunables.webrtc_poll)
+                    .await?;
+            } else {
+                tube.wait_data_plane(tunables.webrtc_connect_timeout)
+                    .await?;
+            }
             recorder.mark(names::WEBRTC_DATA_PLANE_CONNECTED);
 
             // 9. The local listener, the first connection to the target, the native client.
@@ -304,9 +322,7 @@ impl Launcher {
             if !tunables.open_connection_delay.is_zero() {
                 tokio::time::sleep(tunables.open_connection_delay).await;
             }
-            let first = tube
-                .open_connection(tunables.webrtc_connect_timeout)
-                .await?;
+            let first = tube.open_connection(TARGET_TIMEOUT).await?;
             recorder.mark(names::TARGET_CONNECTED);
 
             let kubeconfig = if resource.protocol == "kubernetes" {
@@ -340,6 +356,7 @@ impl Launcher {
                 listener,
                 first_connection: first,
                 command,
+                background,
             })?;
             if let Some(command) = session.client_command() {
                 recorder.mark_with(names::CLIENT_SPAWNED, None, Some(command.to_owned()));
@@ -485,7 +502,7 @@ impl Launcher {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Registration {
     /// The profile does not wait for an acknowledgement.
     NotAsked,
@@ -494,6 +511,11 @@ enum Registration {
     TimedOut,
     /// The WebSocket failed before registering.
     Lost,
+    /// The router answered the subscription with an error.
+    Refused {
+        code: String,
+        message: String,
+    },
 }
 
 /// Wait for the router's `subscribed`, keeping anything else that arrives meanwhile.
@@ -506,6 +528,9 @@ async fn wait_registered(
         while let Some(event) = signal.recv().await {
             match event {
                 SignalEvent::Registered => return Registration::Acknowledged,
+                SignalEvent::Error { code, message } => {
+                    return Registration::Refused { code, message }
+                }
                 SignalEvent::Lost(reason) => {
                     tracing::warn!(%reason, "router websocket lost before registration");
                     return Registration::Lost;
@@ -547,6 +572,21 @@ async fn wait_answer(
                     kind: StreamKind::Answer,
                     payload,
                 } => return open_answer(keys, &payload),
+                SignalEvent::Message {
+                    kind: StreamKind::Closed,
+                    payload,
+                } => {
+                    return Err(
+                        match keys.open_json::<sallyport_protocol::CloseBody>(
+                            Direction::GatewayToClient,
+                            StreamKind::Closed.as_str(),
+                            &payload,
+                        ) {
+                            Ok(body) => CoreError::TubeClosed(body.reason),
+                            Err(e) => CoreError::Seal(e.to_string()),
+                        },
+                    )
+                }
                 SignalEvent::Lost(reason) => {
                     return Err(CoreError::RouterUnreachable {
                         url: "websocket".into(),
@@ -588,6 +628,7 @@ fn open_answer(
 
 /// Trickle ICE for the rest of the tube's life: send our candidates, apply the gateway's.
 fn spawn_trickle(
+    tasks: &mut tokio::task::JoinSet<()>,
     api: RouterApi,
     tube: Arc<ClientTube>,
     keys: ConversationKeys,
@@ -604,7 +645,7 @@ fn spawn_trickle(
         let api = api.clone();
         let keys = keys.clone();
         let resource = resource.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             while let Some(first) = local.recv().await {
                 let mut candidates = vec![first];
                 while let Ok(more) = local.try_recv() {
@@ -636,7 +677,7 @@ fn spawn_trickle(
         });
     }
     // Inbound: apply the gateway's candidates as they stream in.
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let apply = |event: SignalEvent| {
             let tube = tube.clone();
             let keys = keys.clone();
@@ -663,10 +704,15 @@ fn spawn_trickle(
             apply(event).await;
         }
         while let Some(event) = signal.recv().await {
-            if matches!(event, SignalEvent::Lost(_)) {
-                break;
+            match event {
+                // The gateway ended the conversation; the control channel reports why.
+                SignalEvent::Lost(_)
+                | SignalEvent::Message {
+                    kind: StreamKind::Closed,
+                    ..
+                } => break,
+                event => apply(event).await,
             }
-            apply(event).await;
         }
     });
 }

@@ -20,6 +20,15 @@ pub struct ClientProfile {
     /// Gateway id → public key (base64), pinned like SSH known hosts.
     #[serde(default)]
     pub gateways: BTreeMap<String, String>,
+    /// Local UDP addresses for WebRTC host candidates (default: every interface and loopback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webrtc_udp: Option<Vec<String>>,
+    /// STUN/TURN URLs, for gateways behind NAT.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ice_servers: Vec<String>,
+    /// Written by `sallyport lab` for its throwaway router; the app starts its own lab instead.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lab: bool,
 }
 
 impl ClientProfile {
@@ -63,6 +72,18 @@ impl ClientProfile {
                 .map_err(|e| CoreError::Profile(format!("gateways.{id}: {e}")))?;
         }
         Ok(())
+    }
+
+    /// The WebRTC settings this profile asks for.
+    pub fn tube_config(&self) -> sallyport_tube::TubeConfig {
+        sallyport_tube::TubeConfig {
+            udp_addrs: self
+                .webrtc_udp
+                .clone()
+                .unwrap_or_else(|| vec!["0.0.0.0:0".into(), "127.0.0.1:0".into()]),
+            ice_servers: self.ice_servers.clone(),
+            ..sallyport_tube::TubeConfig::default()
+        }
     }
 
     pub fn gateway_key(&self, gateway: &str) -> Result<GatewayPublicKey> {

@@ -71,6 +71,8 @@ pub(crate) struct SessionParts {
     pub listener: TcpListener,
     pub first_connection: TubeConnection,
     pub command: Option<ClientCommand>,
+    /// Tasks the launch started for the session's life (trickle ICE, the router socket).
+    pub background: JoinSet<()>,
 }
 
 pub struct Session {
@@ -94,7 +96,7 @@ impl Session {
     pub(crate) fn start(parts: SessionParts) -> Result<Self> {
         let local_port = parts.listener.local_addr()?.port();
         let counters = Arc::new(ByteCounters::default());
-        let mut tasks = JoinSet::new();
+        let mut tasks = parts.background;
         tasks.spawn(accept_loop(
             parts.listener,
             parts.tube.clone(),
@@ -200,12 +202,39 @@ impl Session {
         }
     }
 
+    /// Wait until the tube ends or the session is closed, whatever its client does: the app's
+    /// sessions outlive the terminal window a client ran in. The client is still reaped.
+    pub async fn wait_tunnel(&self) -> SessionEnd {
+        if let Some(mut child) = self.client.lock().unwrap().take() {
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+            });
+        }
+        let mut state = self.state.subscribe();
+        tokio::select! {
+            end = self.tube.ended() => tube_end(end),
+            _ = state.wait_for(|s| *s != SessionState::Active) => SessionEnd::Closed,
+        }
+    }
+
     /// Close everything: the listener and connections, the tube, the gateway's side.
     pub async fn close(&self) {
-        if *self.state.borrow() != SessionState::Active {
+        let first = self.state.send_if_modified(|state| {
+            let active = *state == SessionState::Active;
+            if active {
+                *state = SessionState::Closing;
+            }
+            active
+        });
+        if !first {
+            // Another caller is closing it: return when that is done.
+            let _ = self
+                .state
+                .subscribe()
+                .wait_for(|s| *s == SessionState::Closed)
+                .await;
             return;
         }
-        self.state.send_replace(SessionState::Closing);
         if let Some(mut child) = self.client.lock().unwrap().take() {
             let _ = child.start_kill();
         }

@@ -165,25 +165,49 @@ impl ClientTube {
             .map_err(|_| CoreError::Timeout(timeout, "ICE, DTLS and SCTP to connect"))?
     }
 
+    /// As [`wait_data_plane`](Self::wait_data_plane), but checking the state every `tick`
+    /// instead of reacting to the event, as the legacy design did.
+    pub async fn poll_data_plane(&self, timeout: Duration, tick: Duration) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            if *self.data_plane.borrow() {
+                return Ok(());
+            }
+            match *self.ended.borrow() {
+                Some(TubeEnd::Gateway(reason)) => return Err(CoreError::TubeClosed(reason)),
+                Some(_) => return Err(CoreError::Tube(sallyport_tube::TubeError::Failed)),
+                None => {}
+            }
+            if started.elapsed() >= timeout {
+                return Err(CoreError::Timeout(timeout, "ICE, DTLS and SCTP to connect"));
+            }
+            tokio::time::sleep(tick).await;
+        }
+    }
+
     /// Open one connection: a data channel the gateway bridges to the resource's target.
     /// Returns once the gateway reports the target connected, or its reason for not.
     pub async fn open_connection(&self, timeout: Duration) -> Result<TubeConnection> {
         let conn = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + timeout;
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().unwrap().insert(conn, tx);
+        let channel = match self.peer.create_channel(&connection_label(conn)).await {
+            Ok(channel) => channel,
+            Err(e) => {
+                self.waiters.lock().unwrap().remove(&conn);
+                return Err(e.into());
+            }
+        };
+        // One deadline for the whole open: the channel, then the gateway's report.
         let result = async {
-            let channel = self.peer.create_channel(&connection_label(conn)).await?;
-            channel.wait_open(timeout).await?;
-            match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(Ok(()))) => Ok(TubeConnection {
-                    conn,
-                    channel,
-                    opened: Instant::now(),
-                }),
-                Ok(Ok(Err(reason))) => {
-                    channel.close().await;
-                    Err(CoreError::Target(reason))
-                }
+            tokio::time::timeout_at(deadline, channel.wait_open(timeout))
+                .await
+                .map_err(|_| CoreError::Timeout(timeout, "the data channel to open"))??;
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Ok(Err(reason))) => Err(CoreError::Target(reason)),
+                // The control channel closed: the tube is going away.
                 Ok(Err(_)) => Err(CoreError::Tube(sallyport_tube::TubeError::Closed)),
                 Err(_) => Err(CoreError::Timeout(
                     timeout,
@@ -193,7 +217,18 @@ impl ClientTube {
         }
         .await;
         self.waiters.lock().unwrap().remove(&conn);
-        result
+        match result {
+            Ok(()) => Ok(TubeConnection {
+                conn,
+                channel,
+                opened: Instant::now(),
+            }),
+            Err(e) => {
+                // Never leave a half-open channel (and a gateway-side slot) behind.
+                channel.close().await;
+                Err(e)
+            }
+        }
     }
 
     /// Resolves when the tube has ended, with how.
@@ -261,6 +296,8 @@ async fn read_control(
             },
             ChannelEvent::Message(_) => {}
             ChannelEvent::Closed => {
+                // Fail every open in flight at once rather than at its timeout.
+                waiters.lock().unwrap().clear();
                 ended.send_if_modified(|end| {
                     let first = end.is_none();
                     end.get_or_insert(TubeEnd::Failed);

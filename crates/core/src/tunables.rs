@@ -79,6 +79,8 @@ pub struct Tunables {
     pub listener_early: bool,
     /// Wait for the router's explicit `subscribed` instead of a fixed window (fast only).
     pub use_ack: bool,
+    /// Poll the data plane's state every `webrtc_poll` instead of reacting to it (legacy).
+    pub poll_state: bool,
 }
 
 impl Tunables {
@@ -97,6 +99,7 @@ impl Tunables {
             connect_timing: false,
             listener_early: true,
             use_ack: false,
+            poll_state: false,
         };
         match profile {
             Profile::Tuned => tuned,
@@ -106,6 +109,7 @@ impl Tunables {
                 open_connection_delay: Duration::from_millis(200),
                 webrtc_poll: Duration::from_millis(100),
                 listener_early: false,
+                poll_state: true,
                 ..tuned
             },
             Profile::Fast => Tunables {

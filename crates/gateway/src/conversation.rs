@@ -104,7 +104,8 @@ pub(crate) async fn start(
     };
     if let Err(e) = peer.accept_offer(&body.offer).await {
         peer.close().await;
-        return error(codes::BAD_STATE, format!("cannot answer the offer: {e}"));
+        // An offer we cannot answer will not improve on retry: not a transient state.
+        return error(codes::MALFORMED, format!("cannot answer the offer: {e}"));
     }
     let (gathered_tx, gathered_rx) = watch::channel(false);
     let conversation = Arc::new(Conversation {

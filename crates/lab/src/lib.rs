@@ -149,6 +149,9 @@ impl Lab {
             router_url: router.url(),
             token: Some(client_token.clone()),
             gateways: [(LAB_GATEWAY.to_owned(), public_key.to_base64())].into(),
+            webrtc_udp: Some(vec!["127.0.0.1:0".into()]),
+            ice_servers: Vec::new(),
+            lab: true,
         };
         Ok(Self {
             router,

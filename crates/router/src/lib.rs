@@ -125,6 +125,18 @@ struct GatewayLink {
     replaced: Arc<tokio::sync::Notify>,
 }
 
+/// Removes a forwarded request's waiter when its handler ends, whichever way it ends.
+struct PendingGuard<'a> {
+    link: &'a GatewayLink,
+    request_id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.link.pending.lock().unwrap().remove(&self.request_id);
+    }
+}
+
 /// A client's claim on a conversation id and, once subscribed, where its messages go.
 struct Conversation {
     client: String,
@@ -482,6 +494,11 @@ async fn forward(
     let request_id = shared.next_id();
     let (reply_tx, reply_rx) = oneshot::channel();
     link.pending.lock().unwrap().insert(request_id, reply_tx);
+    // However this handler ends (reply, timeout, the client hanging up), forget the waiter.
+    let _pending = PendingGuard {
+        link: &link,
+        request_id,
+    };
     let forward = RouterToGateway::Forward {
         request_id,
         conversation_id: message.conversation_id.clone(),

@@ -21,6 +21,8 @@ use crate::{GatewayLink, RouterError, Shared};
 /// Close code for a frame that broke the protocol (RFC 6455 §7.4.1: 1008 policy violation).
 const CLOSE_PROTOCOL: u16 = 1008;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// One client socket follows at most this many conversations.
+const MAX_SUBSCRIPTIONS_PER_SOCKET: usize = 64;
 
 fn json_text<T: serde::Serialize>(value: &T) -> Message {
     Message::Text(
@@ -107,6 +109,16 @@ async fn run_client(shared: Arc<Shared>, client: String, socket: WebSocket) {
                     }
                 };
                 let reply = match request {
+                    ClientWsRequest::Subscribe { conversation_id }
+                        if subscriptions.len() >= MAX_SUBSCRIPTIONS_PER_SOCKET
+                            && !subscriptions.contains(&conversation_id) =>
+                    {
+                        shared.metrics.failure(codes::TOO_LARGE);
+                        ClientWsEvent::Error {
+                            code: codes::TOO_LARGE.into(),
+                            message: format!("at most {MAX_SUBSCRIPTIONS_PER_SOCKET} subscriptions per socket"),
+                        }
+                    }
                     ClientWsRequest::Subscribe { conversation_id } => {
                         subscribe(&shared, &client, socket_id, &tx, &conversation_id)
                             .map(|()| {

@@ -18,7 +18,14 @@ const LAUNCHES_KEPT: usize = 100;
 /// The lines, shared between the layer and whoever exports them.
 #[derive(Clone, Default)]
 pub struct LaunchLogs {
-    inner: Arc<Mutex<(HashMap<String, Vec<String>>, VecDeque<String>)>>,
+    inner: Arc<Mutex<Lines>>,
+}
+
+/// Lines per launch id, and the ids in arrival order so the oldest can be dropped.
+#[derive(Default)]
+struct Lines {
+    by_launch: HashMap<String, Vec<String>>,
+    order: VecDeque<String>,
 }
 
 impl LaunchLogs {
@@ -26,7 +33,7 @@ impl LaunchLogs {
         self.inner
             .lock()
             .unwrap()
-            .0
+            .by_launch
             .get(launch_id)
             .cloned()
             .unwrap_or_default()
@@ -34,7 +41,10 @@ impl LaunchLogs {
 
     fn push(&self, launch_id: &str, line: String) {
         let mut guard = self.inner.lock().unwrap();
-        let (map, order) = &mut *guard;
+        let Lines {
+            by_launch: map,
+            order,
+        } = &mut *guard;
         if !map.contains_key(launch_id) {
             order.push_back(launch_id.to_owned());
             if order.len() > LAUNCHES_KEPT {

@@ -291,11 +291,13 @@ impl Launcher {
             if trickle {
                 spawn_trickle(
                     &mut background,
-                    self.api.clone(),
-                    tube.clone(),
-                    keys.clone(),
-                    resource.clone(),
-                    conversation_id.clone(),
+                    Trickle {
+                        api: self.api.clone(),
+                        tube: tube.clone(),
+                        keys: keys.clone(),
+                        resource: resource.clone(),
+                        conversation_id: conversation_id.clone(),
+                    },
                     signal,
                     early_events,
                 );
@@ -627,16 +629,28 @@ fn open_answer(
 }
 
 /// Trickle ICE for the rest of the tube's life: send our candidates, apply the gateway's.
-fn spawn_trickle(
-    tasks: &mut tokio::task::JoinSet<()>,
+/// What trickling needs to know about the conversation.
+struct Trickle {
     api: RouterApi,
     tube: Arc<ClientTube>,
     keys: ConversationKeys,
     resource: ResourceInfo,
     conversation_id: String,
+}
+
+fn spawn_trickle(
+    tasks: &mut tokio::task::JoinSet<()>,
+    trickle: Trickle,
     mut signal: mpsc::UnboundedReceiver<SignalEvent>,
     early: Vec<SignalEvent>,
 ) {
+    let Trickle {
+        api,
+        tube,
+        keys,
+        resource,
+        conversation_id,
+    } = trickle;
     let Some(mut local) = tube.take_local_candidates() else {
         return;
     };

@@ -5,22 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev
-      libsoup-3.0-dev libjavascriptcoregtk-4.1-dev libxdo-dev pkg-config xvfb xauth
-      webkit2gtk-driver dbus dbus-x11 at-spi2-core fonts-dejavu-core)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "scripts/test-app.sh: missing ${missing[*]}; run as root or install them" >&2
-    exit 1
-  fi
-  echo "scripts/test-app.sh: installing ${missing[*]}" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+source scripts/lib.sh
+ensure_debian_packages "${TAURI_PACKAGES[@]}" webkit2gtk-driver dbus dbus-x11 at-spi2-core \
+  fonts-dejavu-core
 
 echo "== ui: unit tests and build" >&2
 (cd ui && npm ci --no-audit --no-fund && npm test && npm run build)

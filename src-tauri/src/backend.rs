@@ -254,11 +254,16 @@ impl Backend {
         };
         let end = session.wait_tunnel().await;
         tracing::info!(launch_id, ?end, "session ended");
+        self.end_session(&session).await;
+    }
+
+    /// Close a session and take it off the list (and so off the tray).
+    async fn end_session(&self, session: &Session) {
         session.close().await;
         self.sessions
             .lock()
             .unwrap()
-            .retain(|s| s.launch_id() != launch_id);
+            .retain(|s| s.launch_id() != session.launch_id());
         self.bump();
     }
 
@@ -284,12 +289,7 @@ impl Backend {
         let session = self
             .session(launch_id)
             .ok_or_else(|| CoreError::Profile(format!("no active session {launch_id:?}")))?;
-        session.close().await;
-        self.sessions
-            .lock()
-            .unwrap()
-            .retain(|s| s.launch_id() != launch_id);
-        self.bump();
+        self.end_session(&session).await;
         Ok(())
     }
 

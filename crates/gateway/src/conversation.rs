@@ -41,6 +41,8 @@ struct Signalling {
 }
 
 /// Handle a `start`: a new conversation, or the same answer again for a repeated offer.
+/// The gateway's map is locked only to claim the conversation's slot; the peer is built
+/// outside the lock, and a repeated offer racing the first waits on the same slot.
 pub(crate) async fn start(
     gateway: &Arc<Gateway>,
     conversation_id: &str,
@@ -48,49 +50,77 @@ pub(crate) async fn start(
     stream_response: bool,
     payload: &SealedPayload,
 ) -> GatewayOutcome {
-    let mut conversations = gateway.conversations.lock().await;
-    if let Some(existing) = conversations.get(conversation_id).cloned() {
-        drop(conversations);
-        // A repeated offer must come from the same client key, and gets the same answer.
-        if let Err(e) = existing.open_start(payload, resource_name) {
-            return error(e.code(), e.to_string());
-        }
-        tracing::info!("repeated offer; answering again from the existing peer");
-        return existing.answer(stream_response).await;
-    }
-
     let Some(resource) = gateway.config.resource(resource_name).cloned() else {
         return error(
             codes::UNKNOWN_RESOURCE,
             format!("this gateway does not serve {resource_name:?}"),
         );
     };
-    if conversations.len() >= gateway.config.max_sessions {
-        return error(
-            codes::SESSION_LIMIT,
-            format!(
-                "the gateway's limit of {} sessions is reached",
-                gateway.config.max_sessions
-            ),
-        );
+    let slot = {
+        let mut conversations = gateway.conversations.lock().await;
+        match conversations.get(conversation_id) {
+            Some(slot) => slot.clone(),
+            None => {
+                if conversations.len() >= gateway.config.max_sessions {
+                    return error(
+                        codes::SESSION_LIMIT,
+                        format!(
+                            "the gateway's limit of {} sessions is reached",
+                            gateway.config.max_sessions
+                        ),
+                    );
+                }
+                let slot = Arc::new(tokio::sync::OnceCell::new());
+                conversations.insert(conversation_id.to_owned(), slot.clone());
+                slot
+            }
+        }
+    };
+    let created = slot
+        .get_or_try_init(|| create(gateway, conversation_id, resource, payload))
+        .await;
+    let conversation = match created {
+        Ok(conversation) => conversation.clone(),
+        Err(outcome) => {
+            // Free the slot so a corrected retry can start afresh.
+            let mut conversations = gateway.conversations.lock().await;
+            if conversations
+                .get(conversation_id)
+                .is_some_and(|s| Arc::ptr_eq(s, &slot) && s.get().is_none())
+            {
+                conversations.remove(conversation_id);
+            }
+            return outcome;
+        }
+    };
+    // A repeated offer must come from the same client key, and gets the same answer.
+    if let Err(e) = conversation.open_start(payload, resource_name) {
+        return error(e.code(), e.to_string());
     }
-    let keys = match ConversationKeys::for_gateway(&gateway.key, conversation_id, payload) {
-        Ok(keys) => keys,
-        Err(e) => return error(codes::SEAL_REJECTED, e.to_string()),
-    };
-    let body: StartBody = match keys.open_json(
-        Direction::ClientToGateway,
-        MessageKind::Start.as_str(),
-        payload,
-    ) {
-        Ok(body) => body,
-        Err(e) => return error(e.code(), e.to_string()),
-    };
-    if body.resource != resource_name {
-        return error(
+    conversation.answer(stream_response).await
+}
+
+/// Open the offer, build the answering peer and start driving it.
+async fn create(
+    gateway: &Arc<Gateway>,
+    conversation_id: &str,
+    resource: ResourceConfig,
+    payload: &SealedPayload,
+) -> Result<Arc<Conversation>, GatewayOutcome> {
+    let keys = ConversationKeys::for_gateway(&gateway.key, conversation_id, payload)
+        .map_err(|e| error(codes::SEAL_REJECTED, e.to_string()))?;
+    let body: StartBody = keys
+        .open_json(
+            Direction::ClientToGateway,
+            MessageKind::Start.as_str(),
+            payload,
+        )
+        .map_err(|e| error(e.code(), e.to_string()))?;
+    if body.resource != resource.name {
+        return Err(error(
             codes::SEAL_REJECTED,
             "the sealed offer names another resource than the envelope",
-        );
+        ));
     }
 
     let tube_config = TubeConfig {
@@ -98,14 +128,16 @@ pub(crate) async fn start(
         ice_servers: gateway.config.ice_servers.clone(),
         ..TubeConfig::default()
     };
-    let (peer, events) = match Peer::new(&tube_config).await {
-        Ok(pair) => pair,
-        Err(e) => return error(codes::INTERNAL, e.to_string()),
-    };
+    let (peer, events) = Peer::new(&tube_config)
+        .await
+        .map_err(|e| error(codes::INTERNAL, e.to_string()))?;
     if let Err(e) = peer.accept_offer(&body.offer).await {
         peer.close().await;
         // An offer we cannot answer will not improve on retry: not a transient state.
-        return error(codes::MALFORMED, format!("cannot answer the offer: {e}"));
+        return Err(error(
+            codes::MALFORMED,
+            format!("cannot answer the offer: {e}"),
+        ));
     }
     let (gathered_tx, gathered_rx) = watch::channel(false);
     let conversation = Arc::new(Conversation {
@@ -121,12 +153,9 @@ pub(crate) async fn start(
         bytes: Arc::new(ByteCounters::default()),
         closed: AtomicU64::new(0),
     });
-    conversations.insert(conversation_id.to_owned(), conversation.clone());
-    drop(conversations);
     tracing::info!(target = %conversation.resource.target, "new conversation");
-
     tokio::spawn(drive(conversation.clone(), events, gathered_tx));
-    conversation.answer(stream_response).await
+    Ok(conversation)
 }
 
 /// React to the peer's events for the conversation's whole life.

@@ -74,7 +74,8 @@ pub fn generate_key(path: &std::path::Path) -> Result<GatewayKeyPair, GatewayErr
 pub(crate) struct Gateway {
     pub config: GatewayConfig,
     pub key: GatewayKeyPair,
-    pub conversations: Mutex<HashMap<String, Arc<Conversation>>>,
+    /// Each conversation's slot, claimed under the lock and filled outside it.
+    pub conversations: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Conversation>>>>>,
     /// Outbound frames to the router, replaced on every reconnect.
     pub outbound: std::sync::Mutex<Option<mpsc::Sender<GatewayToRouter>>>,
 }
@@ -91,6 +92,15 @@ impl Gateway {
 
     pub async fn forget(&self, conversation_id: &str) {
         self.conversations.lock().await.remove(conversation_id);
+    }
+
+    /// The conversation, once it exists (not while its peer is still being built).
+    pub async fn conversation(&self, conversation_id: &str) -> Option<Arc<Conversation>> {
+        self.conversations
+            .lock()
+            .await
+            .get(conversation_id)
+            .and_then(|slot| slot.get().cloned())
     }
 }
 
@@ -186,9 +196,11 @@ async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
 
 /// Tell every client why its tube ends, and tear the tubes down.
 async fn close_all(gateway: &Gateway) {
-    let conversations: Vec<_> = gateway.conversations.lock().await.drain().collect();
-    for (_, conversation) in conversations {
-        conversation.close(CloseReason::GatewayShutdown).await;
+    let slots: Vec<_> = gateway.conversations.lock().await.drain().collect();
+    for (_, slot) in slots {
+        if let Some(conversation) = slot.get() {
+            conversation.close(CloseReason::GatewayShutdown).await;
+        }
     }
 }
 
@@ -330,24 +342,14 @@ async fn handle(
             conversation::start(gateway, conversation_id, resource, stream_response, payload).await
         }
         MessageKind::Candidates => {
-            let existing = gateway
-                .conversations
-                .lock()
-                .await
-                .get(conversation_id)
-                .cloned();
+            let existing = gateway.conversation(conversation_id).await;
             match existing {
                 Some(c) => c.add_candidates(payload).await,
                 None => error(codes::BAD_STATE, "no such conversation at this gateway"),
             }
         }
         MessageKind::Close => {
-            let existing = gateway
-                .conversations
-                .lock()
-                .await
-                .get(conversation_id)
-                .cloned();
+            let existing = gateway.conversation(conversation_id).await;
             match existing {
                 Some(c) => {
                     if let Err(e) = c.open_close(payload) {

@@ -440,3 +440,104 @@ async fn router_status_codes() {
     );
     router.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_reconnects_when_the_router_comes_back() {
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let config = RouterConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        gateways: vec![GatewayEntry {
+            id: "dc1".into(),
+            token: "dc1-gateway-token".into(),
+            resources: vec![],
+        }],
+        clients: vec![ClientEntry {
+            name: "alice".into(),
+            token: "alice-client-token".into(),
+            resources: vec!["*".into()],
+        }],
+        ..RouterConfig::parse("").unwrap()
+    };
+    let router = sallyport_router::spawn(config.clone()).await.unwrap();
+    let addr = router.addr;
+    let key = GatewayKeyPair::generate();
+    let public = key.public();
+    let gateway = sallyport_gateway::spawn(
+        sallyport_gateway::GatewayConfig {
+            router_url: router.url(),
+            gateway_id: "dc1".into(),
+            token: "dc1-gateway-token".into(),
+            key_file: "unused".into(),
+            max_sessions: 4,
+            max_connections_per_session: 4,
+            connect_timeout_ms: 2000,
+            webrtc_udp: vec!["127.0.0.1:0".into()],
+            ice_servers: vec![],
+            resources: vec![sallyport_gateway::ResourceConfig {
+                name: "echo".into(),
+                protocol: "tcp".into(),
+                target: echo_addr.to_string(),
+            }],
+        },
+        key,
+    );
+    assert!(gateway.wait_online(Duration::from_secs(10)).await);
+
+    // The router goes away (closing every socket) and comes back on the same address.
+    router.shutdown().await;
+    let router = sallyport_router::spawn(RouterConfig {
+        listen: addr,
+        ..config
+    })
+    .await
+    .unwrap();
+    let api = RouterApi::new(&router.url(), "alice-client-token").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let online = api
+            .resources()
+            .await
+            .map(|list| list.iter().any(|r| r.name == "echo" && r.online))
+            .unwrap_or(false);
+        if online {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the gateway did not reconnect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // And launches go through it again.
+    let dir = sallyport_tests::scratch("reconnect");
+    let launcher = sallyport_core::Launcher::new(
+        sallyport_core::ClientProfile {
+            router_url: router.url(),
+            token: None,
+            gateways: [("dc1".to_owned(), public.to_base64())].into(),
+            webrtc_udp: Some(vec!["127.0.0.1:0".into()]),
+            ice_servers: vec![],
+            lab: false,
+        },
+        "alice-client-token",
+        sallyport_core::StickyPorts::new(dir.join("ports.json")),
+    )
+    .unwrap()
+    .with_state_dir(dir);
+    let session = launcher
+        .launch(request("echo", Profile::Fast))
+        .await
+        .unwrap();
+    let (sent, received) = echo_through(session.local_port(), 256 * 1024, 9).await;
+    assert_eq!(sent, received);
+    session.close().await;
+    gateway.shutdown().await;
+    router.shutdown().await;
+}

@@ -158,6 +158,8 @@ pub(crate) struct Shared {
     conversations: Mutex<HashMap<String, Conversation>>,
     next_id: AtomicU64,
     metrics: Metrics,
+    /// Turns true when the router shuts down; every WebSocket then closes (1001).
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Shared {
@@ -238,6 +240,19 @@ impl Shared {
         }
     }
 
+    /// Resolves once the router is shutting down.
+    pub(crate) async fn closing(&self) {
+        let mut closing = self.closing.clone();
+        loop {
+            if *closing.borrow_and_update() {
+                return;
+            }
+            if closing.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     fn sweep_idle_conversations(&self) {
         let now = Instant::now();
         self.conversations.lock().unwrap().retain(|_, c| {
@@ -265,7 +280,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// A running router.
 pub struct RouterHandle {
     pub addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -275,10 +290,10 @@ impl RouterHandle {
         format!("http://{}", self.addr)
     }
 
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+    /// Stop accepting, close every WebSocket (gateways then reconnect elsewhere or later),
+    /// finish in-flight requests, and return.
+    pub async fn shutdown(self) {
+        self.shutdown.send_replace(true);
         let _ = self.task.await;
     }
 }
@@ -296,7 +311,7 @@ pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> RouterHandle {
     let addr = listener
         .local_addr()
         .expect("bound listener has an address");
-    let (tx, rx) = oneshot::channel::<()>();
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let declared = config
         .gateways
         .iter()
@@ -310,6 +325,7 @@ pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> RouterHandle {
         conversations: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         metrics: Metrics::default(),
+        closing: shutdown_rx,
     });
     let sweeper = {
         let shared = Arc::downgrade(&shared);
@@ -324,15 +340,13 @@ pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> RouterHandle {
             }
         })
     };
-    let app = app(shared);
+    let app = app(shared.clone());
     let task = tokio::spawn(async move {
         let result = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(async {
-            let _ = rx.await;
-        })
+        .with_graceful_shutdown(async move { shared.closing().await })
         .await;
         sweeper.abort();
         if let Err(e) = result {
@@ -342,7 +356,7 @@ pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> RouterHandle {
     tracing::info!(%addr, "router listening");
     RouterHandle {
         addr,
-        shutdown: Some(tx),
+        shutdown: shutdown_tx,
         task,
     }
 }

@@ -39,6 +39,14 @@ fn close_frame(reason: &str) -> Message {
     }))
 }
 
+/// Close frame for a router shutting down (RFC 6455 §7.4.1: 1001 going away).
+fn going_away() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: 1001,
+        reason: "router shutting down".into(),
+    }))
+}
+
 fn upgrade(shared: &Shared, ws: WebSocketUpgrade) -> WebSocketUpgrade {
     ws.max_message_size(shared.config.max_frame_bytes)
         .max_frame_size(shared.config.max_frame_bytes)
@@ -73,6 +81,10 @@ async fn run_client(shared: Arc<Shared>, client: String, socket: WebSocket) {
                 if sink.send(json_text(&event)).await.is_err() {
                     break;
                 }
+            }
+            _ = shared.closing() => {
+                let _ = sink.send(going_away()).await;
+                break;
             }
             _ = ping.tick() => {
                 if last_seen.elapsed() > ping_every * 3 {
@@ -286,6 +298,10 @@ async fn run_gateway(shared: Arc<Shared>, gateway_id: String, socket: WebSocket)
                 if sink.send(json_text(&message)).await.is_err() {
                     break;
                 }
+            }
+            _ = shared.closing() => {
+                let _ = sink.send(going_away()).await;
+                break;
             }
             _ = registered.replaced.notified() => {
                 let _ = sink.send(close_frame("replaced by a newer connection")).await;

@@ -21,7 +21,9 @@ home="$(mktemp -d)"   # no profile: the app starts the embedded lab
 shots="${SCREENSHOTS:-target/screenshots}"
 mkdir -p "$shots"
 export SALLYPORT_HOME="$home" SHOTS="$(realpath "$shots")" APP="$(realpath target/debug/sallyport-app)"
+status=0
 xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- bash -c '
+  set -o pipefail
   tauri-driver --port 4444 --native-driver /usr/bin/WebKitWebDriver >"$SALLYPORT_HOME/driver.log" 2>&1 &
   driver=$!
   for _ in $(seq 1 50); do
@@ -29,8 +31,11 @@ xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- bash -c '
     sleep 0.2
   done
   rc=0
-  node tests/app/e2e.mjs "$APP" "$SHOTS" || rc=$?
+  node tests/app/e2e.mjs "$APP" "$SHOTS" | tee "$SALLYPORT_HOME/e2e.out" || rc=$?
   kill $driver 2>/dev/null || true
   wait $driver 2>/dev/null || true
   exit $rc
-'
+' || status=$?
+# The run's closing line again, after whatever the app printed as Xvfb went away.
+echo "app: $(tail -n 1 "$home/e2e.out" 2>/dev/null || echo "0 passed, 1 failed")"
+exit $status

@@ -244,7 +244,8 @@ async fn run_listener(
             .parse()
             .map_err(|_| "token contains invalid characters".to_string())?,
     );
-    let (socket, _) = tokio_tungstenite::connect_async(request)
+    let (socket, _) = // No Nagle: small signalling frames must not wait for an ACK.
+        tokio_tungstenite::connect_async_with_config(request, None, true)
         .await
         .map_err(|e| format!("cannot open the router websocket: {e}"))?;
     let (mut sink, mut stream) = socket.split();

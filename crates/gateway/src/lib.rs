@@ -232,7 +232,8 @@ async fn connect_once(
     );
     let (socket, _) = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::connect_async(request),
+        // No Nagle: small signalling frames must not wait for an ACK.
+        tokio_tungstenite::connect_async_with_config(request, None, true),
     )
     .await
     .map_err(|_| GatewayError::Router("connecting timed out after 10 s".into()))?

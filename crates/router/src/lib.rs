@@ -342,12 +342,14 @@ pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> RouterHandle {
     };
     let app = app(shared.clone());
     let task = tokio::spawn(async move {
-        let result = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shared.closing().await })
-        .await;
+        // Signalling is small messages each way: Nagle's algorithm against delayed ACKs would
+        // hold some of them back by ~40 ms.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let result = axum::serve(listener, app.into_make_service())
+            .with_graceful_shutdown(async move { shared.closing().await })
+            .await;
         sweeper.abort();
         if let Err(e) = result {
             tracing::error!(error = %e, "router stopped");

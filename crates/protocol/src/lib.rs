@@ -39,7 +39,7 @@ impl ProtocolError {
     pub fn code(&self) -> &'static str {
         match self {
             ProtocolError::Seal(_) => "seal_rejected",
-            ProtocolError::Key(_) => "invalid_key",
+            ProtocolError::Key(_) => codes::INVALID_KEY,
             ProtocolError::Malformed(_) => "malformed",
         }
     }
@@ -58,6 +58,7 @@ pub mod codes {
     pub const RRC_TIMEOUT: &str = "rrc_timeout";
     pub const BAD_STATE: &str = "bad_state";
     pub const SEAL_REJECTED: &str = "seal_rejected";
+    pub const INVALID_KEY: &str = "invalid_key";
     pub const SESSION_LIMIT: &str = "session_limit";
     pub const UNSUPPORTED_VERSION: &str = "unsupported_version";
     pub const INTERNAL: &str = "internal";

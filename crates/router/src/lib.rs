@@ -92,9 +92,10 @@ pub fn status_for_code(code: &str) -> StatusCode {
         codes::UNKNOWN_GATEWAY | codes::UNKNOWN_RESOURCE | codes::NOT_FOUND => {
             StatusCode::NOT_FOUND
         }
-        codes::MALFORMED | codes::SEAL_REJECTED | codes::UNSUPPORTED_VERSION => {
-            StatusCode::BAD_REQUEST
-        }
+        codes::MALFORMED
+        | codes::SEAL_REJECTED
+        | codes::UNSUPPORTED_VERSION
+        | codes::INVALID_KEY => StatusCode::BAD_REQUEST,
         codes::TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
         codes::CONTROLLER_DOWN => StatusCode::SERVICE_UNAVAILABLE,
         codes::RRC_TIMEOUT => StatusCode::GATEWAY_TIMEOUT,

@@ -24,6 +24,8 @@ pub struct ByteCounters {
 pub struct BridgeStats {
     pub from_channel: u64,
     pub to_channel: u64,
+    /// The socket failed (reset, broken pipe) rather than closing cleanly.
+    pub socket_failed: bool,
 }
 
 /// Text message on a connection channel meaning "no more bytes this way" (TCP half-close).
@@ -36,8 +38,10 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(30);
 enum End {
     /// This direction finished cleanly with an EOF (sent or received).
     Eof,
-    /// The socket or the channel broke, or the channel closed.
+    /// The channel broke or closed.
     Broken,
+    /// The socket failed (reset, broken pipe).
+    SocketError,
 }
 
 /// Run until both directions are done. A socket EOF is forwarded as [`EOF_MARKER`] so the far
@@ -65,7 +69,7 @@ pub async fn bridge(
                             Err(_) => End::Broken,
                         }
                     }
-                    Err(_) => return End::Broken,
+                    Err(_) => return End::SocketError,
                     Ok(n) => {
                         if channel.send(&buf[..n]).await.is_err() {
                             return End::Broken;
@@ -86,7 +90,7 @@ pub async fn bridge(
                 match channel.next_event().await {
                     ChannelEvent::Message(data) => {
                         if writer.write_all(&data).await.is_err() {
-                            return End::Broken;
+                            return End::SocketError;
                         }
                         counters
                             .from_channel
@@ -124,7 +128,8 @@ pub async fn bridge(
             }
         };
         match (&sent, &received) {
-            (Some(End::Broken), _) | (_, Some(End::Broken)) => break true,
+            (Some(End::Broken | End::SocketError), _)
+            | (_, Some(End::Broken | End::SocketError)) => break true,
             // Both EOFs: close if ours went first and theirs arrived after (all is here).
             (Some(End::Eof), Some(End::Eof)) => break received_last,
             _ => continue,
@@ -141,5 +146,7 @@ pub async fn bridge(
     BridgeStats {
         from_channel: counters.from_channel.load(Ordering::Relaxed),
         to_channel: counters.to_channel.load(Ordering::Relaxed),
+        socket_failed: matches!(sent, Some(End::SocketError))
+            || matches!(received, Some(End::SocketError)),
     }
 }

@@ -541,3 +541,43 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
     gateway.shutdown().await;
     router.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_enforces_its_session_limit() {
+    let lab = sallyport_lab::Lab::start(sallyport_lab::LabOptions {
+        include_local_services: false,
+        max_sessions: Some(1),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let launcher = launcher(&lab, "limit");
+    let first = launcher
+        .launch(request(sallyport_lab::DEMO_ECHO, Profile::Fast))
+        .await
+        .unwrap();
+    let err = launcher
+        .launch(request(sallyport_lab::DEMO_WEB, Profile::Fast))
+        .await
+        .err()
+        .expect("a second tube is over the limit");
+    assert_eq!(err.code(), codes::SESSION_LIMIT, "{err}");
+    assert!(err.to_string().contains("1 attempt"), "not retried: {err}");
+    first.close().await;
+    // Closing the first frees its slot.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        match launcher
+            .launch(request(sallyport_lab::DEMO_WEB, Profile::Fast))
+            .await
+        {
+            Ok(session) => break session,
+            Err(e) if e.code() == codes::SESSION_LIMIT && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("the slot was not freed: {e}"),
+        }
+    };
+    second.close().await;
+    lab.shutdown().await;
+}

@@ -49,7 +49,7 @@ pub async fn run(runs: usize, profiles: &[Profile], out: &Path) -> Result<ExitCo
     let lab = Lab::start(LabOptions {
         router_listen: "127.0.0.1:0".parse().expect("valid address"),
         include_local_services: false,
-        extra_resources: Vec::new(),
+        ..LabOptions::default()
     })
     .await
     .map_err(CoreError::Profile)?;

@@ -201,6 +201,7 @@ async fn lab(
         router_listen: listen,
         include_local_services: local_services,
         extra_resources: extra,
+        ..LabOptions::default()
     })
     .await
     .map_err(CoreError::Profile)?;

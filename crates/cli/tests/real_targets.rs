@@ -263,3 +263,64 @@ fn login_keeps_the_token_in_the_keyring_not_in_a_file() {
         }
     }
 }
+
+#[test]
+fn connect_timing_lines_and_tunable_errors_have_the_documented_shape() {
+    let home = scratch("timing");
+    let out = Command::new(env!("CARGO_BIN_EXE_sallyport"))
+        .env("SALLYPORT_HOME", &home)
+        .env("PAM_CONNECT_TIMING", "1")
+        .args([
+            "lab",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-local-services",
+            "--demo",
+            "demo-echo",
+        ])
+        .output()
+        .expect("sallyport lab --demo runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("echo through the tube: hello through the tube"),
+        "{stdout}"
+    );
+    // `<label> | <phase padded to 44> | +<step> ms (step) | <total> ms (total)`
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("sallyport[demo-echo#"))
+        .collect();
+    let tube = lines
+        .iter()
+        .find(|l| l.contains("| create_tube_ok "))
+        .unwrap_or_else(|| panic!("no create_tube_ok line in {stderr}"));
+    let fields: Vec<&str> = tube.split(" | ").collect();
+    assert_eq!(fields.len(), 4, "{tube}");
+    assert_eq!(fields[1].len(), 44, "phase padded to 44: {tube:?}");
+    assert!(
+        fields[2].starts_with('+') && fields[2].ends_with(" ms (step)"),
+        "{tube}"
+    );
+    assert!(fields[3].ends_with(" ms (total)"), "{tube}");
+    let total = lines.last().expect("timing lines");
+    assert!(
+        total.contains(" | ready | TOTAL ") && total.ends_with(" ms"),
+        "summary line: {total}"
+    );
+
+    // A bad tunable is a clear error naming the variable, before anything is launched.
+    let out = Command::new(env!("CARGO_BIN_EXE_sallyport"))
+        .env("SALLYPORT_HOME", &home)
+        .env("PAM_OFFER_RETRY_EXTRA_SEC", "-1")
+        .args(["launch", "demo-echo", "--no-client"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("invalid_tunable") && stderr.contains("PAM_OFFER_RETRY_EXTRA_SEC"),
+        "{stderr}"
+    );
+}

@@ -25,6 +25,8 @@ pub struct LabOptions {
     pub include_local_services: bool,
     /// Extra resources (name, protocol, target).
     pub extra_resources: Vec<(String, String, String)>,
+    /// The gateway's session limit (default 64).
+    pub max_sessions: Option<usize>,
 }
 
 impl Default for LabOptions {
@@ -33,6 +35,7 @@ impl Default for LabOptions {
             router_listen: "127.0.0.1:0".parse().expect("valid address"),
             include_local_services: true,
             extra_resources: Vec::new(),
+            max_sessions: None,
         }
     }
 }
@@ -133,7 +136,7 @@ impl Lab {
             gateway_id: LAB_GATEWAY.into(),
             token: gateway_token,
             key_file: "unused-in-the-lab".into(),
-            max_sessions: 64,
+            max_sessions: options.max_sessions.unwrap_or(64),
             max_connections_per_session: 64,
             connect_timeout_ms: 5_000,
             webrtc_udp: vec!["127.0.0.1:0".into()],

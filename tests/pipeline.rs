@@ -96,16 +96,7 @@ async fn checkpoints_arrive_in_pipeline_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_that_comes_up_during_the_catchup_window_is_reached_on_attempt_two() {
     // The router knows the resource before its gateway ever connects.
-    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let target_addr = target.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = target.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
+    let target_addr = sallyport_tests::echo_target().await;
     let router = sallyport_router::spawn(RouterConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         gateways: vec![GatewayEntry {

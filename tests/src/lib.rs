@@ -91,3 +91,18 @@ pub async fn echo_through(port: u16, len: usize, seed: u64) -> ([u8; 32], [u8; 3
     let sent = writer.await.unwrap();
     (sent, hasher.finalize().into())
 }
+
+/// A TCP echo target on loopback, for tests that build their own router and gateway.
+pub async fn echo_target() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}

@@ -1,5 +1,6 @@
-# Shared by the scripts: install missing Debian packages (as root), without letting their
-# maintainer scripts start system services (sshd on :22, a PostgreSQL cluster on :5432).
+# Shared by the scripts and tests/targets: install missing Debian packages (as root),
+# serialized across concurrent callers, without letting their maintainer scripts start
+# system services (sshd on 0.0.0.0:22, a PostgreSQL cluster on :5432).
 ensure_debian_packages() {
   local missing=() p
   for p in "$@"; do
@@ -11,15 +12,19 @@ ensure_debian_packages() {
     return 1
   fi
   echo "installing ${missing[*]}" >&2
-  local policy_added=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    policy_added=1
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  [ "$policy_added" = 1 ] && rm -f /usr/sbin/policy-rc.d
-  return 0
+  (
+    flock -w 900 9 || { echo "timed out waiting for the apt lock" >&2; exit 1; }
+    policy_added=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\n# temporary, from sallyport scripts/lib.sh\nexit 101\n' >/usr/sbin/policy-rc.d
+      chmod 0755 /usr/sbin/policy-rc.d
+      policy_added=1
+    fi
+    trap '[ -n "$policy_added" ] && rm -f /usr/sbin/policy-rc.d' EXIT
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >&2
+  ) 9>/run/lock/sallyport-apt.lock
 }
 
 # The Tauri app's build and run dependencies (PLATFORM.md).

@@ -395,36 +395,45 @@ impl Backend {
     }
 }
 
+/// The user's router: a profile (not one `sallyport lab` wrote for its throwaway router)
+/// with a token.
+fn configured_router(home: &std::path::Path) -> Option<(ClientProfile, String)> {
+    let profile = match ClientProfile::load(&home.join("profile.toml")) {
+        Ok(profile) if !profile.lab => profile,
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::info!(error = %e, "no usable client profile");
+            return None;
+        }
+    };
+    match sallyport_core::secrets::token_for(&profile) {
+        Ok(Some(token)) => Some((profile, token)),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the router token");
+            None
+        }
+    }
+}
+
 /// The configured router when there is a profile and a token, else a fresh embedded lab.
 async fn connect(
     home: &std::path::Path,
     lab_slot: &mut Option<Lab>,
 ) -> Result<Connection, CoreError> {
     let ports = StickyPorts::new(home.join("ports.json"));
-    // A profile `sallyport lab` wrote points at its throwaway router: not a configuration.
-    if let Ok(profile) = ClientProfile::load(&home.join("profile.toml"))
-        .map_err(|e| {
-            tracing::info!(error = %e, "no usable client profile");
-        })
-        .and_then(|p| if p.lab { Err(()) } else { Ok(p) })
-    {
-        let token = match &profile.token {
-            Some(t) => Some(t.clone()),
-            None => sallyport_core::secrets::load_token(&profile.router_url).unwrap_or(None),
-        };
-        if let Some(token) = token {
-            if let Some(lab) = lab_slot.take() {
-                lab.shutdown().await;
-            }
-            let launcher =
-                Launcher::new(profile.clone(), &token, ports)?.with_state_dir(home.to_owned());
-            return Ok(Connection {
-                launcher: Arc::new(launcher),
-                router_url: profile.router_url,
-                token,
-                lab: false,
-            });
+    if let Some((profile, token)) = configured_router(home) {
+        if let Some(lab) = lab_slot.take() {
+            lab.shutdown().await;
         }
+        let launcher =
+            Launcher::new(profile.clone(), &token, ports)?.with_state_dir(home.to_owned());
+        return Ok(Connection {
+            launcher: Arc::new(launcher),
+            router_url: profile.router_url,
+            token,
+            lab: false,
+        });
     }
     if lab_slot.is_none() {
         let lab = Lab::start(LabOptions::default())

@@ -65,28 +65,11 @@ our_pid() {
     printf '%s\n' "$pid"
 }
 
-# Installs Debian packages, serialized across concurrent callers, without
-# letting maintainer scripts start system services (the stock sshd would
-# otherwise listen on 0.0.0.0:22 on machines with an init system).
+# Installs Debian packages through the project's one helper (serialized, no services).
+# shellcheck source=../../scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 apt_install() {
-    command -v apt-get >/dev/null || die "apt-get not found; install $* manually"
-    log "installing $* with apt-get"
-    (
-        flock -w 900 9 || die "timed out waiting for /run/lock/e2e-targets-apt.lock"
-        created_policy=
-        if [ ! -e /usr/sbin/policy-rc.d ]; then
-            printf '#!/bin/sh\n# temporary, created by tests/targets/%s\nexit 101\n' "$PROG" >/usr/sbin/policy-rc.d
-            chmod 0755 /usr/sbin/policy-rc.d
-            created_policy=1
-        fi
-        cleanup() { if [ -n "$created_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; }
-        trap cleanup EXIT
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get -o DPkg::Lock::Timeout=600 update >&2 ||
-            die "apt-get update failed"
-        apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "$@" >&2 ||
-            die "apt-get install $* failed"
-    ) 9>/run/lock/e2e-targets-apt.lock
+    ensure_debian_packages "$@" || die "installing $* failed"
 }
 
 ensure_installed() {

@@ -168,15 +168,7 @@ async fn main() -> ExitCode {
 }
 
 fn token_for(profile: &ClientProfile) -> Result<String, CoreError> {
-    if let Some(token) = &profile.token {
-        return Ok(token.clone());
-    }
-    if let Ok(token) = std::env::var("SALLYPORT_TOKEN") {
-        if !token.is_empty() {
-            return Ok(token);
-        }
-    }
-    sallyport_core::secrets::load_token(&profile.router_url)?.ok_or_else(|| {
+    sallyport_core::secrets::token_for(profile)?.ok_or_else(|| {
         CoreError::Profile(
             "no router token: run `sallyport login`, set SALLYPORT_TOKEN, or put token in the profile"
                 .into(),

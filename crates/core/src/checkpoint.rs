@@ -174,10 +174,6 @@ impl Recorder {
     pub fn checkpoints(&self) -> Vec<Checkpoint> {
         self.inner.lock().unwrap().recorded.clone()
     }
-
-    pub fn elapsed_ms(&self) -> f64 {
-        ms(self.inner.lock().unwrap().started.elapsed())
-    }
 }
 
 fn ms(d: std::time::Duration) -> f64 {

@@ -92,11 +92,6 @@ impl Launcher {
         })
     }
 
-    pub fn with_tube_config(mut self, config: TubeConfig) -> Self {
-        self.tube_config = config;
-        self
-    }
-
     pub fn with_state_dir(mut self, dir: std::path::PathBuf) -> Self {
         self.state_dir = dir;
         self
@@ -108,10 +103,6 @@ impl Launcher {
 
     pub fn cache(&self) -> &ResourceCache {
         &self.cache
-    }
-
-    pub fn api(&self) -> &RouterApi {
-        &self.api
     }
 
     /// The resources this token may launch, refreshing the cache.
@@ -363,8 +354,8 @@ impl Launcher {
             if let Some(command) = session.client_command() {
                 recorder.mark_with(names::CLIENT_SPAWNED, None, Some(command.to_owned()));
             }
-            let ready = recorder.mark(names::READY);
-            session.set_checkpoints(recorder.checkpoints(), ready.total_ms);
+            recorder.mark(names::READY);
+            session.set_checkpoints(recorder.checkpoints());
             Ok(session)
         }
         .await;
@@ -384,13 +375,12 @@ impl Launcher {
         conversation_id: &str,
         keys: &ConversationKeys,
     ) {
-        tube.close().await;
-        let close = crate::router_api::close_message(conversation_id, &resource.name, keys);
-        // Best effort: the gateway may be the reason the launch failed.
-        let _ = self
-            .api
-            .send(&resource.gateway, &close, Duration::from_secs(3))
-            .await;
+        // Both at once; telling the gateway is best effort (it may be why the launch failed).
+        tokio::join!(
+            tube.close(),
+            self.api
+                .close_conversation(&resource.gateway, &resource.name, conversation_id, keys),
+        );
     }
 
     async fn resolve(&self, name: &str, recorder: &Recorder) -> Result<ResourceInfo> {

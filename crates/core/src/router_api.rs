@@ -91,10 +91,6 @@ impl RouterApi {
         })
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base
-    }
-
     pub async fn resources(&self) -> Result<Vec<ResourceInfo>> {
         let response = self
             .http
@@ -172,6 +168,34 @@ impl RouterApi {
         serde_json::from_slice(&bytes).map_err(|_| SendFailure::EmptyReply)
     }
 
+    /// Tell the gateway (best effort, within 3 s) that the client is done with a conversation.
+    pub async fn close_conversation(
+        &self,
+        gateway: &str,
+        resource: &str,
+        conversation_id: &str,
+        keys: &sallyport_protocol::ConversationKeys,
+    ) {
+        let close = ClientMessage {
+            v: sallyport_protocol::PROTOCOL_VERSION,
+            conversation_id: conversation_id.to_owned(),
+            resource: resource.to_owned(),
+            kind: sallyport_protocol::MessageKind::Close,
+            stream_response: false,
+            timeout_ms: Some(2_000),
+            payload: keys.seal_json(
+                sallyport_protocol::Direction::ClientToGateway,
+                sallyport_protocol::MessageKind::Close.as_str(),
+                &sallyport_protocol::CloseBody {
+                    reason: sallyport_protocol::CloseReason::ClientClosed,
+                },
+            ),
+        };
+        if let Err(e) = self.send(gateway, &close, Duration::from_secs(3)).await {
+            tracing::debug!(code = e.code(), "gateway not told of the close");
+        }
+    }
+
     /// Open the client WebSocket and subscribe to `conversation_id`, in the background.
     /// Events arrive on the returned receiver; dropping it closes the socket.
     pub fn listen(&self, conversation_id: &str) -> mpsc::UnboundedReceiver<SignalEvent> {
@@ -189,29 +213,6 @@ impl RouterApi {
             }
         });
         rx
-    }
-}
-
-/// The sealed `close` that tells a gateway the client is done with a conversation.
-pub fn close_message(
-    conversation_id: &str,
-    resource: &str,
-    keys: &sallyport_protocol::ConversationKeys,
-) -> ClientMessage {
-    ClientMessage {
-        v: sallyport_protocol::PROTOCOL_VERSION,
-        conversation_id: conversation_id.to_owned(),
-        resource: resource.to_owned(),
-        kind: sallyport_protocol::MessageKind::Close,
-        stream_response: false,
-        timeout_ms: Some(2_000),
-        payload: keys.seal_json(
-            sallyport_protocol::Direction::ClientToGateway,
-            sallyport_protocol::MessageKind::Close.as_str(),
-            &sallyport_protocol::CloseBody {
-                reason: sallyport_protocol::CloseReason::ClientClosed,
-            },
-        ),
     }
 }
 

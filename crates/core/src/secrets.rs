@@ -60,6 +60,21 @@ fn stores() -> Result<Vec<(Keyring, Arc<CredentialStore>)>, CoreError> {
     Ok(stores)
 }
 
+/// The router token for `profile`: the profile's own (the lab's), else `SALLYPORT_TOKEN`,
+/// else the OS keyring. `None` when there is none anywhere.
+pub fn token_for(profile: &crate::ClientProfile) -> Result<Option<String>, CoreError> {
+    if let Some(token) = &profile.token {
+        return Ok(Some(token.clone()));
+    }
+    if let Some(token) = std::env::var("SALLYPORT_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        return Ok(Some(token));
+    }
+    load_token(&profile.router_url)
+}
+
 /// Keyring calls block (D-Bus round trips): run them off any async runtime's threads.
 fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|scope| scope.spawn(f).join().expect("keyring call panicked"))

@@ -88,7 +88,8 @@ pub struct Session {
     client: Mutex<Option<tokio::process::Child>>,
     state: watch::Sender<SessionState>,
     started_unix_ms: u64,
-    checkpoints: Mutex<(Vec<Checkpoint>, f64)>,
+    /// The launch's checkpoints; the last is `ready`.
+    checkpoints: Mutex<Vec<Checkpoint>>,
     tasks: Mutex<JoinSet<()>>,
 }
 
@@ -135,13 +136,13 @@ impl Session {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
-            checkpoints: Mutex::new((Vec::new(), 0.0)),
+            checkpoints: Mutex::new(Vec::new()),
             tasks: Mutex::new(tasks),
         })
     }
 
-    pub(crate) fn set_checkpoints(&self, checkpoints: Vec<Checkpoint>, ready_ms: f64) {
-        *self.checkpoints.lock().unwrap() = (checkpoints, ready_ms);
+    pub(crate) fn set_checkpoints(&self, checkpoints: Vec<Checkpoint>) {
+        *self.checkpoints.lock().unwrap() = checkpoints;
     }
 
     pub fn launch_id(&self) -> &str {
@@ -158,7 +159,7 @@ impl Session {
 
     /// The launch's checkpoints, in order.
     pub fn checkpoints(&self) -> Vec<Checkpoint> {
-        self.checkpoints.lock().unwrap().0.clone()
+        self.checkpoints.lock().unwrap().clone()
     }
 
     pub fn info(&self) -> SessionInfo {
@@ -173,12 +174,13 @@ impl Session {
             bytes_in: self.counters.from_channel.load(Ordering::Relaxed),
             bytes_out: self.counters.to_channel.load(Ordering::Relaxed),
             started_unix_ms: self.started_unix_ms,
-            ready_ms: self.checkpoints.lock().unwrap().1,
+            ready_ms: self
+                .checkpoints
+                .lock()
+                .unwrap()
+                .last()
+                .map_or(0.0, |c| c.total_ms),
         }
-    }
-
-    pub fn state_changes(&self) -> watch::Receiver<SessionState> {
-        self.state.subscribe()
     }
 
     /// Wait until the session ends by itself: the native client exits or the tube ends.
@@ -238,20 +240,17 @@ impl Session {
         if let Some(mut child) = self.client.lock().unwrap().take() {
             let _ = child.start_kill();
         }
-        // Tell the gateway first (best effort), then tear the tube down.
-        let close = crate::router_api::close_message(
-            &self.conversation_id,
-            &self.resource.name,
-            &self.keys,
+        // Tell the gateway (best effort) while tearing the tube down: Close should not wait
+        // on a slow router before the tunnel is gone.
+        tokio::join!(
+            self.api.close_conversation(
+                &self.resource.gateway,
+                &self.resource.name,
+                &self.conversation_id,
+                &self.keys,
+            ),
+            self.tube.close(),
         );
-        if let Err(e) = self
-            .api
-            .send(&self.resource.gateway, &close, Duration::from_secs(3))
-            .await
-        {
-            tracing::debug!(code = e.code(), "gateway not told of the close");
-        }
-        self.tube.close().await;
         let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap());
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}

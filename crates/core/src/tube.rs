@@ -241,10 +241,6 @@ impl ClientTube {
         end
     }
 
-    pub fn end_reason(&self) -> Option<TubeEnd> {
-        *self.ended.borrow()
-    }
-
     /// Close the control channel (the gateway then tears its side down) and the peer.
     pub async fn close(&self) {
         self.ended_tx.send_if_modified(|end| {

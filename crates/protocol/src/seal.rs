@@ -194,10 +194,6 @@ impl ConversationKeys {
         })
     }
 
-    pub fn conversation_id(&self) -> &str {
-        &self.conversation_id
-    }
-
     fn key(&self, direction: Direction) -> &Key<Aes256Gcm> {
         match direction {
             Direction::ClientToGateway => &self.client_to_gateway,

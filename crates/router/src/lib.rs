@@ -525,7 +525,6 @@ async fn forward(
         payload: message.payload,
     };
     if link.outbound.try_send(forward).is_err() {
-        link.pending.lock().unwrap().remove(&request_id);
         return Err(RouterError::ControllerDown(gateway_id));
     }
     shared.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -535,10 +534,7 @@ async fn forward(
         Ok(Ok(outcome)) => outcome,
         // The gateway went away while we waited.
         Ok(Err(_)) => return Err(RouterError::ControllerDown(gateway_id)),
-        Err(_) => {
-            link.pending.lock().unwrap().remove(&request_id);
-            return Err(RouterError::Timeout(gateway_id, timeout_ms));
-        }
+        Err(_) => return Err(RouterError::Timeout(gateway_id, timeout_ms)),
     };
     match outcome {
         GatewayOutcome::Ok { payload } => {

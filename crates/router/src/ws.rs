@@ -39,6 +39,26 @@ fn close_frame(reason: &str) -> Message {
     }))
 }
 
+/// What one received frame means to both socket loops.
+enum Incoming {
+    Text(axum::extract::ws::Utf8Bytes),
+    /// Ping or Pong: liveness only (axum answers Pings itself).
+    Control,
+    /// A binary frame: not part of the protocol.
+    Binary,
+    /// Closed, failed or gone.
+    Ended,
+}
+
+fn incoming(frame: Option<Result<Message, axum::Error>>) -> Incoming {
+    match frame {
+        Some(Ok(Message::Text(text))) => Incoming::Text(text),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Control,
+        Some(Ok(Message::Binary(_))) => Incoming::Binary,
+        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Incoming::Ended,
+    }
+}
+
 /// Close frame for a router shutting down (RFC 6455 §7.4.1: 1001 going away).
 fn going_away() -> Message {
     Message::Close(Some(CloseFrame {
@@ -97,15 +117,15 @@ async fn run_client(shared: Arc<Shared>, client: String, socket: WebSocket) {
             }
             frame = stream.next() => {
                 last_seen = Instant::now();
-                let text = match frame {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
-                    Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => continue,
-                    Some(Ok(Message::Binary(_))) => {
+                let text = match incoming(frame) {
+                    Incoming::Text(text) => text,
+                    Incoming::Control => continue,
+                    Incoming::Ended => break,
+                    Incoming::Binary => {
                         shared.metrics.failure(codes::MALFORMED);
                         let _ = sink.send(close_frame("binary frames are not part of the protocol")).await;
                         break;
                     }
-                    Some(Ok(Message::Text(text))) => text,
                 };
                 let request = match serde_json::from_str::<ClientWsRequest>(&text) {
                     Ok(request) => request,
@@ -318,15 +338,15 @@ async fn run_gateway(shared: Arc<Shared>, gateway_id: String, socket: WebSocket)
             }
             frame = stream.next() => {
                 last_seen = Instant::now();
-                let text = match frame {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
-                    Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => continue,
-                    Some(Ok(Message::Binary(_))) => {
+                let text = match incoming(frame) {
+                    Incoming::Text(text) => text,
+                    Incoming::Control => continue,
+                    Incoming::Ended => break,
+                    Incoming::Binary => {
                         shared.metrics.failure(codes::MALFORMED);
                         let _ = sink.send(close_frame("binary frames are not part of the protocol")).await;
                         break;
                     }
-                    Some(Ok(Message::Text(text))) => text,
                 };
                 match serde_json::from_str::<GatewayToRouter>(&text) {
                     Ok(GatewayToRouter::Reply { request_id, outcome }) => {

@@ -304,10 +304,6 @@ impl Peer {
             .map(|d| description_from_rtc(&d))
     }
 
-    pub fn state(&self) -> TubeState {
-        *self.state.borrow()
-    }
-
     /// A receiver of state changes, for callers that react to `Disconnected`/`Failed`.
     pub fn state_changes(&self) -> watch::Receiver<TubeState> {
         self.state.clone()

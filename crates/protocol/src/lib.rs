@@ -3,6 +3,7 @@
 //!
 //! See `docs/PROTOCOL.md` for the full description.
 
+pub mod frame;
 pub mod seal;
 
 use serde::{Deserialize, Serialize};
@@ -334,6 +335,27 @@ impl CloseReason {
             CloseReason::ClientClosed => "client_closed",
             CloseReason::ProtocolError => "protocol_error",
         }
+    }
+}
+
+impl CloseReason {
+    /// Every reason, for parsing and for tests.
+    pub const ALL: [CloseReason; 10] = [
+        CloseReason::Normal,
+        CloseReason::TargetRefused,
+        CloseReason::TargetTimeout,
+        CloseReason::TargetUnreachable,
+        CloseReason::TargetError,
+        CloseReason::SessionLimit,
+        CloseReason::ClosedByAdmin,
+        CloseReason::GatewayShutdown,
+        CloseReason::ClientClosed,
+        CloseReason::ProtocolError,
+    ];
+
+    /// The reason named by its wire string.
+    pub fn parse(text: &str) -> Option<CloseReason> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
     }
 }
 

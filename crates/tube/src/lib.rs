@@ -1,32 +1,58 @@
-//! The WebRTC driver of a tube, for both ends: the client's offerer and the gateway's answerer.
+//! The tube: a WebRTC peer connection carrying TCP connections, for both ends (the client's
+//! offerer and the gateway's answerer).
 //!
-//! Everything that touches the `webrtc` crate lives here, so that the launch pipeline (in the
-//! core crate) and the gateway see only [`Peer`], [`Channel`] and the protocol's own types.
-//! Settings follow PLATFORM.md: mDNS off, host candidates (loopback included when bound there),
-//! an SCTP receive window that fits a default UDP socket buffer, and a send-buffer limit so
-//! that a sender feels back-pressure instead of racing ahead.
+//! Everything that touches WebRTC lives here, so the launch pipeline (in the core crate) and
+//! the gateway see only [`Tube`], [`Connection`] and the protocol crate's types.
+//!
+//! # Why a driver of our own
+//!
+//! The stack is webrtc-rs's sans-IO core, `rtc`, driven by one task per tube ([`driver`]).
+//! The async `webrtc` crate on top of the same core left every packet it built (the DTLS
+//! ClientHello, the SCTP INIT, the channel's OPEN) in a queue until its next 200 ms timer
+//! tick, so a launch spent ~800 ms waiting on timers; and it gave no control over the socket
+//! buffers, the packet size or what a stalled reader does to the others. Owning the run loop
+//! removes all three: every input is followed at once by its outputs, the sockets are sized
+//! for the SCTP window, and the packet size comes from the path.
+//!
+//! # The run loop, as a contract
+//!
+//! One task owns the peer connection, its UDP sockets and the connection multiplexer
+//! ([`mux`]). It repeats:
+//!
+//! 1. hand queued frames to the data channel while SCTP has less than a high-water mark
+//!    outstanding; then `poll_write` (to the sockets), `poll_event`, `poll_read` (into the
+//!    multiplexer) until none of them yields anything, and run `handle_timeout(now)` once after
+//!    each round that did, so that whatever the inputs made due is sent in the same turn;
+//! 2. sleep until a datagram arrives (read in batches), a command arrives from a handle or a
+//!    connection, or the stack's next deadline, whichever is first.
+//!
+//! Nothing else touches the peer connection; handles talk to the task through commands. While
+//! connecting, ICE checks pairs every [`TubeConfig::ice_check_interval`] (5 ms, the RFC 8445
+//! minimum pacing); once connected, only the stack's keepalives (every 2 s) and SCTP heartbeats
+//! remain, so an idle tube sleeps.
+//!
+//! # Connections
+//!
+//! All TCP connections of a tube share one pre-negotiated data channel, as frames
+//! (`sallyport_protocol::frame`): per-connection flow control keeps one slow reader from
+//! stalling the others, and the scheduler serves connections round robin.
 
-mod bridge;
+mod connection;
+mod driver;
+mod gather;
+pub mod mux;
+mod net;
+mod sdp;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use bytes::BytesMut;
-use rtc::ice::mdns::MulticastDnsMode;
-use sallyport_protocol::{IceCandidate, SessionDescription};
-use tokio::sync::{mpsc, watch};
-use webrtc::data_channel::{DataChannel, DataChannelEvent};
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSdpType, RTCSessionDescription, SettingEngineBuilder,
-};
+use sallyport_protocol::{CloseReason, IceCandidate, SessionDescription};
+use tokio::sync::{mpsc, oneshot, watch};
 
-pub use bridge::{bridge, BridgeStats, ByteCounters, EOF_MARKER};
+pub use connection::{ByteCounters, Connection, ConnectionEnd};
+pub use mux::Side;
 
-/// Errors of the WebRTC layer, with a stable code.
+/// Errors of the tube, each with a stable code.
 #[derive(Debug, thiserror::Error)]
 pub enum TubeError {
     #[error("webrtc: {0}")]
@@ -37,10 +63,16 @@ pub enum TubeError {
     InvalidCandidate(String),
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, &'static str),
-    #[error("the peer connection is closed")]
+    #[error("the tube is closed")]
     Closed,
-    #[error("the peer connection failed")]
-    Failed,
+    #[error("the tube failed: {0}")]
+    Failed(String),
+    #[error("the gateway refused the connection: {0}")]
+    Refused(CloseReason),
+    #[error("invalid tube configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Io(String),
 }
 
 impl TubeError {
@@ -51,33 +83,44 @@ impl TubeError {
             TubeError::InvalidCandidate(_) => "invalid_candidate",
             TubeError::Timeout(..) => "webrtc_timeout",
             TubeError::Closed => "tube_closed",
-            TubeError::Failed => "webrtc_failed",
+            TubeError::Failed(_) => "webrtc_failed",
+            TubeError::Refused(reason) => reason.as_str(),
+            TubeError::Config(_) => "invalid_config",
+            TubeError::Io(_) => "io_error",
         }
     }
 }
 
-impl From<webrtc::error::Error> for TubeError {
-    fn from(e: webrtc::error::Error) -> Self {
+impl From<rtc::shared::error::Error> for TubeError {
+    fn from(e: rtc::shared::error::Error) -> Self {
         TubeError::WebRtc(e.to_string())
     }
 }
 
 pub type Result<T, E = TubeError> = std::result::Result<T, E>;
 
-/// Knobs of the WebRTC stack. The defaults suit loopback and a LAN.
+/// Knobs of a tube. The defaults suit loopback and a LAN; every field can be left alone.
 #[derive(Debug, Clone)]
 pub struct TubeConfig {
-    /// Local UDP addresses to gather host candidates on (`127.0.0.1:0`, `0.0.0.0:0`, ...).
+    /// Local UDP addresses to bind (`127.0.0.1:0`, `0.0.0.0:0`, ...); a wildcard becomes one
+    /// socket per usable interface address.
     pub udp_addrs: Vec<String>,
-    /// STUN/TURN URLs; empty for host candidates only.
+    /// `stun:host:port` URLs for server-reflexive candidates; empty for host candidates only.
     pub ice_servers: Vec<String>,
-    /// SCTP receive window. Must fit the kernel's UDP receive buffer or datagrams are dropped
-    /// and throughput collapses (PLATFORM.md).
-    pub sctp_receive_buffer: u32,
-    /// Per-channel send buffer; `send` blocks beyond it (back-pressure).
-    pub send_buffer_limit: usize,
-    /// ICE connectivity-check interval; `None` keeps the stack's default (200 ms).
-    pub ice_check_interval: Option<Duration>,
+    /// ICE check pacing while connecting. Once connected only keepalives remain.
+    pub ice_check_interval: Duration,
+    /// Give up connecting after this long.
+    pub connect_timeout: Duration,
+    /// Largest UDP payload to send. `None`: from the path (the loopback interface's MTU when
+    /// every socket is on loopback, otherwise the IPv6 minimum, 1280 bytes less headers).
+    pub max_datagram: Option<usize>,
+    /// UDP receive and send buffers to ask the kernel for; the SCTP receive window is set to
+    /// what the receive buffer actually holds, so that a burst never overflows it.
+    pub udp_buffer_bytes: usize,
+    /// Receive window of each TCP connection (its buffering when the local reader is slow).
+    pub connection_window: u32,
+    /// Gateway: most TCP connections open at once in one tube.
+    pub max_connections: usize,
 }
 
 impl Default for TubeConfig {
@@ -85,190 +128,145 @@ impl Default for TubeConfig {
         Self {
             udp_addrs: vec!["127.0.0.1:0".into()],
             ice_servers: Vec::new(),
-            sctp_receive_buffer: 128 * 1024,
-            send_buffer_limit: 256 * 1024,
-            ice_check_interval: None,
+            ice_check_interval: Duration::from_millis(5),
+            connect_timeout: Duration::from_secs(30),
+            max_datagram: None,
+            udp_buffer_bytes: 4 * 1024 * 1024,
+            connection_window: 1024 * 1024,
+            max_connections: 64,
         }
     }
 }
 
-/// Connection state as the pipeline sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TubeState {
-    New,
-    Connecting,
-    Connected,
-    Disconnected,
-    Failed,
-    Closed,
-}
-
-impl TubeState {
-    fn from_rtc(state: RTCPeerConnectionState) -> Self {
-        match state {
-            RTCPeerConnectionState::Connecting => TubeState::Connecting,
-            RTCPeerConnectionState::Connected => TubeState::Connected,
-            RTCPeerConnectionState::Disconnected => TubeState::Disconnected,
-            RTCPeerConnectionState::Failed => TubeState::Failed,
-            RTCPeerConnectionState::Closed => TubeState::Closed,
-            _ => TubeState::New,
+impl TubeConfig {
+    /// Check what can be checked before any socket exists.
+    pub fn validate(&self) -> Result<()> {
+        for addr in &self.udp_addrs {
+            addr.parse::<std::net::SocketAddr>().map_err(|_| {
+                TubeError::Config(format!(
+                    "webrtc_udp: {addr:?} is not an address such as 127.0.0.1:0 or 0.0.0.0:0"
+                ))
+            })?;
         }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TubeState::New => "new",
-            TubeState::Connecting => "connecting",
-            TubeState::Connected => "connected",
-            TubeState::Disconnected => "disconnected",
-            TubeState::Failed => "failed",
-            TubeState::Closed => "closed",
+        if self.udp_addrs.is_empty() {
+            return Err(TubeError::Config("webrtc_udp: no address given".into()));
         }
-    }
-}
-
-/// What a peer reports as it happens.
-pub enum PeerEvent {
-    /// A local ICE candidate to trickle to the other side.
-    LocalCandidate(IceCandidate),
-    /// All local candidates have been gathered.
-    GatheringComplete,
-    /// The remote side opened a data channel (answerer side).
-    IncomingChannel(Channel),
-}
-
-struct Handler {
-    events: mpsc::UnboundedSender<PeerEvent>,
-    state: watch::Sender<TubeState>,
-}
-
-#[async_trait]
-impl PeerConnectionEventHandler for Handler {
-    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        match event.candidate.to_json() {
-            Ok(init) => {
-                let _ = self
-                    .events
-                    .send(PeerEvent::LocalCandidate(candidate_from_rtc(init)));
+        for url in &self.ice_servers {
+            gather::StunServer::parse(url)?;
+        }
+        if let Some(n) = self.max_datagram {
+            if !(576..=65507).contains(&n) {
+                return Err(TubeError::Config(format!(
+                    "max_datagram: {n} is outside 576..=65507 bytes"
+                )));
             }
-            Err(e) => tracing::warn!(error = %e, "could not serialize a local candidate"),
         }
-    }
-
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            let _ = self.events.send(PeerEvent::GatheringComplete);
-        }
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let state = TubeState::from_rtc(state);
-        tracing::debug!(state = state.as_str(), "peer connection state");
-        self.state.send_replace(state);
-    }
-
-    async fn on_data_channel(&self, data_channel: Arc<dyn DataChannel>) {
-        let label = data_channel.label().await.unwrap_or_default();
-        let _ = self.events.send(PeerEvent::IncomingChannel(Channel {
-            inner: data_channel,
-            label,
-        }));
+        Ok(())
     }
 }
 
-/// One end of a tube: a WebRTC peer connection.
-pub struct Peer {
-    pc: Arc<dyn PeerConnection>,
-    state: watch::Receiver<TubeState>,
+/// How a tube ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TubeEnd {
+    /// The peer ended it, with its reason.
+    Peer(CloseReason),
+    /// The network path failed (ICE consent lost, DTLS or SCTP gone) without a word.
+    Failed,
+    /// This side ended it.
+    Local(CloseReason),
 }
 
-impl Peer {
-    /// Build a peer connection; its events arrive on the returned receiver.
-    pub async fn new(config: &TubeConfig) -> Result<(Self, mpsc::UnboundedReceiver<PeerEvent>)> {
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let (state_tx, state_rx) = watch::channel(TubeState::New);
-        let handler = Arc::new(Handler {
-            events: events_tx,
-            state: state_tx,
-        });
+/// When each layer of the data plane came up, and how the tube ended.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub ice_connected: Option<Instant>,
+    pub dtls_connected: Option<Instant>,
+    pub sctp_connected: Option<Instant>,
+    pub channel_open: Option<Instant>,
+    pub ended: Option<TubeEnd>,
+    /// The ICE path in use, once there is one: `local -> remote (type)`.
+    pub path: Option<String>,
+    /// Largest SCTP packet this side sends.
+    pub sctp_mtu: usize,
+}
 
-        let binds_loopback = config.udp_addrs.iter().any(|a| {
-            a.parse::<SocketAddr>()
-                .map(|s| s.ip().is_loopback())
-                .unwrap_or(a.starts_with("localhost"))
-        });
-        let mut settings = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .with_include_loopback_candidate(binds_loopback)
-            .with_sctp_max_receive_buffer_size(config.sctp_receive_buffer);
-        if let Some(interval) = config.ice_check_interval {
-            settings = settings.with_ice_connection_attempts(Some(interval), None);
+/// A layer of the data plane, in the order they come up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Milestone {
+    IceConnected,
+    DtlsConnected,
+    SctpConnected,
+    ChannelOpen,
+}
+
+impl Milestone {
+    fn reached(self, status: &Status) -> Option<Instant> {
+        match self {
+            Milestone::IceConnected => status.ice_connected,
+            Milestone::DtlsConnected => status.dtls_connected,
+            Milestone::SctpConnected => status.sctp_connected,
+            Milestone::ChannelOpen => status.channel_open,
         }
-        let rtc_config = RTCConfigurationBuilder::new()
-            .with_ice_servers(
-                config
-                    .ice_servers
-                    .iter()
-                    .map(|url| RTCIceServer {
-                        urls: vec![url.clone()],
-                        ..Default::default()
-                    })
-                    .collect(),
-            )
-            .build();
-        let pc = PeerConnectionBuilder::new()
-            .with_configuration(rtc_config)
-            .with_setting_engine(settings.build())
-            .with_handler(handler)
-            .with_udp_addrs(config.udp_addrs.clone())
-            .with_data_channel_send_buffer_limit(config.send_buffer_limit)
-            .build()
-            .await?;
-        Ok((
-            Self {
-                pc: Arc::new(pc),
-                state: state_rx,
-            },
-            events_rx,
-        ))
     }
 
-    /// Offerer: create a data channel (must precede the offer so that SCTP is negotiated).
-    pub async fn create_channel(&self, label: &str) -> Result<Channel> {
-        let dc = self.pc.create_data_channel(label, None).await?;
-        Ok(Channel {
-            inner: dc,
-            label: label.to_owned(),
-        })
+    fn describe(self) -> &'static str {
+        match self {
+            Milestone::IceConnected => "ICE to connect",
+            Milestone::DtlsConnected => "DTLS to connect",
+            Milestone::SctpConnected => "SCTP to connect",
+            Milestone::ChannelOpen => "the data channel to open",
+        }
+    }
+}
+
+/// What a tube reports to its owner as it happens.
+pub enum TubeEvent {
+    /// A local ICE candidate to trickle to the peer.
+    LocalCandidate(IceCandidate),
+    /// Every local candidate has been reported.
+    GatheringComplete,
+    /// Gateway: the client opened a connection; dial the target, then
+    /// [`Connection::accept`] and [`Connection::bridge`], or [`Connection::refuse`].
+    Incoming(Connection),
+}
+
+/// One end of a tube. Dropping it closes the tube.
+pub struct Tube {
+    commands: mpsc::UnboundedSender<driver::Command>,
+    status: watch::Receiver<Status>,
+}
+
+impl Tube {
+    /// The client's end: a peer connection and its offer (carrying the host candidates).
+    pub async fn offer(
+        config: &TubeConfig,
+    ) -> Result<(Tube, mpsc::UnboundedReceiver<TubeEvent>, SessionDescription)> {
+        driver::start(config, Side::Client, None).await
     }
 
-    /// Offerer: create the offer and apply it locally.
-    pub async fn create_offer(&self) -> Result<SessionDescription> {
-        let offer = self.pc.create_offer(None).await?;
-        self.pc.set_local_description(offer.clone()).await?;
-        Ok(description_from_rtc(&offer))
-    }
-
-    /// Answerer: apply the remote offer, create the answer and apply it locally.
-    pub async fn accept_offer(&self, offer: &SessionDescription) -> Result<SessionDescription> {
+    /// The gateway's end: answer `offer` (the answer carries the host candidates).
+    pub async fn answer(
+        config: &TubeConfig,
+        offer: &SessionDescription,
+    ) -> Result<(Tube, mpsc::UnboundedReceiver<TubeEvent>, SessionDescription)> {
         if offer.kind != "offer" {
             return Err(TubeError::InvalidDescription(format!(
                 "expected an offer, got {:?}",
                 offer.kind
             )));
         }
-        let remote = RTCSessionDescription::offer(offer.sdp.clone())
-            .map_err(|e| TubeError::InvalidDescription(e.to_string()))?;
-        self.pc
-            .set_remote_description(remote)
-            .await
-            .map_err(|e| TubeError::InvalidDescription(e.to_string()))?;
-        let answer = self.pc.create_answer(None).await?;
-        self.pc.set_local_description(answer.clone()).await?;
-        Ok(description_from_rtc(&answer))
+        driver::start(config, Side::Gateway, Some(offer)).await
     }
 
-    /// Offerer: apply the gateway's answer.
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> driver::Command) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .map_err(|_| TubeError::Closed)?;
+        rx.await.map_err(|_| TubeError::Closed)
+    }
+
+    /// Client: apply the gateway's answer.
     pub async fn apply_answer(&self, answer: &SessionDescription) -> Result<()> {
         if answer.kind != "answer" {
             return Err(TubeError::InvalidDescription(format!(
@@ -276,163 +274,125 @@ impl Peer {
                 answer.kind
             )));
         }
-        let remote = RTCSessionDescription::answer(answer.sdp.clone())
-            .map_err(|e| TubeError::InvalidDescription(e.to_string()))?;
-        self.pc
-            .set_remote_description(remote)
-            .await
-            .map_err(|e| TubeError::InvalidDescription(e.to_string()))
+        let answer = answer.clone();
+        self.ask(|reply| driver::Command::ApplyAnswer { answer, reply })
+            .await?
     }
 
+    /// Add one of the peer's candidates. A candidate that cannot be used is an error the
+    /// caller may ignore; connectivity checks from unknown addresses are answered anyway
+    /// (peer-reflexive candidates), so a late candidate costs nothing.
     pub async fn add_remote_candidate(&self, candidate: &IceCandidate) -> Result<()> {
-        self.pc
-            .add_ice_candidate(RTCIceCandidateInit {
-                candidate: candidate.candidate.clone(),
-                sdp_mid: candidate.sdp_mid.clone(),
-                sdp_mline_index: candidate.sdp_mline_index,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| TubeError::InvalidCandidate(e.to_string()))
+        let candidate = candidate.clone();
+        self.ask(|reply| driver::Command::AddCandidate { candidate, reply })
+            .await?
     }
 
-    /// The current local description, with every candidate gathered so far embedded.
-    pub async fn local_description(&self) -> Option<SessionDescription> {
-        self.pc
-            .local_description()
-            .await
-            .map(|d| description_from_rtc(&d))
+    /// The local description with every candidate gathered so far in it.
+    pub async fn local_description(&self) -> Result<SessionDescription> {
+        self.ask(|reply| driver::Command::LocalDescription { reply })
+            .await?
     }
 
-    /// A receiver of state changes, for callers that react to `Disconnected`/`Failed`.
-    pub fn state_changes(&self) -> watch::Receiver<TubeState> {
-        self.state.clone()
+    /// A receiver of status changes.
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
     }
 
-    /// Wait (event-driven) until ICE and DTLS are connected, or fail/close/time out.
-    pub async fn wait_connected(&self, timeout: Duration) -> Result<()> {
-        let mut state = self.state.clone();
+    /// Wait, event-driven, until `milestone` is reached; returns when it was. Fails at once if
+    /// the tube ends first.
+    pub async fn reached(&self, milestone: Milestone, timeout: Duration) -> Result<Instant> {
+        let mut status = self.status.clone();
         let wait = async {
             loop {
-                match *state.borrow_and_update() {
-                    TubeState::Connected => return Ok(()),
-                    TubeState::Failed => return Err(TubeError::Failed),
-                    TubeState::Closed => return Err(TubeError::Closed),
-                    _ => {}
+                {
+                    let now = status.borrow_and_update();
+                    if let Some(at) = milestone.reached(&now) {
+                        return Ok(at);
+                    }
+                    if let Some(end) = now.ended {
+                        return Err(ended_error(end));
+                    }
                 }
-                if state.changed().await.is_err() {
+                if status.changed().await.is_err() {
                     return Err(TubeError::Closed);
                 }
             }
         };
         tokio::time::timeout(timeout, wait)
             .await
-            .map_err(|_| TubeError::Timeout(timeout, "ICE and DTLS to connect"))?
+            .map_err(|_| TubeError::Timeout(timeout, milestone.describe()))?
     }
 
-    pub async fn close(&self) {
-        if let Err(e) = self.pc.close().await {
-            tracing::debug!(error = %e, "closing peer connection");
-        }
-    }
-}
-
-/// One data channel.
-#[derive(Clone)]
-pub struct Channel {
-    inner: Arc<dyn DataChannel>,
-    label: String,
-}
-
-/// What a channel reports.
-#[derive(Debug)]
-pub enum ChannelEvent {
-    Open,
-    Message(BytesMut),
-    Text(String),
-    Closed,
-}
-
-impl Channel {
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
-    /// Next event; `Closed` once the channel is gone (repeats are not delivered).
-    pub async fn next_event(&self) -> ChannelEvent {
+    /// As [`reached`](Self::reached), but looking every `tick` instead of reacting, as the
+    /// legacy design did.
+    pub async fn poll_reached(
+        &self,
+        milestone: Milestone,
+        timeout: Duration,
+        tick: Duration,
+    ) -> Result<Instant> {
+        let started = Instant::now();
         loop {
-            match self.inner.poll().await {
-                None | Some(DataChannelEvent::OnClose) => return ChannelEvent::Closed,
-                Some(DataChannelEvent::OnOpen) => return ChannelEvent::Open,
-                Some(DataChannelEvent::OnMessage(msg)) => {
-                    if msg.is_string {
-                        match String::from_utf8(msg.data.to_vec()) {
-                            Ok(text) => return ChannelEvent::Text(text),
-                            Err(_) => continue,
-                        }
-                    }
-                    return ChannelEvent::Message(msg.data);
+            {
+                let now = self.status.borrow();
+                if let Some(at) = milestone.reached(&now) {
+                    return Ok(at);
                 }
-                Some(_) => continue,
+                if let Some(end) = now.ended {
+                    return Err(ended_error(end));
+                }
             }
+            if started.elapsed() >= timeout {
+                return Err(TubeError::Timeout(timeout, milestone.describe()));
+            }
+            tokio::time::sleep(tick).await;
         }
     }
 
-    /// Wait until the channel is open (SCTP association up and the channel acknowledged).
-    pub async fn wait_open(&self, timeout: Duration) -> Result<()> {
-        let wait = async {
-            loop {
-                match self.next_event().await {
-                    ChannelEvent::Open => return Ok(()),
-                    ChannelEvent::Closed => return Err(TubeError::Closed),
-                    // Nothing is sent before open; ignore anything else defensively.
-                    _ => continue,
-                }
-            }
+    /// Client: open a connection to the resource's target. Bytes may be bridged at once (the
+    /// gateway holds them until the target answers); [`Connection::opened`] tells when it did.
+    pub async fn open(&self) -> Result<Connection> {
+        self.ask(|reply| driver::Command::Open { reply }).await?
+    }
+
+    /// End the tube, telling the peer why: waits (up to a second) until the peer has the
+    /// message, so it learns the reason rather than a network failure.
+    pub async fn shutdown(&self, reason: CloseReason) {
+        let _ = self
+            .ask(|reply| driver::Command::Shutdown { reason, reply })
+            .await;
+    }
+
+    /// Resolves when the tube has ended, with how.
+    pub async fn ended(&self) -> TubeEnd {
+        let mut status = self.status.clone();
+        let end = match status.wait_for(|s| s.ended.is_some()).await {
+            Ok(s) => s.ended.unwrap_or(TubeEnd::Local(CloseReason::Normal)),
+            Err(_) => TubeEnd::Local(CloseReason::Normal),
         };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| TubeError::Timeout(timeout, "the data channel to open"))?
+        end
     }
 
-    /// Send binary data; blocks while the channel's send buffer is full.
-    pub async fn send(&self, data: &[u8]) -> Result<()> {
-        self.inner
-            .send(BytesMut::from(data))
-            .await
-            .map_err(|_| TubeError::Closed)
-    }
-
-    pub async fn send_text(&self, text: &str) -> Result<()> {
-        self.inner
-            .send_text(text)
-            .await
-            .map_err(|_| TubeError::Closed)
-    }
-
-    pub async fn close(&self) {
-        let _ = self.inner.close().await;
+    /// How it ended, if it has.
+    pub fn end(&self) -> Option<TubeEnd> {
+        self.status.borrow().ended
     }
 }
 
-fn description_from_rtc(desc: &RTCSessionDescription) -> SessionDescription {
-    let kind = match desc.sdp_type {
-        RTCSdpType::Offer => "offer",
-        RTCSdpType::Answer => "answer",
-        RTCSdpType::Pranswer => "pranswer",
-        RTCSdpType::Rollback => "rollback",
-        _ => "unspecified",
-    };
-    SessionDescription {
-        kind: kind.to_owned(),
-        sdp: desc.sdp.clone(),
+impl Drop for Tube {
+    fn drop(&mut self) {
+        let _ = self.commands.send(driver::Command::Close);
     }
 }
 
-fn candidate_from_rtc(init: RTCIceCandidateInit) -> IceCandidate {
-    IceCandidate {
-        candidate: init.candidate,
-        sdp_mid: init.sdp_mid,
-        sdp_mline_index: init.sdp_mline_index,
+fn ended_error(end: TubeEnd) -> TubeError {
+    match end {
+        TubeEnd::Peer(reason) => TubeError::Failed(format!("the peer closed the tube: {reason}")),
+        TubeEnd::Failed => TubeError::Failed("the network path failed".into()),
+        TubeEnd::Local(_) => TubeError::Closed,
     }
 }
+
+/// Shared by the tube handle and its connections.
+pub(crate) type Commands = mpsc::UnboundedSender<driver::Command>;

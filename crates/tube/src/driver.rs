@@ -1,0 +1,928 @@
+//! The run loop of one tube over the sans-IO WebRTC core (see the crate docs for the contract).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rtc::data_channel::{RTCDataChannelId, RTCDataChannelInit};
+use rtc::peer_connection::configuration::setting_engine::{SctpMaxMessageSize, SettingEngineBuilder};
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, CandidateServerReflexiveConfig, RTCDtlsRole,
+    RTCIceCandidate, RTCIceCandidateInit, RTCSctpTransportState,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use sallyport_protocol::frame::{MAX_FRAME_BYTES, TUBE_CHANNEL_ID, TUBE_CHANNEL_LABEL};
+use sallyport_protocol::{CloseReason, IceCandidate, SessionDescription};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::connection::{Connection, Inbound, Local};
+use crate::gather::{GatherOutput, Gatherer, StunServer};
+use crate::mux::{Mux, MuxEvent, Side};
+use crate::net::{self, BoundSocket};
+use crate::{Result, Status, TubeConfig, TubeError, TubeEnd, TubeEvent};
+
+/// Frames are handed to SCTP while less than this is outstanding (sent, not yet acknowledged).
+/// Enough to keep a fast path full; small enough that a new connection's first bytes do not
+/// queue behind much bulk data (connections are served round robin above it).
+const SCTP_HIGH_WATER: usize = 1024 * 1024;
+/// Datagrams read per socket per wake-up before the loop looks at everything else.
+const READ_BATCH: usize = 64;
+/// How long a graceful shutdown waits for the peer to acknowledge the `SHUTDOWN` frame.
+const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
+/// The stack's ICE keepalive once connected: the only steady traffic of an idle tube.
+const ICE_KEEPALIVE: Duration = Duration::from_secs(2);
+
+/// What handles and connections ask of the driver.
+pub(crate) enum Command {
+    ApplyAnswer {
+        answer: SessionDescription,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    AddCandidate {
+        candidate: IceCandidate,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    LocalDescription {
+        reply: oneshot::Sender<Result<SessionDescription>>,
+    },
+    Open {
+        reply: oneshot::Sender<Result<Connection>>,
+    },
+    Accept {
+        conn: u32,
+    },
+    Data {
+        conn: u32,
+        frame: BytesMut,
+    },
+    Eof {
+        conn: u32,
+    },
+    Consumed {
+        conn: u32,
+        n: usize,
+    },
+    Reset {
+        conn: u32,
+        reason: CloseReason,
+    },
+    StunResolved {
+        server: Option<SocketAddr>,
+    },
+    Shutdown {
+        reason: CloseReason,
+        reply: oneshot::Sender<()>,
+    },
+    /// The tube handle was dropped.
+    Close,
+}
+
+/// Build the peer connection, its description and the task that drives it.
+pub(crate) async fn start(
+    config: &TubeConfig,
+    side: Side,
+    offer: Option<&SessionDescription>,
+) -> Result<(crate::Tube, mpsc::UnboundedReceiver<TubeEvent>, SessionDescription)> {
+    config.validate()?;
+    let stun: Vec<StunServer> = config
+        .ice_servers
+        .iter()
+        .map(|url| StunServer::parse(url))
+        .collect::<Result<_>>()?;
+    let sockets = net::bind_all(&config.udp_addrs, config.udp_buffer_bytes)?;
+    let datagram = config.max_datagram.unwrap_or_else(|| {
+        sockets
+            .iter()
+            .map(|s| s.datagram_limit)
+            .min()
+            .unwrap_or(1232)
+    });
+    let relay_allowance = if stun.is_empty() { 0 } else { net::TURN_OVERHEAD };
+    let sctp_mtu = (datagram - net::DTLS_OVERHEAD - relay_allowance).min(net::MAX_SCTP_PACKET);
+    // The SCTP window must fit what the smallest socket buffer holds, or a burst overflows it
+    // and the kernel drops datagrams that SCTP then has to retransmit.
+    let receive_window = sockets
+        .iter()
+        .map(|s| s.receive_buffer)
+        .min()
+        .unwrap_or(0)
+        .clamp(128 * 1024, 64 * 1024 * 1024) as u32;
+
+    let now = Instant::now();
+    let binds_loopback = sockets.iter().any(|s| s.local.ip().is_loopback());
+    // Checks stop after this many tries per pair: enough to cover the connect timeout.
+    let attempts = (config.connect_timeout.as_millis() / config.ice_check_interval.as_millis().max(1))
+        .clamp(7, u16::MAX as u128) as u16;
+    let settings = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .with_include_loopback_candidate(binds_loopback)
+        .with_ice_connection_attempts(Some(config.ice_check_interval), Some(attempts))
+        .with_ice_timeouts(
+            Some(Duration::from_secs(5)),
+            Some(config.connect_timeout),
+            Some(ICE_KEEPALIVE),
+        )
+        .with_sctp_mtu(sctp_mtu as u32)
+        .with_sctp_max_receive_buffer_size(receive_window)
+        .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(MAX_FRAME_BYTES as u32))
+        // The answering gateway is the DTLS server, so its SCTP endpoint accepts the INIT a
+        // standard client sends as DTLS client (the DTLS client side refuses incoming INITs).
+        .with_answering_dtls_role(RTCDtlsRole::Server)
+        .build();
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(settings)
+        .build(now)?;
+
+    let mut host_candidates = Vec::new();
+    for socket in &sockets {
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".into(),
+                address: socket.local.ip().to_string(),
+                port: socket.local.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()?;
+        let init = RTCIceCandidate::from(&candidate).to_json()?;
+        pc.add_local_candidate(init.clone())?;
+        host_candidates.push(init.candidate);
+    }
+    let channel = pc
+        .create_data_channel(
+            TUBE_CHANNEL_LABEL,
+            Some(RTCDataChannelInit {
+                negotiated: Some(TUBE_CHANNEL_ID),
+                ..Default::default()
+            }),
+        )?
+        .id();
+
+    let description = match offer {
+        None => {
+            let offer = pc.create_offer(None)?;
+            pc.set_local_description(now, offer.clone())?;
+            offer
+        }
+        Some(offer) => {
+            let remote = RTCSessionDescription::offer(offer.sdp.clone())
+                .map_err(|e| TubeError::InvalidDescription(e.to_string()))?;
+            if crate::sdp::application_section(&remote.sdp).is_none() {
+                return Err(TubeError::InvalidDescription(
+                    "the offer has no data-channel (m=application) section".into(),
+                ));
+            }
+            pc.set_remote_description(now, remote)
+                .map_err(|e| TubeError::InvalidDescription(e.to_string()))?;
+            let answer = pc.create_answer(None)?;
+            pc.set_local_description(now, answer.clone())?;
+            answer
+        }
+    };
+    let (mid, mline) = crate::sdp::application_section(&description.sdp)
+        .ok_or_else(|| TubeError::WebRtc("our own description has no data section".into()))?;
+
+    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (status_tx, status_rx) = watch::channel(Status {
+        sctp_mtu,
+        ..Status::default()
+    });
+    for candidate in &host_candidates {
+        let _ = events_tx.send(TubeEvent::LocalCandidate(IceCandidate {
+            candidate: candidate.clone(),
+            sdp_mid: Some(mid.clone()),
+            sdp_mline_index: Some(mline),
+        }));
+    }
+    let mut gatherer = Gatherer::default();
+    gatherer.expect_resolutions(stun.len());
+    for server in stun {
+        let commands = commands_tx.clone();
+        tokio::spawn(async move {
+            let resolved = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::lookup_host((server.host.as_str(), server.port)),
+            )
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .and_then(|mut addrs| addrs.next());
+            let _ = commands.send(Command::StunResolved { server: resolved });
+        });
+    }
+    let gathering_reported = gatherer.done();
+    if gathering_reported {
+        let _ = events_tx.send(TubeEvent::GatheringComplete);
+    }
+    tracing::debug!(
+        side = ?side,
+        sctp_mtu,
+        receive_window,
+        sockets = ?sockets.iter().map(|s| s.local).collect::<Vec<_>>(),
+        "tube created"
+    );
+
+    let driver = Driver {
+        pc,
+        side,
+        channel,
+        sockets,
+        mux: Mux::new(side, config.connection_window, config.max_connections),
+        locals: HashMap::new(),
+        commands: commands_rx,
+        commands_tx: commands_tx.clone(),
+        events: events_tx,
+        status: status_tx,
+        blocked_send: None,
+        gatherer,
+        gathered: Vec::new(),
+        gathering_reported,
+        mid: mid.clone(),
+        mline,
+        channel_open: false,
+        closing: None,
+        last_timeout: now,
+        remote_description_set: offer.is_some(),
+    };
+    tokio::spawn(driver.run());
+    Ok((
+        crate::Tube {
+            commands: commands_tx,
+            status: status_rx,
+        },
+        events_rx,
+        SessionDescription {
+            kind: if offer.is_some() { "answer" } else { "offer" }.into(),
+            sdp: description.sdp,
+        },
+    ))
+}
+
+struct Closing {
+    deadline: Instant,
+    reason: CloseReason,
+    replies: Vec<oneshot::Sender<()>>,
+}
+
+struct Driver {
+    pc: RTCPeerConnection,
+    side: Side,
+    channel: RTCDataChannelId,
+    sockets: Vec<BoundSocket>,
+    mux: Mux,
+    /// The driver's end of every live connection. Entries leave on a reset or a clean finish.
+    locals: HashMap<u32, Local>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// Handed to each new connection; the loop ends on `Close`, not on the channel closing.
+    commands_tx: mpsc::UnboundedSender<Command>,
+    events: mpsc::UnboundedSender<TubeEvent>,
+    status: watch::Sender<Status>,
+    /// A datagram the kernel would not take yet (socket buffer full); nothing else is sent
+    /// before it.
+    blocked_send: Option<(usize, SocketAddr, BytesMut)>,
+    gatherer: Gatherer,
+    /// Candidate strings gathered after the description was made (server-reflexive).
+    gathered: Vec<String>,
+    gathering_reported: bool,
+    mid: String,
+    mline: u16,
+    channel_open: bool,
+    /// Set by a graceful shutdown until the peer has the `SHUTDOWN` frame (or time is up).
+    closing: Option<Closing>,
+    last_timeout: Instant,
+    remote_description_set: bool,
+}
+
+/// What woke the loop; several sources can be ready at once, and all are served in turn so
+/// that neither a flood of commands nor a flood of datagrams starves the other.
+#[derive(Default)]
+struct Wake {
+    command: Option<Option<Command>>,
+    /// Bit i: socket i is readable.
+    readable: u64,
+    writable: bool,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            self.pump();
+            if self.finished() {
+                break;
+            }
+            let deadline = self.next_deadline();
+            let wake = self.wait(deadline).await;
+            for index in 0..self.sockets.len() {
+                if wake.readable & (1 << index) != 0 {
+                    self.read_batch(index, &mut buf);
+                }
+            }
+            if wake.writable {
+                self.flush_blocked();
+            }
+            match wake.command {
+                Some(Some(command)) => {
+                    self.handle_command(command);
+                    // Take what else is queued in one go: commands come in bursts.
+                    for _ in 0..256 {
+                        match self.commands.try_recv() {
+                            Ok(command) => self.handle_command(command),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(None) => self.end(TubeEnd::Local(CloseReason::Normal)),
+                None => {}
+            }
+            self.run_timers();
+        }
+        self.teardown();
+    }
+
+    /// Sleep until something happens. Socket readiness is polled directly so that one future
+    /// covers any number of sockets.
+    async fn wait(&mut self, deadline: Instant) -> Wake {
+        let sleep = tokio::time::sleep_until(deadline.into());
+        tokio::pin!(sleep);
+        let sockets = &self.sockets;
+        let blocked = self.blocked_send.as_ref().map(|(i, _, _)| *i);
+        let commands = &mut self.commands;
+        std::future::poll_fn(|cx| {
+            let mut wake = Wake::default();
+            let mut ready = false;
+            if let Poll::Ready(command) = commands.poll_recv(cx) {
+                wake.command = Some(command);
+                ready = true;
+            }
+            for (i, s) in sockets.iter().enumerate().take(64) {
+                if let Poll::Ready(Ok(())) = s.socket.poll_recv_ready(cx) {
+                    wake.readable |= 1 << i;
+                    ready = true;
+                }
+            }
+            if let Some(i) = blocked {
+                if let Poll::Ready(Ok(())) = sockets[i].socket.poll_send_ready(cx) {
+                    wake.writable = true;
+                    ready = true;
+                }
+            }
+            if sleep.as_mut().poll(cx).is_ready() {
+                ready = true;
+            }
+            if ready {
+                Poll::Ready(wake)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    fn next_deadline(&mut self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let mut deadline = self.pc_deadline().unwrap_or(far);
+        if let Some(t) = self.gatherer.next_deadline() {
+            deadline = deadline.min(t);
+        }
+        if let Some(closing) = &self.closing {
+            deadline = deadline.min(closing.deadline);
+        }
+        deadline
+    }
+
+    /// The stack's next deadline, never one already handled: a deadline that does not move
+    /// after its timeout ran would otherwise spin the loop.
+    fn pc_deadline(&mut self) -> Option<Instant> {
+        let deadline = self.pc.poll_timeout()?;
+        Some(deadline.max(self.last_timeout + Duration::from_millis(1)))
+    }
+
+    fn run_timers(&mut self) {
+        let now = Instant::now();
+        if let Some(deadline) = self.pc.poll_timeout() {
+            if deadline <= now {
+                self.last_timeout = now;
+                if let Err(e) = self.pc.handle_timeout(now) {
+                    tracing::debug!(error = %e, "handle_timeout");
+                }
+            }
+        }
+        let mut out = Vec::new();
+        self.gatherer.poll(now, &mut out);
+        self.apply_gather(out);
+        if let Some(closing) = &self.closing {
+            if closing.deadline <= now {
+                self.end(TubeEnd::Local(closing.reason));
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.status.borrow().ended.is_some()
+    }
+
+    /// Repeat write/event/read until nothing changes, with one `handle_timeout` after every
+    /// round that did something.
+    fn pump(&mut self) {
+        for _ in 0..1024 {
+            let mut progress = self.feed_channel();
+            progress |= self.write_datagrams();
+            progress |= self.handle_events();
+            progress |= self.read_messages();
+            progress |= self.handle_mux_events();
+            if !progress {
+                break;
+            }
+            let now = Instant::now();
+            if let Err(e) = self.pc.handle_timeout(now) {
+                tracing::debug!(error = %e, "handle_timeout");
+            }
+        }
+        self.check_closing();
+    }
+
+    /// Hand queued frames to the data channel while SCTP has room.
+    fn feed_channel(&mut self) -> bool {
+        if !self.channel_open || !self.mux.wants_to_send() {
+            return false;
+        }
+        let now = Instant::now();
+        let mut progress = false;
+        let Some(mut dc) = self.pc.data_channel(self.channel) else {
+            return false;
+        };
+        while dc.outstanding_bytes() < SCTP_HIGH_WATER {
+            let Some(frame) = self.mux.poll_frame() else {
+                break;
+            };
+            if let Err(e) = dc.send(now, frame) {
+                tracing::warn!(error = %e, "the tube channel refused a frame");
+                break;
+            }
+            progress = true;
+        }
+        progress
+    }
+
+    fn write_datagrams(&mut self) -> bool {
+        if self.blocked_send.is_some() {
+            return false;
+        }
+        let mut progress = false;
+        while let Some(datagram) = self.pc.poll_write() {
+            progress = true;
+            let index = self.socket_for(datagram.transport.local_addr);
+            let to = datagram.transport.peer_addr;
+            match self.sockets[index]
+                .socket
+                .try_send_to(&datagram.message, to)
+            {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.blocked_send = Some((index, to, datagram.message));
+                    break;
+                }
+                // A path that does not work (unreachable network, ...) is ICE's to find out.
+                Err(e) => tracing::trace!(error = %e, %to, "send failed"),
+            }
+        }
+        progress
+    }
+
+    fn flush_blocked(&mut self) {
+        if let Some((index, to, datagram)) = self.blocked_send.take() {
+            match self.sockets[index].socket.try_send_to(&datagram, to) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.blocked_send = Some((index, to, datagram));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn socket_for(&self, local: SocketAddr) -> usize {
+        self.sockets
+            .iter()
+            .position(|s| s.local == local)
+            .unwrap_or(0)
+    }
+
+    fn read_batch(&mut self, index: usize, buf: &mut [u8]) {
+        let local = self.sockets[index].local;
+        let mut gathered = Vec::new();
+        for _ in 0..READ_BATCH {
+            let (n, from) = match self.sockets[index].socket.try_recv_from(buf) {
+                Ok(received) => received,
+                Err(_) => break,
+            };
+            let datagram = &buf[..n];
+            if self.gatherer.handle(local, from, datagram, &mut gathered) {
+                continue;
+            }
+            let now = Instant::now();
+            if let Err(e) = self.pc.handle_read(TaggedBytesMut {
+                now,
+                transport: TransportContext {
+                    local_addr: local,
+                    peer_addr: from,
+                    ecn: None,
+                    transport_protocol: TransportProtocol::UDP,
+                },
+                message: BytesMut::from(datagram),
+            }) {
+                tracing::trace!(error = %e, %from, "datagram not accepted");
+            }
+        }
+        self.apply_gather(gathered);
+    }
+
+    fn handle_events(&mut self) -> bool {
+        let mut progress = false;
+        while let Some(event) = self.pc.poll_event() {
+            progress = true;
+            let now = Instant::now();
+            match event {
+                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) => match state {
+                    RTCIceConnectionState::Connected | RTCIceConnectionState::Completed => {
+                        let path = self.selected_path();
+                        self.status.send_modify(|s| {
+                            s.ice_connected.get_or_insert(now);
+                            s.path = path;
+                        });
+                    }
+                    RTCIceConnectionState::Failed => self.end(TubeEnd::Failed),
+                    RTCIceConnectionState::Disconnected => {
+                        tracing::info!("ICE consent lost; waiting for it to come back")
+                    }
+                    _ => {}
+                },
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
+                    RTCPeerConnectionState::Connected => {
+                        self.status.send_modify(|s| {
+                            s.dtls_connected.get_or_insert(now);
+                        });
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        self.end(TubeEnd::Failed)
+                    }
+                    _ => {}
+                },
+                RTCPeerConnectionEvent::OnDataChannel(event) => self.on_channel_event(event, now),
+                _ => {}
+            }
+        }
+        if self.status.borrow().sctp_connected.is_none()
+            && self.pc.sctp().map(|s| s.state()) == Some(RTCSctpTransportState::Connected)
+        {
+            let now = Instant::now();
+            self.status.send_modify(|s| {
+                s.sctp_connected.get_or_insert(now);
+            });
+        }
+        progress
+    }
+
+    fn on_channel_event(&mut self, event: RTCDataChannelEvent, now: Instant) {
+        match event {
+            RTCDataChannelEvent::OnOpen(id) if id == self.channel => {
+                self.channel_open = true;
+                let path = self.selected_path();
+                self.status.send_modify(|s| {
+                    if s.path.is_none() {
+                        s.path = path;
+                    }
+                    s.sctp_connected.get_or_insert(now);
+                    s.channel_open.get_or_insert(now);
+                });
+            }
+            RTCDataChannelEvent::OnOpen(id) => {
+                // Only the pre-negotiated channel is ours; any other a peer opens is refused.
+                tracing::debug!(id, "closing a data channel the peer opened");
+                if let Some(mut dc) = self.pc.data_channel(id) {
+                    let _ = dc.close();
+                }
+            }
+            RTCDataChannelEvent::OnClose(id) if id == self.channel => {
+                if self.status.borrow().ended.is_none() {
+                    self.end(TubeEnd::Failed);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn selected_path(&self) -> Option<String> {
+        let sctp = self.pc.sctp()?;
+        let pair = sctp.transport().ice_transport().get_selected_candidate_pair()?;
+        Some(format!(
+            "{}:{} -> {}:{} ({})",
+            pair.local().address,
+            pair.local().port,
+            pair.remote().address,
+            pair.remote().port,
+            pair.remote().typ
+        ))
+    }
+
+    fn read_messages(&mut self) -> bool {
+        let mut progress = false;
+        while let Some(message) = self.pc.poll_read() {
+            progress = true;
+            if let RTCMessage::DataChannelMessage(id, message) = message.message {
+                if id == self.channel && !message.is_string {
+                    self.mux.handle_message(message.data);
+                } else if id == self.channel {
+                    tracing::debug!("ignoring a text message on the tube channel");
+                }
+            }
+        }
+        progress
+    }
+
+    fn handle_mux_events(&mut self) -> bool {
+        let mut progress = false;
+        while let Some(event) = self.mux.poll_event() {
+            progress = true;
+            match event {
+                MuxEvent::Incoming { conn } => {
+                    let (connection, local) = Connection::new(conn, self.side, self.commands_tx.clone());
+                    self.locals.insert(conn, local);
+                    let _ = self.events.send(TubeEvent::Incoming(connection));
+                }
+                MuxEvent::Opened { conn } => {
+                    if let Some(opened) = self.locals.get_mut(&conn).and_then(|l| l.opened.take()) {
+                        let _ = opened.send(Ok(()));
+                    }
+                }
+                MuxEvent::Data { conn, data } => {
+                    if let Some(local) = self.locals.get(&conn) {
+                        let _ = local.inbound.send(Inbound::Data(data));
+                    }
+                }
+                MuxEvent::Eof { conn } => {
+                    if let Some(local) = self.locals.get(&conn) {
+                        let _ = local.inbound.send(Inbound::Eof);
+                    }
+                }
+                MuxEvent::Credit { conn, increment } => {
+                    if let Some(local) = self.locals.get(&conn) {
+                        local.credit.grant(increment);
+                    }
+                }
+                MuxEvent::Reset { conn, reason, .. } => {
+                    if let Some(mut local) = self.locals.remove(&conn) {
+                        if let Some(opened) = local.opened.take() {
+                            let _ = opened.send(Err(reason));
+                        }
+                        let _ = local.abort.send(Some(reason));
+                    }
+                }
+                MuxEvent::Finished { conn } => {
+                    self.locals.remove(&conn);
+                }
+                MuxEvent::Shutdown { reason } => self.end(TubeEnd::Peer(reason)),
+                MuxEvent::Malformed { error } => {
+                    tracing::warn!(%error, "the peer sent a malformed frame; ending the tube");
+                    self.mux.shutdown(CloseReason::ProtocolError);
+                    self.begin_closing(CloseReason::ProtocolError, None);
+                }
+            }
+        }
+        progress
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Data { conn, frame } => self.mux.send_data(conn, frame),
+            Command::Consumed { conn, n } => self.mux.consumed(conn, n),
+            Command::Eof { conn } => self.mux.send_eof(conn),
+            Command::Reset { conn, reason } => {
+                self.mux.reset(conn, reason);
+                if let Some(mut local) = self.locals.remove(&conn) {
+                    if let Some(opened) = local.opened.take() {
+                        let _ = opened.send(Err(reason));
+                    }
+                    let _ = local.abort.send(Some(reason));
+                }
+            }
+            Command::Accept { conn } => self.mux.accept(conn),
+            Command::Open { reply } => {
+                let result = if self.closing.is_some() {
+                    Err(TubeError::Closed)
+                } else {
+                    let conn = self.mux.open();
+                    let (connection, local) = Connection::new(conn, self.side, self.commands_tx.clone());
+                    self.locals.insert(conn, local);
+                    Ok(connection)
+                };
+                let _ = reply.send(result);
+            }
+            Command::ApplyAnswer { answer, reply } => {
+                let result = RTCSessionDescription::answer(answer.sdp)
+                    .map_err(|e| TubeError::InvalidDescription(e.to_string()))
+                    .and_then(|answer| {
+                        self.pc
+                            .set_remote_description(Instant::now(), answer)
+                            .map_err(|e| TubeError::InvalidDescription(e.to_string()))
+                    });
+                if result.is_ok() {
+                    self.remote_description_set = true;
+                }
+                let _ = reply.send(result);
+            }
+            Command::AddCandidate { candidate, reply } => {
+                let result = if !self.remote_description_set {
+                    Err(TubeError::InvalidCandidate(
+                        "no remote description yet".into(),
+                    ))
+                } else {
+                    self.pc
+                        .add_remote_candidate(RTCIceCandidateInit {
+                            candidate: candidate.candidate,
+                            sdp_mid: candidate.sdp_mid,
+                            sdp_mline_index: candidate.sdp_mline_index,
+                            ..Default::default()
+                        })
+                        .map_err(|e| TubeError::InvalidCandidate(e.to_string()))
+                };
+                let _ = reply.send(result);
+            }
+            Command::LocalDescription { reply } => {
+                let result = self
+                    .pc
+                    .local_description()
+                    .map(|d| SessionDescription {
+                        kind: match self.side {
+                            Side::Client => "offer",
+                            Side::Gateway => "answer",
+                        }
+                        .into(),
+                        sdp: crate::sdp::with_candidates(
+                            &d.sdp,
+                            self.mline,
+                            &self.gathered,
+                            self.gatherer.done(),
+                        ),
+                    })
+                    .ok_or(TubeError::Closed);
+                let _ = reply.send(result);
+            }
+            Command::StunResolved { server } => {
+                let sockets: Vec<SocketAddr> = self.sockets.iter().map(|s| s.local).collect();
+                self.gatherer.resolved(Instant::now(), server, &sockets);
+                self.maybe_gathering_complete();
+            }
+            Command::Shutdown { reason, reply } => {
+                self.mux.shutdown(reason);
+                self.begin_closing(reason, Some(reply));
+            }
+            Command::Close => self.end(TubeEnd::Local(CloseReason::Normal)),
+        }
+    }
+
+    fn apply_gather(&mut self, outputs: Vec<GatherOutput>) {
+        for output in outputs {
+            match output {
+                GatherOutput::Send { from, to, bytes } => {
+                    let index = self.socket_for(from);
+                    let _ = self.sockets[index].socket.try_send_to(&bytes, to);
+                }
+                GatherOutput::Reflexive { base, mapped } => {
+                    if mapped == base {
+                        continue; // not behind a NAT: the host candidate already says it
+                    }
+                    let candidate = CandidateServerReflexiveConfig {
+                        base_config: CandidateConfig {
+                            network: "udp".into(),
+                            address: mapped.ip().to_string(),
+                            port: mapped.port(),
+                            component: 1,
+                            ..Default::default()
+                        },
+                        rel_addr: base.ip().to_string(),
+                        rel_port: base.port(),
+                        url: None,
+                    }
+                    .new_candidate_server_reflexive();
+                    let Ok(init) = candidate.and_then(|c| RTCIceCandidate::from(&c).to_json()) else {
+                        continue;
+                    };
+                    if self.pc.add_local_candidate(init.clone()).is_ok() {
+                        self.gathered.push(init.candidate.clone());
+                        let _ = self.events.send(TubeEvent::LocalCandidate(IceCandidate {
+                            candidate: init.candidate,
+                            sdp_mid: Some(self.mid.clone()),
+                            sdp_mline_index: Some(self.mline),
+                        }));
+                    }
+                }
+            }
+        }
+        self.maybe_gathering_complete();
+    }
+
+    fn maybe_gathering_complete(&mut self) {
+        if !self.gathering_reported && self.gatherer.done() {
+            self.gathering_reported = true;
+            let _ = self.events.send(TubeEvent::GatheringComplete);
+        }
+    }
+
+    fn begin_closing(&mut self, reason: CloseReason, reply: Option<oneshot::Sender<()>>) {
+        let closing = self.closing.get_or_insert_with(|| Closing {
+            deadline: Instant::now() + SHUTDOWN_LINGER,
+            reason,
+            replies: Vec::new(),
+        });
+        closing.replies.extend(reply);
+        if !self.channel_open {
+            // Nobody to tell.
+            self.end(TubeEnd::Local(reason));
+        }
+    }
+
+    /// A graceful shutdown is done once the `SHUTDOWN` frame is out of our queue and
+    /// acknowledged by the peer.
+    fn check_closing(&mut self) {
+        let Some(closing) = &self.closing else {
+            return;
+        };
+        let reason = closing.reason;
+        let delivered = !self.mux.wants_to_send()
+            && self
+                .pc
+                .data_channel(self.channel)
+                .is_none_or(|dc| dc.outstanding_bytes() == 0);
+        if delivered && self.status.borrow().ended.is_none() {
+            self.end(TubeEnd::Local(reason));
+        }
+    }
+
+    /// Record how the tube ended (the first call wins) and abort every connection.
+    fn end(&mut self, end: TubeEnd) {
+        let first = self.status.send_if_modified(|s| {
+            if s.ended.is_none() {
+                s.ended = Some(end);
+                true
+            } else {
+                false
+            }
+        });
+        if !first {
+            return;
+        }
+        tracing::debug!(?end, "tube ended");
+        let reason = match end {
+            TubeEnd::Peer(reason) | TubeEnd::Local(reason) => reason,
+            TubeEnd::Failed => CloseReason::Normal,
+        };
+        for (_, mut local) in self.locals.drain() {
+            if let Some(opened) = local.opened.take() {
+                let _ = opened.send(Err(reason));
+            }
+            let _ = local.abort.send(Some(reason));
+        }
+        if let Some(closing) = self.closing.take() {
+            for reply in closing.replies {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Close the stack and send what it has to say about that (DTLS close_notify, SCTP abort).
+    fn teardown(&mut self) {
+        if let Err(e) = self.pc.close() {
+            tracing::debug!(error = %e, "closing the peer connection");
+        }
+        self.blocked_send = None;
+        self.write_datagrams();
+        // Fail every request still queued rather than leave it hanging.
+        self.commands.close();
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Open { reply } => {
+                    let _ = reply.send(Err(TubeError::Closed));
+                }
+                Command::Shutdown { reply, .. } => {
+                    let _ = reply.send(());
+                }
+                _ => {}
+            }
+        }
+    }
+}

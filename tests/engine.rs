@@ -94,14 +94,10 @@ async fn start_message(
     conversation_id: &str,
     resource: &str,
     stream: bool,
-) -> (ClientMessage, sallyport_tube::Peer) {
-    let (peer, _events) = sallyport_tube::Peer::new(&Default::default())
+) -> (ClientMessage, sallyport_tube::Tube) {
+    let (peer, _events, offer) = sallyport_tube::Tube::offer(&Default::default())
         .await
         .unwrap();
-    peer.create_channel(sallyport_protocol::CONTROL_CHANNEL_LABEL)
-        .await
-        .unwrap();
-    let offer = peer.create_offer().await.unwrap();
     let message = ClientMessage {
         v: PROTOCOL_VERSION,
         conversation_id: conversation_id.into(),
@@ -163,7 +159,7 @@ async fn a_repeated_offer_gets_the_same_answer() {
         metrics.contains("sallyport_messages_forwarded_total 2"),
         "{metrics}"
     );
-    peer.close().await;
+    drop(peer);
     lab.shutdown().await;
 }
 
@@ -201,8 +197,7 @@ async fn a_tampered_sealed_payload_is_refused_by_the_gateway() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), codes::SEAL_REJECTED);
-    peer.close().await;
-    peer2.close().await;
+    drop((peer, peer2));
     lab.shutdown().await;
 }
 

@@ -25,6 +25,11 @@ pub mod names {
         "gateway_offer_backend_catchup_delay_done";
     pub const GATEWAY_OFFER_HTTP_DONE: &str = "gateway_offer_http_done";
     pub const ANSWER_RECEIVED: &str = "answer_received";
+    /// The data plane, layer by layer, each stamped when its layer came up.
+    pub const ICE_CONNECTED: &str = "ice_connected";
+    pub const DTLS_CONNECTED: &str = "dtls_connected";
+    pub const SCTP_CONNECTED: &str = "sctp_connected";
+    pub const CHANNEL_OPEN: &str = "channel_open";
     pub const WEBRTC_DATA_PLANE_CONNECTED: &str = "webrtc_data_plane_connected";
     pub const LOCAL_LISTENER_READY: &str = "local_listener_ready";
     pub const TARGET_CONNECTED: &str = "target_connected";
@@ -132,9 +137,26 @@ impl Recorder {
         attempt: Option<u32>,
         detail: Option<String>,
     ) -> Checkpoint {
-        let now = Instant::now();
+        self.record(phase, Instant::now(), attempt, detail)
+    }
+
+    /// A checkpoint for something that happened at `at` (a layer of the data plane coming up
+    /// in the tube's own task), not when the pipeline got to look.
+    pub fn mark_at(&self, phase: &str, at: Instant) -> Checkpoint {
+        self.record(phase, at, None, None)
+    }
+
+    fn record(
+        &self,
+        phase: &str,
+        at: Instant,
+        attempt: Option<u32>,
+        detail: Option<String>,
+    ) -> Checkpoint {
         let checkpoint = {
             let mut state = self.inner.lock().unwrap();
+            // Checkpoints stay in order: nothing is stamped before the previous one.
+            let now = at.max(state.last);
             let checkpoint = Checkpoint {
                 launch_id: self.launch_id.clone(),
                 resource: self.resource.clone(),

@@ -29,7 +29,7 @@ use crate::native_client::{self, ClientChoice};
 use crate::profile::{ClientProfile, StickyPorts};
 use crate::router_api::{RouterApi, SendFailure, SignalEvent};
 use crate::session::{Session, SessionParts};
-use crate::tube::{ClientTube, TubeConfig};
+use crate::tube::{ClientTube, Milestone, TubeConfig};
 use crate::tunables::Tunables;
 
 /// How long the router may take to answer one offer attempt.
@@ -294,14 +294,25 @@ impl Launcher {
                 );
             }
 
-            // 8. ICE, DTLS and SCTP: event-driven, the control channel opening.
-            if tunables.poll_state {
-                // The old design polled the connection state on a tick; legacy keeps that cost.
-                tube.poll_data_plane(tunables.webrtc_connect_timeout, tunables.webrtc_poll)
-                    .await?;
-            } else {
-                tube.wait_data_plane(tunables.webrtc_connect_timeout)
-                    .await?;
+            // 8. ICE, DTLS and SCTP, layer by layer: event-driven, or polled as legacy did.
+            for (milestone, name) in [
+                (Milestone::IceConnected, names::ICE_CONNECTED),
+                (Milestone::DtlsConnected, names::DTLS_CONNECTED),
+                (Milestone::SctpConnected, names::SCTP_CONNECTED),
+                (Milestone::ChannelOpen, names::CHANNEL_OPEN),
+            ] {
+                let at = if tunables.poll_state {
+                    tube.poll_reached(
+                        milestone,
+                        tunables.webrtc_connect_timeout,
+                        tunables.webrtc_poll,
+                    )
+                    .await?
+                } else {
+                    tube.reached(milestone, tunables.webrtc_connect_timeout)
+                        .await?
+                };
+                recorder.mark_at(name, at);
             }
             recorder.mark(names::WEBRTC_DATA_PLANE_CONNECTED);
 
@@ -348,6 +359,7 @@ impl Launcher {
                 tube,
                 listener,
                 first_connection: first,
+                first_connection_at: std::time::Instant::now(),
                 command,
                 background,
             })?;

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sallyport_protocol::{ConversationKeys, ResourceInfo};
-use sallyport_tube::ByteCounters;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -17,7 +16,7 @@ use crate::checkpoint::Checkpoint;
 use crate::error::Result;
 use crate::native_client::ClientCommand;
 use crate::router_api::RouterApi;
-use crate::tube::{ClientTube, TubeConnection, TubeEnd};
+use crate::tube::{ByteCounters, ClientTube, Connection, TubeEnd};
 
 /// A pre-opened connection older than this is not handed to a client: the target may have
 /// given up on it (sshd's login grace, for one).
@@ -69,7 +68,9 @@ pub(crate) struct SessionParts {
     pub api: RouterApi,
     pub tube: Arc<ClientTube>,
     pub listener: TcpListener,
-    pub first_connection: TubeConnection,
+    pub first_connection: Connection,
+    /// When the first connection was opened (a stale one is not handed to a client).
+    pub first_connection_at: std::time::Instant,
     pub command: Option<ClientCommand>,
     /// Tasks the launch started for the session's life (trickle ICE, the router socket).
     pub background: JoinSet<()>,
@@ -101,7 +102,7 @@ impl Session {
         tasks.spawn(accept_loop(
             parts.listener,
             parts.tube.clone(),
-            parts.first_connection,
+            (parts.first_connection, parts.first_connection_at),
             counters.clone(),
         ));
         let client = match &parts.command {
@@ -171,8 +172,8 @@ impl Session {
             local_port: self.local_port,
             state: *self.state.borrow(),
             client: self.client_command().map(str::to_owned),
-            bytes_in: self.counters.from_channel.load(Ordering::Relaxed),
-            bytes_out: self.counters.to_channel.load(Ordering::Relaxed),
+            bytes_in: self.counters.from_tube.load(Ordering::Relaxed),
+            bytes_out: self.counters.to_tube.load(Ordering::Relaxed),
             started_unix_ms: self.started_unix_ms,
             ready_ms: self
                 .checkpoints
@@ -269,11 +270,13 @@ fn tube_end(end: TubeEnd) -> SessionEnd {
 }
 
 /// Accept local connections; each becomes one tube connection. The first one reuses the
-/// connection the launch opened to prove the target reachable.
+/// connection the launch opened to prove the target reachable. Later ones carry bytes at once:
+/// the gateway holds them until the target answers, which saves a round trip for clients that
+/// speak first.
 async fn accept_loop(
     listener: TcpListener,
     tube: Arc<ClientTube>,
-    first: TubeConnection,
+    first: (Connection, std::time::Instant),
     counters: Arc<ByteCounters>,
 ) {
     let mut warm = Some(first);
@@ -291,36 +294,28 @@ async fn accept_loop(
                 continue;
             }
         };
-        let reuse = match warm.take() {
-            Some(c) if c.age() < WARM_CONNECTION_MAX_AGE => Some(c),
-            Some(stale) => {
-                stale.close().await;
-                None
-            }
-            None => None,
+        let connection = match warm.take() {
+            Some((c, opened)) if opened.elapsed() < WARM_CONNECTION_MAX_AGE => c,
+            // A stale warm connection is dropped, which resets it.
+            _ => match tube.open().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(%peer, code = e.code(), error = %e, "cannot open a connection");
+                    continue;
+                }
+            },
         };
-        let tube = tube.clone();
         let counters = counters.clone();
         connections.spawn(async move {
-            let connection = match reuse {
-                Some(c) => c,
-                None => match tube.open_connection(Duration::from_secs(30)).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(%peer, code = e.code(), error = %e, "connection refused at the gateway");
-                        return;
-                    }
-                },
-            };
-            tracing::debug!(%peer, conn = connection.id(), "local connection bridged");
-            connection.bridge(stream, counters).await;
+            let conn = connection.id();
+            tracing::debug!(%peer, conn, "local connection bridged");
+            let end = connection.bridge(stream, counters).await;
+            tracing::debug!(%peer, conn, ?end, "local connection ended");
         });
         // Reap finished connections so the set does not grow without bound.
         while connections.try_join_next().is_some() {}
     }
-    if let Some(c) = warm {
-        c.close().await;
-    }
+    drop(warm);
     connections.abort_all();
     while connections.join_next().await.is_some() {}
 }

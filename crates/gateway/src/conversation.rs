@@ -1,15 +1,15 @@
 //! One conversation: a client's tube through this gateway, from offer to close.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sallyport_protocol::{
-    codes, AnswerBody, CandidatesBody, CloseBody, CloseReason, ControlMessage, ConversationKeys,
-    Direction, GatewayOutcome, GatewayToRouter, IceCandidate, MessageKind, ProtocolError,
-    SealedPayload, StartBody, StreamKind, CONTROL_CHANNEL_LABEL,
+    codes, AnswerBody, CandidatesBody, CloseBody, CloseReason, ConversationKeys, Direction,
+    GatewayOutcome, GatewayToRouter, IceCandidate, MessageKind, ProtocolError, SealedPayload,
+    StartBody, StreamKind,
 };
-use sallyport_tube::{bridge, ByteCounters, Channel, Peer, PeerEvent, TubeConfig, TubeState};
+use sallyport_tube::{ByteCounters, Connection, ConnectionEnd, Tube, TubeConfig, TubeEvent};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Mutex};
 
@@ -22,15 +22,13 @@ pub(crate) struct Conversation {
     id: String,
     keys: ConversationKeys,
     resource: ResourceConfig,
-    peer: Peer,
+    tube: Tube,
     gateway: std::sync::Weak<Gateway>,
     /// Candidates gathered so far and whether gathering is done; streamed once `streaming`.
     signalling: Mutex<Signalling>,
     gathered: watch::Receiver<bool>,
-    control: Mutex<Option<Channel>>,
-    connections: AtomicUsize,
     pub bytes: Arc<ByteCounters>,
-    closed: AtomicU64,
+    closed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -126,56 +124,56 @@ async fn create(
     let tube_config = TubeConfig {
         udp_addrs: gateway.config.webrtc_udp.clone(),
         ice_servers: gateway.config.ice_servers.clone(),
+        max_connections: gateway.config.max_connections_per_session,
         ..TubeConfig::default()
     };
-    let (peer, events) = Peer::new(&tube_config)
-        .await
-        .map_err(|e| error(codes::INTERNAL, e.to_string()))?;
-    if let Err(e) = peer.accept_offer(&body.offer).await {
-        peer.close().await;
+    let (tube, events, _answer) = match Tube::answer(&tube_config, &body.offer).await {
+        Ok(answered) => answered,
         // An offer we cannot answer will not improve on retry: not a transient state.
-        return Err(error(
-            codes::MALFORMED,
-            format!("cannot answer the offer: {e}"),
-        ));
-    }
+        Err(e @ sallyport_tube::TubeError::InvalidDescription(_)) => {
+            return Err(error(
+                codes::MALFORMED,
+                format!("cannot answer the offer: {e}"),
+            ))
+        }
+        Err(e) => return Err(error(codes::INTERNAL, e.to_string())),
+    };
     let (gathered_tx, gathered_rx) = watch::channel(false);
     let conversation = Arc::new(Conversation {
         id: conversation_id.to_owned(),
         keys,
         resource,
-        peer,
+        tube,
         gateway: Arc::downgrade(gateway),
         signalling: Mutex::new(Signalling::default()),
         gathered: gathered_rx,
-        control: Mutex::new(None),
-        connections: AtomicUsize::new(0),
         bytes: Arc::new(ByteCounters::default()),
-        closed: AtomicU64::new(0),
+        closed: AtomicBool::new(false),
     });
     tracing::info!(target = %conversation.resource.target, "new conversation");
     tokio::spawn(drive(conversation.clone(), events, gathered_tx));
     Ok(conversation)
 }
 
-/// React to the peer's events for the conversation's whole life.
+/// React to the tube's events for the conversation's whole life.
 async fn drive(
     conversation: Arc<Conversation>,
-    mut events: mpsc::UnboundedReceiver<PeerEvent>,
+    mut events: mpsc::UnboundedReceiver<TubeEvent>,
     gathered: watch::Sender<bool>,
 ) {
-    let mut state = conversation.peer.state_changes();
-    loop {
+    let ended = conversation.tube.ended();
+    tokio::pin!(ended);
+    let end = loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(PeerEvent::LocalCandidate(candidate)) => {
+                Some(TubeEvent::LocalCandidate(candidate)) => {
                     let mut signalling = conversation.signalling.lock().await;
                     signalling.candidates.push(candidate.clone());
                     if signalling.streaming {
                         conversation.stream_candidates(vec![candidate], false);
                     }
                 }
-                Some(PeerEvent::GatheringComplete) => {
+                Some(TubeEvent::GatheringComplete) => {
                     let mut signalling = conversation.signalling.lock().await;
                     signalling.done = true;
                     if signalling.streaming {
@@ -183,32 +181,23 @@ async fn drive(
                     }
                     gathered.send_replace(true);
                 }
-                Some(PeerEvent::IncomingChannel(channel)) => {
-                    // Register the control channel before serving anything, so connection
-                    // reports never race ahead of it.
-                    if channel.label() == CONTROL_CHANNEL_LABEL {
-                        *conversation.control.lock().await = Some(channel.clone());
-                    }
-                    tokio::spawn(conversation.clone().serve_channel(channel));
+                Some(TubeEvent::Incoming(connection)) => {
+                    tokio::spawn(conversation.clone().serve(connection));
                 }
-                None => break,
+                None => break None,
             },
-            changed = state.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let now = *state.borrow_and_update();
-                if matches!(now, TubeState::Failed | TubeState::Closed) {
-                    tracing::info!(state = now.as_str(), "peer connection ended");
-                    break;
-                }
-            }
+            end = &mut ended => break Some(end),
         }
-    }
+    };
     if let Some(gateway) = conversation.gateway.upgrade() {
         gateway.forget(&conversation.id).await;
     }
-    conversation.close(CloseReason::Normal).await;
+    let reason = match end {
+        Some(sallyport_tube::TubeEnd::Peer(reason)) => reason,
+        _ => CloseReason::Normal,
+    };
+    tracing::info!(?end, "tube ended");
+    conversation.close(reason).await;
 }
 
 impl Conversation {
@@ -246,18 +235,18 @@ impl Conversation {
         if !stream_response {
             let mut gathered = self.gathered.clone();
             let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.wait_for(|g| *g)).await;
-            return match self.peer.local_description().await {
-                Some(answer) => GatewayOutcome::Ok {
+            return match self.tube.local_description().await {
+                Ok(answer) => GatewayOutcome::Ok {
                     payload: Some(self.keys.seal_json(
                         Direction::GatewayToClient,
                         StreamKind::Answer.as_str(),
                         &AnswerBody { answer },
                     )),
                 },
-                None => error(codes::BAD_STATE, "the answer is not ready"),
+                Err(_) => error(codes::BAD_STATE, "the answer is not ready"),
             };
         }
-        let Some(answer) = self.peer.local_description().await else {
+        let Ok(answer) = self.tube.local_description().await else {
             return error(codes::BAD_STATE, "the answer is not ready");
         };
         // Under the lock, so no candidate can overtake the answer on the way to the client.
@@ -305,50 +294,16 @@ impl Conversation {
             Err(e) => return error(e.code(), e.to_string()),
         };
         for candidate in &body.candidates {
-            if let Err(e) = self.peer.add_remote_candidate(candidate).await {
+            if let Err(e) = self.tube.add_remote_candidate(candidate).await {
                 tracing::debug!(error = %e, "ignoring a client candidate");
             }
         }
         GatewayOutcome::Ok { payload: None }
     }
 
-    /// A data channel the client opened: the control channel, or one TCP connection.
-    async fn serve_channel(self: Arc<Self>, channel: Channel) {
-        if channel.label() == CONTROL_CHANNEL_LABEL {
-            // The client sends nothing on it today; its closing ends the tube.
-            loop {
-                if let sallyport_tube::ChannelEvent::Closed = channel.next_event().await {
-                    break;
-                }
-            }
-            if let Some(gateway) = self.gateway() {
-                gateway.forget(&self.id).await;
-            }
-            self.close(CloseReason::ClientClosed).await;
-            return;
-        }
-        let Some(conn) = sallyport_protocol::connection_id_from_label(channel.label()) else {
-            tracing::warn!(
-                label = channel.label(),
-                "unknown data channel label; closing it"
-            );
-            channel.close().await;
-            return;
-        };
-        let limit = self
-            .gateway()
-            .map(|g| g.config.max_connections_per_session)
-            .unwrap_or(0);
-        if self.connections.fetch_add(1, Ordering::SeqCst) >= limit {
-            self.connections.fetch_sub(1, Ordering::SeqCst);
-            self.control_send(ControlMessage::Closed {
-                conn,
-                reason: CloseReason::SessionLimit,
-            })
-            .await;
-            channel.close().await;
-            return;
-        }
+    /// A connection the client opened: dial the target, then bridge or say why not.
+    async fn serve(self: Arc<Self>, connection: Connection) {
+        let conn = connection.id();
         let timeout = Duration::from_millis(
             self.gateway()
                 .map(|g| g.config.connect_timeout_ms)
@@ -357,48 +312,26 @@ impl Conversation {
         match dial(&self.resource.target, timeout).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                self.control_send(ControlMessage::Connected { conn }).await;
+                connection.accept();
                 tracing::info!(conn, "connection bridged to target");
-                let stats = bridge(stream, channel, self.bytes.clone()).await;
-                tracing::info!(
-                    conn,
-                    to_target = stats.from_channel,
-                    from_target = stats.to_channel,
-                    "connection ended"
-                );
-                self.control_send(ControlMessage::Closed {
-                    conn,
-                    reason: CloseReason::Normal,
-                })
-                .await;
+                let end = connection.bridge(stream, self.bytes.clone()).await;
+                tracing::info!(conn, ?end, "connection ended");
+                if end == ConnectionEnd::LocalFailed {
+                    tracing::info!(conn, "the target reset the connection");
+                }
             }
             Err(reason) => {
                 tracing::warn!(conn, reason = reason.as_str(), target = %self.resource.target, "cannot reach target");
-                self.control_send(ControlMessage::Closed { conn, reason })
-                    .await;
-                channel.close().await;
+                connection.refuse(reason);
             }
-        }
-        self.connections.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    async fn control_send(&self, message: ControlMessage) {
-        let control = self.control.lock().await.clone();
-        match control {
-            Some(control) => {
-                let text = serde_json::to_string(&message).expect("control messages serialize");
-                let _ = control.send_text(&text).await;
-            }
-            None => tracing::debug!("no control channel yet; dropped {message:?}"),
         }
     }
 
-    /// Tell the client why and tear the peer down. Safe to call more than once.
+    /// Tell the client why and tear the tube down. Safe to call more than once.
     pub(crate) async fn close(&self, reason: CloseReason) {
-        if self.closed.swap(1, Ordering::SeqCst) == 1 {
+        if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        self.control_send(ControlMessage::Shutdown { reason }).await;
         if let Some(gateway) = self.gateway() {
             gateway.send(GatewayToRouter::Stream {
                 conversation_id: self.id.clone(),
@@ -410,7 +343,9 @@ impl Conversation {
                 ),
             });
         }
-        self.peer.close().await;
+        // Waits until the client has the reason (bounded), so it reports this reason and not
+        // a network failure.
+        self.tube.shutdown(reason).await;
         tracing::info!(reason = reason.as_str(), "conversation closed");
     }
 }

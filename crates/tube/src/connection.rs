@@ -191,8 +191,10 @@ impl Connection {
         let (mut reader, mut writer) = stream.into_split();
 
         let end = {
-            let upstream = socket_to_tube(conn, &mut reader, &self.credit, &self.commands, &counters);
-            let downstream = tube_to_socket(conn, &mut writer, &mut inbound, &self.commands, &counters);
+            let upstream =
+                socket_to_tube(conn, &mut reader, &self.credit, &self.commands, &counters);
+            let downstream =
+                tube_to_socket(conn, &mut writer, &mut inbound, &self.commands, &counters);
             tokio::pin!(upstream);
             tokio::pin!(downstream);
             let (mut sent_all, mut received_all, mut abortable) = (false, false, true);

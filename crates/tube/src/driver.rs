@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rtc::data_channel::{RTCDataChannelId, RTCDataChannelInit};
-use rtc::peer_connection::configuration::setting_engine::{SctpMaxMessageSize, SettingEngineBuilder};
+use rtc::peer_connection::configuration::setting_engine::{
+    SctpMaxMessageSize, SettingEngineBuilder,
+};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent};
 use rtc::peer_connection::message::RTCMessage;
@@ -29,7 +31,7 @@ use crate::connection::{Connection, Inbound, Local};
 use crate::gather::{GatherOutput, Gatherer, StunServer};
 use crate::mux::{Mux, MuxEvent, Side};
 use crate::net::{self, BoundSocket};
-use crate::{Result, Status, TubeConfig, TubeError, TubeEnd, TubeEvent};
+use crate::{Result, Status, TubeConfig, TubeEnd, TubeError, TubeEvent};
 
 /// Frames are handed to SCTP while less than this is outstanding (sent, not yet acknowledged).
 /// Enough to keep a fast path full; small enough that a new connection's first bytes do not
@@ -92,7 +94,11 @@ pub(crate) async fn start(
     config: &TubeConfig,
     side: Side,
     offer: Option<&SessionDescription>,
-) -> Result<(crate::Tube, mpsc::UnboundedReceiver<TubeEvent>, SessionDescription)> {
+) -> Result<(
+    crate::Tube,
+    mpsc::UnboundedReceiver<TubeEvent>,
+    SessionDescription,
+)> {
     config.validate()?;
     let stun: Vec<StunServer> = config
         .ice_servers
@@ -107,7 +113,11 @@ pub(crate) async fn start(
             .min()
             .unwrap_or(1232)
     });
-    let relay_allowance = if stun.is_empty() { 0 } else { net::TURN_OVERHEAD };
+    let relay_allowance = if stun.is_empty() {
+        0
+    } else {
+        net::TURN_OVERHEAD
+    };
     let sctp_mtu = (datagram - net::DTLS_OVERHEAD - relay_allowance).min(net::MAX_SCTP_PACKET);
     // The SCTP window must fit what the smallest socket buffer holds, or a burst overflows it
     // and the kernel drops datagrams that SCTP then has to retransmit.
@@ -121,8 +131,9 @@ pub(crate) async fn start(
     let now = Instant::now();
     let binds_loopback = sockets.iter().any(|s| s.local.ip().is_loopback());
     // Checks stop after this many tries per pair: enough to cover the connect timeout.
-    let attempts = (config.connect_timeout.as_millis() / config.ice_check_interval.as_millis().max(1))
-        .clamp(7, u16::MAX as u128) as u16;
+    let attempts = (config.connect_timeout.as_millis()
+        / config.ice_check_interval.as_millis().max(1))
+    .clamp(7, u16::MAX as u128) as u16;
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .with_include_loopback_candidate(binds_loopback)
@@ -628,7 +639,10 @@ impl Driver {
 
     fn selected_path(&self) -> Option<String> {
         let sctp = self.pc.sctp()?;
-        let pair = sctp.transport().ice_transport().get_selected_candidate_pair()?;
+        let pair = sctp
+            .transport()
+            .ice_transport()
+            .get_selected_candidate_pair()?;
         Some(format!(
             "{}:{} -> {}:{} ({})",
             pair.local().address,
@@ -660,7 +674,8 @@ impl Driver {
             progress = true;
             match event {
                 MuxEvent::Incoming { conn } => {
-                    let (connection, local) = Connection::new(conn, self.side, self.commands_tx.clone());
+                    let (connection, local) =
+                        Connection::new(conn, self.side, self.commands_tx.clone());
                     self.locals.insert(conn, local);
                     let _ = self.events.send(TubeEvent::Incoming(connection));
                 }
@@ -726,7 +741,8 @@ impl Driver {
                     Err(TubeError::Closed)
                 } else {
                     let conn = self.mux.open();
-                    let (connection, local) = Connection::new(conn, self.side, self.commands_tx.clone());
+                    let (connection, local) =
+                        Connection::new(conn, self.side, self.commands_tx.clone());
                     self.locals.insert(conn, local);
                     Ok(connection)
                 };
@@ -819,7 +835,8 @@ impl Driver {
                         url: None,
                     }
                     .new_candidate_server_reflexive();
-                    let Ok(init) = candidate.and_then(|c| RTCIceCandidate::from(&c).to_json()) else {
+                    let Ok(init) = candidate.and_then(|c| RTCIceCandidate::from(&c).to_json())
+                    else {
                         continue;
                     };
                     if self.pc.add_local_candidate(init.clone()).is_ok() {

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rtc::stun::message::{Message, TransactionId, BINDING_REQUEST, BINDING_SUCCESS};
 use rtc::stun::message::Getter;
+use rtc::stun::message::{Message, TransactionId, BINDING_REQUEST, BINDING_SUCCESS};
 use rtc::stun::xoraddr::XorMappedAddress;
 
 use crate::{Result, TubeError};
@@ -68,7 +68,10 @@ pub(crate) enum GatherOutput {
         bytes: Vec<u8>,
     },
     /// The server saw socket `base` as `mapped`.
-    Reflexive { base: SocketAddr, mapped: SocketAddr },
+    Reflexive {
+        base: SocketAddr,
+        mapped: SocketAddr,
+    },
 }
 
 #[derive(Default)]
@@ -84,7 +87,12 @@ impl Gatherer {
     }
 
     /// A server resolved (or failed to): start asking it from every socket of its family.
-    pub(crate) fn resolved(&mut self, now: Instant, server: Option<SocketAddr>, sockets: &[SocketAddr]) {
+    pub(crate) fn resolved(
+        &mut self,
+        now: Instant,
+        server: Option<SocketAddr>,
+        sockets: &[SocketAddr],
+    ) {
         self.resolving = self.resolving.saturating_sub(1);
         let Some(server) = server else { return };
         for &socket in sockets {
@@ -111,7 +119,8 @@ impl Gatherer {
 
     /// Requests due at `now`, and servers given up on.
     pub(crate) fn poll(&mut self, now: Instant, out: &mut Vec<GatherOutput>) {
-        self.transactions.retain(|t| now.duration_since(t.started) < GIVE_UP);
+        self.transactions
+            .retain(|t| now.duration_since(t.started) < GIVE_UP);
         for t in &mut self.transactions {
             if t.next_send <= now {
                 let mut request = Message::new();
@@ -133,13 +142,21 @@ impl Gatherer {
 
     /// A datagram from `from` to `socket`: consumed (and maybe a candidate) if it answers one
     /// of our requests, otherwise left for the WebRTC stack.
-    pub(crate) fn handle(&mut self, socket: SocketAddr, from: SocketAddr, datagram: &[u8], out: &mut Vec<GatherOutput>) -> bool {
+    pub(crate) fn handle(
+        &mut self,
+        socket: SocketAddr,
+        from: SocketAddr,
+        datagram: &[u8],
+        out: &mut Vec<GatherOutput>,
+    ) -> bool {
         if self.transactions.is_empty() || datagram.len() < 20 || datagram[0] > 1 {
             return false;
         }
-        let Some(index) = self.transactions.iter().position(|t| {
-            t.socket == socket && t.server == from && datagram[8..20] == t.id.0
-        }) else {
+        let Some(index) = self
+            .transactions
+            .iter()
+            .position(|t| t.socket == socket && t.server == from && datagram[8..20] == t.id.0)
+        else {
             return false;
         };
         let mut response = Message::new();
@@ -173,8 +190,13 @@ mod tests {
         );
         assert_eq!(StunServer::parse("stun:10.0.0.1").unwrap().port, 3478);
         assert_eq!(StunServer::parse("stun:[::1]:3479").unwrap().host, "::1");
-        let err = StunServer::parse("turn:relay.example.org").unwrap_err().to_string();
-        assert!(err.contains("ice_servers") && err.contains("turn:relay"), "{err}");
+        let err = StunServer::parse("turn:relay.example.org")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ice_servers") && err.contains("turn:relay"),
+            "{err}"
+        );
         assert!(StunServer::parse("stun:host:port").is_err());
     }
 

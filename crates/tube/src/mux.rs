@@ -178,7 +178,8 @@ impl Mux {
         if let Some(c) = self.conns.remove(&conn) {
             self.ready.retain(|&id| id != conn);
             if c.introduced {
-                self.urgent.push_back(Frame::Reset { conn, reason }.encode());
+                self.urgent
+                    .push_back(Frame::Reset { conn, reason }.encode());
             }
         }
     }

@@ -88,8 +88,8 @@ fn bind_one(
 ) -> Result<BoundSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let io = |e: std::io::Error| TubeError::Io(format!("UDP socket on {addr}: {e}"));
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
-        .map_err(io)?;
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(io)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true).map_err(io)?;
     }
@@ -189,7 +189,10 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("webrtc_udp") && err.contains("not-an-address"), "{err}");
+        assert!(
+            err.contains("webrtc_udp") && err.contains("not-an-address"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

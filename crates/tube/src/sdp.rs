@@ -20,7 +20,12 @@ pub(crate) fn application_section(sdp: &str) -> Option<(String, u16)> {
 
 /// `sdp` with `candidates` (each `candidate:...`, the JSON form's `candidate` string) added to
 /// the section at m-line `index`, followed by `a=end-of-candidates` when `complete`.
-pub(crate) fn with_candidates(sdp: &str, index: u16, candidates: &[String], complete: bool) -> String {
+pub(crate) fn with_candidates(
+    sdp: &str,
+    index: u16,
+    candidates: &[String],
+    complete: bool,
+) -> String {
     let mut out = String::with_capacity(sdp.len() + candidates.len() * 100);
     let mut section: i32 = -1;
     let mut added = false;
@@ -84,8 +89,20 @@ mod tests {
         let data = out.split("m=application").nth(1).unwrap();
         assert!(data.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 4000 typ host\r\n"));
         assert!(data.ends_with("a=end-of-candidates\r\n"));
-        assert!(!out.split("m=application").next().unwrap().contains("candidate"));
+        assert!(!out
+            .split("m=application")
+            .next()
+            .unwrap()
+            .contains("candidate"));
         // Idempotent: nothing is added twice.
-        assert_eq!(with_candidates(&out, 1, &["candidate:1 1 udp 2130706431 127.0.0.1 4000 typ host".into()], true), out);
+        assert_eq!(
+            with_candidates(
+                &out,
+                1,
+                &["candidate:1 1 udp 2130706431 127.0.0.1 4000 typ host".into()],
+                true
+            ),
+            out
+        );
     }
 }

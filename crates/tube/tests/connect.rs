@@ -16,7 +16,10 @@ async fn comes_up_and_carries(signalling: Signalling) {
         status.sctp_connected.unwrap(),
         status.channel_open.unwrap(),
     );
-    assert!(ice <= dtls && dtls <= sctp && sctp <= open, "layers come up in order");
+    assert!(
+        ice <= dtls && dtls <= sctp && sctp <= open,
+        "layers come up in order"
+    );
     let target = echo_target().await;
     pair.serve(target);
     let port = pair.local_port().await;
@@ -38,7 +41,15 @@ async fn with_every_candidate_trickled_late() {
 #[tokio::test]
 async fn milestones_report_when_each_layer_came_up() {
     let pair = pair().await;
-    let ice = pair.client.reached(Milestone::IceConnected, TIMEOUT).await.unwrap();
-    let open = pair.client.reached(Milestone::ChannelOpen, TIMEOUT).await.unwrap();
+    let ice = pair
+        .client
+        .reached(Milestone::IceConnected, TIMEOUT)
+        .await
+        .unwrap();
+    let open = pair
+        .client
+        .reached(Milestone::ChannelOpen, TIMEOUT)
+        .await
+        .unwrap();
     assert!(ice <= open);
 }

@@ -36,7 +36,9 @@ pub fn without_candidates(sdp: &str) -> String {
         .collect()
 }
 
-async fn drain_candidates(events: &mut UnboundedReceiver<TubeEvent>) -> Vec<sallyport_protocol::IceCandidate> {
+async fn drain_candidates(
+    events: &mut UnboundedReceiver<TubeEvent>,
+) -> Vec<sallyport_protocol::IceCandidate> {
     let mut out = Vec::new();
     while let Some(event) = events.recv().await {
         match event {
@@ -81,8 +83,14 @@ pub async fn pair() -> Pair {
 
 impl Pair {
     pub async fn connected(&self) {
-        self.client.reached(Milestone::ChannelOpen, TIMEOUT).await.unwrap();
-        self.gateway.reached(Milestone::ChannelOpen, TIMEOUT).await.unwrap();
+        self.client
+            .reached(Milestone::ChannelOpen, TIMEOUT)
+            .await
+            .unwrap();
+        self.gateway
+            .reached(Milestone::ChannelOpen, TIMEOUT)
+            .await
+            .unwrap();
     }
 
     /// Serve the gateway side: every incoming connection is dialed to `target` and bridged.
@@ -116,8 +124,12 @@ impl Pair {
         let tube = self.client.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { break };
-                let Ok(connection) = tube.open().await else { break };
+                let Ok((stream, _)) = listener.accept().await else {
+                    break;
+                };
+                let Ok(connection) = tube.open().await else {
+                    break;
+                };
                 tokio::spawn(connection.bridge(stream, Arc::new(ByteCounters::default())));
             }
         });

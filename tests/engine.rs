@@ -468,6 +468,9 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
             connect_timeout_ms: 2000,
             webrtc_udp: vec!["127.0.0.1:0".into()],
             ice_servers: vec![],
+            webrtc_ports: None,
+            webrtc_advertise: None,
+            webrtc_max_datagram: None,
             resources: vec![sallyport_gateway::ResourceConfig {
                 name: "echo".into(),
                 protocol: "tcp".into(),

@@ -150,6 +150,9 @@ async fn a_gateway_that_comes_up_during_the_catchup_window_is_reached_on_attempt
         connect_timeout_ms: 2000,
         webrtc_udp: vec!["127.0.0.1:0".into()],
         ice_servers: vec![],
+        webrtc_ports: None,
+        webrtc_advertise: None,
+        webrtc_max_datagram: None,
         resources: vec![ResourceConfig {
             name: "late-echo".into(),
             protocol: "tcp".into(),

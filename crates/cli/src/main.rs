@@ -79,7 +79,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Benchmark launches per profile, interleaved, against an embedded lab.
+    /// Measure launches per profile (interleaved), throughput or many launches at once,
+    /// against a real router and gateway started as processes on loopback.
     Bench {
         /// Launches per profile.
         #[arg(long, default_value_t = 20)]
@@ -87,6 +88,20 @@ enum Command {
         /// Profiles to compare.
         #[arg(long, value_delimiter = ',', default_value = "legacy,tuned,fast")]
         profiles: Vec<Profile>,
+        /// Launch across emulated round trips, in ms (e.g. 0,20,50,100): signalling through a
+        /// delaying TCP proxy, the data path through a delaying UDP relay.
+        #[arg(long, value_delimiter = ',')]
+        rtt: Option<Vec<u64>>,
+        /// Measure bytes through a tunnel beside plain TCP instead of launches.
+        #[arg(long)]
+        throughput: bool,
+        /// MiB per throughput measurement (split across the parallel streams).
+        #[arg(long, default_value_t = 1024)]
+        megabytes: u64,
+        /// Launch this many at the same moment, then leave them idle, instead of launches
+        /// per profile.
+        #[arg(long)]
+        concurrent: Option<usize>,
         /// Directory for bench.md and bench.json.
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
@@ -155,8 +170,29 @@ async fn main() -> ExitCode {
         Command::Bench {
             runs,
             profiles,
+            rtt,
+            throughput,
+            megabytes,
+            concurrent,
             out,
-        } => bench::run(runs, &profiles, &out).await,
+        } => {
+            let options = bench::Options {
+                runs,
+                profiles,
+                out,
+                rtt,
+                throughput,
+                megabytes,
+                concurrent,
+            };
+            match bench::run(options).await {
+                Ok(code) => Ok(code),
+                Err(message) => {
+                    eprintln!("error [bench_failed]: {message}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
     };
     match result {
         Ok(code) => code,

@@ -27,6 +27,7 @@ pub use native_client::ClientChoice;
 pub use pipeline::{LaunchRequest, Launcher};
 pub use profile::{ClientProfile, StickyPorts};
 pub use session::{Session, SessionEnd, SessionInfo, SessionState};
+pub use tube::TubeConfig;
 pub use tunables::{Profile, Tunables};
 
 /// A short random launch id.

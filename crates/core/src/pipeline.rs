@@ -92,6 +92,12 @@ impl Launcher {
         })
     }
 
+    /// Tube settings other than the profile's (the bench's relayed paths, fixed packet sizes).
+    pub fn with_tube_config(mut self, config: TubeConfig) -> Self {
+        self.tube_config = config;
+        self
+    }
+
     pub fn with_state_dir(mut self, dir: std::path::PathBuf) -> Self {
         self.state_dir = dir;
         self

@@ -158,6 +158,21 @@ impl Session {
         self.command.as_ref().map(|c| c.display.as_str())
     }
 
+    /// Datagrams the session's tube has sent and received so far (ICE, DTLS and SCTP).
+    pub fn datagrams(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let traffic = self.tube.traffic();
+        (
+            traffic.datagrams_sent.load(Relaxed),
+            traffic.datagrams_received.load(Relaxed),
+        )
+    }
+
+    /// The largest SCTP packet the session's tube sends (from the path, or the profile's cap).
+    pub fn sctp_mtu(&self) -> usize {
+        self.tube.status().sctp_mtu
+    }
+
     /// The launch's checkpoints, in order.
     pub fn checkpoints(&self) -> Vec<Checkpoint> {
         self.checkpoints.lock().unwrap().clone()

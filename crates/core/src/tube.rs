@@ -147,6 +147,11 @@ impl ClientTube {
         }
     }
 
+    /// Datagrams and bytes the tube has put on the wire and taken from it.
+    pub fn traffic(&self) -> &sallyport_tube::Traffic {
+        self.tube.traffic()
+    }
+
     /// The tube's layers and path, for diagnostics.
     pub fn status(&self) -> sallyport_tube::Status {
         self.tube.status().borrow().clone()

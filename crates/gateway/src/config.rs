@@ -33,6 +33,17 @@ pub struct GatewayConfig {
     /// STUN/TURN servers, if the gateway sits behind NAT.
     #[serde(default)]
     pub ice_servers: Vec<String>,
+    /// `"LOW-HIGH"`: bind the tubes' UDP sockets within these ports (for a firewall that opens
+    /// only them) instead of any free port.
+    #[serde(default)]
+    pub webrtc_ports: Option<String>,
+    /// The address a 1:1 NAT in front of the gateway maps its own to: announced instead of the
+    /// bound addresses (with `webrtc_ports`, the NAT forwards the same port numbers).
+    #[serde(default)]
+    pub webrtc_advertise: Option<std::net::IpAddr>,
+    /// Largest UDP payload to send; by default it comes from the path (see PROTOCOL.md).
+    #[serde(default)]
+    pub webrtc_max_datagram: Option<usize>,
     #[serde(default)]
     pub resources: Vec<ResourceConfig>,
 }
@@ -47,6 +58,18 @@ pub struct ResourceConfig {
     pub protocol: String,
     /// `host:port` the gateway dials for each connection.
     pub target: String,
+}
+
+/// `"LOW-HIGH"` → `(LOW, HIGH)`.
+fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("webrtc_ports {text:?} must be LOW-HIGH, such as \"40000-40099\"");
+    let (low, high) = text.split_once('-').ok_or_else(bad)?;
+    let low: u16 = low.trim().parse().map_err(|_| bad())?;
+    let high: u16 = high.trim().parse().map_err(|_| bad())?;
+    if low == 0 || low > high {
+        return Err(bad());
+    }
+    Ok((low, high))
 }
 
 fn default_max_sessions() -> usize {
@@ -97,6 +120,7 @@ impl GatewayConfig {
         if self.max_sessions == 0 || self.max_connections_per_session == 0 {
             return Err("max_sessions and max_connections_per_session must be at least 1".into());
         }
+        self.tube_config()?;
         let mut names = std::collections::HashSet::new();
         for r in &self.resources {
             if !sallyport_protocol::valid_resource_name(&r.name) {
@@ -125,6 +149,25 @@ impl GatewayConfig {
             }
         }
         Ok(())
+    }
+
+    /// The tube settings this configuration asks for.
+    pub fn tube_config(&self) -> Result<sallyport_tube::TubeConfig, String> {
+        let config = sallyport_tube::TubeConfig {
+            udp_addrs: self.webrtc_udp.clone(),
+            ice_servers: self.ice_servers.clone(),
+            udp_port_range: self
+                .webrtc_ports
+                .as_deref()
+                .map(parse_port_range)
+                .transpose()?,
+            advertise_ip: self.webrtc_advertise,
+            max_datagram: self.webrtc_max_datagram,
+            max_connections: self.max_connections_per_session,
+            ..sallyport_tube::TubeConfig::default()
+        };
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
     }
 
     pub fn resource(&self, name: &str) -> Option<&ResourceConfig> {
@@ -156,5 +199,20 @@ target = "127.0.0.1:7"
         assert!(err.contains("gopher"), "{err}");
         let err = GatewayConfig::parse(&GOOD.replace("http://", "ftp://")).unwrap_err();
         assert!(err.contains("router_url"), "{err}");
+        let err = GatewayConfig::parse(&format!("webrtc_udp = [\"not-an-address\"]\n{GOOD}"))
+            .unwrap_err();
+        assert!(
+            err.contains("webrtc_udp") && err.contains("not-an-address"),
+            "{err}"
+        );
+        let err = GatewayConfig::parse(&format!("webrtc_ports = \"9-1\"\n{GOOD}")).unwrap_err();
+        assert!(err.contains("webrtc_ports"), "{err}");
+        let ok = GatewayConfig::parse(&format!(
+            "webrtc_ports = \"40000-40099\"\nwebrtc_advertise = \"203.0.113.7\"\n{GOOD}"
+        ))
+        .unwrap();
+        let tube = ok.tube_config().unwrap();
+        assert_eq!(tube.udp_port_range, Some((40000, 40099)));
+        assert_eq!(tube.advertise_ip, Some("203.0.113.7".parse().unwrap()));
     }
 }

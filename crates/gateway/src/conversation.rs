@@ -9,7 +9,7 @@ use sallyport_protocol::{
     GatewayOutcome, GatewayToRouter, IceCandidate, MessageKind, ProtocolError, SealedPayload,
     StartBody, StreamKind,
 };
-use sallyport_tube::{ByteCounters, Connection, ConnectionEnd, Tube, TubeConfig, TubeEvent};
+use sallyport_tube::{ByteCounters, Connection, ConnectionEnd, Tube, TubeEvent};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Mutex};
 
@@ -121,12 +121,11 @@ async fn create(
         ));
     }
 
-    let tube_config = TubeConfig {
-        udp_addrs: gateway.config.webrtc_udp.clone(),
-        ice_servers: gateway.config.ice_servers.clone(),
-        max_connections: gateway.config.max_connections_per_session,
-        ..TubeConfig::default()
-    };
+    // Validated when the configuration was loaded.
+    let tube_config = gateway
+        .config
+        .tube_config()
+        .map_err(|e| error(codes::INTERNAL, e))?;
     let (tube, events, _answer) = match Tube::answer(&tube_config, &body.offer).await {
         Ok(answered) => answered,
         // An offer we cannot answer will not improve on retry: not a transient state.

@@ -141,6 +141,9 @@ impl Lab {
             connect_timeout_ms: 5_000,
             webrtc_udp: vec!["127.0.0.1:0".into()],
             ice_servers: Vec::new(),
+            webrtc_ports: None,
+            webrtc_advertise: None,
+            webrtc_max_datagram: None,
             resources: resources.clone(),
         };
         let public_key = key.public();

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -105,7 +107,11 @@ pub(crate) async fn start(
         .iter()
         .map(|url| StunServer::parse(url))
         .collect::<Result<_>>()?;
-    let sockets = net::bind_all(&config.udp_addrs, config.udp_buffer_bytes)?;
+    let sockets = net::bind_all(
+        &config.udp_addrs,
+        config.udp_port_range,
+        config.udp_buffer_bytes,
+    )?;
     let datagram = config.max_datagram.unwrap_or_else(|| {
         sockets
             .iter()
@@ -143,6 +149,12 @@ pub(crate) async fn start(
             Some(config.connect_timeout),
             Some(ICE_KEEPALIVE),
         )
+        // Nominate the best pair that works as soon as it works: candidates arrive together
+        // (in the description or in one trickle), so waiting for better ones buys nothing and
+        // the stack's defaults (0.5 s for reflexive, 2 s for relayed pairs) cost every launch.
+        .with_srflx_acceptance_min_wait(Some(Duration::ZERO))
+        .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+        .with_relay_acceptance_min_wait(Some(Duration::from_millis(50)))
         .with_sctp_mtu(sctp_mtu as u32)
         .with_sctp_max_receive_buffer_size(receive_window)
         .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(MAX_FRAME_BYTES as u32))
@@ -157,18 +169,7 @@ pub(crate) async fn start(
 
     let mut host_candidates = Vec::new();
     for socket in &sockets {
-        let candidate = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".into(),
-                address: socket.local.ip().to_string(),
-                port: socket.local.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()?;
-        let init = RTCIceCandidate::from(&candidate).to_json()?;
+        let init = local_candidate(socket.local, config.advertise_ip)?;
         pc.add_local_candidate(init.clone())?;
         host_candidates.push(init.candidate);
     }
@@ -247,7 +248,9 @@ pub(crate) async fn start(
         "tube created"
     );
 
+    let traffic = Arc::new(crate::Traffic::default());
     let driver = Driver {
+        traffic: traffic.clone(),
         pc,
         side,
         channel,
@@ -274,6 +277,7 @@ pub(crate) async fn start(
         crate::Tube {
             commands: commands_tx,
             status: status_rx,
+            traffic,
         },
         events_rx,
         SessionDescription {
@@ -283,6 +287,36 @@ pub(crate) async fn start(
     ))
 }
 
+/// The candidate of one socket: a host candidate, or behind a 1:1 NAT the mapped address as a
+/// server-reflexive candidate whose base is the socket (so checks still go out from it).
+fn local_candidate(
+    local: SocketAddr,
+    advertise: Option<std::net::IpAddr>,
+) -> Result<RTCIceCandidateInit> {
+    let base_config = |address: std::net::IpAddr| CandidateConfig {
+        network: "udp".into(),
+        address: address.to_string(),
+        port: local.port(),
+        component: 1,
+        ..Default::default()
+    };
+    let candidate = match advertise {
+        None => CandidateHostConfig {
+            base_config: base_config(local.ip()),
+            ..Default::default()
+        }
+        .new_candidate_host()?,
+        Some(mapped) => CandidateServerReflexiveConfig {
+            base_config: base_config(mapped),
+            rel_addr: local.ip().to_string(),
+            rel_port: local.port(),
+            url: None,
+        }
+        .new_candidate_server_reflexive()?,
+    };
+    Ok(RTCIceCandidate::from(&candidate).to_json()?)
+}
+
 struct Closing {
     deadline: Instant,
     reason: CloseReason,
@@ -290,6 +324,7 @@ struct Closing {
 }
 
 struct Driver {
+    traffic: Arc<crate::Traffic>,
     pc: RTCPeerConnection,
     side: Side,
     channel: RTCDataChannelId,
@@ -503,7 +538,7 @@ impl Driver {
                 .socket
                 .try_send_to(&datagram.message, to)
             {
-                Ok(_) => {}
+                Ok(n) => self.count_sent(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     self.blocked_send = Some((index, to, datagram.message));
                     break;
@@ -521,9 +556,17 @@ impl Driver {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     self.blocked_send = Some((index, to, datagram));
                 }
-                _ => {}
+                Ok(n) => self.count_sent(n),
+                Err(_) => {}
             }
         }
+    }
+
+    fn count_sent(&self, bytes: usize) {
+        self.traffic.datagrams_sent.fetch_add(1, Ordering::Relaxed);
+        self.traffic
+            .bytes_sent
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     fn socket_for(&self, local: SocketAddr) -> usize {
@@ -542,6 +585,12 @@ impl Driver {
                 Err(_) => break,
             };
             let datagram = &buf[..n];
+            self.traffic
+                .datagrams_received
+                .fetch_add(1, Ordering::Relaxed);
+            self.traffic
+                .bytes_received
+                .fetch_add(n as u64, Ordering::Relaxed);
             if self.gatherer.handle(local, from, datagram, &mut gathered) {
                 continue;
             }
@@ -816,7 +865,9 @@ impl Driver {
             match output {
                 GatherOutput::Send { from, to, bytes } => {
                     let index = self.socket_for(from);
-                    let _ = self.sockets[index].socket.try_send_to(&bytes, to);
+                    if let Ok(n) = self.sockets[index].socket.try_send_to(&bytes, to) {
+                        self.count_sent(n);
+                    }
                 }
                 GatherOutput::Reflexive { base, mapped } => {
                     if mapped == base {

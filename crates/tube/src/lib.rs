@@ -44,6 +44,8 @@ pub mod mux;
 mod net;
 mod sdp;
 
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sallyport_protocol::{CloseReason, IceCandidate, SessionDescription};
@@ -107,6 +109,12 @@ pub struct TubeConfig {
     pub udp_addrs: Vec<String>,
     /// `stun:host:port` URLs for server-reflexive candidates; empty for host candidates only.
     pub ice_servers: Vec<String>,
+    /// Bind sockets whose address has port 0 to a port in this range instead (for a
+    /// firewall that opens only these).
+    pub udp_port_range: Option<(u16, u16)>,
+    /// A 1:1 NAT in front of this host: announce this address (with each socket's port) as the
+    /// only candidate, instead of the addresses the sockets are bound to.
+    pub advertise_ip: Option<std::net::IpAddr>,
     /// ICE check pacing while connecting. Once connected only keepalives remain.
     pub ice_check_interval: Duration,
     /// Give up connecting after this long.
@@ -128,6 +136,8 @@ impl Default for TubeConfig {
         Self {
             udp_addrs: vec!["127.0.0.1:0".into()],
             ice_servers: Vec::new(),
+            udp_port_range: None,
+            advertise_ip: None,
             ice_check_interval: Duration::from_millis(5),
             connect_timeout: Duration::from_secs(30),
             max_datagram: None,
@@ -153,6 +163,13 @@ impl TubeConfig {
         }
         for url in &self.ice_servers {
             gather::StunServer::parse(url)?;
+        }
+        if let Some((low, high)) = self.udp_port_range {
+            if low == 0 || low > high {
+                return Err(TubeError::Config(format!(
+                    "webrtc_ports: {low}-{high} is not a range of ports (1-65535, low to high)"
+                )));
+            }
         }
         if let Some(n) = self.max_datagram {
             if !(576..=65507).contains(&n) {
@@ -230,10 +247,20 @@ pub enum TubeEvent {
     Incoming(Connection),
 }
 
+/// UDP traffic of a tube so far, every datagram counted (ICE, DTLS, SCTP).
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub datagrams_sent: AtomicU64,
+    pub datagrams_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+}
+
 /// One end of a tube. Dropping it closes the tube.
 pub struct Tube {
     commands: mpsc::UnboundedSender<driver::Command>,
     status: watch::Receiver<Status>,
+    traffic: Arc<Traffic>,
 }
 
 impl Tube {
@@ -292,6 +319,11 @@ impl Tube {
     pub async fn local_description(&self) -> Result<SessionDescription> {
         self.ask(|reply| driver::Command::LocalDescription { reply })
             .await?
+    }
+
+    /// Datagrams and bytes on the wire so far.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
     }
 
     /// A receiver of status changes.

@@ -29,7 +29,11 @@ pub(crate) struct BoundSocket {
 /// Bind one socket per address. A wildcard address (`0.0.0.0:0`, `[::]:0`) becomes one socket
 /// per usable interface address of its family, since every host candidate needs a real
 /// address; loopback and link-local addresses are skipped there (no peer can use them).
-pub(crate) fn bind_all(addrs: &[String], buffer_bytes: usize) -> Result<Vec<BoundSocket>> {
+pub(crate) fn bind_all(
+    addrs: &[String],
+    ports: Option<(u16, u16)>,
+    buffer_bytes: usize,
+) -> Result<Vec<BoundSocket>> {
     let interfaces = ifaces().unwrap_or_default();
     let mut targets: Vec<SocketAddr> = Vec::new();
     for text in addrs {
@@ -63,7 +67,19 @@ pub(crate) fn bind_all(addrs: &[String], buffer_bytes: usize) -> Result<Vec<Boun
     }
     targets
         .into_iter()
-        .map(|addr| bind_one(addr, buffer_bytes, &interfaces))
+        .map(|addr| match ports {
+            Some((low, high)) if addr.port() == 0 => (low..=high)
+                .find_map(|port| {
+                    bind_one(SocketAddr::new(addr.ip(), port), buffer_bytes, &interfaces).ok()
+                })
+                .ok_or_else(|| {
+                    TubeError::Io(format!(
+                        "no free UDP port on {} in webrtc_ports {low}-{high}",
+                        addr.ip()
+                    ))
+                }),
+            _ => bind_one(addr, buffer_bytes, &interfaces),
+        })
         .collect()
 }
 
@@ -185,7 +201,7 @@ mod tests {
 
     #[test]
     fn a_bad_address_names_the_field() {
-        let err = bind_all(&["not-an-address".into()], 1 << 16)
+        let err = bind_all(&["not-an-address".into()], None, 1 << 16)
             .err()
             .unwrap()
             .to_string();
@@ -197,7 +213,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_loopback_socket_binds_with_big_buffers() {
-        let sockets = bind_all(&["127.0.0.1:0".into()], 4 << 20).unwrap();
+        let sockets = bind_all(&["127.0.0.1:0".into()], None, 4 << 20).unwrap();
         assert_eq!(sockets.len(), 1);
         assert!(sockets[0].local.port() != 0);
         assert!(sockets[0].receive_buffer > 0);

@@ -51,12 +51,26 @@ async fn drain_candidates(
 }
 
 pub async fn pair_with(config: &TubeConfig, signalling: Signalling) -> Pair {
-    let (client, mut client_events, mut offer) = Tube::offer(config).await.unwrap();
+    pair_of(config, config, signalling).await
+}
+
+/// Two ends configured differently, candidates in the descriptions.
+pub async fn pair_between(client: &TubeConfig, gateway: &TubeConfig) -> Pair {
+    pair_of(client, gateway, Signalling::InDescriptions).await
+}
+
+async fn pair_of(
+    client_config: &TubeConfig,
+    gateway_config: &TubeConfig,
+    signalling: Signalling,
+) -> Pair {
+    let (client, mut client_events, mut offer) = Tube::offer(client_config).await.unwrap();
     let client_candidates = drain_candidates(&mut client_events).await;
     if signalling == Signalling::TrickledOnly {
         offer.sdp = without_candidates(&offer.sdp);
     }
-    let (gateway, mut gateway_events, mut answer) = Tube::answer(config, &offer).await.unwrap();
+    let (gateway, mut gateway_events, mut answer) =
+        Tube::answer(gateway_config, &offer).await.unwrap();
     let gateway_candidates = drain_candidates(&mut gateway_events).await;
     if signalling == Signalling::TrickledOnly {
         answer.sdp = without_candidates(&answer.sdp);

@@ -1,0 +1,321 @@
+//! N launches per profile, profiles interleaved, against a real router and gateway; p50, p90
+//! and p99 of `ready` and of every phase. With `--rtt`, the same across emulated wide-area
+//! round trips: the signalling through a delaying TCP proxy, the data path through a delaying
+//! UDP relay that both ends reach as their 1:1 NAT.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use sallyport_core::checkpoint::names;
+use sallyport_core::{
+    ClientChoice, LaunchRequest, Launcher, Profile, StickyPorts, TubeConfig, Tunables,
+};
+use sallyport_relay::{Side, TcpDelayProxy, UdpRelay};
+use serde::Serialize;
+
+use super::procs::{LabOptions, ProcessLab, ECHO};
+use super::stats::{percentiles, Percentiles};
+
+#[derive(Serialize)]
+struct ProfileResult {
+    profile: Profile,
+    runs: usize,
+    failures: usize,
+    ready_ms: Percentiles,
+    /// Step time of each checkpoint, in pipeline order.
+    phases: Vec<(String, Percentiles)>,
+    /// From `answer_received` to `webrtc_data_plane_connected`.
+    data_plane_ms: Percentiles,
+}
+
+#[derive(Serialize)]
+struct RttResult {
+    rtt_ms: Option<u64>,
+    profiles: Vec<ProfileResult>,
+}
+
+/// Ports for the relayed paths: below Linux's ephemeral range, so nothing else takes them.
+fn relay_ports() -> ((u16, u16), (u16, u16)) {
+    let base = 20_000 + (std::process::id() % 100) as u16 * 100;
+    ((base, base + 39), (base + 50, base + 89))
+}
+
+pub async fn run(
+    runs: usize,
+    profiles: &[Profile],
+    rtts: Option<&[u64]>,
+) -> Result<(String, serde_json::Value), String> {
+    let (gateway_ports, client_ports) = relay_ports();
+    let gateway_front: IpAddr = [127, 0, 0, 3].into();
+    let client_front: IpAddr = [127, 0, 0, 5].into();
+    let relayed = rtts.is_some();
+    let lab = ProcessLab::start(&LabOptions {
+        max_sessions: 64,
+        nat: relayed.then_some((gateway_ports, gateway_front)),
+        ..LabOptions::default()
+    })
+    .await?;
+    let relay = if relayed {
+        let localhost: IpAddr = [127, 0, 0, 1].into();
+        Some(
+            UdpRelay::start(
+                Side {
+                    real: localhost,
+                    front: client_front,
+                    ports: client_ports,
+                },
+                Side {
+                    real: localhost,
+                    front: gateway_front,
+                    ports: gateway_ports,
+                },
+                Duration::ZERO,
+            )
+            .await
+            .map_err(|e| format!("cannot start the UDP relay: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let scratch = std::env::temp_dir().join(format!("sallyport-bench-{}", std::process::id()));
+
+    let mut results = Vec::new();
+    for rtt in rtts.map_or(vec![None], |r| r.iter().map(|&r| Some(r)).collect()) {
+        let one_way = Duration::from_millis(rtt.unwrap_or(0)) / 2;
+        let (router_url, _proxy) = match rtt {
+            Some(_) => {
+                let proxy = TcpDelayProxy::start(lab.router_addr, one_way)
+                    .await
+                    .map_err(|e| format!("cannot start the TCP proxy: {e}"))?;
+                (format!("http://{}", proxy.addr()), Some(proxy))
+            }
+            None => (lab.router_url(), None),
+        };
+        if let Some(relay) = &relay {
+            relay.set_one_way_delay(one_way);
+        }
+        let mut tube = lab.profile(&router_url).tube_config();
+        if relayed {
+            tube = TubeConfig {
+                udp_port_range: Some(client_ports),
+                advertise_ip: Some(client_front),
+                ..tube
+            };
+        }
+        let launcher = Launcher::new(
+            lab.profile(&router_url),
+            &lab.client_token,
+            StickyPorts::new(scratch.join("ports.json")),
+        )
+        .map_err(|e| e.to_string())?
+        .with_tube_config(tube)
+        .with_state_dir(scratch.clone());
+        if let Some(rtt) = rtt {
+            eprintln!("RTT {rtt} ms");
+        }
+        results.push(RttResult {
+            rtt_ms: rtt,
+            profiles: launches(&launcher, runs, profiles).await,
+        });
+    }
+    drop(relay);
+    lab.stop().await;
+    let _ = std::fs::remove_dir_all(&scratch);
+
+    let mut md = String::from("## Launches\n\n");
+    if relayed {
+        md.push_str(&render_rtt(&results));
+    }
+    for result in &results {
+        if let Some(rtt) = result.rtt_ms {
+            md.push_str(&format!("\n### RTT {rtt} ms\n\n"));
+        }
+        md.push_str(&render(&result.profiles));
+    }
+    Ok((md, serde_json::to_value(&results).expect("serializable")))
+}
+
+async fn launches(launcher: &Launcher, runs: usize, profiles: &[Profile]) -> Vec<ProfileResult> {
+    let mut ready: BTreeMap<Profile, Vec<f64>> = BTreeMap::new();
+    let mut data_plane: BTreeMap<Profile, Vec<f64>> = BTreeMap::new();
+    let mut steps: BTreeMap<Profile, Vec<(String, Vec<f64>)>> = BTreeMap::new();
+    let mut failures: BTreeMap<Profile, usize> = BTreeMap::new();
+    for round in 0..runs {
+        for &profile in profiles {
+            let tunables = match Tunables::from_env(profile) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{e}");
+                    *failures.entry(profile).or_default() += 1;
+                    continue;
+                }
+            };
+            let mut request = LaunchRequest::new(ECHO, tunables);
+            request.client = ClientChoice::None;
+            match launcher.launch(request).await {
+                Ok(session) => {
+                    let checkpoints = session.checkpoints();
+                    let total = |name: &str| {
+                        checkpoints
+                            .iter()
+                            .find(|c| c.phase == name)
+                            .map(|c| c.total_ms)
+                    };
+                    if let (Some(answer), Some(connected)) = (
+                        total(names::ANSWER_RECEIVED),
+                        total(names::WEBRTC_DATA_PLANE_CONNECTED),
+                    ) {
+                        data_plane
+                            .entry(profile)
+                            .or_default()
+                            .push(connected - answer);
+                    }
+                    let phases = steps.entry(profile).or_default();
+                    for c in &checkpoints {
+                        match phases.iter_mut().find(|(name, _)| *name == c.phase) {
+                            Some((_, v)) => v.push(c.step_ms),
+                            None => phases.push((c.phase.clone(), vec![c.step_ms])),
+                        }
+                        if c.phase == names::READY {
+                            ready.entry(profile).or_default().push(c.total_ms);
+                        }
+                    }
+                    session.close().await;
+                }
+                Err(e) => {
+                    eprintln!("round {round} {profile}: launch failed: [{}] {e}", e.code());
+                    *failures.entry(profile).or_default() += 1;
+                }
+            }
+        }
+        eprint!("\rround {}/{runs}", round + 1);
+    }
+    eprintln!();
+    profiles
+        .iter()
+        .map(|&profile| ProfileResult {
+            profile,
+            runs,
+            failures: failures.get(&profile).copied().unwrap_or(0),
+            ready_ms: percentiles(
+                ready
+                    .get_mut(&profile)
+                    .map(Vec::as_mut_slice)
+                    .unwrap_or(&mut []),
+            ),
+            data_plane_ms: percentiles(
+                data_plane
+                    .get_mut(&profile)
+                    .map(Vec::as_mut_slice)
+                    .unwrap_or(&mut []),
+            ),
+            phases: steps
+                .remove(&profile)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, mut v)| (name, percentiles(&mut v)))
+                .collect(),
+        })
+        .collect()
+}
+
+fn render_rtt(results: &[RttResult]) -> String {
+    let mut md = String::from(
+        "Ready p50 per round-trip time, and how many round trips the data plane took \
+         (`answer_received` to `webrtc_data_plane_connected`, p50):\n\n| RTT ms |",
+    );
+    let profiles: Vec<Profile> = results
+        .first()
+        .map(|r| r.profiles.iter().map(|p| p.profile).collect())
+        .unwrap_or_default();
+    for p in &profiles {
+        md.push_str(&format!(" {p} ready p50 ms | {p} in RTTs |"));
+    }
+    md.push_str(" fast data plane RTTs |\n|---|");
+    for _ in &profiles {
+        md.push_str("---|---|");
+    }
+    md.push_str("---|\n");
+    for r in results {
+        let rtt = r.rtt_ms.unwrap_or(0);
+        md.push_str(&format!("| {rtt} |"));
+        let in_rtts = |ms: f64| {
+            if rtt == 0 {
+                "–".to_owned()
+            } else {
+                format!("{:.1}", ms / rtt as f64)
+            }
+        };
+        for p in &r.profiles {
+            md.push_str(&format!(
+                " {:.1} | {} |",
+                p.ready_ms.p50,
+                in_rtts(p.ready_ms.p50)
+            ));
+        }
+        let fast = r.profiles.iter().find(|p| p.profile == Profile::Fast);
+        md.push_str(&format!(
+            " {} |\n",
+            fast.map_or("–".into(), |f| in_rtts(f.data_plane_ms.p50))
+        ));
+    }
+    md
+}
+
+fn render(results: &[ProfileResult]) -> String {
+    let mut md = String::new();
+    md.push_str("| profile | runs | failures | ready p50 ms | ready p90 ms | ready p99 ms |\n|---|---|---|---|---|---|\n");
+    for r in results {
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} |\n",
+            r.profile, r.runs, r.failures, r.ready_ms.p50, r.ready_ms.p90, r.ready_ms.p99
+        ));
+    }
+    let p50 = |profile: Profile| {
+        results
+            .iter()
+            .find(|r| r.profile == profile)
+            .map(|r| r.ready_ms.p50)
+    };
+    if let (Some(fast), Some(other)) = (p50(Profile::Fast), p50(Profile::Legacy)) {
+        md.push_str(&format!(
+            "\nfast is {:.0}× faster than legacy (p50)",
+            other / fast
+        ));
+        if let Some(tuned) = p50(Profile::Tuned) {
+            md.push_str(&format!(" and {:.0}× faster than tuned", tuned / fast));
+        }
+        md.push_str(".\n");
+    }
+    md.push_str("\nStep time per checkpoint (p50 / p90 / p99 ms):\n\n| checkpoint |");
+    for r in results {
+        md.push_str(&format!(" {} |", r.profile));
+    }
+    md.push_str("\n|---|");
+    for _ in results {
+        md.push_str("---|");
+    }
+    md.push('\n');
+    let mut order: Vec<String> = Vec::new();
+    for r in results {
+        for (name, _) in &r.phases {
+            if !order.contains(name) {
+                order.push(name.clone());
+            }
+        }
+    }
+    for name in order {
+        md.push_str(&format!("| `{name}` |"));
+        for r in results {
+            match r.phases.iter().find(|(n, _)| *n == name) {
+                Some((_, p)) => {
+                    md.push_str(&format!(" {:.1} / {:.1} / {:.1} |", p.p50, p.p90, p.p99))
+                }
+                None => md.push_str(" – |"),
+            }
+        }
+        md.push('\n');
+    }
+    md
+}

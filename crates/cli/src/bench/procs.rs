@@ -1,0 +1,312 @@
+//! The bench's lab: a real `sallyport-router` and `sallyport-gateway`, each its own process
+//! (so their CPU time and memory can be read), and targets in the bench's own process.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sallyport_core::router_api::RouterApi;
+use sallyport_core::ClientProfile;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+pub const GATEWAY: &str = "bench";
+pub const ECHO: &str = "echo";
+pub const SINK: &str = "sink";
+
+/// What the gateway should look like.
+#[derive(Debug, Clone, Default)]
+pub struct LabOptions {
+    pub max_sessions: usize,
+    /// `webrtc_ports` and `webrtc_advertise` of the gateway (a relayed path).
+    pub nat: Option<((u16, u16), IpAddr)>,
+    pub max_datagram: Option<usize>,
+}
+
+pub struct ProcessLab {
+    dir: PathBuf,
+    router: Child,
+    gateway: Child,
+    pub router_addr: SocketAddr,
+    pub client_token: String,
+    /// The sink target, for plain-TCP comparisons.
+    pub sink: SocketAddr,
+    gateway_key: String,
+    _targets: tokio::task::JoinHandle<()>,
+}
+
+/// CPU time and memory of a process, from /proc.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Usage {
+    pub cpu_seconds: f64,
+    pub rss_kib: u64,
+    pub peak_rss_kib: u64,
+}
+
+fn secret() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn binary(name: &str) -> Result<PathBuf, String> {
+    let here = std::env::current_exe().map_err(|e| e.to_string())?;
+    let path = here
+        .parent()
+        .map(|d| d.join(name))
+        .ok_or("cannot locate the bench's directory")?;
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} not found; build the servers beside the bench: cargo build --release -p sallyport-router -p sallyport-gateway",
+            path.display()
+        ))
+    }
+}
+
+impl ProcessLab {
+    pub async fn start(options: &LabOptions) -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!("sallyport-bench-lab-{}", secret()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let (echo, sink, targets) = start_targets().await?;
+
+        let router_port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+            probe.local_addr().map_err(|e| e.to_string())?.port()
+        };
+        let router_addr: SocketAddr = ([127, 0, 0, 1], router_port).into();
+        let gateway_token = secret();
+        let client_token = secret();
+        let key =
+            sallyport_gateway::generate_key(&dir.join("gateway.key")).map_err(|e| e.to_string())?;
+        let gateway_key = key.public().to_base64();
+        write(
+            &dir.join("router.toml"),
+            &format!(
+                r#"listen = "{router_addr}"
+[[gateways]]
+id = "{GATEWAY}"
+token = "{gateway_token}"
+[[clients]]
+name = "bench"
+token = "{client_token}"
+resources = ["*"]
+"#
+            ),
+        )?;
+        let mut gateway_toml = format!(
+            r#"router_url = "http://{router_addr}"
+gateway_id = "{GATEWAY}"
+token = "{gateway_token}"
+key_file = "gateway.key"
+max_sessions = {}
+webrtc_udp = ["127.0.0.1:0"]
+"#,
+            options.max_sessions.max(1)
+        );
+        if let Some(((low, high), advertise)) = options.nat {
+            gateway_toml.push_str(&format!(
+                "webrtc_ports = \"{low}-{high}\"\nwebrtc_advertise = \"{advertise}\"\n"
+            ));
+        }
+        if let Some(n) = options.max_datagram {
+            gateway_toml.push_str(&format!("webrtc_max_datagram = {n}\n"));
+        }
+        gateway_toml.push_str(&format!(
+            "[[resources]]\nname = \"{ECHO}\"\nprotocol = \"tcp\"\ntarget = \"{echo}\"\n\
+             [[resources]]\nname = \"{SINK}\"\nprotocol = \"tcp\"\ntarget = \"{sink}\"\n"
+        ));
+        write(&dir.join("gateway.toml"), &gateway_toml)?;
+
+        let spawn = |program: PathBuf, args: Vec<String>, log: &str| -> Result<Child, String> {
+            let log = std::fs::File::create(dir.join(log)).map_err(|e| e.to_string())?;
+            Command::new(&program)
+                .args(args)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("cannot start {}: {e}", program.display()))
+        };
+        let router = spawn(
+            binary("sallyport-router")?,
+            vec![
+                "--config".into(),
+                dir.join("router.toml").display().to_string(),
+            ],
+            "router.log",
+        )?;
+        let gateway = spawn(
+            binary("sallyport-gateway")?,
+            vec![
+                "run".into(),
+                "--config".into(),
+                dir.join("gateway.toml").display().to_string(),
+            ],
+            "gateway.log",
+        )?;
+        let lab = Self {
+            dir,
+            router,
+            gateway,
+            router_addr,
+            client_token,
+            sink,
+            gateway_key,
+            _targets: targets,
+        };
+        lab.wait_ready().await?;
+        Ok(lab)
+    }
+
+    /// Until the router lists the gateway's resources (it is connected and announced them).
+    async fn wait_ready(&self) -> Result<(), String> {
+        let api = RouterApi::new(&format!("http://{}", self.router_addr), &self.client_token)
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(list) = api.resources().await {
+                if list.iter().any(|r| r.name == SINK) {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!(
+            "the bench's router and gateway did not come up; see the logs in {}",
+            self.dir.display()
+        ))
+    }
+
+    /// A client profile for this lab, reaching the router at `router_url`.
+    pub fn profile(&self, router_url: &str) -> ClientProfile {
+        ClientProfile {
+            router_url: router_url.to_owned(),
+            token: Some(self.client_token.clone()),
+            gateways: [(GATEWAY.to_owned(), self.gateway_key.clone())].into(),
+            webrtc_udp: Some(vec!["127.0.0.1:0".into()]),
+            ice_servers: Vec::new(),
+            lab: true,
+        }
+    }
+
+    pub fn router_url(&self) -> String {
+        format!("http://{}", self.router_addr)
+    }
+
+    pub fn router_usage(&self) -> Usage {
+        self.router.id().map(usage).unwrap_or_default()
+    }
+
+    pub fn gateway_usage(&self) -> Usage {
+        self.gateway.id().map(usage).unwrap_or_default()
+    }
+
+    /// Stop both servers the way an operator would (SIGINT: they close their tubes and
+    /// sockets), and remove the scratch directory.
+    pub async fn stop(mut self) {
+        for child in [&mut self.gateway, &mut self.router] {
+            if let Some(pid) = child.id() {
+                // SAFETY: signalling a child process we started and still own.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGINT);
+                }
+            }
+            if tokio::time::timeout(Duration::from_secs(5), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// CPU seconds (user + system) and resident memory of process `pid`.
+pub fn usage(pid: u32) -> Usage {
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let cpu_seconds = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks)
+        })
+        .unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Usage {
+        cpu_seconds,
+        rss_kib: field("VmRSS:"),
+        peak_rss_kib: field("VmHWM:"),
+    }
+}
+
+/// The bench's own process.
+pub fn own_usage() -> Usage {
+    usage(std::process::id())
+}
+
+/// An echo target and a sink that hashes everything it receives and answers with the 32-byte
+/// SHA-256 once the sender half-closes.
+async fn start_targets() -> Result<(SocketAddr, SocketAddr, tokio::task::JoinHandle<()>), String> {
+    let echo = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let sink = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addrs = (
+        echo.local_addr().map_err(|e| e.to_string())?,
+        sink.local_addr().map_err(|e| e.to_string())?,
+    );
+    let task = tokio::spawn(async move {
+        let echo_loop = async {
+            while let Ok((mut stream, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = stream.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                    let _ = w.shutdown().await;
+                });
+            }
+        };
+        let sink_loop = async {
+            while let Ok((mut stream, _)) = sink.accept().await {
+                tokio::spawn(async move {
+                    let _ = stream.set_nodelay(true);
+                    let mut hasher = Sha256::new();
+                    let mut buf = vec![0u8; 256 * 1024];
+                    loop {
+                        match stream.read(&mut buf).await {
+                            Ok(0) => break,
+                            Ok(n) => hasher.update(&buf[..n]),
+                            Err(_) => return,
+                        }
+                    }
+                    let _ = stream.write_all(&hasher.finalize()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        };
+        tokio::join!(echo_loop, sink_loop);
+    });
+    Ok((addrs.0, addrs.1, task))
+}

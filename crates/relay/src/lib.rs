@@ -1,0 +1,292 @@
+//! Wide-area paths on one machine, for the bench and the tests. The kernel here has no netem,
+//! so latency and outages are made in user space:
+//!
+//! * [`UdpRelay`]: the data path. It stands for a 1:1 NAT on each side: a tube announces only
+//!   its "front" address (`advertise_ip`, with ports from `udp_port_range`), the relay owns
+//!   those front addresses, and forwards each datagram after a one-way delay, from the other
+//!   side's front address, so both peers see exactly the candidates they were told about.
+//!   It can also drop everything for a while (a blackholed path).
+//! * [`TcpDelayProxy`]: the signalling path. Every byte is held for the one-way delay, and
+//!   bytes a client sends in its first round trip are held one round trip longer, since the
+//!   kernel completes the TCP handshake at the proxy at once.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// One side of the relayed path: where its tube's sockets really are, the front address the
+/// relay owns for it, and the ports its sockets use.
+#[derive(Debug, Clone, Copy)]
+pub struct Side {
+    pub real: IpAddr,
+    pub front: IpAddr,
+    pub ports: (u16, u16),
+}
+
+#[derive(Default)]
+struct Control {
+    one_way_nanos: AtomicU64,
+    blackhole: AtomicBool,
+    forwarded: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// A delaying, blackholing UDP relay between two [`Side`]s. Stops when dropped.
+pub struct UdpRelay {
+    control: Arc<Control>,
+    _tasks: JoinSet<()>,
+}
+
+struct Datagram {
+    due: Instant,
+    from: Arc<UdpSocket>,
+    to: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+impl UdpRelay {
+    pub async fn start(a: Side, b: Side, one_way: Duration) -> std::io::Result<Self> {
+        let control = Arc::new(Control::default());
+        control
+            .one_way_nanos
+            .store(one_way.as_nanos() as u64, Ordering::Relaxed);
+        let bind_all = |side: Side| async move {
+            let mut sockets = Vec::new();
+            for port in side.ports.0..=side.ports.1 {
+                sockets.push(Arc::new(UdpSocket::bind((side.front, port)).await?));
+            }
+            Ok::<_, std::io::Error>(sockets)
+        };
+        let a_fronts = bind_all(a).await?;
+        let b_fronts = bind_all(b).await?;
+        let mut tasks = JoinSet::new();
+        // A datagram arriving at B's front came from A; it leaves from A's front towards B.
+        for (arrive_side, arrive_fronts, leave_side, leave_fronts) in
+            [(b, &b_fronts, a, &a_fronts), (a, &a_fronts, b, &b_fronts)]
+        {
+            let (tx, rx) = mpsc::unbounded_channel::<Datagram>();
+            tasks.spawn(send_in_order(rx));
+            for (i, socket) in arrive_fronts.iter().enumerate() {
+                let arrive_port = arrive_side.ports.0 + i as u16;
+                let socket = socket.clone();
+                let leave_fronts = leave_fronts.clone();
+                let control = control.clone();
+                let tx = tx.clone();
+                tasks.spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok((n, source)) = socket.recv_from(&mut buf).await {
+                        let expected = source.ip() == leave_side.real
+                            && (leave_side.ports.0..=leave_side.ports.1).contains(&source.port());
+                        if !expected || control.blackhole.load(Ordering::Relaxed) {
+                            control.dropped.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        let delay =
+                            Duration::from_nanos(control.one_way_nanos.load(Ordering::Relaxed));
+                        let from =
+                            leave_fronts[(source.port() - leave_side.ports.0) as usize].clone();
+                        control.forwarded.fetch_add(1, Ordering::Relaxed);
+                        let _ = tx.send(Datagram {
+                            due: Instant::now() + delay,
+                            from,
+                            to: SocketAddr::new(arrive_side.real, arrive_port),
+                            bytes: buf[..n].to_vec(),
+                        });
+                    }
+                });
+            }
+        }
+        Ok(Self {
+            control,
+            _tasks: tasks,
+        })
+    }
+
+    /// Drop every datagram while `on` (a path that goes silent), or carry them again.
+    pub fn set_blackhole(&self, on: bool) {
+        self.control.blackhole.store(on, Ordering::Relaxed);
+    }
+
+    pub fn set_one_way_delay(&self, one_way: Duration) {
+        self.control
+            .one_way_nanos
+            .store(one_way.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Datagrams forwarded and dropped so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.control.forwarded.load(Ordering::Relaxed),
+            self.control.dropped.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The delay is the same for every datagram of a direction, so arrival order is due order.
+async fn send_in_order(mut rx: mpsc::UnboundedReceiver<Datagram>) {
+    while let Some(d) = rx.recv().await {
+        tokio::time::sleep_until(d.due).await;
+        let _ = d.from.send_to(&d.bytes, d.to).await;
+    }
+}
+
+/// A TCP proxy in front of `upstream` that delays every byte by a one-way delay. Stops when
+/// dropped.
+pub struct TcpDelayProxy {
+    addr: SocketAddr,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpDelayProxy {
+    pub async fn start(upstream: SocketAddr, one_way: Duration) -> std::io::Result<Self> {
+        let listener = TcpListener::bind((upstream.ip(), 0)).await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    // The handshake the client made with us took no time; the one it would
+                    // have made across the path takes a round trip before data can flow.
+                    let handshake_done = Instant::now() + one_way * 2;
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::join!(
+                        pump(cr, sw, one_way, Some(handshake_done)),
+                        pump(sr, cw, one_way, None)
+                    );
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        Ok(Self { addr, _task: task })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    one_way: Duration,
+    not_before: Option<Instant>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let mut due = Instant::now() + one_way;
+                    if let Some(floor) = not_before {
+                        due = due.max(floor + one_way);
+                    }
+                    if tx.send((due, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((due, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn udp_is_relayed_from_the_front_addresses_and_delayed() {
+        let a = Side {
+            real: "127.0.0.1".parse().unwrap(),
+            front: "127.0.0.21".parse().unwrap(),
+            ports: (47100, 47101),
+        };
+        let b = Side {
+            real: "127.0.0.1".parse().unwrap(),
+            front: "127.0.0.22".parse().unwrap(),
+            ports: (47200, 47201),
+        };
+        let relay = UdpRelay::start(a, b, Duration::from_millis(20))
+            .await
+            .unwrap();
+        let sa = UdpSocket::bind("127.0.0.1:47100").await.unwrap();
+        let sb = UdpSocket::bind("127.0.0.1:47201").await.unwrap();
+        let started = std::time::Instant::now();
+        sa.send_to(b"hello", "127.0.0.22:47201").await.unwrap();
+        let mut buf = [0u8; 16];
+        let (n, from) = sb.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(
+            from,
+            "127.0.0.21:47100".parse().unwrap(),
+            "seen from A's front"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        sb.send_to(b"back", from).await.unwrap();
+        let (n, from) = sa.recv_from(&mut buf).await.unwrap();
+        assert_eq!(
+            (&buf[..n], from),
+            (&b"back"[..], "127.0.0.22:47201".parse().unwrap())
+        );
+
+        relay.set_blackhole(true);
+        sa.send_to(b"lost", "127.0.0.22:47201").await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), sb.recv_from(&mut buf))
+                .await
+                .is_err()
+        );
+        assert_eq!(relay.counts(), (2, 1));
+    }
+
+    #[tokio::test]
+    async fn tcp_bytes_arrive_after_the_delay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).await.unwrap();
+            s.write_all(&buf).await.unwrap();
+        });
+        let proxy = TcpDelayProxy::start(upstream, Duration::from_millis(10))
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
+        s.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        // Handshake round trip, then there and back.
+        assert!(
+            started.elapsed() >= Duration::from_millis(40),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! Across a relayed, delayed path: each side announces only its 1:1 NAT front address, the
+//! relay owns those, so every datagram takes the long way.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use sallyport_relay::{Side, UdpRelay};
+use sallyport_tube::{Milestone, TubeConfig};
+use tokio::net::TcpStream;
+
+fn side(front: &str, ports: (u16, u16)) -> (Side, TubeConfig) {
+    let side = Side {
+        real: "127.0.0.1".parse().unwrap(),
+        front: front.parse().unwrap(),
+        ports,
+    };
+    let config = TubeConfig {
+        udp_port_range: Some(ports),
+        advertise_ip: Some(side.front),
+        ..TubeConfig::default()
+    };
+    (side, config)
+}
+
+#[tokio::test]
+async fn a_tube_comes_up_through_a_delayed_relay_and_carries_bytes() {
+    let (client_side, client_config) = side("127.0.0.31", (47300, 47309));
+    let (gateway_side, gateway_config) = side("127.0.0.32", (47400, 47409));
+    let one_way = Duration::from_millis(10);
+    let relay = UdpRelay::start(client_side, gateway_side, one_way)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut pair = pair_between(&client_config, &gateway_config).await;
+    pair.client
+        .reached(Milestone::ChannelOpen, TIMEOUT)
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    eprintln!("channel open after {took:?}");
+    assert!(
+        took >= one_way * 4,
+        "the data plane took the relayed path ({took:?})"
+    );
+    let path = pair.client.status().borrow().path.clone().unwrap();
+    assert!(path.contains("127.0.0.32"), "{path}");
+
+    let target = echo_target().await;
+    pair.serve(target);
+    let port = pair.local_port().await;
+    let (sent, echoed) = echo_round_trip(TcpStream::connect(port).await.unwrap(), 1 << 20, 9).await;
+    assert_eq!(sent, echoed);
+    let (forwarded, dropped) = relay.counts();
+    assert!(
+        forwarded > 100 && dropped == 0,
+        "{forwarded} forwarded, {dropped} dropped"
+    );
+}

@@ -500,6 +500,9 @@ impl Driver {
             }
         }
         self.check_closing();
+        self.traffic
+            .connections
+            .store(self.locals.len() as u64, Ordering::Relaxed);
     }
 
     /// Hand queued frames to the data channel while SCTP has room.

@@ -254,6 +254,8 @@ pub struct Traffic {
     pub datagrams_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub bytes_received: AtomicU64,
+    /// TCP connections the tube carries right now.
+    pub connections: AtomicU64,
 }
 
 /// One end of a tube. Dropping it closes the tube.

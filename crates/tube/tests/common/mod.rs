@@ -202,3 +202,119 @@ pub async fn echo_round_trip(stream: TcpStream, len: usize, seed: u64) -> ([u8; 
     }
     (writer.await.unwrap(), hasher.finalize().into())
 }
+
+/// Serve the gateway side with a target per connection, in the order they open: the first
+/// goes to `targets[0]`, the second to `targets[1]`, and every later one to the last target.
+impl Pair {
+    pub fn serve_each(&mut self, targets: Vec<SocketAddr>) {
+        let mut events = self.gateway_events.take().expect("served once");
+        tokio::spawn(async move {
+            let mut i = 0usize;
+            while let Some(event) = events.recv().await {
+                if let TubeEvent::Incoming(connection) = event {
+                    let target = targets[i.min(targets.len() - 1)];
+                    i += 1;
+                    tokio::spawn(async move {
+                        match TcpStream::connect(target).await {
+                            Ok(stream) => {
+                                connection.accept();
+                                connection
+                                    .bridge(stream, Arc::new(ByteCounters::default()))
+                                    .await;
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                                connection.refuse(CloseReason::TargetRefused)
+                            }
+                            Err(_) => connection.refuse(CloseReason::TargetUnreachable),
+                        }
+                    });
+                }
+            }
+        });
+    }
+
+    /// Wait until neither end carries a connection any more.
+    pub async fn settle(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            let (c, g) = (
+                self.client.traffic().connections.load(Relaxed),
+                self.gateway.traffic().connections.load(Relaxed),
+            );
+            if c == 0 && g == 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "connections left open: client {c}, gateway {g}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A target that streams pseudo-random bytes until the peer goes away.
+pub async fn source_target() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let chunk = vec![0x5au8; 64 * 1024];
+                while stream.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    addr
+}
+
+/// A target that reads `before` bytes, then resets the connection.
+pub async fn resetting_target(before: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut got = 0;
+                while got < before {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n,
+                    }
+                }
+                reset(stream);
+            });
+        }
+    });
+    addr
+}
+
+/// Close `stream` with a reset (RST) instead of an orderly close.
+pub fn reset(stream: TcpStream) {
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+}
+
+/// An address where nothing listens.
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr
+}
+
+/// One short exchange through the local port: send `text`, read it back, close.
+pub async fn ping(port: SocketAddr, text: &[u8]) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(port).await?;
+    stream.write_all(text).await?;
+    let mut back = vec![0u8; text.len()];
+    tokio::time::timeout(TIMEOUT, stream.read_exact(&mut back))
+        .await
+        .map_err(|_| std::io::Error::other("no echo in time"))??;
+    assert_eq!(back, text);
+    Ok(())
+}

@@ -6,17 +6,21 @@
 //!  4. wait for the router's registration        `websocket_registered` | `websocket_ready_backend_delay_done`
 //!  5. optional pre-offer sleep                  `pre_offer_sleep_done`
 //!  6. send the offer, with retry                `gateway_offer_http_attempt_N`, `..._catchup_delay_start/_done`, `gateway_offer_http_done`
-//!  7. the answer arrives                        `answer_received`
-//!  8. ICE, DTLS and SCTP complete               `webrtc_data_plane_connected`
+//!  7. the answer arrives and is applied         `answer_received`
+//!  8. the data plane, layer by layer            `ice_connected`, `dtls_connected`, `sctp_connected`, `channel_open`, `webrtc_data_plane_connected`
 //!  9. local listener, target, native client     `local_listener_ready`, `target_connected`, `client_spawned`
 //!     summary                                   `ready`
+//!
+//! [`Launcher::run`] reads as this list: one function per phase, each doing its own work and
+//! then emitting its own checkpoint, so a slow phase is charged to its own name.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sallyport_protocol::{
-    AnswerBody, CandidatesBody, ClientMessage, ConversationKeys, Direction, MessageKind,
-    ResourceInfo, StartBody, StreamKind, PROTOCOL_VERSION,
+    AnswerBody, CandidatesBody, ClientMessage, ConversationKeys, Direction, GatewayPublicKey,
+    IceCandidate, MessageKind, ResourceInfo, SealedPayload, SessionDescription, StartBody,
+    StreamKind, PROTOCOL_VERSION,
 };
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -29,13 +33,15 @@ use crate::native_client::{self, ClientChoice};
 use crate::profile::{ClientProfile, StickyPorts};
 use crate::router_api::{RouterApi, SendFailure, SignalEvent};
 use crate::session::{Session, SessionParts};
-use crate::tube::{ClientTube, Milestone, TubeConfig};
+use crate::tube::{ClientTube, Connection, Milestone, TubeConfig};
 use crate::tunables::Tunables;
 
 /// How long the router may take to answer one offer attempt.
 const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the gateway may take to reach the target (its own connect timeout is 5 s).
 const TARGET_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long an offer that goes out without trickle waits for every local candidate.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a resource listing stays fresh in the cache.
 pub const CACHE_TTL: Duration = Duration::from_secs(300);
 
@@ -140,297 +146,198 @@ impl Launcher {
         result
     }
 
+    /// The launch as a story: one call per phase, each emitting its own checkpoint after its
+    /// own work. Once the tube exists, a failure closes it and tells the gateway.
     async fn run(&self, request: &LaunchRequest, recorder: &Recorder) -> Result<Session> {
-        let tunables = &request.tunables;
-
-        // 1. Resolve the resource and its gateway.
-        let resource = self.resolve(&request.resource, recorder).await?;
-        let gateway_key = self.profile.gateway_key(&resource.gateway)?;
-        // A missing native client is an error before any tunnel is opened.
-        let client = native_client::prepare(&request.client, &resource.protocol, &resource.name)?;
-        // So is a taken local port: bind now, report it ready in its place in the pipeline.
-        let listener = self.bind_local(&resource.name, request.port).await?;
-
-        let conversation_id = uuid::Uuid::new_v4().simple().to_string();
-        let keys = ConversationKeys::for_client(&gateway_key, &conversation_id);
-
-        // 2. The router WebSocket, started before the tube so its handshake and registration
-        //    run while the peer connection is being built.
-        let mut signal = None;
-        if tunables.listener_early {
-            signal = Some(self.api.listen(&conversation_id));
-            recorder.mark(names::WEBSOCKET_LISTENER_STARTED_EARLY);
+        let plan = self.resolve(request, recorder).await?;
+        let conversation = Conversation::new(self.api.clone(), &plan);
+        let early = self.listen_early(request, &conversation, recorder);
+        let (tube, offer) = self.create_tube(request, recorder).await?;
+        let signal = self.listen_late(early, &conversation, recorder);
+        let launched = self
+            .connect(request, plan, &conversation, &tube, offer, signal, recorder)
+            .await;
+        if launched.is_err() {
+            conversation.abandon(&tube).await;
         }
-
-        // 3. Create the tube.
-        let (tube, offer) = ClientTube::create(&self.tube_config).await?;
-        let tube = Arc::new(tube);
-        recorder.mark(names::CREATE_TUBE_OK);
-        if signal.is_none() {
-            signal = Some(self.api.listen(&conversation_id));
-            recorder.mark(names::WEBSOCKET_LISTENER_STARTED);
-        }
-        let mut signal = signal.expect("listener started above");
-        // From here on, a failure must not leave the tube (or the gateway's side) behind.
-        let cleanup = (
-            tube.clone(),
-            conversation_id.clone(),
-            keys.clone(),
-            resource.clone(),
-        );
-        let outcome = async move {
-            // 4. Registration: the router's ack, or the fixed window.
-            let mut early_events = Vec::new();
-            let registration = if tunables.use_ack {
-                wait_registered(
-                    &mut signal,
-                    tunables.websocket_backend_delay,
-                    &mut early_events,
-                )
-                .await
-            } else {
-                Registration::NotAsked
-            };
-            match &registration {
-                Registration::Acknowledged => {
-                    recorder.mark(names::WEBSOCKET_REGISTERED);
-                }
-                Registration::TimedOut => {
-                    // No ack within the window: the window itself was the fallback sleep.
-                    recorder.mark_with(
-                        names::WEBSOCKET_READY_BACKEND_DELAY_DONE,
-                        None,
-                        Some("no ack from the router".into()),
-                    );
-                }
-                Registration::Lost => {
-                    // No socket to wait for: the answer will come inline instead.
-                    recorder.mark_with(
-                        names::WEBSOCKET_READY_BACKEND_DELAY_DONE,
-                        None,
-                        Some("router websocket lost; asking for an inline answer".into()),
-                    );
-                }
-                Registration::NotAsked => {
-                    tokio::time::sleep(tunables.websocket_backend_delay).await;
-                    recorder.mark(names::WEBSOCKET_READY_BACKEND_DELAY_DONE);
-                }
-                Registration::Refused { code, message } => {
-                    return Err(CoreError::Router {
-                        status: 0,
-                        code: code.clone(),
-                        message: format!("the router refused the subscription: {message}"),
-                    });
-                }
-            }
-            // Without a WebSocket the answer cannot be streamed: ask for it inline instead.
-            let trickle = request.trickle && registration != Registration::Lost;
-
-            // 5. Optional pre-offer sleep.
-            if !tunables.pre_offer.is_zero() {
-                tokio::time::sleep(tunables.pre_offer).await;
-            }
-            recorder.mark(names::PRE_OFFER_SLEEP_DONE);
-
-            // 6. The offer, with retry. Non-trickle offers carry every candidate.
-            let offer = if trickle {
-                offer
-            } else {
-                tube.complete_offer(Duration::from_secs(5)).await?
-            };
-            let start = ClientMessage {
-                v: PROTOCOL_VERSION,
-                conversation_id: conversation_id.clone(),
-                resource: resource.name.clone(),
-                kind: MessageKind::Start,
-                stream_response: trickle,
-                timeout_ms: Some(OFFER_TIMEOUT.as_millis() as u64),
-                payload: keys.seal_json(
-                    Direction::ClientToGateway,
-                    MessageKind::Start.as_str(),
-                    &StartBody {
-                        offer,
-                        resource: resource.name.clone(),
-                    },
-                ),
-            };
-            let reply = self
-                .send_offer(&resource, &start, tunables, recorder)
-                .await?;
-            recorder.mark(names::GATEWAY_OFFER_HTTP_DONE);
-
-            // 7. The answer: inline, or streamed on the WebSocket.
-            let answer = match reply.payload {
-                Some(payload) if !trickle => {
-                    keys.open_json::<AnswerBody>(
-                        Direction::GatewayToClient,
-                        StreamKind::Answer.as_str(),
-                        &payload,
-                    )
-                    .map_err(|e| CoreError::Seal(e.to_string()))?
-                    .answer
-                }
-                _ if !trickle => {
-                    return Err(CoreError::Router {
-                        status: 200,
-                        code: "empty_reply".into(),
-                        message: "the gateway's reply carried no answer".into(),
-                    })
-                }
-                _ => wait_answer(&mut signal, &keys, &mut early_events, OFFER_TIMEOUT).await?,
-            };
-            recorder.mark(names::ANSWER_RECEIVED);
-            tube.apply_answer(&answer).await?;
-
-            // Trickle: our candidates go out over HTTP, the gateway's come in on the WebSocket.
-            // These tasks belong to the session (dropping the set on failure aborts them).
-            let mut background = tokio::task::JoinSet::new();
-            if trickle {
-                spawn_trickle(
-                    &mut background,
-                    Trickle {
-                        api: self.api.clone(),
-                        tube: tube.clone(),
-                        keys: keys.clone(),
-                        resource: resource.clone(),
-                        conversation_id: conversation_id.clone(),
-                    },
-                    signal,
-                    early_events,
-                );
-            }
-
-            // 8. ICE, DTLS and SCTP, layer by layer: event-driven, or polled as legacy did.
-            for (milestone, name) in [
-                (Milestone::IceConnected, names::ICE_CONNECTED),
-                (Milestone::DtlsConnected, names::DTLS_CONNECTED),
-                (Milestone::SctpConnected, names::SCTP_CONNECTED),
-                (Milestone::ChannelOpen, names::CHANNEL_OPEN),
-            ] {
-                let at = if tunables.poll_state {
-                    tube.poll_reached(
-                        milestone,
-                        tunables.webrtc_connect_timeout,
-                        tunables.webrtc_poll,
-                    )
-                    .await?
-                } else {
-                    tube.reached(milestone, tunables.webrtc_connect_timeout)
-                        .await?
-                };
-                recorder.mark_at(name, at);
-            }
-            recorder.mark(names::WEBRTC_DATA_PLANE_CONNECTED);
-
-            // 9. The local listener, the first connection to the target, the native client.
-            let port = listener.local_addr()?.port();
-            recorder.mark_with(
-                names::LOCAL_LISTENER_READY,
-                None,
-                Some(format!("127.0.0.1:{port}")),
-            );
-            if !tunables.open_connection_delay.is_zero() {
-                tokio::time::sleep(tunables.open_connection_delay).await;
-            }
-            let first = tube.open_connection(TARGET_TIMEOUT).await?;
-            recorder.mark(names::TARGET_CONNECTED);
-
-            let kubeconfig = if resource.protocol == "kubernetes" {
-                Some(native_client::write_kubeconfig(
-                    &self.state_dir,
-                    &resource.name,
-                    port,
-                )?)
-            } else {
-                None
-            };
-            let command = client
-                .map(|(template, program)| {
-                    native_client::expand(
-                        &template,
-                        &program,
-                        port,
-                        &resource.name,
-                        kubeconfig.as_deref(),
-                    )
-                })
-                .transpose()?;
-
-            let session = Session::start(SessionParts {
-                launch_id: recorder.launch_id().to_owned(),
-                resource: resource.clone(),
-                conversation_id,
-                keys,
-                api: self.api.clone(),
-                tube,
-                listener,
-                first_connection: first,
-                first_connection_at: std::time::Instant::now(),
-                command,
-                background,
-            })?;
-            if let Some(command) = session.client_command() {
-                recorder.mark_with(names::CLIENT_SPAWNED, None, Some(command.to_owned()));
-            }
-            recorder.mark(names::READY);
-            session.set_checkpoints(recorder.checkpoints());
-            Ok(session)
-        }
-        .await;
-        if outcome.is_err() {
-            let (tube, conversation_id, keys, resource) = cleanup;
-            self.abandon(&tube, &resource, &conversation_id, &keys)
-                .await;
-        }
-        outcome
+        let session = launched?;
+        recorder.mark(names::READY);
+        session.set_checkpoints(recorder.checkpoints());
+        Ok(session)
     }
 
-    /// Undo a launch that failed after its tube existed: close the tube and tell the gateway.
-    async fn abandon(
+    /// Everything from registration to a running session.
+    #[allow(clippy::too_many_arguments)]
+    async fn connect(
+        &self,
+        request: &LaunchRequest,
+        plan: Plan,
+        conversation: &Conversation,
+        tube: &Arc<ClientTube>,
+        offer: SessionDescription,
+        mut signal: Signal,
+        recorder: &Recorder,
+    ) -> Result<Session> {
+        let tunables = &request.tunables;
+        let trickle = self.register(request, &mut signal, recorder).await?;
+        let offer = self
+            .pre_offer(tube, offer, trickle, tunables, recorder)
+            .await?;
+        let reply = self
+            .send_offer(conversation, offer, trickle, tunables, recorder)
+            .await?;
+        self.receive_answer(conversation, tube, reply, trickle, &mut signal, recorder)
+            .await?;
+        let background = if trickle {
+            spawn_trickle(conversation, tube.clone(), signal)
+        } else {
+            tokio::task::JoinSet::new()
+        };
+        self.connect_data_plane(tube, tunables, recorder).await?;
+        let port = self.local_listener_ready(&plan.listener, recorder)?;
+        let first = self.connect_target(tube, tunables, recorder).await?;
+        self.start_session(plan, conversation, tube, port, first, background, recorder)
+    }
+
+    /// Phase 1: the resource and its gateway (from the cache or the router), the gateway's
+    /// pinned key, the native client, and the local port (bound now, so that a taken port
+    /// fails before any tunnel exists).
+    async fn resolve(&self, request: &LaunchRequest, recorder: &Recorder) -> Result<Plan> {
+        let (resource, checkpoint) = self.find_resource(&request.resource).await?;
+        let gateway_key = self.profile.gateway_key(&resource.gateway)?;
+        let client = native_client::prepare(&request.client, &resource.protocol, &resource.name)?;
+        let listener = self.bind_local(&resource.name, request.port).await?;
+        recorder.mark_with(checkpoint, None, Some(resource.gateway.clone()));
+        Ok(Plan {
+            resource,
+            gateway_key,
+            client,
+            listener,
+        })
+    }
+
+    /// Phase 2: the router WebSocket, started before the tube so that its handshake and
+    /// registration run while the peer connection is built. The legacy profile starts it
+    /// after the tube instead ([`listen_late`](Self::listen_late)).
+    fn listen_early(
+        &self,
+        request: &LaunchRequest,
+        conversation: &Conversation,
+        recorder: &Recorder,
+    ) -> Option<Signal> {
+        if !request.tunables.listener_early {
+            return None;
+        }
+        let signal = Signal::new(self.api.listen(&conversation.id));
+        recorder.mark(names::WEBSOCKET_LISTENER_STARTED_EARLY);
+        Some(signal)
+    }
+
+    fn listen_late(
+        &self,
+        early: Option<Signal>,
+        conversation: &Conversation,
+        recorder: &Recorder,
+    ) -> Signal {
+        early.unwrap_or_else(|| {
+            let signal = Signal::new(self.api.listen(&conversation.id));
+            recorder.mark(names::WEBSOCKET_LISTENER_STARTED);
+            signal
+        })
+    }
+
+    /// Phase 3: the peer connection and its offer. An offer that goes out without trickle
+    /// carries every candidate, so gathering finishes here.
+    async fn create_tube(
+        &self,
+        request: &LaunchRequest,
+        recorder: &Recorder,
+    ) -> Result<(Arc<ClientTube>, SessionDescription)> {
+        let (tube, mut offer) = ClientTube::create(&self.tube_config).await?;
+        if !request.trickle {
+            offer = tube.complete_offer(GATHER_TIMEOUT).await?;
+        }
+        recorder.mark(names::CREATE_TUBE_OK);
+        Ok((Arc::new(tube), offer))
+    }
+
+    /// Phase 4: until the router has registered the conversation (its ack, or the fixed
+    /// window). Returns whether the answer can be streamed: without a WebSocket it cannot.
+    async fn register(
+        &self,
+        request: &LaunchRequest,
+        signal: &mut Signal,
+        recorder: &Recorder,
+    ) -> Result<bool> {
+        let tunables = &request.tunables;
+        if !tunables.use_ack {
+            tokio::time::sleep(tunables.websocket_backend_delay).await;
+            recorder.mark(names::WEBSOCKET_READY_BACKEND_DELAY_DONE);
+            return Ok(request.trickle);
+        }
+        match signal.registered(tunables.websocket_backend_delay).await {
+            Registration::Acknowledged => {
+                recorder.mark(names::WEBSOCKET_REGISTERED);
+                Ok(request.trickle)
+            }
+            Registration::TimedOut => {
+                // No ack within the window: the window itself was the fallback sleep.
+                recorder.mark_with(
+                    names::WEBSOCKET_READY_BACKEND_DELAY_DONE,
+                    None,
+                    Some("no ack from the router".into()),
+                );
+                Ok(request.trickle)
+            }
+            Registration::Lost => {
+                recorder.mark_with(
+                    names::WEBSOCKET_READY_BACKEND_DELAY_DONE,
+                    None,
+                    Some("router websocket lost; asking for an inline answer".into()),
+                );
+                Ok(false)
+            }
+            Registration::Refused { code, message } => Err(CoreError::Router {
+                status: 0,
+                code,
+                message: format!("the router refused the subscription: {message}"),
+            }),
+        }
+    }
+
+    /// Phase 5: the optional pre-offer sleep. An offer that can no longer trickle (the
+    /// socket was lost) is completed here too.
+    async fn pre_offer(
         &self,
         tube: &ClientTube,
-        resource: &ResourceInfo,
-        conversation_id: &str,
-        keys: &ConversationKeys,
-    ) {
-        // Both at once; telling the gateway is best effort (it may be why the launch failed).
-        tokio::join!(
-            tube.close(),
-            self.api
-                .close_conversation(&resource.gateway, &resource.name, conversation_id, keys),
-        );
-    }
-
-    async fn resolve(&self, name: &str, recorder: &Recorder) -> Result<ResourceInfo> {
-        if let Some(info) = self.cache.get_fresh(name) {
-            recorder.mark_with(names::LAUNCH_CACHE_HIT, None, Some(info.gateway.clone()));
-            // Refresh in the background so the next launch sees changes.
-            let api = self.api.clone();
-            let cache = self.cache.clone();
-            tokio::spawn(async move {
-                if let Ok(list) = api.resources().await {
-                    cache.store_all(&list);
-                }
-            });
-            return Ok(info);
+        offer: SessionDescription,
+        trickle: bool,
+        tunables: &Tunables,
+        recorder: &Recorder,
+    ) -> Result<SessionDescription> {
+        if !tunables.pre_offer.is_zero() {
+            tokio::time::sleep(tunables.pre_offer).await;
         }
-        let list = self.api.resources().await?;
-        self.cache.store_all(&list);
-        let info = list
-            .into_iter()
-            .find(|r| r.name == name)
-            .ok_or_else(|| CoreError::UnknownResource(name.to_owned()))?;
-        recorder.mark_with(names::RESOURCE_RESOLVED, None, Some(info.gateway.clone()));
-        Ok(info)
+        let offer = if trickle || offer.sdp.contains("a=end-of-candidates") {
+            offer
+        } else {
+            tube.complete_offer(GATHER_TIMEOUT).await?
+        };
+        recorder.mark(names::PRE_OFFER_SLEEP_DONE);
+        Ok(offer)
     }
 
+    /// Phase 6: the offer, with retry after a transient failure.
     async fn send_offer(
         &self,
-        resource: &ResourceInfo,
-        start: &ClientMessage,
+        conversation: &Conversation,
+        offer: SessionDescription,
+        trickle: bool,
         tunables: &Tunables,
         recorder: &Recorder,
     ) -> Result<sallyport_protocol::ClientReply> {
+        let start = conversation.start_message(offer, trickle);
+        let resource = &conversation.resource;
         let mut attempt = 1;
         loop {
             recorder.mark_with(
@@ -442,7 +349,7 @@ impl Launcher {
                 .api
                 .send(
                     &resource.gateway,
-                    start,
+                    &start,
                     OFFER_TIMEOUT + Duration::from_secs(2),
                 )
                 .await
@@ -455,7 +362,10 @@ impl Launcher {
                     }
                 });
             let failure = match outcome {
-                Ok(reply) => return Ok(reply),
+                Ok(reply) => {
+                    recorder.mark(names::GATEWAY_OFFER_HTTP_DONE);
+                    return Ok(reply);
+                }
                 Err(failure) => failure,
             };
             if !failure.is_transient() || attempt >= tunables.offer_max_attempts {
@@ -482,6 +392,166 @@ impl Launcher {
             );
             attempt += 1;
         }
+    }
+
+    /// Phase 7: the answer, inline in the reply or streamed on the WebSocket, applied.
+    async fn receive_answer(
+        &self,
+        conversation: &Conversation,
+        tube: &ClientTube,
+        reply: sallyport_protocol::ClientReply,
+        trickle: bool,
+        signal: &mut Signal,
+        recorder: &Recorder,
+    ) -> Result<()> {
+        let answer = match reply.payload {
+            Some(payload) if !trickle => conversation.open_answer(&payload)?,
+            _ if !trickle => {
+                return Err(CoreError::Router {
+                    status: 200,
+                    code: "empty_reply".into(),
+                    message: "the gateway's reply carried no answer".into(),
+                })
+            }
+            _ => signal.answer(&conversation.keys, OFFER_TIMEOUT).await?,
+        };
+        tube.apply_answer(&answer).await?;
+        recorder.mark(names::ANSWER_RECEIVED);
+        Ok(())
+    }
+
+    /// Phase 8: ICE, DTLS, SCTP and the channel, each stamped when its layer came up;
+    /// event-driven, or polled as the legacy design did.
+    async fn connect_data_plane(
+        &self,
+        tube: &ClientTube,
+        tunables: &Tunables,
+        recorder: &Recorder,
+    ) -> Result<()> {
+        for (milestone, name) in [
+            (Milestone::IceConnected, names::ICE_CONNECTED),
+            (Milestone::DtlsConnected, names::DTLS_CONNECTED),
+            (Milestone::SctpConnected, names::SCTP_CONNECTED),
+            (Milestone::ChannelOpen, names::CHANNEL_OPEN),
+        ] {
+            let at = if tunables.poll_state {
+                tube.poll_reached(
+                    milestone,
+                    tunables.webrtc_connect_timeout,
+                    tunables.webrtc_poll,
+                )
+                .await?
+            } else {
+                tube.reached(milestone, tunables.webrtc_connect_timeout)
+                    .await?
+            };
+            recorder.mark_at(name, at);
+        }
+        recorder.mark(names::WEBRTC_DATA_PLANE_CONNECTED);
+        Ok(())
+    }
+
+    /// Phase 9a: the local listener (bound in phase 1) is ready for the client.
+    fn local_listener_ready(&self, listener: &TcpListener, recorder: &Recorder) -> Result<u16> {
+        let port = listener.local_addr()?.port();
+        recorder.mark_with(
+            names::LOCAL_LISTENER_READY,
+            None,
+            Some(format!("127.0.0.1:{port}")),
+        );
+        Ok(port)
+    }
+
+    /// Phase 9b: a first connection through the tube, which proves the target reachable and
+    /// is handed to the client's first connection.
+    async fn connect_target(
+        &self,
+        tube: &ClientTube,
+        tunables: &Tunables,
+        recorder: &Recorder,
+    ) -> Result<Connection> {
+        if !tunables.open_connection_delay.is_zero() {
+            tokio::time::sleep(tunables.open_connection_delay).await;
+        }
+        let first = tube.open_connection(TARGET_TIMEOUT).await?;
+        recorder.mark(names::TARGET_CONNECTED);
+        Ok(first)
+    }
+
+    /// Phase 9c: the session, and the native client started against its port.
+    #[allow(clippy::too_many_arguments)]
+    fn start_session(
+        &self,
+        plan: Plan,
+        conversation: &Conversation,
+        tube: &Arc<ClientTube>,
+        port: u16,
+        first: Connection,
+        background: tokio::task::JoinSet<()>,
+        recorder: &Recorder,
+    ) -> Result<Session> {
+        let resource = &plan.resource;
+        let kubeconfig = if resource.protocol == "kubernetes" {
+            Some(native_client::write_kubeconfig(
+                &self.state_dir,
+                &resource.name,
+                port,
+            )?)
+        } else {
+            None
+        };
+        let command = plan
+            .client
+            .as_ref()
+            .map(|(template, program)| {
+                native_client::expand(
+                    template,
+                    program,
+                    port,
+                    &resource.name,
+                    kubeconfig.as_deref(),
+                )
+            })
+            .transpose()?;
+        let session = Session::start(SessionParts {
+            launch_id: recorder.launch_id().to_owned(),
+            resource: resource.clone(),
+            conversation_id: conversation.id.clone(),
+            keys: conversation.keys.clone(),
+            api: self.api.clone(),
+            tube: tube.clone(),
+            listener: plan.listener,
+            first_connection: first,
+            first_connection_at: std::time::Instant::now(),
+            command,
+            background,
+        })?;
+        if let Some(command) = session.client_command() {
+            recorder.mark_with(names::CLIENT_SPAWNED, None, Some(command.to_owned()));
+        }
+        Ok(session)
+    }
+
+    /// The resource from the cache (refreshed in the background) or from the router, and
+    /// which checkpoint says so.
+    async fn find_resource(&self, name: &str) -> Result<(ResourceInfo, &'static str)> {
+        if let Some(info) = self.cache.get_fresh(name) {
+            let api = self.api.clone();
+            let cache = self.cache.clone();
+            tokio::spawn(async move {
+                if let Ok(list) = api.resources().await {
+                    cache.store_all(&list);
+                }
+            });
+            return Ok((info, names::LAUNCH_CACHE_HIT));
+        }
+        let list = self.api.resources().await?;
+        self.cache.store_all(&list);
+        let info = list
+            .into_iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| CoreError::UnknownResource(name.to_owned()))?;
+        Ok((info, names::RESOURCE_RESOLVED))
     }
 
     async fn bind_local(&self, resource: &str, explicit: Option<u16>) -> Result<TcpListener> {
@@ -512,10 +582,113 @@ impl Launcher {
     }
 }
 
+/// What every phase after the offer needs to talk to the gateway, and what a failed launch
+/// must undo.
+#[derive(Clone)]
+struct Conversation {
+    api: RouterApi,
+    id: String,
+    keys: ConversationKeys,
+    resource: ResourceInfo,
+}
+
+impl Conversation {
+    fn new(api: RouterApi, plan: &Plan) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            keys: ConversationKeys::for_client(&plan.gateway_key, &id),
+            api,
+            id,
+            resource: plan.resource.clone(),
+        }
+    }
+
+    fn message(
+        &self,
+        kind: MessageKind,
+        stream_response: bool,
+        timeout: Duration,
+        payload: SealedPayload,
+    ) -> ClientMessage {
+        ClientMessage {
+            v: PROTOCOL_VERSION,
+            conversation_id: self.id.clone(),
+            resource: self.resource.name.clone(),
+            kind,
+            stream_response,
+            timeout_ms: Some(timeout.as_millis() as u64),
+            payload,
+        }
+    }
+
+    fn start_message(&self, offer: SessionDescription, trickle: bool) -> ClientMessage {
+        let body = StartBody {
+            offer,
+            resource: self.resource.name.clone(),
+        };
+        let payload = self.keys.seal_json(
+            Direction::ClientToGateway,
+            MessageKind::Start.as_str(),
+            &body,
+        );
+        self.message(MessageKind::Start, trickle, OFFER_TIMEOUT, payload)
+    }
+
+    fn open_answer(&self, payload: &SealedPayload) -> Result<SessionDescription> {
+        open_answer(&self.keys, payload)
+    }
+
+    /// Send our candidates to the gateway.
+    async fn trickle(&self, candidates: Vec<IceCandidate>) {
+        let body = CandidatesBody {
+            candidates,
+            done: false,
+        };
+        let payload = self.keys.seal_json(
+            Direction::ClientToGateway,
+            MessageKind::Candidates.as_str(),
+            &body,
+        );
+        let message = self.message(
+            MessageKind::Candidates,
+            true,
+            Duration::from_secs(5),
+            payload,
+        );
+        if let Err(e) = self
+            .api
+            .send(&self.resource.gateway, &message, Duration::from_secs(7))
+            .await
+        {
+            tracing::warn!(code = e.code(), "could not trickle candidates");
+        }
+    }
+
+    /// Undo a launch that failed after its tube existed: close the tube and tell the gateway,
+    /// both at once (telling the gateway is best effort: it may be why the launch failed).
+    async fn abandon(&self, tube: &ClientTube) {
+        tokio::join!(
+            tube.close(),
+            self.api.close_conversation(
+                &self.resource.gateway,
+                &self.resource.name,
+                &self.id,
+                &self.keys
+            ),
+        );
+    }
+}
+
+/// What phase 1 settled for the rest of the launch.
+struct Plan {
+    resource: ResourceInfo,
+    gateway_key: GatewayPublicKey,
+    client: Option<(String, std::path::PathBuf)>,
+    listener: TcpListener,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Registration {
-    /// The profile does not wait for an acknowledgement.
-    NotAsked,
     Acknowledged,
     /// No acknowledgement within the window.
     TimedOut,
@@ -528,105 +701,113 @@ enum Registration {
     },
 }
 
-/// Wait for the router's `subscribed`, keeping anything else that arrives meanwhile.
-async fn wait_registered(
-    signal: &mut mpsc::UnboundedReceiver<SignalEvent>,
-    timeout: Duration,
-    early: &mut Vec<SignalEvent>,
-) -> Registration {
-    let wait = async {
-        while let Some(event) = signal.recv().await {
-            match event {
-                SignalEvent::Registered => return Registration::Acknowledged,
-                SignalEvent::Error { code, message } => {
-                    return Registration::Refused { code, message }
-                }
-                SignalEvent::Lost(reason) => {
-                    tracing::warn!(%reason, "router websocket lost before registration");
-                    return Registration::Lost;
-                }
-                other => early.push(other),
-            }
-        }
-        Registration::Lost
-    };
-    tokio::time::timeout(timeout, wait)
-        .await
-        .unwrap_or(Registration::TimedOut)
+/// The router WebSocket of one launch, and what arrived on it before anyone asked.
+struct Signal {
+    events: mpsc::UnboundedReceiver<SignalEvent>,
+    early: Vec<SignalEvent>,
 }
 
-/// Wait for the streamed answer; candidates arriving first are kept for later.
-async fn wait_answer(
-    signal: &mut mpsc::UnboundedReceiver<SignalEvent>,
-    keys: &ConversationKeys,
-    early: &mut Vec<SignalEvent>,
-    timeout: Duration,
-) -> Result<sallyport_protocol::SessionDescription> {
-    if let Some(i) = early.iter().position(|e| {
-        matches!(
-            e,
-            SignalEvent::Message {
-                kind: StreamKind::Answer,
-                ..
-            }
-        )
-    }) {
-        if let SignalEvent::Message { payload, .. } = early.remove(i) {
-            return open_answer(keys, &payload);
+impl Signal {
+    fn new(events: mpsc::UnboundedReceiver<SignalEvent>) -> Self {
+        Self {
+            events,
+            early: Vec::new(),
         }
     }
-    let wait = async {
-        while let Some(event) = signal.recv().await {
-            match event {
+
+    /// Wait for the router's `subscribed`, keeping anything else that arrives meanwhile.
+    async fn registered(&mut self, timeout: Duration) -> Registration {
+        let wait = async {
+            while let Some(event) = self.events.recv().await {
+                match event {
+                    SignalEvent::Registered => return Registration::Acknowledged,
+                    SignalEvent::Error { code, message } => {
+                        return Registration::Refused { code, message }
+                    }
+                    SignalEvent::Lost(reason) => {
+                        tracing::warn!(%reason, "router websocket lost before registration");
+                        return Registration::Lost;
+                    }
+                    other => self.early.push(other),
+                }
+            }
+            Registration::Lost
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or(Registration::TimedOut)
+    }
+
+    /// Wait for the streamed answer; candidates arriving first are kept for later.
+    async fn answer(
+        &mut self,
+        keys: &ConversationKeys,
+        timeout: Duration,
+    ) -> Result<SessionDescription> {
+        let streamed_answer = |e: &SignalEvent| {
+            matches!(
+                e,
                 SignalEvent::Message {
                     kind: StreamKind::Answer,
-                    payload,
-                } => return open_answer(keys, &payload),
-                SignalEvent::Message {
-                    kind: StreamKind::Closed,
-                    payload,
-                } => {
-                    return Err(
-                        match keys.open_json::<sallyport_protocol::CloseBody>(
-                            Direction::GatewayToClient,
-                            StreamKind::Closed.as_str(),
-                            &payload,
-                        ) {
-                            Ok(body) => CoreError::TubeClosed(body.reason),
-                            Err(e) => CoreError::Seal(e.to_string()),
-                        },
-                    )
+                    ..
                 }
-                SignalEvent::Lost(reason) => {
-                    return Err(CoreError::RouterUnreachable {
-                        url: "websocket".into(),
-                        message: reason,
-                    })
-                }
-                SignalEvent::Error { code, message } => {
-                    return Err(CoreError::Router {
-                        status: 0,
-                        code,
-                        message,
-                    })
-                }
-                other => early.push(other),
+            )
+        };
+        if let Some(i) = self.early.iter().position(streamed_answer) {
+            if let SignalEvent::Message { payload, .. } = self.early.remove(i) {
+                return open_answer(keys, &payload);
             }
         }
-        Err(CoreError::RouterUnreachable {
-            url: "websocket".into(),
-            message: "closed before the answer".into(),
-        })
-    };
-    tokio::time::timeout(timeout, wait)
-        .await
-        .map_err(|_| CoreError::Timeout(timeout, "the gateway's answer"))?
+        let wait = async {
+            while let Some(event) = self.events.recv().await {
+                match event {
+                    SignalEvent::Message {
+                        kind: StreamKind::Answer,
+                        payload,
+                    } => return open_answer(keys, &payload),
+                    SignalEvent::Message {
+                        kind: StreamKind::Closed,
+                        payload,
+                    } => {
+                        return Err(
+                            match keys.open_json::<sallyport_protocol::CloseBody>(
+                                Direction::GatewayToClient,
+                                StreamKind::Closed.as_str(),
+                                &payload,
+                            ) {
+                                Ok(body) => CoreError::TubeClosed(body.reason),
+                                Err(e) => CoreError::Seal(e.to_string()),
+                            },
+                        )
+                    }
+                    SignalEvent::Lost(reason) => {
+                        return Err(CoreError::RouterUnreachable {
+                            url: "websocket".into(),
+                            message: reason,
+                        })
+                    }
+                    SignalEvent::Error { code, message } => {
+                        return Err(CoreError::Router {
+                            status: 0,
+                            code,
+                            message,
+                        })
+                    }
+                    other => self.early.push(other),
+                }
+            }
+            Err(CoreError::RouterUnreachable {
+                url: "websocket".into(),
+                message: "closed before the answer".into(),
+            })
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| CoreError::Timeout(timeout, "the gateway's answer"))?
+    }
 }
 
-fn open_answer(
-    keys: &ConversationKeys,
-    payload: &sallyport_protocol::SealedPayload,
-) -> Result<sallyport_protocol::SessionDescription> {
+fn open_answer(keys: &ConversationKeys, payload: &SealedPayload) -> Result<SessionDescription> {
     keys.open_json::<AnswerBody>(
         Direction::GatewayToClient,
         StreamKind::Answer.as_str(),
@@ -637,68 +818,30 @@ fn open_answer(
 }
 
 /// Trickle ICE for the rest of the tube's life: send our candidates, apply the gateway's.
-/// What trickling needs to know about the conversation.
-struct Trickle {
-    api: RouterApi,
-    tube: Arc<ClientTube>,
-    keys: ConversationKeys,
-    resource: ResourceInfo,
-    conversation_id: String,
-}
-
+/// The tasks belong to the session (dropping the set aborts them).
 fn spawn_trickle(
-    tasks: &mut tokio::task::JoinSet<()>,
-    trickle: Trickle,
-    mut signal: mpsc::UnboundedReceiver<SignalEvent>,
-    early: Vec<SignalEvent>,
-) {
-    let Trickle {
-        api,
-        tube,
-        keys,
-        resource,
-        conversation_id,
-    } = trickle;
+    conversation: &Conversation,
+    tube: Arc<ClientTube>,
+    signal: Signal,
+) -> tokio::task::JoinSet<()> {
+    let mut tasks = tokio::task::JoinSet::new();
     let Some(mut local) = tube.take_local_candidates() else {
-        return;
+        return tasks;
     };
     // Outbound: batch what is already gathered, then one message per new candidate.
-    {
-        let api = api.clone();
-        let keys = keys.clone();
-        let resource = resource.clone();
-        tasks.spawn(async move {
-            while let Some(first) = local.recv().await {
-                let mut candidates = vec![first];
-                while let Ok(more) = local.try_recv() {
-                    candidates.push(more);
-                }
-                let message = ClientMessage {
-                    v: PROTOCOL_VERSION,
-                    conversation_id: conversation_id.clone(),
-                    resource: resource.name.clone(),
-                    kind: MessageKind::Candidates,
-                    stream_response: true,
-                    timeout_ms: Some(5_000),
-                    payload: keys.seal_json(
-                        Direction::ClientToGateway,
-                        MessageKind::Candidates.as_str(),
-                        &CandidatesBody {
-                            candidates,
-                            done: false,
-                        },
-                    ),
-                };
-                if let Err(e) = api
-                    .send(&resource.gateway, &message, Duration::from_secs(7))
-                    .await
-                {
-                    tracing::warn!(code = e.code(), "could not trickle candidates");
-                }
+    let outbound = conversation.clone();
+    tasks.spawn(async move {
+        while let Some(first) = local.recv().await {
+            let mut candidates = vec![first];
+            while let Ok(more) = local.try_recv() {
+                candidates.push(more);
             }
-        });
-    }
+            outbound.trickle(candidates).await;
+        }
+    });
     // Inbound: apply the gateway's candidates as they stream in.
+    let keys = conversation.keys.clone();
+    let Signal { mut events, early } = signal;
     tasks.spawn(async move {
         let apply = |event: SignalEvent| {
             let tube = tube.clone();
@@ -725,9 +868,9 @@ fn spawn_trickle(
         for event in early {
             apply(event).await;
         }
-        while let Some(event) = signal.recv().await {
+        while let Some(event) = events.recv().await {
             match event {
-                // The gateway ended the conversation; the control channel reports why.
+                // The gateway ended the conversation; the tube reports why.
                 SignalEvent::Lost(_)
                 | SignalEvent::Message {
                     kind: StreamKind::Closed,
@@ -737,4 +880,5 @@ fn spawn_trickle(
             }
         }
     });
+    tasks
 }

@@ -680,11 +680,8 @@ impl Driver {
                     let _ = dc.close();
                 }
             }
-            RTCDataChannelEvent::OnClose(id) if id == self.channel => {
-                if self.status.borrow().ended.is_none() {
-                    self.end(TubeEnd::Failed);
-                }
-            }
+            // The first end recorded wins, so a shutdown that closes the channel stays one.
+            RTCDataChannelEvent::OnClose(id) if id == self.channel => self.end(TubeEnd::Failed),
             _ => {}
         }
     }

@@ -53,3 +53,14 @@ async fn milestones_report_when_each_layer_came_up() {
         .unwrap();
     assert!(ice <= open);
 }
+
+#[tokio::test]
+async fn the_answer_makes_the_gateway_the_dtls_and_sctp_server() {
+    let config = TubeConfig::default();
+    let (_client, _ce, offer) = sallyport_tube::Tube::offer(&config).await.unwrap();
+    let (_gateway, _ge, answer) = sallyport_tube::Tube::answer(&config, &offer).await.unwrap();
+    assert!(answer.sdp.contains("a=setup:passive"), "{}", answer.sdp);
+    assert!(answer.sdp.contains("a=sctp-port:5000"), "{}", answer.sdp);
+    assert!(answer.sdp.contains("a=max-message-size:65536"), "{}", answer.sdp);
+    assert!(offer.sdp.contains("a=setup:actpass"), "{}", offer.sdp);
+}

@@ -61,6 +61,10 @@ async fn the_answer_makes_the_gateway_the_dtls_and_sctp_server() {
     let (_gateway, _ge, answer) = sallyport_tube::Tube::answer(&config, &offer).await.unwrap();
     assert!(answer.sdp.contains("a=setup:passive"), "{}", answer.sdp);
     assert!(answer.sdp.contains("a=sctp-port:5000"), "{}", answer.sdp);
-    assert!(answer.sdp.contains("a=max-message-size:65536"), "{}", answer.sdp);
+    assert!(
+        answer.sdp.contains("a=max-message-size:65536"),
+        "{}",
+        answer.sdp
+    );
     assert!(offer.sdp.contains("a=setup:actpass"), "{}", offer.sdp);
 }

@@ -49,7 +49,8 @@ pub const CACHE_TTL: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone)]
 pub struct LaunchRequest {
     pub resource: String,
-    /// Explicit local port; otherwise the sticky port of the resource, else any free port.
+    /// Explicit local port (0: any free port, not remembered); otherwise the sticky port of
+    /// the resource, else any free port (remembered).
     pub port: Option<u16>,
     pub client: ClientChoice,
     pub tunables: Tunables,
@@ -555,6 +556,10 @@ impl Launcher {
     }
 
     async fn bind_local(&self, resource: &str, explicit: Option<u16>) -> Result<TcpListener> {
+        // Port 0: any free port, this once (not remembered).
+        if explicit == Some(0) {
+            return Ok(TcpListener::bind(("127.0.0.1", 0)).await?);
+        }
         if let Some(port) = explicit {
             let listener =
                 TcpListener::bind(("127.0.0.1", port))

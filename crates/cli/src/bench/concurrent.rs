@@ -60,6 +60,7 @@ pub async fn run(n: usize) -> Result<(String, serde_json::Value), String> {
         async move {
             let mut request = LaunchRequest::new(ECHO, Tunables::from_env(Profile::Fast)?);
             request.client = ClientChoice::None;
+            request.port = Some(0);
             launcher.launch(request).await
         }
     }))

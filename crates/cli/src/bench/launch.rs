@@ -153,6 +153,7 @@ async fn launches(launcher: &Launcher, runs: usize, profiles: &[Profile]) -> Vec
             };
             let mut request = LaunchRequest::new(ECHO, tunables);
             request.client = ClientChoice::None;
+            request.port = Some(0);
             match launcher.launch(request).await {
                 Ok(session) => {
                     let checkpoints = session.checkpoints();

@@ -132,7 +132,10 @@ impl UdpRelay {
 /// The delay is the same for every datagram of a direction, so arrival order is due order.
 async fn send_in_order(mut rx: mpsc::UnboundedReceiver<Datagram>) {
     while let Some(d) = rx.recv().await {
-        tokio::time::sleep_until(d.due).await;
+        // A timer rounds up to the next millisecond: only wait for what is really due later.
+        if d.due > Instant::now() {
+            tokio::time::sleep_until(d.due).await;
+        }
         let _ = d.from.send_to(&d.bytes, d.to).await;
     }
 }
@@ -204,7 +207,9 @@ async fn pump(
     };
     let writer = async move {
         while let Some((due, bytes)) = rx.recv().await {
-            tokio::time::sleep_until(due).await;
+            if due > Instant::now() {
+                tokio::time::sleep_until(due).await;
+            }
             if to.write_all(&bytes).await.is_err() {
                 return;
             }

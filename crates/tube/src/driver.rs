@@ -33,14 +33,16 @@ use crate::connection::{Connection, Inbound, Local};
 use crate::gather::{GatherOutput, Gatherer, StunServer};
 use crate::mux::{Mux, MuxEvent, Side};
 use crate::net::{self, BoundSocket};
+use crate::udp::Batch;
 use crate::{Result, Status, TubeConfig, TubeEnd, TubeError, TubeEvent};
 
 /// Frames are handed to SCTP while less than this is outstanding (sent, not yet acknowledged).
 /// Enough to keep a fast path full; small enough that a new connection's first bytes do not
 /// queue behind much bulk data (connections are served round robin above it).
 const SCTP_HIGH_WATER: usize = 1024 * 1024;
-/// Datagrams read per socket per wake-up before the loop looks at everything else.
-const READ_BATCH: usize = 64;
+/// Receive calls per socket per wake-up (each takes several datagrams) before the loop looks
+/// at everything else.
+const READ_ROUNDS: usize = 8;
 /// How long a graceful shutdown waits for the peer to acknowledge the `SHUTDOWN` frame.
 const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 /// The stack's ICE keepalive once connected: the only steady traffic of an idle tube.
@@ -261,7 +263,7 @@ pub(crate) async fn start(
         commands_tx: commands_tx.clone(),
         events: events_tx,
         status: status_tx,
-        blocked_send: None,
+        outbox: std::collections::VecDeque::new(),
         gatherer,
         gathered: Vec::new(),
         gathering_reported,
@@ -337,9 +339,9 @@ struct Driver {
     commands_tx: mpsc::UnboundedSender<Command>,
     events: mpsc::UnboundedSender<TubeEvent>,
     status: watch::Sender<Status>,
-    /// A datagram the kernel would not take yet (socket buffer full); nothing else is sent
-    /// before it.
-    blocked_send: Option<(usize, SocketAddr, BytesMut)>,
+    /// Batches the kernel would not take yet (socket buffer full), in order; nothing else is
+    /// sent before them.
+    outbox: std::collections::VecDeque<Batch>,
     gatherer: Gatherer,
     /// Candidate strings gathered after the description was made (server-reflexive).
     gathered: Vec<String>,
@@ -365,7 +367,6 @@ struct Wake {
 
 impl Driver {
     async fn run(mut self) {
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
             self.pump();
             if self.finished() {
@@ -375,7 +376,7 @@ impl Driver {
             let wake = self.wait(deadline).await;
             for index in 0..self.sockets.len() {
                 if wake.readable & (1 << index) != 0 {
-                    self.read_batch(index, &mut buf);
+                    self.read_batch(index);
                 }
             }
             if wake.writable {
@@ -406,7 +407,7 @@ impl Driver {
         let sleep = tokio::time::sleep_until(deadline.into());
         tokio::pin!(sleep);
         let sockets = &self.sockets;
-        let blocked = self.blocked_send.as_ref().map(|(i, _, _)| *i);
+        let blocked = self.outbox.front().map(|b| b.socket);
         let commands = &mut self.commands;
         std::future::poll_fn(|cx| {
             let mut wake = Wake::default();
@@ -416,13 +417,13 @@ impl Driver {
                 ready = true;
             }
             for (i, s) in sockets.iter().enumerate().take(64) {
-                if let Poll::Ready(Ok(())) = s.socket.poll_recv_ready(cx) {
+                if let Poll::Ready(Ok(())) = s.udp.socket.poll_recv_ready(cx) {
                     wake.readable |= 1 << i;
                     ready = true;
                 }
             }
             if let Some(i) = blocked {
-                if let Poll::Ready(Ok(())) = sockets[i].socket.poll_send_ready(cx) {
+                if let Poll::Ready(Ok(())) = sockets[i].udp.socket.poll_send_ready(cx) {
                     wake.writable = true;
                     ready = true;
                 }
@@ -528,45 +529,64 @@ impl Driver {
         progress
     }
 
+    /// Everything the stack has to send, batched by socket, peer and size.
     fn write_datagrams(&mut self) -> bool {
-        if self.blocked_send.is_some() {
-            return false;
-        }
         let mut progress = false;
-        while let Some(datagram) = self.pc.poll_write() {
+        let mut batch: Option<Batch> = None;
+        while self.outbox.is_empty() {
+            let Some(datagram) = self.pc.poll_write() else {
+                break;
+            };
             progress = true;
             let index = self.socket_for(datagram.transport.local_addr);
             let to = datagram.transport.peer_addr;
-            match self.sockets[index]
-                .socket
-                .try_send_to(&datagram.message, to)
-            {
-                Ok(n) => self.count_sent(n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.blocked_send = Some((index, to, datagram.message));
-                    break;
+            if let Some(current) = batch.as_mut() {
+                let max = self.sockets[current.socket].udp.max_segments();
+                if current.push(index, to, &datagram.message, max) {
+                    continue;
                 }
-                // A path that does not work (unreachable network, ...) is ICE's to find out.
-                Err(e) => tracing::trace!(error = %e, %to, "send failed"),
+                let full = batch.take().expect("a batch");
+                self.send_batch(full);
             }
+            batch = Some(Batch::new(index, to, &datagram.message));
+        }
+        if let Some(last) = batch {
+            self.send_batch(last);
         }
         progress
     }
 
+    /// Send now, or queue behind what the kernel did not take yet.
+    fn send_batch(&mut self, batch: Batch) {
+        if !self.outbox.is_empty() {
+            self.outbox.push_back(batch);
+            return;
+        }
+        match self.sockets[batch.socket].udp.send(&batch) {
+            Ok(()) => self.count_sent(batch.datagrams(), batch.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.outbox.push_back(batch),
+            // A path that does not work (unreachable network, ...) is ICE's to find out.
+            Err(e) => tracing::trace!(error = %e, to = %batch.to, "send failed"),
+        }
+    }
+
     fn flush_blocked(&mut self) {
-        if let Some((index, to, datagram)) = self.blocked_send.take() {
-            match self.sockets[index].socket.try_send_to(&datagram, to) {
+        while let Some(batch) = self.outbox.pop_front() {
+            match self.sockets[batch.socket].udp.send(&batch) {
+                Ok(()) => self.count_sent(batch.datagrams(), batch.len()),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    self.blocked_send = Some((index, to, datagram));
+                    self.outbox.push_front(batch);
+                    return;
                 }
-                Ok(n) => self.count_sent(n),
-                Err(_) => {}
+                Err(e) => tracing::trace!(error = %e, to = %batch.to, "send failed"),
             }
         }
     }
 
-    fn count_sent(&self, bytes: usize) {
-        self.traffic.datagrams_sent.fetch_add(1, Ordering::Relaxed);
+    fn count_sent(&self, datagrams: usize, bytes: usize) {
+        self.traffic
+            .datagrams_sent
+            .fetch_add(datagrams as u64, Ordering::Relaxed);
         self.traffic
             .bytes_sent
             .fetch_add(bytes as u64, Ordering::Relaxed);
@@ -579,38 +599,37 @@ impl Driver {
             .unwrap_or(0)
     }
 
-    fn read_batch(&mut self, index: usize, buf: &mut [u8]) {
+    fn read_batch(&mut self, index: usize) {
         let local = self.sockets[index].local;
         let mut gathered = Vec::new();
-        for _ in 0..READ_BATCH {
-            let (n, from) = match self.sockets[index].socket.try_recv_from(buf) {
-                Ok(received) => received,
-                Err(_) => break,
-            };
-            let datagram = &buf[..n];
-            self.traffic
-                .datagrams_received
-                .fetch_add(1, Ordering::Relaxed);
-            self.traffic
+        let Self {
+            sockets,
+            pc,
+            gatherer,
+            traffic,
+            ..
+        } = self;
+        sockets[index].udp.receive(READ_ROUNDS, |from, datagram| {
+            traffic.datagrams_received.fetch_add(1, Ordering::Relaxed);
+            traffic
                 .bytes_received
-                .fetch_add(n as u64, Ordering::Relaxed);
-            if self.gatherer.handle(local, from, datagram, &mut gathered) {
-                continue;
+                .fetch_add(datagram.len() as u64, Ordering::Relaxed);
+            if gatherer.handle(local, from, &datagram, &mut gathered) {
+                return;
             }
-            let now = Instant::now();
-            if let Err(e) = self.pc.handle_read(TaggedBytesMut {
-                now,
+            if let Err(e) = pc.handle_read(TaggedBytesMut {
+                now: Instant::now(),
                 transport: TransportContext {
                     local_addr: local,
                     peer_addr: from,
                     ecn: None,
                     transport_protocol: TransportProtocol::UDP,
                 },
-                message: BytesMut::from(datagram),
+                message: datagram,
             }) {
                 tracing::trace!(error = %e, %from, "datagram not accepted");
             }
-        }
+        });
         self.apply_gather(gathered);
     }
 
@@ -865,9 +884,7 @@ impl Driver {
             match output {
                 GatherOutput::Send { from, to, bytes } => {
                     let index = self.socket_for(from);
-                    if let Ok(n) = self.sockets[index].socket.try_send_to(&bytes, to) {
-                        self.count_sent(n);
-                    }
+                    self.send_batch(Batch::new(index, to, &bytes));
                 }
                 GatherOutput::Reflexive { base, mapped } => {
                     if mapped == base {
@@ -977,7 +994,7 @@ impl Driver {
         if let Err(e) = self.pc.close() {
             tracing::debug!(error = %e, "closing the peer connection");
         }
-        self.blocked_send = None;
+        self.outbox.clear();
         self.write_datagrams();
         // Fail every request still queued rather than leave it hanging.
         self.commands.close();

@@ -43,6 +43,7 @@ mod gather;
 pub mod mux;
 mod net;
 mod sdp;
+mod udp;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;

@@ -18,7 +18,7 @@ pub(crate) const MAX_SCTP_PACKET: usize = 16 * 1024;
 
 /// One bound socket and what was learned about it.
 pub(crate) struct BoundSocket {
-    pub socket: tokio::net::UdpSocket,
+    pub udp: crate::udp::Udp,
     pub local: SocketAddr,
     /// Largest UDP payload this socket's path carries (see [`datagram_limit`]).
     pub datagram_limit: usize,
@@ -116,9 +116,9 @@ fn bind_one(
     let receive_buffer = socket.recv_buffer_size().unwrap_or(0) / 2;
     let std_socket: std::net::UdpSocket = socket.into();
     let local = std_socket.local_addr().map_err(io)?;
-    let udp = tokio::net::UdpSocket::from_std(std_socket).map_err(io)?;
+    let socket = tokio::net::UdpSocket::from_std(std_socket).map_err(io)?;
     Ok(BoundSocket {
-        socket: udp,
+        udp: crate::udp::Udp::new(socket).map_err(io)?,
         local,
         datagram_limit: datagram_limit(local.ip(), interfaces),
         receive_buffer,

@@ -230,6 +230,11 @@ async fn a_refusing_target_reports_its_close_reason() {
     lab.shutdown().await;
 }
 
+/// The `mute` gateway's key (fixed, so raw test sockets can prove it).
+fn mute_key() -> GatewayKeyPair {
+    GatewayKeyPair::from_base64("AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=").unwrap()
+}
+
 /// A router with one client and two gateways: `ghost` never connects, `mute` connects and
 /// never answers.
 async fn bare_router() -> sallyport_router::RouterHandle {
@@ -240,6 +245,7 @@ async fn bare_router() -> sallyport_router::RouterHandle {
             GatewayEntry {
                 id: "ghost".into(),
                 token: "ghost-gateway-token".into(),
+                public_key: GatewayKeyPair::generate().public().to_base64(),
                 resources: vec![sallyport_protocol::AnnouncedResource {
                     name: "db".into(),
                     protocol: "postgres".into(),
@@ -248,6 +254,7 @@ async fn bare_router() -> sallyport_router::RouterHandle {
             GatewayEntry {
                 id: "mute".into(),
                 token: "mute-gateway-token".into(),
+                public_key: mute_key().public().to_base64(),
                 resources: vec![],
             },
         ],
@@ -338,7 +345,17 @@ async fn router_status_codes() {
 
     // A gateway that connects and never answers → 504 rrc_timeout.
     let mut mute = gateway_socket(&url, "mute-gateway-token").await;
-    let hello = serde_json::json!({"type": "hello", "v": PROTOCOL_VERSION, "gateway_id": "mute", "resources": [{"name": "slow", "protocol": "tcp"}]});
+    let challenge: serde_json::Value =
+        serde_json::from_str(mute.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(challenge["type"], "challenge");
+    let proof = mute_key()
+        .prove(
+            "mute",
+            challenge["nonce"].as_str().unwrap(),
+            challenge["epk"].as_str().unwrap(),
+        )
+        .unwrap();
+    let hello = serde_json::json!({"type": "hello", "v": PROTOCOL_VERSION, "gateway_id": "mute", "proof": proof, "resources": [{"name": "slow", "protocol": "tcp"}]});
     mute.send(Message::Text(hello.to_string().into()))
         .await
         .unwrap();
@@ -444,11 +461,14 @@ async fn router_status_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_reconnects_when_the_router_comes_back() {
     let echo_addr = sallyport_tests::echo_target().await;
+    let key = GatewayKeyPair::generate();
+    let public = key.public();
     let config = RouterConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         gateways: vec![GatewayEntry {
             id: "dc1".into(),
             token: "dc1-gateway-token".into(),
+            public_key: public.to_base64(),
             resources: vec![],
         }],
         clients: vec![ClientEntry {
@@ -460,8 +480,6 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
     };
     let router = sallyport_router::spawn(config.clone()).await.unwrap();
     let addr = router.addr;
-    let key = GatewayKeyPair::generate();
-    let public = key.public();
     let gateway = sallyport_gateway::spawn(
         sallyport_gateway::GatewayConfig {
             router_url: router.url(),

@@ -111,12 +111,16 @@ impl Lab {
 
         let gateway_token = secret();
         let client_token = secret();
+        let key = GatewayKeyPair::generate();
+        let public_key = key.public();
         let router_config = RouterConfig::parse("").map_err(|e| e.to_string())?;
         let router_config = RouterConfig {
             listen: options.router_listen,
             gateways: vec![GatewayEntry {
                 id: LAB_GATEWAY.into(),
                 token: gateway_token.clone(),
+                // The router checks that the lab gateway holds this key on every connection.
+                public_key: public_key.to_base64(),
                 resources: Vec::new(),
             }],
             clients: vec![ClientEntry {
@@ -130,7 +134,6 @@ impl Lab {
             .await
             .map_err(|e| e.to_string())?;
 
-        let key = GatewayKeyPair::generate();
         let gateway_config = GatewayConfig {
             router_url: router.url(),
             gateway_id: LAB_GATEWAY.into(),
@@ -143,7 +146,6 @@ impl Lab {
             ice_servers: Vec::new(),
             resources: resources.clone(),
         };
-        let public_key = key.public();
         let gateway = sallyport_gateway::spawn(gateway_config, key);
         if !gateway.wait_online(Duration::from_secs(10)).await {
             return Err("the lab gateway did not connect to the lab router".into());

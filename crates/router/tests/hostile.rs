@@ -1,0 +1,487 @@
+//! Hostile and faulty peers against a real router on loopback: silent and slow connections,
+//! bodies that never come, too many connections, a router short of file descriptors, and
+//! gateways that hold a token but not the key.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use sallyport_protocol::{codes, GatewayKeyPair, PROTOCOL_VERSION};
+use sallyport_router::{RouterConfig, RouterHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const CLIENT_TOKEN: &str = "alice-client-token";
+const GATEWAY_TOKEN: &str = "dc1-gateway-token";
+
+fn gateway_key() -> GatewayKeyPair {
+    GatewayKeyPair::from_base64("BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU=").unwrap()
+}
+
+/// A configuration with one client and one gateway (`dc1`), short timeouts, and `extra`
+/// settings on top.
+fn config_text(extra: &str) -> String {
+    format!(
+        r#"listen = "127.0.0.1:0"
+header_read_timeout_secs = 1
+idle_timeout_secs = 2
+{extra}
+[[gateways]]
+id = "dc1"
+token = "{GATEWAY_TOKEN}"
+public_key = "{}"
+resources = [{{ name = "db", protocol = "postgres" }}]
+
+[[clients]]
+name = "alice"
+token = "{CLIENT_TOKEN}"
+resources = ["*"]
+"#,
+        gateway_key().public()
+    )
+}
+
+async fn router(extra: &str) -> RouterHandle {
+    sallyport_router::spawn(RouterConfig::parse(&config_text(extra)).unwrap())
+        .await
+        .unwrap()
+}
+
+fn loopback(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+}
+
+/// A TCP connection to `addr` from the loopback address `source`.
+async fn connect_from(source: IpAddr, addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Everything the router sends until it closes the connection (at most `within`).
+async fn read_to_close(stream: &mut TcpStream, within: Duration) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut out))
+        .await
+        .expect("the router closes the connection in time")
+        .ok();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Send a raw request and return the response's status and JSON body.
+async fn exchange(
+    addr: SocketAddr,
+    source: IpAddr,
+    request: &str,
+    within: Duration,
+) -> (u16, serde_json::Value) {
+    let mut stream = connect_from(source, addr).await;
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let response = read_to_close(&mut stream, within).await;
+    parse_response(&response)
+}
+
+fn parse_response(response: &str) -> (u16, serde_json::Value) {
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"));
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or_default())
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nhost: router\r\nconnection: close\r\n\r\n")
+}
+
+async fn healthz(addr: SocketAddr, source: IpAddr) -> u16 {
+    exchange(addr, source, &get("/healthz"), Duration::from_secs(10))
+        .await
+        .0
+}
+
+#[tokio::test]
+async fn silent_and_half_sent_requests_are_closed_after_the_header_timeout() {
+    let router = router("").await;
+    let addr = router.addr;
+    let mut silent = connect_from(loopback(1), addr).await;
+    let mut half = connect_from(loopback(1), addr).await;
+    half.write_all(b"GET /healthz HTTP/1.1\r\nhost: rou")
+        .await
+        .unwrap();
+    // Meanwhile the router serves everyone else.
+    assert_eq!(healthz(addr, loopback(1)).await, 200);
+
+    let (status, body) = parse_response(&read_to_close(&mut half, Duration::from_secs(5)).await);
+    assert_eq!((status, body["code"].as_str()), (408, Some(codes::HEADER_TIMEOUT)));
+    let (status, _) = parse_response(&read_to_close(&mut silent, Duration::from_secs(5)).await);
+    assert_eq!(status, 408);
+
+    // A kept-alive connection with no next request is closed after the idle timeout, silently.
+    let mut kept = connect_from(loopback(1), addr).await;
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: router\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0u8; 4096];
+    let n = kept.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    let rest = read_to_close(&mut kept, Duration::from_secs(6)).await;
+    assert_eq!(rest, "", "no unsolicited response on an idle close");
+
+    let metrics = exchange(addr, loopback(1), &get("/metrics"), Duration::from_secs(5)).await;
+    assert_eq!(metrics.0, 200);
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn bodies_are_not_waited_for_without_a_token_or_beyond_the_limits() {
+    let router = router("").await;
+    let addr = router.addr;
+    let post = |token: &str, length: &str| {
+        format!(
+            "POST /v1/gateways/dc1/messages HTTP/1.1\r\nhost: router\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+        )
+    };
+    // No token, and the body never comes: 401 at once.
+    let (status, body) = exchange(
+        addr,
+        loopback(1),
+        &post("wrong-token-here", "1000"),
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str()), (401, Some(codes::UNAUTHORIZED)));
+    // A declared length of 10^12: 413 at once, nothing read.
+    let (status, body) = exchange(
+        addr,
+        loopback(1),
+        &post(CLIENT_TOKEN, "1000000000000"),
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str()), (413, Some(codes::TOO_LARGE)));
+    // A body that stalls: 408 after the idle timeout.
+    let mut stalled = connect_from(loopback(1), addr).await;
+    stalled
+        .write_all(format!("{}{{\"v\":1,", post(CLIENT_TOKEN, "100")).as_bytes())
+        .await
+        .unwrap();
+    let (status, body) =
+        parse_response(&read_to_close(&mut stalled, Duration::from_secs(6)).await);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (408, Some(codes::REQUEST_TIMEOUT))
+    );
+    // A version the router does not speak is the router's own refusal, not a gateway's.
+    let json = r#"{"v":9,"conversation_id":"conversation-1","resource":"db","kind":"start","payload":{"nonce":"","ct":""}}"#;
+    let request = format!("{}{json}", post(CLIENT_TOKEN, &json.len().to_string()));
+    let (status, body) = exchange(addr, loopback(1), &request, Duration::from_secs(5)).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["code"], codes::UNSUPPORTED_VERSION);
+    assert!(
+        !body["message"].as_str().unwrap().starts_with("gateway"),
+        "{body}"
+    );
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_are_capped_per_source_and_in_total() {
+    let router = router("max_connections_per_source = 3\nmax_connections = 5").await;
+    let addr = router.addr;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(connect_from(loopback(2), addr).await);
+    }
+    // A fourth from the same address: 429, with a body that says why.
+    let (status, body) = exchange(addr, loopback(2), &get("/healthz"), Duration::from_secs(5)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some(codes::TOO_MANY_CONNECTIONS))
+    );
+    // Another address still gets through.
+    assert_eq!(healthz(addr, loopback(3)).await, 200);
+
+    // At the total cap, the connection idle the longest is let go for a new one.
+    idle.push(connect_from(loopback(3), addr).await);
+    idle.push(connect_from(loopback(4), addr).await);
+    assert_eq!(healthz(addr, loopback(5)).await, 200);
+    let mut oldest = idle.remove(0);
+    let _ = read_to_close(&mut oldest, Duration::from_secs(1)).await;
+
+    // Busy connections are not let go: with every slot in a request, a new one gets 503.
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut busy = Vec::new();
+    for i in 0..5 {
+        let mut stream = connect_from(loopback(10 + i), addr).await;
+        stream
+            .write_all(
+                format!("POST /v1/gateways/dc1/messages HTTP/1.1\r\nhost: router\r\nauthorization: Bearer {CLIENT_TOKEN}\r\ncontent-length: 50\r\n\r\n{{").as_bytes(),
+            )
+            .await
+            .unwrap();
+        busy.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = exchange(addr, loopback(20), &get("/healthz"), Duration::from_secs(5)).await;
+    assert_eq!((status, body["code"].as_str()), (503, Some(codes::OVERLOADED)));
+    router.shutdown().await;
+}
+
+/// Set the open-file limit of a child process before it starts.
+fn limit_descriptors(command: &mut std::process::Command, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and touches nothing but the child's limits.
+    unsafe {
+        command.pre_exec(move || {
+            let rlimit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Kills the child router however the test ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_with_1024_descriptors_answers_healthz_past_1100_idle_connections() {
+    // This test holds 1,100 sockets itself.
+    sallyport_router::raise_descriptor_limit();
+    let dir = std::env::temp_dir().join(format!("sallyport-fd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("router.toml");
+    std::fs::write(&config, config_text("")).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sallyport-router"));
+    command
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    limit_descriptors(&mut command, 1024);
+    let mut child = Child(command.spawn().unwrap());
+    let mut banner = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.0.stdout.take().unwrap()),
+        &mut banner,
+    )
+    .unwrap();
+    let addr: SocketAddr = banner
+        .trim()
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("no address in {banner:?}"));
+
+    // 1,100 connections that say nothing, from five addresses (220 each, under the
+    // per-source cap), past what 1,024 descriptors can hold.
+    let mut idle = Vec::new();
+    for i in 0..1100u32 {
+        idle.push(connect_from(loopback(2 + (i % 5) as u8), addr).await);
+    }
+    for _ in 0..3 {
+        assert_eq!(healthz(addr, loopback(1)).await, 200);
+    }
+    // And every one of them is closed after the header timeout (1 s).
+    let closes = idle.into_iter().map(|mut stream| {
+        tokio::spawn(async move {
+            let mut sink = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut sink))
+                .await
+                .is_ok()
+        })
+    });
+    for closed in futures_util::future::join_all(closes).await {
+        assert!(closed.unwrap(), "an idle connection was left open");
+    }
+    assert_eq!(healthz(addr, loopback(1)).await, 200);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+async fn gateway_socket(
+    url: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>> {
+    let mut request = format!("{}/v1/ws/gateway", url.replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {GATEWAY_TOKEN}").parse().unwrap(),
+    );
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+async fn next_json(socket: &mut Socket) -> serde_json::Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("a frame in time")
+            .expect("the socket is open")
+            .unwrap();
+        if let Message::Text(text) = frame {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+/// Answer the router's challenge with `key` (the real one or not); returns the router's reply.
+async fn hello_with(socket: &mut Socket, key: Option<&GatewayKeyPair>) -> serde_json::Value {
+    let challenge = next_json(socket).await;
+    assert_eq!(challenge["type"], "challenge");
+    let mut hello = serde_json::json!({"type": "hello", "v": PROTOCOL_VERSION, "gateway_id": "dc1", "resources": []});
+    if let Some(key) = key {
+        hello["proof"] = key
+            .prove(
+                "dc1",
+                challenge["nonce"].as_str().unwrap(),
+                challenge["epk"].as_str().unwrap(),
+            )
+            .unwrap()
+            .into();
+    }
+    socket
+        .send(Message::Text(hello.to_string().into()))
+        .await
+        .unwrap();
+    next_json(socket).await
+}
+
+async fn connected_gateways(url: &str) -> String {
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find(|l| l.starts_with("sallyport_gateways_connected "))
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_token_without_the_key_neither_registers_nor_displaces_a_gateway() {
+    let router = router("").await;
+    let url = router.url();
+    let key = gateway_key();
+    let mut real = gateway_socket(&url).await;
+    assert_eq!(hello_with(&mut real, Some(&key)).await["type"], "welcome");
+
+    // Impostors with the token: no proof, a proof from another key, a replayed proof.
+    for attempt in 0..6 {
+        let mut impostor = gateway_socket(&url).await;
+        let forged = GatewayKeyPair::generate();
+        let reply = hello_with(&mut impostor, (attempt % 2 == 1).then_some(&forged)).await;
+        assert_eq!(reply["type"], "error", "{reply}");
+        assert_eq!(reply["code"], codes::UNAUTHORIZED, "{reply}");
+    }
+    assert_eq!(
+        connected_gateways(&url).await,
+        "sallyport_gateways_connected 1"
+    );
+    // The real gateway's socket is untouched: it still answers a ping.
+    real.send(Message::Ping(b"still here".to_vec().into()))
+        .await
+        .unwrap();
+    let pong = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match real.next().await {
+                Some(Ok(Message::Ping(_))) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(matches!(pong, Some(Ok(Message::Pong(_)))), "{pong:?}");
+
+    // The key holder reconnecting while its old connection still looks alive takes over.
+    let mut again = gateway_socket(&url).await;
+    assert_eq!(hello_with(&mut again, Some(&key)).await["type"], "welcome");
+    let replaced = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match real.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.reason.to_string()),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(replaced.as_deref(), Some("replaced by a newer connection"));
+    router.shutdown().await;
+}
+
+#[tokio::test]
+async fn error_frames_on_the_client_socket_name_their_conversation() {
+    let router = router("").await;
+    let mut request = format!("{}/v1/ws/client", router.url().replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {CLIENT_TOKEN}").parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    for id in ["bad id!", "conversation-ok"] {
+        let frame = serde_json::json!({"type": "subscribe", "conversation_id": id});
+        socket
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .unwrap();
+    }
+    let error = next_json(&mut socket).await;
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["code"], codes::MALFORMED);
+    assert_eq!(error["conversation_id"], "bad id!");
+    let ok = next_json(&mut socket).await;
+    assert_eq!(ok["type"], "subscribed");
+    assert_eq!(ok["conversation_id"], "conversation-ok");
+    router.shutdown().await;
+}
+
+#[test]
+fn the_config_file_and_field_are_named_at_start() {
+    let dir = std::env::temp_dir().join(format!("sallyport-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("router.toml");
+    let without_key: String = config_text("")
+        .lines()
+        .filter(|l| !l.starts_with("public_key"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, without_key).unwrap();
+    let err = RouterConfig::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("router.toml") && err.contains("public_key"),
+        "{err}"
+    );
+    std::fs::write(&path, config_text("").replace("name = \"db\"", "name = \"../x\"")).unwrap();
+    let err = RouterConfig::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("router.toml") && err.contains("resources[0].name"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -46,6 +46,8 @@ pub struct Lab {
     pub gateway: GatewayHandle,
     pub profile: ClientProfile,
     pub client_token: String,
+    /// The lab gateway's router token (tests use it to play an impostor that has only it).
+    pub gateway_token: String,
     pub resources: Vec<ResourceConfig>,
     echo: tokio::task::JoinHandle<()>,
 }
@@ -137,7 +139,7 @@ impl Lab {
         let gateway_config = GatewayConfig {
             router_url: router.url(),
             gateway_id: LAB_GATEWAY.into(),
-            token: gateway_token,
+            token: gateway_token.clone(),
             key_file: "unused-in-the-lab".into(),
             max_sessions: options.max_sessions.unwrap_or(64),
             max_connections_per_session: 64,
@@ -163,6 +165,7 @@ impl Lab {
             gateway,
             profile,
             client_token,
+            gateway_token,
             resources,
             echo,
         })

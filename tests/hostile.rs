@@ -85,3 +85,31 @@ async fn a_flapping_impostor_with_the_token_fails_no_launch() {
     assert!(resources.iter().all(|r| r.name != "trap" && r.online));
     lab.shutdown().await;
 }
+
+#[test]
+fn a_profile_names_a_bad_udp_address_and_its_file() {
+    let dir = sallyport_tests::scratch("profile");
+    let path = dir.join("profile.toml");
+    std::fs::write(
+        &path,
+        "router_url = \"http://127.0.0.1:1\"\nwebrtc_udp = [\"0.0.0.0:0\", \"not-an-address\"]\n",
+    )
+    .unwrap();
+    let err = sallyport_core::ClientProfile::load(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("profile.toml") && err.contains("webrtc_udp[1]"),
+        "{err}"
+    );
+    std::fs::write(
+        &path,
+        "router_url = \"http://127.0.0.1:1\"\nice_servers = [\"stun.example.org\"]\n",
+    )
+    .unwrap();
+    let err = sallyport_core::ClientProfile::load(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ice_servers[0]"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -79,8 +79,8 @@ async fn a_flapping_impostor_with_the_token_fails_no_launch() {
         assert_eq!(verdict["code"], codes::UNAUTHORIZED, "{verdict}");
     }
     // The impostor's announced resource never reached the list.
-    let api = sallyport_core::router_api::RouterApi::new(&lab.router.url(), &lab.client_token)
-        .unwrap();
+    let api =
+        sallyport_core::router_api::RouterApi::new(&lab.router.url(), &lab.client_token).unwrap();
     let resources = api.resources().await.unwrap();
     assert!(resources.iter().all(|r| r.name != "trap" && r.online));
     lab.shutdown().await;

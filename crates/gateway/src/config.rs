@@ -118,7 +118,8 @@ impl GatewayConfig {
             return Err("webrtc_udp must name at least one local address".into());
         }
         for (i, addr) in self.webrtc_udp.iter().enumerate() {
-            sallyport_protocol::check_udp_bind(addr).map_err(|e| format!("webrtc_udp[{i}]: {e}"))?;
+            sallyport_protocol::check_udp_bind(addr)
+                .map_err(|e| format!("webrtc_udp[{i}]: {e}"))?;
         }
         for (i, url) in self.ice_servers.iter().enumerate() {
             sallyport_protocol::check_ice_server(url)
@@ -198,13 +199,26 @@ target = "127.0.0.1:7"
             let err = GatewayConfig::parse(&GOOD.replace("gateway_id = \"lab\"", bad)).unwrap_err();
             assert!(err.contains(field), "{bad}: {err}");
         }
-        let udp = GOOD.replace("[[resources]]", "webrtc_udp = [\"0.0.0.0:0\", \"not-an-address\"]\n[[resources]]");
+        let udp = GOOD.replace(
+            "[[resources]]",
+            "webrtc_udp = [\"0.0.0.0:0\", \"not-an-address\"]\n[[resources]]",
+        );
         let err = GatewayConfig::parse(&udp).unwrap_err();
-        assert!(err.contains("webrtc_udp[1]") && err.contains("not-an-address"), "{err}");
-        let ice = GOOD.replace("[[resources]]", "ice_servers = [\"stun.example.org\"]\n[[resources]]");
-        assert!(GatewayConfig::parse(&ice).unwrap_err().contains("ice_servers[0]"));
+        assert!(
+            err.contains("webrtc_udp[1]") && err.contains("not-an-address"),
+            "{err}"
+        );
+        let ice = GOOD.replace(
+            "[[resources]]",
+            "ice_servers = [\"stun.example.org\"]\n[[resources]]",
+        );
+        assert!(GatewayConfig::parse(&ice)
+            .unwrap_err()
+            .contains("ice_servers[0]"));
         let name = GOOD.replace("name = \"echo\"", "name = \"../x\"");
-        assert!(GatewayConfig::parse(&name).unwrap_err().contains("resources[0].name"));
+        assert!(GatewayConfig::parse(&name)
+            .unwrap_err()
+            .contains("resources[0].name"));
         let token = GOOD.replace("gateway-token", "short");
         assert!(GatewayConfig::parse(&token).unwrap_err().contains("token"));
     }
@@ -214,9 +228,16 @@ target = "127.0.0.1:7"
         let dir = std::env::temp_dir().join(format!("sallyport-gw-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("gateway.toml");
-        std::fs::write(&path, GOOD.replace("gateway_id = \"lab\"", "gateway_id = \"../x\"")).unwrap();
+        std::fs::write(
+            &path,
+            GOOD.replace("gateway_id = \"lab\"", "gateway_id = \"../x\""),
+        )
+        .unwrap();
         let err = GatewayConfig::load(&path).unwrap_err().to_string();
-        assert!(err.contains("gateway.toml") && err.contains("gateway_id"), "{err}");
+        assert!(
+            err.contains("gateway.toml") && err.contains("gateway_id"),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -340,10 +340,16 @@ where
             "the router closed the connection{}",
             frame.map(|f| format!(": {}", f.reason)).unwrap_or_default()
         ))),
-        Ok(Some(Ok(_))) => Err(GatewayError::Router("unexpected frame from the router".into())),
+        Ok(Some(Ok(_))) => Err(GatewayError::Router(
+            "unexpected frame from the router".into(),
+        )),
         Ok(Some(Err(e))) => Err(GatewayError::Router(e.to_string())),
-        Ok(None) => Err(GatewayError::Router("the router closed the connection".into())),
-        Err(_) => Err(GatewayError::Router("no answer from the router within 10 s".into())),
+        Ok(None) => Err(GatewayError::Router(
+            "the router closed the connection".into(),
+        )),
+        Err(_) => Err(GatewayError::Router(
+            "no answer from the router within 10 s".into(),
+        )),
     }
 }
 

@@ -88,9 +88,15 @@ impl GatewayChallenge {
             ));
         }
         let ephemeral = PublicKey::from(&self.secret);
-        proof_mac(shared.as_bytes(), &self.nonce, &ephemeral, gateway, gateway_id)
-            .verify_slice(&proof)
-            .map_err(|_| ProtocolError::Seal("gateway proof does not match the configured key"))
+        proof_mac(
+            shared.as_bytes(),
+            &self.nonce,
+            &ephemeral,
+            gateway,
+            gateway_id,
+        )
+        .verify_slice(&proof)
+        .map_err(|_| ProtocolError::Seal("gateway proof does not match the configured key"))
     }
 }
 

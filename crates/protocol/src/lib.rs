@@ -166,9 +166,7 @@ pub enum ClientWsRequest {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientWsEvent {
     /// The router has registered the subscription: gateway messages for it will be delivered.
-    Subscribed {
-        conversation_id: String,
-    },
+    Subscribed { conversation_id: String },
     /// A sealed gateway message for a subscribed conversation.
     Message {
         conversation_id: String,
@@ -177,10 +175,7 @@ pub enum ClientWsEvent {
     },
     /// A refused request. The router sends it as [`ClientWsError`], which adds the
     /// `conversation_id` the error concerns; parsing it as this variant ignores that field.
-    Error {
-        code: String,
-        message: String,
-    },
+    Error { code: String, message: String },
 }
 
 /// The `error` frame the router sends on a client socket: `{"type":"error", code, message}`

@@ -57,7 +57,11 @@ async fn idle_flood(addr: SocketAddr, count: usize) -> Vec<tokio::net::TcpStream
 async fn timed(addr: SocketAddr, request: &str) -> (Duration, u16, String) {
     let started = Instant::now();
     let (status, body) = exchange(addr, loopback(1), request, Duration::from_secs(60)).await;
-    (started.elapsed(), status, body["code"].as_str().unwrap_or("").to_owned())
+    (
+        started.elapsed(),
+        status,
+        body["code"].as_str().unwrap_or("").to_owned(),
+    )
 }
 
 fn post(token: &str, length: &str) -> String {
@@ -113,7 +117,10 @@ async fn main() {
     let half = tokio::spawn(async move {
         let mut stream = connect_from(loopback(1), addr).await;
         let started = Instant::now();
-        stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: ro").await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: ro")
+            .await
+            .unwrap();
         let response = read_to_close(&mut stream, Duration::from_secs(60)).await;
         (started.elapsed(), parse_response(&response))
     });
@@ -141,8 +148,12 @@ async fn main() {
     let closes = idle.into_iter().map(|mut stream| {
         tokio::spawn(async move {
             let mut buf = Vec::new();
-            let _ = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut buf)).await;
-            (flood_started.elapsed(), String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 408"))
+            let _ =
+                tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut buf)).await;
+            (
+                flood_started.elapsed(),
+                String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 408"),
+            )
         })
     });
     let closed: Vec<(Duration, bool)> = futures_util::future::join_all(closes)
@@ -160,14 +171,25 @@ async fn main() {
     let (elapsed, (status, body)) = half.await.unwrap();
     row(
         "half a request head, then silence",
-        &format!("`{status} {}`, then closed", body["code"].as_str().unwrap_or("")),
+        &format!(
+            "`{status} {}`, then closed",
+            body["code"].as_str().unwrap_or("")
+        ),
         &format!("{} (`header_read_timeout_secs` = 10)", secs(elapsed)),
     );
 
     let (elapsed, status, code) = timed(addr, &post("wrong-token-here", "1000")).await;
-    row("POST with a wrong token whose body never comes", &format!("`{status} {code}` at once"), &ms(elapsed));
+    row(
+        "POST with a wrong token whose body never comes",
+        &format!("`{status} {code}` at once"),
+        &ms(elapsed),
+    );
     let (elapsed, status, code) = timed(addr, &post(CLIENT_TOKEN, "1000000000000")).await;
-    row("POST declaring `Content-Length: 10^12`", &format!("`{status} {code}` at once, nothing read"), &ms(elapsed));
+    row(
+        "POST declaring `Content-Length: 10^12`",
+        &format!("`{status} {code}` at once, nothing read"),
+        &ms(elapsed),
+    );
     let (elapsed, (status, body)) = stalled.await.unwrap();
     row(
         "authenticated POST whose body stalls",
@@ -175,8 +197,16 @@ async fn main() {
         &format!("{} (`idle_timeout_secs` = 30)", secs(elapsed)),
     );
     let json = r#"{"v":9,"conversation_id":"conversation-1","resource":"db","kind":"start","payload":{"nonce":"","ct":""}}"#;
-    let (elapsed, status, code) = timed(addr, &format!("{}{json}", post(CLIENT_TOKEN, &json.len().to_string()))).await;
-    row("POST with protocol version 9", &format!("`{status} {code}` (the router's own message)"), &ms(elapsed));
+    let (elapsed, status, code) = timed(
+        addr,
+        &format!("{}{json}", post(CLIENT_TOKEN, &json.len().to_string())),
+    )
+    .await;
+    row(
+        "POST with protocol version 9",
+        &format!("`{status} {code}` (the router's own message)"),
+        &ms(elapsed),
+    );
 
     // The per-source cap (256 by default).
     let mut held = Vec::new();
@@ -184,7 +214,13 @@ async fn main() {
         held.push(connect_from(loopback(30), addr).await);
     }
     let started = Instant::now();
-    let (status, body) = exchange(addr, loopback(30), &get("/healthz"), Duration::from_secs(10)).await;
+    let (status, body) = exchange(
+        addr,
+        loopback(30),
+        &get("/healthz"),
+        Duration::from_secs(10),
+    )
+    .await;
     row(
         "a 257th connection from one address",
         &format!("`{status} {}` at once", body["code"].as_str().unwrap_or("")),
@@ -197,24 +233,38 @@ async fn main() {
     let mut real = gateway_socket(&url).await;
     let started = Instant::now();
     let welcome = hello_with(&mut real, Some(&gateway_key())).await;
-    row("the real gateway (token and key)", &format!("`{}`", welcome["type"].as_str().unwrap()), &ms(started.elapsed()));
+    row(
+        "the real gateway (token and key)",
+        &format!("`{}`", welcome["type"].as_str().unwrap()),
+        &ms(started.elapsed()),
+    );
     let mut refusals = Vec::new();
     for _ in 0..6 {
         let mut impostor = gateway_socket(&url).await;
         let started = Instant::now();
         let verdict = hello_with(&mut impostor, Some(&GatewayKeyPair::generate())).await;
-        refusals.push((started.elapsed(), verdict["code"].as_str().unwrap_or("").to_owned()));
+        refusals.push((
+            started.elapsed(),
+            verdict["code"].as_str().unwrap_or("").to_owned(),
+        ));
     }
     let connected = connected_gateways(&url).await;
     row(
         "6 impostors with the gateway's token and another key",
-        &format!("`error {}` and close 1008; the real gateway stays (`{connected}`)", refusals[0].1),
+        &format!(
+            "`error {}` and close 1008; the real gateway stays (`{connected}`)",
+            refusals[0].1
+        ),
         &format!("max {}", ms(refusals.iter().map(|r| r.0).max().unwrap())),
     );
     let mut unproven = gateway_socket(&url).await;
     let started = Instant::now();
     let verdict = hello_with(&mut unproven, None).await;
-    row("a hello without a proof (a gateway from before the key check)", &format!("`error {}`", verdict["code"].as_str().unwrap_or("")), &ms(started.elapsed()));
+    row(
+        "a hello without a proof (a gateway from before the key check)",
+        &format!("`error {}`", verdict["code"].as_str().unwrap_or("")),
+        &ms(started.elapsed()),
+    );
 
     // A router whose open-file limit is 1,024, past 1,100 idle connections.
     let (_small, small_addr) = child_router(&router_bin, &config_with(10, 30, ""), Some(1024));
@@ -227,16 +277,29 @@ async fn main() {
     drop(idle);
 
     // A router whose every connection is busy.
-    let (_busy, busy_addr) = child_router(&router_bin, &config_with(10, 30, "max_connections = 4"), None);
+    let (_busy, busy_addr) = child_router(
+        &router_bin,
+        &config_with(10, 30, "max_connections = 4"),
+        None,
+    );
     let mut busy = Vec::new();
     for i in 0..4u8 {
         let mut stream = connect_from(loopback(40 + i), busy_addr).await;
-        stream.write_all(format!("{}{{", post(CLIENT_TOKEN, "50")).as_bytes()).await.unwrap();
+        stream
+            .write_all(format!("{}{{", post(CLIENT_TOKEN, "50")).as_bytes())
+            .await
+            .unwrap();
         busy.push(stream);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
-    let (status, body) = exchange(busy_addr, loopback(1), &get("/healthz"), Duration::from_secs(10)).await;
+    let (status, body) = exchange(
+        busy_addr,
+        loopback(1),
+        &get("/healthz"),
+        Duration::from_secs(10),
+    )
+    .await;
     row(
         "a new connection while all `max_connections` are busy",
         &format!("`{status} {}` at once", body["code"].as_str().unwrap_or("")),
@@ -251,11 +314,44 @@ async fn main() {
         .map(|l| format!("{l}\n"))
         .collect();
     for (what, binary, args, file, text) in [
-        ("router: a gateway without `public_key`", router_bin.as_str(), vec!["--config"], "router.toml", no_key),
-        ("router: a declared resource named `../x`", router_bin.as_str(), vec!["--config"], "router.toml", config_with(10, 30, "").replace("name = \"db\"", "name = \"../x\"")),
-        ("gateway: `gateway_id = \"../x\"`", gateway_bin.as_str(), vec!["run", "--config"], "gateway.toml", gateway_config("gateway_id = \"../x\"", "")),
-        ("gateway: `gateway_id = \"\"`", gateway_bin.as_str(), vec!["run", "--config"], "gateway.toml", gateway_config("gateway_id = \"\"", "")),
-        ("gateway: `webrtc_udp = [\"not-an-address\"]`", gateway_bin.as_str(), vec!["run", "--config"], "gateway.toml", gateway_config("gateway_id = \"dc1\"", "webrtc_udp = [\"not-an-address\"]\n")),
+        (
+            "router: a gateway without `public_key`",
+            router_bin.as_str(),
+            vec!["--config"],
+            "router.toml",
+            no_key,
+        ),
+        (
+            "router: a declared resource named `../x`",
+            router_bin.as_str(),
+            vec!["--config"],
+            "router.toml",
+            config_with(10, 30, "").replace("name = \"db\"", "name = \"../x\""),
+        ),
+        (
+            "gateway: `gateway_id = \"../x\"`",
+            gateway_bin.as_str(),
+            vec!["run", "--config"],
+            "gateway.toml",
+            gateway_config("gateway_id = \"../x\"", ""),
+        ),
+        (
+            "gateway: `gateway_id = \"\"`",
+            gateway_bin.as_str(),
+            vec!["run", "--config"],
+            "gateway.toml",
+            gateway_config("gateway_id = \"\"", ""),
+        ),
+        (
+            "gateway: `webrtc_udp = [\"not-an-address\"]`",
+            gateway_bin.as_str(),
+            vec!["run", "--config"],
+            "gateway.toml",
+            gateway_config(
+                "gateway_id = \"dc1\"",
+                "webrtc_udp = [\"not-an-address\"]\n",
+            ),
+        ),
     ] {
         let (elapsed, line) = config_error(binary, &args, file, &text);
         row(what, &format!("exits 2: `{line}`"), &ms(elapsed));

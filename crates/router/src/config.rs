@@ -143,7 +143,10 @@ impl RouterConfig {
                 return bad(format!("{at}.id"), format!("{:?} is listed twice", g.id));
             }
             if g.token.len() < 8 {
-                return bad(format!("{at}.token"), "must be at least 8 characters".into());
+                return bad(
+                    format!("{at}.token"),
+                    "must be at least 8 characters".into(),
+                );
             }
             if !tokens.insert(g.token.as_str()) {
                 return bad(format!("{at}.token"), "is used twice".into());
@@ -180,10 +183,16 @@ impl RouterConfig {
                 return bad(format!("{at}.name"), "must not be empty".into());
             }
             if !names.insert(c.name.as_str()) {
-                return bad(format!("{at}.name"), format!("{:?} is listed twice", c.name));
+                return bad(
+                    format!("{at}.name"),
+                    format!("{:?} is listed twice", c.name),
+                );
             }
             if c.token.len() < 8 {
-                return bad(format!("{at}.token"), "must be at least 8 characters".into());
+                return bad(
+                    format!("{at}.token"),
+                    "must be at least 8 characters".into(),
+                );
             }
             if !tokens.insert(c.token.as_str()) {
                 return bad(format!("{at}.token"), "is used twice".into());
@@ -261,7 +270,10 @@ mod tests {
     fn config_errors_name_the_problem() {
         assert!(error_of("listen = 5").contains("listen"));
         let err = error_of(&gateway("").replace("gateway-token", "short"));
-        assert!(err.contains("gateways[0].token") && err.contains("at least 8"), "{err}");
+        assert!(
+            err.contains("gateways[0].token") && err.contains("at least 8"),
+            "{err}"
+        );
         assert!(error_of("bogus = 1").contains("bogus"));
         let ok = RouterConfig::parse(&format!(
             "{}[[clients]]\nname = \"a\"\ntoken = \"client-token\"\nresources = [\"*\"]\n",
@@ -279,7 +291,10 @@ mod tests {
         let err = error_of(&gateway("").replace(KEY, "not-a-key"));
         assert!(err.contains("gateways[0].public_key"), "{err}");
         let err = error_of(&gateway("").replace("id = \"g\"", "id = \"../x\""));
-        assert!(err.contains("gateways[0].id") && err.contains("../x"), "{err}");
+        assert!(
+            err.contains("gateways[0].id") && err.contains("../x"),
+            "{err}"
+        );
         let err = error_of(&gateway("").replace("id = \"g\"", "id = \"\""));
         assert!(err.contains("gateways[0].id"), "{err}");
         let err = error_of(&gateway(
@@ -290,7 +305,11 @@ mod tests {
             "resources = [{ name = \"x\", protocol = \"gopher\" }]\n",
         ));
         assert!(err.contains("gateways[0].resources[0].protocol"), "{err}");
-        let twice = format!("{}{}", gateway(""), gateway("").replace("gateway-token", "other-token"));
+        let twice = format!(
+            "{}{}",
+            gateway(""),
+            gateway("").replace("gateway-token", "other-token")
+        );
         assert!(error_of(&twice).contains("listed twice"));
         let err = error_of(&format!("idle_timeout_secs = 0\n{}", gateway("")));
         assert!(err.contains("idle_timeout_secs"), "{err}");

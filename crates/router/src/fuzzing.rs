@@ -91,7 +91,7 @@ pub fn gateway_frame(data: &[u8]) {
     let f = fuzzer();
     let challenge = GatewayChallenge::new();
     let _ = crate::ws::check_hello(&f.shared, "g", &challenge, text);
-    if data.len() % 16 == 0 {
+    if data.len().is_multiple_of(16) {
         let proof = f
             .key
             .prove("g", &challenge.nonce_base64(), &challenge.epk_base64())

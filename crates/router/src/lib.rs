@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
-use http_body_util::BodyExt;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body_util::BodyExt;
 use sallyport_protocol::{
     codes, AnnouncedResource, ClientMessage, ClientReply, ClientWsEvent, ErrorBody, GatewayOutcome,
     MessageKind, ResourceInfo, ResourceList, RouterToGateway, PROTOCOL_VERSION,
@@ -444,9 +444,7 @@ async fn metrics_text(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        shared
-            .metrics
-            .render(gateways, conversations, connections),
+        shared.metrics.render(gateways, conversations, connections),
     )
 }
 

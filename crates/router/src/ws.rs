@@ -306,7 +306,9 @@ pub(crate) fn check_hello(
     if v != PROTOCOL_VERSION {
         return Err((
             codes::UNSUPPORTED_VERSION,
-            format!("protocol version {v} is not supported (this router speaks {PROTOCOL_VERSION})"),
+            format!(
+                "protocol version {v} is not supported (this router speaks {PROTOCOL_VERSION})"
+            ),
         ));
     }
     if claimed != gateway_id {

@@ -27,7 +27,10 @@ async fn silent_and_half_sent_requests_are_closed_after_the_header_timeout() {
     assert_eq!(healthz(addr, loopback(1)).await, 200);
 
     let (status, body) = parse_response(&read_to_close(&mut half, Duration::from_secs(5)).await);
-    assert_eq!((status, body["code"].as_str()), (408, Some(codes::HEADER_TIMEOUT)));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (408, Some(codes::HEADER_TIMEOUT))
+    );
     let (status, _) = parse_response(&read_to_close(&mut silent, Duration::from_secs(5)).await);
     assert_eq!(status, 408);
 
@@ -64,7 +67,10 @@ async fn bodies_are_not_waited_for_without_a_token_or_beyond_the_limits() {
         Duration::from_secs(1),
     )
     .await;
-    assert_eq!((status, body["code"].as_str()), (401, Some(codes::UNAUTHORIZED)));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some(codes::UNAUTHORIZED))
+    );
     // A declared length of 10^12: 413 at once, nothing read.
     let (status, body) = exchange(
         addr,
@@ -73,15 +79,17 @@ async fn bodies_are_not_waited_for_without_a_token_or_beyond_the_limits() {
         Duration::from_secs(1),
     )
     .await;
-    assert_eq!((status, body["code"].as_str()), (413, Some(codes::TOO_LARGE)));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some(codes::TOO_LARGE))
+    );
     // A body that stalls: 408 after the idle timeout.
     let mut stalled = connect_from(loopback(1), addr).await;
     stalled
         .write_all(format!("{}{{\"v\":1,", post(CLIENT_TOKEN, "100")).as_bytes())
         .await
         .unwrap();
-    let (status, body) =
-        parse_response(&read_to_close(&mut stalled, Duration::from_secs(6)).await);
+    let (status, body) = parse_response(&read_to_close(&mut stalled, Duration::from_secs(6)).await);
     assert_eq!(
         (status, body["code"].as_str()),
         (408, Some(codes::REQUEST_TIMEOUT))
@@ -108,7 +116,8 @@ async fn connections_are_capped_per_source_and_in_total() {
         idle.push(connect_from(loopback(2), addr).await);
     }
     // A fourth from the same address: 429, with a body that says why.
-    let (status, body) = exchange(addr, loopback(2), &get("/healthz"), Duration::from_secs(5)).await;
+    let (status, body) =
+        exchange(addr, loopback(2), &get("/healthz"), Duration::from_secs(5)).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (429, Some(codes::TOO_MANY_CONNECTIONS))
@@ -138,8 +147,12 @@ async fn connections_are_capped_per_source_and_in_total() {
         busy.push(stream);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (status, body) = exchange(addr, loopback(20), &get("/healthz"), Duration::from_secs(5)).await;
-    assert_eq!((status, body["code"].as_str()), (503, Some(codes::OVERLOADED)));
+    let (status, body) =
+        exchange(addr, loopback(20), &get("/healthz"), Duration::from_secs(5)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some(codes::OVERLOADED))
+    );
     router.shutdown().await;
 }
 
@@ -275,7 +288,11 @@ fn the_config_file_and_field_are_named_at_start() {
         err.contains("router.toml") && err.contains("public_key"),
         "{err}"
     );
-    std::fs::write(&path, config_text("").replace("name = \"db\"", "name = \"../x\"")).unwrap();
+    std::fs::write(
+        &path,
+        config_text("").replace("name = \"db\"", "name = \"../x\""),
+    )
+    .unwrap();
     let err = RouterConfig::load(&path).unwrap_err().to_string();
     assert!(
         err.contains("router.toml") && err.contains("resources[0].name"),

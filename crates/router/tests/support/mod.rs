@@ -241,4 +241,3 @@ pub async fn connected_gateways(url: &str) -> String {
         .unwrap()
         .to_owned()
 }
-

@@ -11,7 +11,7 @@ use sallyport_protocol::{
 };
 use sallyport_router::config::{ClientEntry, GatewayEntry};
 use sallyport_router::RouterConfig;
-use sallyport_tests::{echo_through, lab, launcher, request};
+use sallyport_tests::{echo_through, gateway_socket, lab, launcher, request};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -279,19 +279,6 @@ fn dummy_start(resource: &str, timeout_ms: u64) -> ClientMessage {
         timeout_ms: Some(timeout_ms),
         payload: keys.seal(Direction::ClientToGateway, "start", b"{}"),
     }
-}
-
-async fn gateway_socket(
-    url: &str,
-    token: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let mut request = format!("{}/v1/ws/gateway", url.replace("http://", "ws://"))
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    tokio_tungstenite::connect_async(request).await.unwrap().0
 }
 
 #[tokio::test]

@@ -6,20 +6,13 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use sallyport_core::Profile;
 use sallyport_protocol::{codes, GatewayKeyPair, PROTOCOL_VERSION};
-use sallyport_tests::{echo_through, lab, launcher, request};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use sallyport_tests::{echo_through, gateway_socket, lab, launcher, request};
 use tokio_tungstenite::tungstenite::Message;
 
 /// One impostor connection with the lab gateway's token: answers the challenge with a key of
 /// its own and returns the router's verdict.
 async fn impostor_attempt(url: &str, token: &str) -> serde_json::Value {
-    let mut request = format!("{}/v1/ws/gateway", url.replace("http://", "ws://"))
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut socket = gateway_socket(url, token).await;
     let challenge = next_text(&mut socket).await;
     let proof = GatewayKeyPair::generate()
         .prove(

@@ -138,7 +138,7 @@ async fn main() {
     let flood_started = Instant::now();
     let idle = idle_flood(addr, IDLE_CONNECTIONS).await;
     let opened = flood_started.elapsed();
-    let open = open_connections(&format!("http://{addr}")).await;
+    let open = metric(&format!("http://{addr}"), "sallyport_connections_open").await;
     let under_flood = healthz_latency(addr).await;
     row(
         &format!("{IDLE_CONNECTIONS} idle connections that send nothing (from {SOURCES} addresses, opened in {}; the router reported {open} open)", secs(opened)),
@@ -213,19 +213,7 @@ async fn main() {
     for _ in 0..256 {
         held.push(connect_from(loopback(30), addr).await);
     }
-    let started = Instant::now();
-    let (status, body) = exchange(
-        addr,
-        loopback(30),
-        &get("/healthz"),
-        Duration::from_secs(10),
-    )
-    .await;
-    row(
-        "a 257th connection from one address",
-        &format!("`{status} {}` at once", body["code"].as_str().unwrap_or("")),
-        &ms(started.elapsed()),
-    );
+    refused_at_once("a 257th connection from one address", addr, loopback(30)).await;
     drop(held);
 
     // Gateways: an impostor with the token, a gateway without proof, the real key.
@@ -248,11 +236,11 @@ async fn main() {
             verdict["code"].as_str().unwrap_or("").to_owned(),
         ));
     }
-    let connected = connected_gateways(&url).await;
+    let connected = metric(&url, "sallyport_gateways_connected").await;
     row(
         "6 impostors with the gateway's token and another key",
         &format!(
-            "`error {}` and close 1008; the real gateway stays (`{connected}`)",
+            "`error {}` and close 1008; the real gateway stays (`sallyport_gateways_connected {connected}`)",
             refusals[0].1
         ),
         &format!("max {}", ms(refusals.iter().map(|r| r.0).max().unwrap())),
@@ -292,19 +280,12 @@ async fn main() {
         busy.push(stream);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let started = Instant::now();
-    let (status, body) = exchange(
+    refused_at_once(
+        "a new connection while all `max_connections` are busy",
         busy_addr,
         loopback(1),
-        &get("/healthz"),
-        Duration::from_secs(10),
     )
     .await;
-    row(
-        "a new connection while all `max_connections` are busy",
-        &format!("`{status} {}` at once", body["code"].as_str().unwrap_or("")),
-        &ms(started.elapsed()),
-    );
     drop(busy);
 
     // Configuration mistakes, caught at start.
@@ -358,19 +339,16 @@ async fn main() {
     }
 }
 
-/// `sallyport_connections_open` from the router's metrics.
-async fn open_connections(url: &str) -> String {
-    let metrics = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("sallyport_connections_open "))
-        .unwrap_or("?")
-        .to_owned()
+/// A `/healthz` from `source` that the router refuses: how fast, and with what.
+async fn refused_at_once(what: &str, addr: SocketAddr, source: std::net::IpAddr) {
+    let started = Instant::now();
+    let (status, body) = exchange(addr, source, &get("/healthz"), Duration::from_secs(10)).await;
+    let code = body["code"].as_str().unwrap_or("");
+    row(
+        what,
+        &format!("`{status} {code}` at once"),
+        &ms(started.elapsed()),
+    );
 }
 
 fn gateway_config(id_line: &str, extra: &str) -> String {

@@ -206,10 +206,7 @@ async fn a_token_without_the_key_neither_registers_nor_displaces_a_gateway() {
         assert_eq!(reply["type"], "error", "{reply}");
         assert_eq!(reply["code"], codes::UNAUTHORIZED, "{reply}");
     }
-    assert_eq!(
-        connected_gateways(&url).await,
-        "sallyport_gateways_connected 1"
-    );
+    assert_eq!(metric(&url, "sallyport_gateways_connected").await, "1");
     // The real gateway's socket is untouched: it still answers a ping.
     real.send(Message::Ping(b"still here".to_vec().into()))
         .await

@@ -228,7 +228,8 @@ pub async fn hello_with(socket: &mut Socket, key: Option<&GatewayKeyPair>) -> se
     next_json(socket).await
 }
 
-pub async fn connected_gateways(url: &str) -> String {
+/// The value of the router's metric `name` (a gauge or counter without labels).
+pub async fn metric(url: &str, name: &str) -> String {
     let metrics = reqwest::get(format!("{url}/metrics"))
         .await
         .unwrap()
@@ -237,7 +238,7 @@ pub async fn connected_gateways(url: &str) -> String {
         .unwrap();
     metrics
         .lines()
-        .find(|l| l.starts_with("sallyport_gateways_connected "))
-        .unwrap()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no metric {name}"))
         .to_owned()
 }

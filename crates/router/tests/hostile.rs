@@ -109,8 +109,11 @@ async fn bodies_are_not_waited_for_without_a_token_or_beyond_the_limits() {
 
 #[tokio::test]
 async fn connections_are_capped_per_source_and_in_total() {
-    let router = router("max_connections_per_source = 3\nmax_connections = 5").await;
+    // Timeouts long enough that only the caps close anything here.
+    let limits = "max_connections_per_source = 3\nmax_connections = 5";
+    let router = router_from(&config_with(30, 30, limits)).await;
     let addr = router.addr;
+    let url = router.url();
     let mut idle = Vec::new();
     for _ in 0..3 {
         idle.push(connect_from(loopback(2), addr).await);
@@ -130,7 +133,9 @@ async fn connections_are_capped_per_source_and_in_total() {
     idle.push(connect_from(loopback(4), addr).await);
     assert_eq!(healthz(addr, loopback(5)).await, 200);
     let mut oldest = idle.remove(0);
-    let _ = read_to_close(&mut oldest, Duration::from_secs(1)).await;
+    let _ = read_to_close(&mut oldest, Duration::from_secs(5)).await;
+    let evicted = "sallyport_failures_total{code=\"evicted\"}";
+    assert_eq!(metric(&url, evicted).await, "1");
 
     // Busy connections are not let go: with every slot in a request, a new one gets 503.
     drop(idle);
@@ -153,6 +158,8 @@ async fn connections_are_capped_per_source_and_in_total() {
         (status, body["code"].as_str()),
         (503, Some(codes::OVERLOADED))
     );
+    // Their clients hang up, which ends the requests; shutdown waits for nothing else.
+    drop(busy);
     router.shutdown().await;
 }
 

@@ -51,7 +51,11 @@ pub fn config_text(extra: &str) -> String {
 }
 
 pub async fn router(extra: &str) -> RouterHandle {
-    sallyport_router::spawn(RouterConfig::parse(&config_text(extra)).unwrap())
+    router_from(&config_text(extra)).await
+}
+
+pub async fn router_from(config: &str) -> RouterHandle {
+    sallyport_router::spawn(RouterConfig::parse(config).unwrap())
         .await
         .unwrap()
 }

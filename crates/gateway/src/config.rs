@@ -79,7 +79,8 @@ impl GatewayConfig {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let config: GatewayConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let config: GatewayConfig = toml::from_str(text)
+            .map_err(|e| sallyport_protocol::config_error_at(text, e.span(), e.message()))?;
         config.validate()?;
         Ok(config)
     }

@@ -462,6 +462,18 @@ pub fn check_udp_bind(addr: &str) -> Result<(), String> {
     }
 }
 
+/// One line for a configuration error found at byte `span` of `text`: `line N (`that line`):
+/// message`, so a multi-line parser report still names where and what.
+pub fn config_error_at(text: &str, span: Option<std::ops::Range<usize>>, message: &str) -> String {
+    let message = message.trim().replace('\n', " ");
+    let Some(span) = span.filter(|s| s.start <= text.len()) else {
+        return message;
+    };
+    let line = text[..span.start].matches('\n').count() + 1;
+    let content = text.lines().nth(line - 1).unwrap_or("").trim();
+    format!("line {line} (`{content}`): {message}")
+}
+
 /// Check one STUN/TURN server URL (`ice_servers`): `stun:`, `stuns:`, `turn:` or `turns:`
 /// followed by a host.
 pub fn check_ice_server(url: &str) -> Result<(), String> {
@@ -551,6 +563,16 @@ mod tests {
         assert!(check_ice_server("stun:stun.example.org:3478").is_ok());
         assert!(check_ice_server("http://x").is_err());
         assert!(check_ice_server("stun:").is_err());
+    }
+
+    #[test]
+    fn config_errors_point_at_their_line() {
+        let text = "a = 1\n[[gateways]]\nid = \"x\"\n";
+        assert_eq!(
+            config_error_at(text, Some(6..18), "missing field `public_key`\n"),
+            "line 2 (`[[gateways]]`): missing field `public_key`"
+        );
+        assert_eq!(config_error_at(text, None, "bad"), "bad");
     }
 
     #[test]

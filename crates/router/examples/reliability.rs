@@ -64,12 +64,6 @@ async fn timed(addr: SocketAddr, request: &str) -> (Duration, u16, String) {
     )
 }
 
-fn post(token: &str, length: &str) -> String {
-    format!(
-        "POST /v1/gateways/dc1/messages HTTP/1.1\r\nhost: router\r\nauthorization: Bearer {token}\r\ncontent-length: {length}\r\n\r\n"
-    )
-}
-
 /// Run `binary args` with a bad configuration: time to exit, and its error line.
 fn config_error(binary: &str, args: &[&str], file: &str, text: &str) -> (Duration, String) {
     let dir = std::env::temp_dir().join(format!("sallyport-reliability-{}", std::process::id()));

@@ -120,8 +120,13 @@ impl RouterConfig {
     }
 
     pub fn parse(text: &str) -> Result<Self, RouterError> {
-        let config: RouterConfig =
-            toml::from_str(text).map_err(|e| RouterError::Config(e.to_string()))?;
+        let config: RouterConfig = toml::from_str(text).map_err(|e| {
+            RouterError::Config(sallyport_protocol::config_error_at(
+                text,
+                e.span(),
+                e.message(),
+            ))
+        })?;
         config.validate()?;
         Ok(config)
     }

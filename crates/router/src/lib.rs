@@ -73,7 +73,8 @@ pub enum RouterError {
 impl RouterError {
     pub fn code(&self) -> &str {
         match self {
-            RouterError::Config(_) | RouterError::Bind(..) => codes::INTERNAL,
+            RouterError::Config(_) => "config_invalid",
+            RouterError::Bind(..) => codes::INTERNAL,
             RouterError::Unauthorized => codes::UNAUTHORIZED,
             RouterError::Forbidden(_) => codes::FORBIDDEN,
             RouterError::UnknownGateway(_) => codes::UNKNOWN_GATEWAY,

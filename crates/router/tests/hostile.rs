@@ -54,11 +54,6 @@ async fn silent_and_half_sent_requests_are_closed_after_the_header_timeout() {
 async fn bodies_are_not_waited_for_without_a_token_or_beyond_the_limits() {
     let router = router("").await;
     let addr = router.addr;
-    let post = |token: &str, length: &str| {
-        format!(
-            "POST /v1/gateways/dc1/messages HTTP/1.1\r\nhost: router\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\r\n"
-        )
-    };
     // No token, and the body never comes: 401 at once.
     let (status, body) = exchange(
         addr,
@@ -144,9 +139,7 @@ async fn connections_are_capped_per_source_and_in_total() {
     for i in 0..5 {
         let mut stream = connect_from(loopback(10 + i), addr).await;
         stream
-            .write_all(
-                format!("POST /v1/gateways/dc1/messages HTTP/1.1\r\nhost: router\r\nauthorization: Bearer {CLIENT_TOKEN}\r\ncontent-length: 50\r\n\r\n{{").as_bytes(),
-            )
+            .write_all(format!("{}{{", post(CLIENT_TOKEN, "50")).as_bytes())
             .await
             .unwrap();
         busy.push(stream);

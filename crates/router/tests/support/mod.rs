@@ -104,6 +104,13 @@ pub fn parse_response(response: &str) -> (u16, serde_json::Value) {
     (status, serde_json::from_str(body).unwrap_or_default())
 }
 
+/// The head of a client POST to gateway `dc1` declaring `length` body bytes (none sent).
+pub fn post(token: &str, length: &str) -> String {
+    format!(
+        "POST /v1/gateways/dc1/messages HTTP/1.1\r\nhost: router\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {length}\r\n\r\n"
+    )
+}
+
 pub fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nhost: router\r\nconnection: close\r\n\r\n")
 }

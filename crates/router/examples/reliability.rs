@@ -329,7 +329,7 @@ async fn main() {
         ),
     ] {
         let (elapsed, line) = config_error(binary, &args, file, &text);
-        row(what, &format!("exits 2: `{line}`"), &ms(elapsed));
+        row(what, &format!("exits 2: `` {line} ``"), &ms(elapsed));
     }
 }
 

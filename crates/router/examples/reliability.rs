@@ -264,16 +264,7 @@ async fn main() {
         &config_with(10, 30, "max_connections = 4"),
         None,
     );
-    let mut busy = Vec::new();
-    for i in 0..4u8 {
-        let mut stream = connect_from(loopback(40 + i), busy_addr).await;
-        stream
-            .write_all(format!("{}{{", post(CLIENT_TOKEN, "50")).as_bytes())
-            .await
-            .unwrap();
-        busy.push(stream);
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy = busy_connections(busy_addr, 40, 4).await;
     refused_at_once(
         "a new connection while all `max_connections` are busy",
         busy_addr,

@@ -135,16 +135,7 @@ async fn connections_are_capped_per_source_and_in_total() {
     // Busy connections are not let go: with every slot in a request, a new one gets 503.
     drop(idle);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut busy = Vec::new();
-    for i in 0..5 {
-        let mut stream = connect_from(loopback(10 + i), addr).await;
-        stream
-            .write_all(format!("{}{{", post(CLIENT_TOKEN, "50")).as_bytes())
-            .await
-            .unwrap();
-        busy.push(stream);
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy = busy_connections(addr, 10, 5).await;
     let (status, body) =
         exchange(addr, loopback(20), &get("/healthz"), Duration::from_secs(5)).await;
     assert_eq!(

@@ -111,6 +111,23 @@ pub fn post(token: &str, length: &str) -> String {
     )
 }
 
+/// `count` connections, from 127.0.0.`first`.., each in the middle of a POST whose body has
+/// stopped coming: busy until the idle timeout.
+pub async fn busy_connections(addr: SocketAddr, first: u8, count: u8) -> Vec<TcpStream> {
+    let mut busy = Vec::new();
+    for i in 0..count {
+        let mut stream = connect_from(loopback(first + i), addr).await;
+        stream
+            .write_all(format!("{}{{", post(CLIENT_TOKEN, "50")).as_bytes())
+            .await
+            .unwrap();
+        busy.push(stream);
+    }
+    // Until the router has read each head and is waiting for its body.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    busy
+}
+
 pub fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nhost: router\r\nconnection: close\r\n\r\n")
 }

@@ -40,6 +40,9 @@ use crate::Shared;
 const DESCRIPTOR_RESERVE: u64 = 64;
 /// Largest request head (request line and headers) the router reads.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Refusals being written at once; past this a refused connection is closed without one, so
+/// a flood of refused connections cannot hold descriptors either.
+const MAX_REFUSALS_IN_FLIGHT: usize = 256;
 
 /// The connection limits in force.
 #[derive(Debug, Clone, Copy)]
@@ -241,6 +244,7 @@ enum Expiry {
 #[derive(Default)]
 pub(crate) struct Connections {
     table: Mutex<Table>,
+    refusing: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -442,7 +446,17 @@ pub(crate) async fn serve(listener: TcpListener, app: axum::Router, shared: Arc<
             }
             Err(refusal) => {
                 shared.metrics.failure(refusal.response().1.code.as_str());
-                tasks.spawn(refuse(stream, peer, refusal));
+                let refusing = &shared.connections.refusing;
+                if refusing.fetch_add(1, Ordering::AcqRel) < MAX_REFUSALS_IN_FLIGHT {
+                    let shared = shared.clone();
+                    tasks.spawn(async move {
+                        refuse(stream, peer, refusal).await;
+                        shared.connections.refusing.fetch_sub(1, Ordering::AcqRel);
+                    });
+                } else {
+                    refusing.fetch_sub(1, Ordering::AcqRel);
+                    drop(stream);
+                }
             }
         }
     }

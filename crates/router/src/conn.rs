@@ -498,6 +498,7 @@ async fn serve_connection(io: Tracked, app: axum::Router, shared: Arc<Shared>, l
         })
     };
     let connection = hyper::server::conn::http1::Builder::new()
+        .max_header_size(MAX_HEAD_BYTES)
         .max_buf_size(MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();

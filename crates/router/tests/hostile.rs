@@ -151,11 +151,13 @@ async fn connections_are_capped_per_source_and_in_total() {
 async fn a_router_with_1024_descriptors_answers_healthz_past_1100_idle_connections() {
     // This test holds 1,100 sockets itself.
     sallyport_router::raise_descriptor_limit();
+    // A header timeout long enough that the caps, not the timeout, meet the flood.
     let (_child, addr) = support::child_router(
         env!("CARGO_BIN_EXE_sallyport-router"),
-        &config_text(""),
+        &config_with(5, 30, ""),
         Some(1024),
     );
+    let url = format!("http://{addr}");
 
     // 1,100 connections that say nothing, from five addresses (220 each, under the
     // per-source cap), past what 1,024 descriptors can hold.
@@ -166,11 +168,17 @@ async fn a_router_with_1024_descriptors_answers_healthz_past_1100_idle_connectio
     for _ in 0..3 {
         assert_eq!(healthz(addr, loopback(1)).await, 200);
     }
-    // And every one of them is closed after the header timeout (1 s).
+    // The router was at its cap (1,024 less its reserve) and let idle connections go.
+    let evicted: u32 = metric(&url, "sallyport_failures_total{code=\"evicted\"}")
+        .await
+        .parse()
+        .unwrap();
+    assert!(evicted > 0, "the flood never reached the cap");
+    // And every one of them is closed after the header timeout (5 s).
     let closes = idle.into_iter().map(|mut stream| {
         tokio::spawn(async move {
             let mut sink = Vec::new();
-            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut sink))
+            tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut sink))
                 .await
                 .is_ok()
         })

@@ -11,7 +11,7 @@ use sallyport_protocol::{
 };
 use sallyport_router::config::{ClientEntry, GatewayEntry};
 use sallyport_router::RouterConfig;
-use sallyport_tests::{echo_through, lab, launcher, request};
+use sallyport_tests::{echo_through, gateway_socket, lab, launcher, request};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -225,6 +225,11 @@ async fn a_refusing_target_reports_its_close_reason() {
     lab.shutdown().await;
 }
 
+/// The `mute` gateway's key (fixed, so raw test sockets can prove it).
+fn mute_key() -> GatewayKeyPair {
+    GatewayKeyPair::from_base64("AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=").unwrap()
+}
+
 /// A router with one client and two gateways: `ghost` never connects, `mute` connects and
 /// never answers.
 async fn bare_router() -> sallyport_router::RouterHandle {
@@ -235,6 +240,7 @@ async fn bare_router() -> sallyport_router::RouterHandle {
             GatewayEntry {
                 id: "ghost".into(),
                 token: "ghost-gateway-token".into(),
+                public_key: GatewayKeyPair::generate().public().to_base64(),
                 resources: vec![sallyport_protocol::AnnouncedResource {
                     name: "db".into(),
                     protocol: "postgres".into(),
@@ -243,6 +249,7 @@ async fn bare_router() -> sallyport_router::RouterHandle {
             GatewayEntry {
                 id: "mute".into(),
                 token: "mute-gateway-token".into(),
+                public_key: mute_key().public().to_base64(),
                 resources: vec![],
             },
         ],
@@ -267,19 +274,6 @@ fn dummy_start(resource: &str, timeout_ms: u64) -> ClientMessage {
         timeout_ms: Some(timeout_ms),
         payload: keys.seal(Direction::ClientToGateway, "start", b"{}"),
     }
-}
-
-async fn gateway_socket(
-    url: &str,
-    token: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let mut request = format!("{}/v1/ws/gateway", url.replace("http://", "ws://"))
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    tokio_tungstenite::connect_async(request).await.unwrap().0
 }
 
 #[tokio::test]
@@ -333,7 +327,17 @@ async fn router_status_codes() {
 
     // A gateway that connects and never answers → 504 rrc_timeout.
     let mut mute = gateway_socket(&url, "mute-gateway-token").await;
-    let hello = serde_json::json!({"type": "hello", "v": PROTOCOL_VERSION, "gateway_id": "mute", "resources": [{"name": "slow", "protocol": "tcp"}]});
+    let challenge: serde_json::Value =
+        serde_json::from_str(mute.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(challenge["type"], "challenge");
+    let proof = mute_key()
+        .prove(
+            "mute",
+            challenge["nonce"].as_str().unwrap(),
+            challenge["epk"].as_str().unwrap(),
+        )
+        .unwrap();
+    let hello = serde_json::json!({"type": "hello", "v": PROTOCOL_VERSION, "gateway_id": "mute", "proof": proof, "resources": [{"name": "slow", "protocol": "tcp"}]});
     mute.send(Message::Text(hello.to_string().into()))
         .await
         .unwrap();
@@ -439,11 +443,14 @@ async fn router_status_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_reconnects_when_the_router_comes_back() {
     let echo_addr = sallyport_tests::echo_target().await;
+    let key = GatewayKeyPair::generate();
+    let public = key.public();
     let config = RouterConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         gateways: vec![GatewayEntry {
             id: "dc1".into(),
             token: "dc1-gateway-token".into(),
+            public_key: public.to_base64(),
             resources: vec![],
         }],
         clients: vec![ClientEntry {
@@ -455,8 +462,6 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
     };
     let router = sallyport_router::spawn(config.clone()).await.unwrap();
     let addr = router.addr;
-    let key = GatewayKeyPair::generate();
-    let public = key.public();
     let gateway = sallyport_gateway::spawn(
         sallyport_gateway::GatewayConfig {
             router_url: router.url(),

@@ -101,11 +101,13 @@ async fn checkpoints_arrive_in_pipeline_order() {
 async fn a_gateway_that_comes_up_during_the_catchup_window_is_reached_on_attempt_two() {
     // The router knows the resource before its gateway ever connects.
     let target_addr = sallyport_tests::echo_target().await;
+    let key = GatewayKeyPair::generate();
     let router = sallyport_router::spawn(RouterConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         gateways: vec![GatewayEntry {
             id: "late".into(),
             token: "late-gateway-token".into(),
+            public_key: key.public().to_base64(),
             resources: vec![AnnouncedResource {
                 name: "late-echo".into(),
                 protocol: "tcp".into(),
@@ -120,7 +122,6 @@ async fn a_gateway_that_comes_up_during_the_catchup_window_is_reached_on_attempt
     })
     .await
     .unwrap();
-    let key = GatewayKeyPair::generate();
     let profile = ClientProfile {
         router_url: router.url(),
         token: None,

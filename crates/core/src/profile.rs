@@ -71,6 +71,14 @@ impl ClientProfile {
             GatewayPublicKey::from_base64(key)
                 .map_err(|e| CoreError::Profile(format!("gateways.{id}: {e}")))?;
         }
+        for (i, addr) in self.webrtc_udp.iter().flatten().enumerate() {
+            sallyport_protocol::check_udp_bind(addr)
+                .map_err(|e| CoreError::Profile(format!("webrtc_udp[{i}]: {e}")))?;
+        }
+        for (i, url) in self.ice_servers.iter().enumerate() {
+            sallyport_protocol::check_ice_server(url)
+                .map_err(|e| CoreError::Profile(format!("ice_servers[{i}]: {e}")))?;
+        }
         Ok(())
     }
 

@@ -85,7 +85,7 @@ fn default_udp() -> Vec<String> {
     vec!["0.0.0.0:0".into()]
 }
 
-pub const PROTOCOLS: &[&str] = &["ssh", "postgres", "mysql", "kubernetes", "rdp", "tcp"];
+pub const PROTOCOLS: &[&str] = sallyport_protocol::RESOURCE_PROTOCOLS;
 
 impl GatewayConfig {
     pub fn load(path: &Path) -> Result<Self, GatewayError> {
@@ -102,12 +102,14 @@ impl GatewayConfig {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let config: GatewayConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let config: GatewayConfig = toml::from_str(text)
+            .map_err(|e| sallyport_protocol::config_error_at(text, e.span(), e.message()))?;
         config.validate()?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Check every field; the message names the field (`resources[1].target`, ...).
+    pub fn validate(&self) -> Result<(), String> {
         url::Url::parse(&self.router_url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"))
@@ -117,22 +119,52 @@ impl GatewayConfig {
                     self.router_url
                 )
             })?;
-        if self.max_sessions == 0 || self.max_connections_per_session == 0 {
-            return Err("max_sessions and max_connections_per_session must be at least 1".into());
+        if !sallyport_protocol::valid_resource_name(&self.gateway_id) {
+            return Err(format!(
+                "gateway_id {:?} {}",
+                self.gateway_id,
+                sallyport_protocol::RESOURCE_NAME_RULE
+            ));
+        }
+        if self.token.len() < 8 {
+            return Err("token must be at least 8 characters".into());
+        }
+        if self.max_sessions == 0 {
+            return Err("max_sessions must be at least 1".into());
+        }
+        if self.max_connections_per_session == 0 {
+            return Err("max_connections_per_session must be at least 1".into());
+        }
+        if self.connect_timeout_ms == 0 {
+            return Err("connect_timeout_ms must be at least 1".into());
+        }
+        if self.webrtc_udp.is_empty() {
+            return Err("webrtc_udp must name at least one local address".into());
+        }
+        for (i, addr) in self.webrtc_udp.iter().enumerate() {
+            sallyport_protocol::check_udp_bind(addr)
+                .map_err(|e| format!("webrtc_udp[{i}]: {e}"))?;
+        }
+        for (i, url) in self.ice_servers.iter().enumerate() {
+            sallyport_protocol::check_ice_server(url)
+                .map_err(|e| format!("ice_servers[{i}]: {e}"))?;
         }
         self.tube_config()?;
         let mut names = std::collections::HashSet::new();
-        for r in &self.resources {
+        for (i, r) in self.resources.iter().enumerate() {
             if !sallyport_protocol::valid_resource_name(&r.name) {
-                return Err(format!("resource name {:?} is invalid", r.name));
+                return Err(format!(
+                    "resources[{i}].name {:?} {}",
+                    r.name,
+                    sallyport_protocol::RESOURCE_NAME_RULE
+                ));
             }
             if !names.insert(&r.name) {
-                return Err(format!("resource {:?} is listed twice", r.name));
+                return Err(format!("resources[{i}].name {:?} is listed twice", r.name));
             }
             if !PROTOCOLS.contains(&r.protocol.as_str()) {
                 return Err(format!(
-                    "resource {:?}: protocol {:?} is not one of {}",
-                    r.name,
+                    "resources[{i}].protocol {:?} is not one of {}",
                     r.protocol,
                     PROTOCOLS.join(", ")
                 ));
@@ -143,8 +175,8 @@ impl GatewayConfig {
                 .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
             if !port_ok {
                 return Err(format!(
-                    "resource {:?}: target {:?} must be host:port",
-                    r.name, r.target
+                    "resources[{i}].target {:?} must be host:port",
+                    r.target
                 ));
             }
         }
@@ -214,5 +246,57 @@ target = "127.0.0.1:7"
         let tube = ok.tube_config().unwrap();
         assert_eq!(tube.udp_port_range, Some((40000, 40099)));
         assert_eq!(tube.advertise_ip, Some("203.0.113.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn every_field_is_checked_at_start() {
+        for (bad, field) in [
+            ("gateway_id = \"../x\"", "gateway_id"),
+            ("gateway_id = \"\"", "gateway_id"),
+            ("gateway_id = \"..\"", "gateway_id"),
+        ] {
+            let err = GatewayConfig::parse(&GOOD.replace("gateway_id = \"lab\"", bad)).unwrap_err();
+            assert!(err.contains(field), "{bad}: {err}");
+        }
+        let udp = GOOD.replace(
+            "[[resources]]",
+            "webrtc_udp = [\"0.0.0.0:0\", \"not-an-address\"]\n[[resources]]",
+        );
+        let err = GatewayConfig::parse(&udp).unwrap_err();
+        assert!(
+            err.contains("webrtc_udp[1]") && err.contains("not-an-address"),
+            "{err}"
+        );
+        let ice = GOOD.replace(
+            "[[resources]]",
+            "ice_servers = [\"stun.example.org\"]\n[[resources]]",
+        );
+        assert!(GatewayConfig::parse(&ice)
+            .unwrap_err()
+            .contains("ice_servers[0]"));
+        let name = GOOD.replace("name = \"echo\"", "name = \"../x\"");
+        assert!(GatewayConfig::parse(&name)
+            .unwrap_err()
+            .contains("resources[0].name"));
+        let token = GOOD.replace("gateway-token", "short");
+        assert!(GatewayConfig::parse(&token).unwrap_err().contains("token"));
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("sallyport-gw-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gateway.toml");
+        std::fs::write(
+            &path,
+            GOOD.replace("gateway_id = \"lab\"", "gateway_id = \"../x\""),
+        )
+        .unwrap();
+        let err = GatewayConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("gateway.toml") && err.contains("gateway_id"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -170,6 +170,9 @@ async fn run(
                 tracing::warn!("router connection closed; reconnecting");
                 backoff = Duration::from_millis(200);
             }
+            Err(e @ GatewayError::Refused { .. }) => {
+                tracing::error!(error = %e, retry_in = ?backoff, "the router refused this gateway; check its id, token and key against the router's configuration")
+            }
             Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "router connection failed"),
         }
         tokio::select! {
@@ -240,6 +243,19 @@ async fn connect_once(
     .map_err(|e| GatewayError::Router(e.to_string()))?;
     let (mut sink, mut stream) = socket.split();
 
+    // The router speaks first: a challenge, answered in the hello by a proof that this gateway
+    // holds the key the router has configured for it (docs/PROTOCOL.md 4.2).
+    let (nonce, epk) = match next_frame(&mut stream).await? {
+        RouterToGateway::Challenge { nonce, epk, .. } => (nonce, epk),
+        RouterToGateway::Error { code, message } => {
+            return Err(GatewayError::Refused { code, message })
+        }
+        _ => return Err(GatewayError::Router("expected a challenge".into())),
+    };
+    let proof = gateway
+        .key
+        .prove(&gateway.config.gateway_id, &nonce, &epk)
+        .map_err(|e| GatewayError::Router(format!("unusable challenge: {e}")))?;
     let hello = GatewayToRouter::Hello {
         v: PROTOCOL_VERSION,
         gateway_id: gateway.config.gateway_id.clone(),
@@ -252,19 +268,17 @@ async fn connect_once(
                 protocol: r.protocol.clone(),
             })
             .collect(),
+        proof: Some(proof),
     };
     sink.send(text(&hello))
         .await
         .map_err(|e| GatewayError::Router(e.to_string()))?;
-    match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
-        Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<RouterToGateway>(&t) {
-            Ok(RouterToGateway::Welcome { .. }) => {}
-            Ok(RouterToGateway::Error { code, message }) => {
-                return Err(GatewayError::Refused { code, message })
-            }
-            _ => return Err(GatewayError::Router("expected a welcome".into())),
-        },
-        _ => return Err(GatewayError::Router("no welcome from the router".into())),
+    match next_frame(&mut stream).await? {
+        RouterToGateway::Welcome { .. } => {}
+        RouterToGateway::Error { code, message } => {
+            return Err(GatewayError::Refused { code, message })
+        }
+        _ => return Err(GatewayError::Router("expected a welcome".into())),
     }
     tracing::info!(gateway = %gateway.config.gateway_id, "connected to router");
 
@@ -305,12 +319,37 @@ async fn connect_once(
                     Ok(RouterToGateway::Error { code, message }) => {
                         tracing::warn!(%code, %message, "router reported an error");
                     }
-                    Ok(RouterToGateway::Welcome { .. }) => {}
+                    Ok(RouterToGateway::Welcome { .. } | RouterToGateway::Challenge { .. }) => {}
                     Err(e) => tracing::warn!(error = %e, "unreadable frame from router; ignored"),
                 },
                 Some(Ok(_)) => {}
             },
         }
+    }
+}
+
+/// The router's next frame during the handshake, within the 10 s the router allows too.
+async fn next_frame<S>(stream: &mut S) -> Result<RouterToGateway, GatewayError>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str(&t)
+            .map_err(|e| GatewayError::Router(format!("unreadable frame from the router: {e}"))),
+        Ok(Some(Ok(Message::Close(frame)))) => Err(GatewayError::Router(format!(
+            "the router closed the connection{}",
+            frame.map(|f| format!(": {}", f.reason)).unwrap_or_default()
+        ))),
+        Ok(Some(Ok(_))) => Err(GatewayError::Router(
+            "unexpected frame from the router".into(),
+        )),
+        Ok(Some(Err(e))) => Err(GatewayError::Router(e.to_string())),
+        Ok(None) => Err(GatewayError::Router(
+            "the router closed the connection".into(),
+        )),
+        Err(_) => Err(GatewayError::Router(
+            "no answer from the router within 10 s".into(),
+        )),
     }
 }
 

@@ -46,6 +46,8 @@ pub struct Lab {
     pub gateway: GatewayHandle,
     pub profile: ClientProfile,
     pub client_token: String,
+    /// The lab gateway's router token (tests use it to play an impostor that has only it).
+    pub gateway_token: String,
     pub resources: Vec<ResourceConfig>,
     echo: tokio::task::JoinHandle<()>,
 }
@@ -111,12 +113,16 @@ impl Lab {
 
         let gateway_token = secret();
         let client_token = secret();
+        let key = GatewayKeyPair::generate();
+        let public_key = key.public();
         let router_config = RouterConfig::parse("").map_err(|e| e.to_string())?;
         let router_config = RouterConfig {
             listen: options.router_listen,
             gateways: vec![GatewayEntry {
                 id: LAB_GATEWAY.into(),
                 token: gateway_token.clone(),
+                // The router checks that the lab gateway holds this key on every connection.
+                public_key: public_key.to_base64(),
                 resources: Vec::new(),
             }],
             clients: vec![ClientEntry {
@@ -130,11 +136,10 @@ impl Lab {
             .await
             .map_err(|e| e.to_string())?;
 
-        let key = GatewayKeyPair::generate();
         let gateway_config = GatewayConfig {
             router_url: router.url(),
             gateway_id: LAB_GATEWAY.into(),
-            token: gateway_token,
+            token: gateway_token.clone(),
             key_file: "unused-in-the-lab".into(),
             max_sessions: options.max_sessions.unwrap_or(64),
             max_connections_per_session: 64,
@@ -146,7 +151,6 @@ impl Lab {
             webrtc_max_datagram: None,
             resources: resources.clone(),
         };
-        let public_key = key.public();
         let gateway = sallyport_gateway::spawn(gateway_config, key);
         if !gateway.wait_online(Duration::from_secs(10)).await {
             return Err("the lab gateway did not connect to the lab router".into());
@@ -164,6 +168,7 @@ impl Lab {
             gateway,
             profile,
             client_token,
+            gateway_token,
             resources,
             echo,
         })

@@ -3,11 +3,13 @@
 //!
 //! See `docs/PROTOCOL.md` for the full description.
 
+pub mod auth;
 pub mod frame;
 pub mod seal;
 
 use serde::{Deserialize, Serialize};
 
+pub use auth::GatewayChallenge;
 pub use seal::{ConversationKeys, Direction, GatewayKeyPair, GatewayPublicKey, SealedPayload};
 
 /// Version of the wire protocol; carried in the gateway's hello and in every HTTP message.
@@ -39,9 +41,9 @@ impl ProtocolError {
     /// Stable code for the CLI and UI.
     pub fn code(&self) -> &'static str {
         match self {
-            ProtocolError::Seal(_) => "seal_rejected",
+            ProtocolError::Seal(_) => codes::SEAL_REJECTED,
             ProtocolError::Key(_) => codes::INVALID_KEY,
-            ProtocolError::Malformed(_) => "malformed",
+            ProtocolError::Malformed(_) => codes::MALFORMED,
         }
     }
 }
@@ -59,7 +61,17 @@ pub mod codes {
     pub const RRC_TIMEOUT: &str = "rrc_timeout";
     pub const BAD_STATE: &str = "bad_state";
     pub const SEAL_REJECTED: &str = "seal_rejected";
+    /// A key that is not base64 of 32 bytes, in a local file or setting. On the wire a bad
+    /// `epk` is `seal_rejected`.
     pub const INVALID_KEY: &str = "invalid_key";
+    /// The router closed a connection that did not send a complete request head in time.
+    pub const HEADER_TIMEOUT: &str = "header_timeout";
+    /// A request body stalled: no byte of it arrived within the router's idle timeout.
+    pub const REQUEST_TIMEOUT: &str = "request_timeout";
+    /// Too many connections from one source address.
+    pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
+    /// The router holds as many connections as it may and none of them can be let go.
+    pub const OVERLOADED: &str = "overloaded";
     pub const SESSION_LIMIT: &str = "session_limit";
     pub const UNSUPPORTED_VERSION: &str = "unsupported_version";
     pub const INTERNAL: &str = "internal";
@@ -155,19 +167,28 @@ pub enum ClientWsRequest {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientWsEvent {
     /// The router has registered the subscription: gateway messages for it will be delivered.
-    Subscribed {
-        conversation_id: String,
-    },
+    Subscribed { conversation_id: String },
     /// A sealed gateway message for a subscribed conversation.
     Message {
         conversation_id: String,
         kind: StreamKind,
         payload: SealedPayload,
     },
-    Error {
-        code: String,
-        message: String,
-    },
+    /// A refused request. The router sends it as [`ClientWsError`], which adds the
+    /// `conversation_id` the error concerns; parsing it as this variant ignores that field.
+    Error { code: String, message: String },
+}
+
+/// The `error` frame the router sends on a client socket: `{"type":"error", code, message}`
+/// plus `conversation_id` when the error answers a `subscribe` or `unsubscribe` (the id as the
+/// client sent it), so a client with several subscribes in flight knows which one failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "error")]
+pub struct ClientWsError {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
 }
 
 /// Kind of a message a gateway streams to a client (authenticated by the sealing).
@@ -193,10 +214,15 @@ impl StreamKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum GatewayToRouter {
+    /// The gateway's first frame, answering the router's `challenge`; a later hello only
+    /// updates the announced resources and needs no proof.
     Hello {
         v: u16,
         gateway_id: String,
         resources: Vec<AnnouncedResource>,
+        /// Proof of the gateway's key for this connection (see [`auth`]), base64 of 32 bytes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<String>,
     },
     /// The answer to one forwarded client message.
     Reply {
@@ -229,6 +255,14 @@ pub enum GatewayOutcome {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RouterToGateway {
+    /// The router's first frame on a gateway socket: prove the gateway key (see [`auth`]).
+    Challenge {
+        v: u16,
+        /// 32 random bytes, base64.
+        nonce: String,
+        /// The router's ephemeral X25519 public key for this connection, base64 of 32 bytes.
+        epk: String,
+    },
     Welcome {
         v: u16,
     },
@@ -414,12 +448,66 @@ pub fn valid_conversation_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Resource names: the same rule, 1 to 64 characters.
+/// Resource names and gateway ids: 1 to 64 characters of `[A-Za-z0-9_.-]`, not starting with
+/// `.` (so never `.` or `..`, which a URL path or a file name would read as a directory).
 pub fn valid_resource_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
+        && !name.starts_with('.')
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// What [`valid_resource_name`] requires, for error messages.
+pub const RESOURCE_NAME_RULE: &str =
+    "must be 1-64 characters of [A-Za-z0-9_.-], not starting with '.'";
+
+/// What [`valid_conversation_id`] requires, for error messages.
+pub const CONVERSATION_ID_RULE: &str = "must be 8-64 characters of [A-Za-z0-9_-]";
+
+/// The protocols a resource may name; they tell the client which native client to start.
+pub const RESOURCE_PROTOCOLS: &[&str] = &["ssh", "postgres", "mysql", "kubernetes", "rdp", "tcp"];
+
+/// Check one local UDP address for WebRTC host candidates (`webrtc_udp` in the gateway's
+/// configuration and the client profile): an `IP:port` or `localhost:port`.
+pub fn check_udp_bind(addr: &str) -> Result<(), String> {
+    let ok = addr.parse::<std::net::SocketAddr>().is_ok()
+        || addr
+            .strip_prefix("localhost:")
+            .is_some_and(|port| port.parse::<u16>().is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{addr:?} is not a local UDP address (IP:port or localhost:port, e.g. \"0.0.0.0:0\")"
+        ))
+    }
+}
+
+/// One line for a configuration error found at byte `span` of `text`: `line N (`that line`):
+/// message`, so a multi-line parser report still names where and what.
+pub fn config_error_at(text: &str, span: Option<std::ops::Range<usize>>, message: &str) -> String {
+    let message = message.trim().replace('\n', " ");
+    let Some(span) = span.filter(|s| s.start <= text.len()) else {
+        return message;
+    };
+    let line = text[..span.start].matches('\n').count() + 1;
+    let content = text.lines().nth(line - 1).unwrap_or("").trim();
+    format!("line {line} (`{content}`): {message}")
+}
+
+/// Check one STUN/TURN server URL (`ice_servers`): `stun:`, `stuns:`, `turn:` or `turns:`
+/// followed by a host.
+pub fn check_ice_server(url: &str) -> Result<(), String> {
+    let host = ["stun:", "stuns:", "turn:", "turns:"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme));
+    match host {
+        Some(rest) if !rest.is_empty() && !rest.starts_with(':') && !rest.contains(' ') => Ok(()),
+        _ => Err(format!(
+            "{url:?} is not a STUN/TURN URL (stun:, stuns:, turn: or turns: and a host)"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -488,6 +576,44 @@ mod tests {
         assert!(valid_resource_name("pg.local"));
         assert!(!valid_resource_name(""));
         assert!(!valid_resource_name("../etc"));
+        assert!(!valid_resource_name(".."));
+        assert!(!valid_resource_name(".hidden"));
+        assert!(check_udp_bind("0.0.0.0:0").is_ok());
+        assert!(check_udp_bind("[::1]:5000").is_ok());
+        assert!(check_udp_bind("localhost:0").is_ok());
+        assert!(check_udp_bind("not-an-address").is_err());
+        assert!(check_ice_server("stun:stun.example.org:3478").is_ok());
+        assert!(check_ice_server("http://x").is_err());
+        assert!(check_ice_server("stun:").is_err());
+    }
+
+    #[test]
+    fn config_errors_point_at_their_line() {
+        let text = "a = 1\n[[gateways]]\nid = \"x\"\n";
+        assert_eq!(
+            config_error_at(text, Some(6..18), "missing field `public_key`\n"),
+            "line 2 (`[[gateways]]`): missing field `public_key`"
+        );
+        assert_eq!(config_error_at(text, None, "bad"), "bad");
+    }
+
+    #[test]
+    fn error_frames_name_their_conversation() {
+        let frame = ClientWsError {
+            code: codes::FORBIDDEN.into(),
+            message: "x".into(),
+            conversation_id: Some("conv-0001".into()),
+        };
+        let text = serde_json::to_string(&frame).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"error","code":"forbidden","message":"x","conversation_id":"conv-0001"}"#
+        );
+        // A client that parses the generic event still reads it.
+        let event: ClientWsEvent = serde_json::from_str(&text).unwrap();
+        assert!(matches!(event, ClientWsEvent::Error { .. }));
+        let back: ClientWsError = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, frame);
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub struct SealedPayload {
 
 /// A gateway's long-term public key, as pinned in a client profile (base64 of 32 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GatewayPublicKey(PublicKey);
+pub struct GatewayPublicKey(pub(crate) PublicKey);
 
 impl GatewayPublicKey {
     pub fn from_base64(text: &str) -> Result<Self, ProtocolError> {
@@ -79,7 +79,7 @@ impl std::fmt::Display for GatewayPublicKey {
 /// A gateway's long-term key pair. Stored as the base64 of the 32-byte secret.
 #[derive(Clone)]
 pub struct GatewayKeyPair {
-    secret: StaticSecret,
+    pub(crate) secret: StaticSecret,
 }
 
 impl std::fmt::Debug for GatewayKeyPair {
@@ -175,7 +175,10 @@ impl ConversationKeys {
             .epk
             .as_deref()
             .ok_or(ProtocolError::Seal("envelope has no ephemeral key"))?;
-        let epk = PublicKey::from(decode_32(epk_text, "ephemeral key")?);
+        // An unusable epk is a seal failure like any other (`seal_rejected`), not a key error.
+        let epk = decode_32(epk_text, "ephemeral key")
+            .map_err(|_| ProtocolError::Seal("ephemeral key is not base64 of 32 bytes"))?;
+        let epk = PublicKey::from(epk);
         let shared = gateway.secret.diffie_hellman(&epk);
         if !shared.was_contributory() {
             return Err(ProtocolError::Seal("ephemeral key is a low-order point"));
@@ -292,7 +295,7 @@ impl ConversationKeys {
     }
 }
 
-fn decode_32(text: &str, what: &'static str) -> Result<[u8; 32], ProtocolError> {
+pub(crate) fn decode_32(text: &str, what: &'static str) -> Result<[u8; 32], ProtocolError> {
     let bytes = B64
         .decode(text.as_bytes())
         .map_err(|_| ProtocolError::Key(format!("{what} is not valid base64")))?;

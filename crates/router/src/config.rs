@@ -1,8 +1,10 @@
-//! The router's TOML configuration: listen address, limits, gateway and client tokens.
+//! The router's TOML configuration: listen address, limits, gateway and client tokens, and
+//! each gateway's public key.
 
 use std::net::SocketAddr;
 use std::path::Path;
 
+use sallyport_protocol::GatewayPublicKey;
 use serde::Deserialize;
 
 use crate::RouterError;
@@ -28,6 +30,23 @@ pub struct RouterConfig {
     /// WebSocket keepalive ping interval.
     #[serde(default = "default_ping_secs")]
     pub ping_interval_secs: u64,
+    /// A new connection must send a complete request head within this many seconds, and so
+    /// must a kept-alive one once the first byte of its next request has arrived.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// A kept-alive connection with no request for this many seconds is closed, and a request
+    /// body of which no byte arrives for this long is answered 408 `request_timeout`.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// At most this many connections at once (HTTP and WebSocket). The router also keeps it
+    /// below its open-file limit. When it is reached, the connection that has waited longest
+    /// without sending a request is let go for the new one; if none is idle, the new one gets
+    /// 503 `overloaded`.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// At most this many connections from one source IP address (429 `too_many_connections`).
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: usize,
     #[serde(default)]
     pub gateways: Vec<GatewayEntry>,
     #[serde(default)]
@@ -39,6 +58,10 @@ pub struct RouterConfig {
 pub struct GatewayEntry {
     pub id: String,
     pub token: String,
+    /// The gateway's long-term public key (base64 of 32 bytes, as `sallyport-gateway keygen`
+    /// prints it). The gateway proves it holds the secret on every connection, so a leaked
+    /// token alone cannot take the gateway's place.
+    pub public_key: String,
     /// Resources known before the gateway first connects (it replaces them when it does), so
     /// clients can list and launch them while it is offline and be told it is down.
     #[serde(default)]
@@ -73,6 +96,18 @@ fn default_max_timeout_ms() -> u64 {
 fn default_ping_secs() -> u64 {
     15
 }
+fn default_header_read_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    30
+}
+fn default_max_connections() -> usize {
+    8192
+}
+fn default_max_connections_per_source() -> usize {
+    256
+}
 
 impl RouterConfig {
     pub fn load(path: &Path) -> Result<Self, RouterError> {
@@ -85,59 +120,116 @@ impl RouterConfig {
     }
 
     pub fn parse(text: &str) -> Result<Self, RouterError> {
-        let config: RouterConfig =
-            toml::from_str(text).map_err(|e| RouterError::Config(e.to_string()))?;
+        let config: RouterConfig = toml::from_str(text).map_err(|e| {
+            RouterError::Config(sallyport_protocol::config_error_at(
+                text,
+                e.span(),
+                e.message(),
+            ))
+        })?;
         config.validate()?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), RouterError> {
+    /// Check every field; the message names the field (`gateways[1].public_key`, ...).
+    pub fn validate(&self) -> Result<(), RouterError> {
+        let bad = |field: String, why: String| Err(RouterError::Config(format!("{field}: {why}")));
         let mut tokens = std::collections::HashSet::new();
-        for g in &self.gateways {
-            if g.id.is_empty() || !sallyport_protocol::valid_resource_name(&g.id) {
-                return Err(RouterError::Config(format!(
-                    "invalid gateway id {:?}",
-                    g.id
-                )));
+        let mut ids = std::collections::HashSet::new();
+        for (i, g) in self.gateways.iter().enumerate() {
+            let at = format!("gateways[{i}]");
+            if !sallyport_protocol::valid_resource_name(&g.id) {
+                return bad(
+                    format!("{at}.id"),
+                    format!("{:?} {}", g.id, sallyport_protocol::RESOURCE_NAME_RULE),
+                );
+            }
+            if !ids.insert(g.id.as_str()) {
+                return bad(format!("{at}.id"), format!("{:?} is listed twice", g.id));
             }
             if g.token.len() < 8 {
-                return Err(RouterError::Config(format!(
-                    "gateway {:?}: token must be at least 8 characters",
-                    g.id
-                )));
+                return bad(
+                    format!("{at}.token"),
+                    "must be at least 8 characters".into(),
+                );
             }
-            if !tokens.insert(g.token.clone()) {
-                return Err(RouterError::Config(format!(
-                    "gateway {:?}: token is used twice",
-                    g.id
-                )));
+            if !tokens.insert(g.token.as_str()) {
+                return bad(format!("{at}.token"), "is used twice".into());
+            }
+            if let Err(e) = GatewayPublicKey::from_base64(&g.public_key) {
+                return bad(
+                    format!("{at}.public_key"),
+                    format!("{e} (put the key `sallyport-gateway pubkey` prints here)"),
+                );
+            }
+            for (j, r) in g.resources.iter().enumerate() {
+                if !sallyport_protocol::valid_resource_name(&r.name) {
+                    return bad(
+                        format!("{at}.resources[{j}].name"),
+                        format!("{:?} {}", r.name, sallyport_protocol::RESOURCE_NAME_RULE),
+                    );
+                }
+                if !sallyport_protocol::RESOURCE_PROTOCOLS.contains(&r.protocol.as_str()) {
+                    return bad(
+                        format!("{at}.resources[{j}].protocol"),
+                        format!(
+                            "{:?} is not one of {}",
+                            r.protocol,
+                            sallyport_protocol::RESOURCE_PROTOCOLS.join(", ")
+                        ),
+                    );
+                }
             }
         }
-        for c in &self.clients {
+        let mut names = std::collections::HashSet::new();
+        for (i, c) in self.clients.iter().enumerate() {
+            let at = format!("clients[{i}]");
+            if c.name.trim().is_empty() {
+                return bad(format!("{at}.name"), "must not be empty".into());
+            }
+            if !names.insert(c.name.as_str()) {
+                return bad(
+                    format!("{at}.name"),
+                    format!("{:?} is listed twice", c.name),
+                );
+            }
             if c.token.len() < 8 {
-                return Err(RouterError::Config(format!(
-                    "client {:?}: token must be at least 8 characters",
-                    c.name
-                )));
+                return bad(
+                    format!("{at}.token"),
+                    "must be at least 8 characters".into(),
+                );
             }
-            if !tokens.insert(c.token.clone()) {
-                return Err(RouterError::Config(format!(
-                    "client {:?}: token is used twice",
-                    c.name
-                )));
+            if !tokens.insert(c.token.as_str()) {
+                return bad(format!("{at}.token"), "is used twice".into());
             }
         }
-        if self.default_timeout_ms == 0 || self.max_timeout_ms == 0 {
-            return Err(RouterError::Config(
-                "default_timeout_ms and max_timeout_ms must be at least 1".into(),
-            ));
-        }
-        if self.max_body_bytes < 1024 || self.max_frame_bytes < 1024 {
-            return Err(RouterError::Config(
-                "max_body_bytes and max_frame_bytes must be at least 1024".into(),
-            ));
-        }
+        let at_least = |field: &str, value: u64, min: u64| {
+            if value < min {
+                bad(field.into(), format!("must be at least {min}"))
+            } else {
+                Ok(())
+            }
+        };
+        at_least("default_timeout_ms", self.default_timeout_ms, 1)?;
+        at_least("max_timeout_ms", self.max_timeout_ms, 1)?;
+        at_least("max_body_bytes", self.max_body_bytes as u64, 1024)?;
+        at_least("max_frame_bytes", self.max_frame_bytes as u64, 1024)?;
+        at_least("ping_interval_secs", self.ping_interval_secs, 1)?;
+        at_least("header_read_timeout_secs", self.header_read_timeout_secs, 1)?;
+        at_least("idle_timeout_secs", self.idle_timeout_secs, 1)?;
+        at_least("max_connections", self.max_connections as u64, 1)?;
+        at_least(
+            "max_connections_per_source",
+            self.max_connections_per_source as u64,
+            1,
+        )?;
         Ok(())
+    }
+
+    /// The configured public key of gateway `id`.
+    pub(crate) fn gateway_key(&self, id: &str) -> Option<GatewayPublicKey> {
+        let entry = self.gateways.iter().find(|g| g.id == id)?;
+        GatewayPublicKey::from_base64(&entry.public_key).ok()
     }
 }
 
@@ -167,20 +259,64 @@ mod tests {
         assert!(!pattern_matches("exact", "exactly"));
     }
 
+    const KEY: &str = "pOCSkrZRwni5dyxWn1+puxPZBrRqtoyd+dwrRAn4ogk=";
+
+    fn gateway(extra: &str) -> String {
+        format!(
+            "[[gateways]]\nid = \"g\"\ntoken = \"gateway-token\"\npublic_key = \"{KEY}\"\n{extra}"
+        )
+    }
+
+    fn error_of(text: &str) -> String {
+        RouterConfig::parse(text).unwrap_err().to_string()
+    }
+
     #[test]
     fn config_errors_name_the_problem() {
-        let err = RouterConfig::parse("listen = 5").unwrap_err().to_string();
-        assert!(err.contains("listen"), "{err}");
-        let err = RouterConfig::parse("[[gateways]]\nid = \"g\"\ntoken = \"short\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("at least 8"), "{err}");
-        let err = RouterConfig::parse("bogus = 1").unwrap_err().to_string();
-        assert!(err.contains("bogus"), "{err}");
-        let ok = RouterConfig::parse(
-            "[[gateways]]\nid = \"g\"\ntoken = \"gateway-token\"\n[[clients]]\nname = \"a\"\ntoken = \"client-token\"\nresources = [\"*\"]\n",
-        )
+        assert!(error_of("listen = 5").contains("listen"));
+        let err = error_of(&gateway("").replace("gateway-token", "short"));
+        assert!(
+            err.contains("gateways[0].token") && err.contains("at least 8"),
+            "{err}"
+        );
+        assert!(error_of("bogus = 1").contains("bogus"));
+        let ok = RouterConfig::parse(&format!(
+            "{}[[clients]]\nname = \"a\"\ntoken = \"client-token\"\nresources = [\"*\"]\n",
+            gateway("")
+        ))
         .unwrap();
         assert_eq!(ok.gateways.len(), 1);
+        assert_eq!(ok.gateway_key("g").unwrap().to_base64(), KEY);
+    }
+
+    #[test]
+    fn every_gateway_field_is_checked() {
+        let err = error_of(&gateway("").replace(&format!("public_key = \"{KEY}\"\n"), ""));
+        assert!(err.contains("public_key"), "missing key: {err}");
+        let err = error_of(&gateway("").replace(KEY, "not-a-key"));
+        assert!(err.contains("gateways[0].public_key"), "{err}");
+        let err = error_of(&gateway("").replace("id = \"g\"", "id = \"../x\""));
+        assert!(
+            err.contains("gateways[0].id") && err.contains("../x"),
+            "{err}"
+        );
+        let err = error_of(&gateway("").replace("id = \"g\"", "id = \"\""));
+        assert!(err.contains("gateways[0].id"), "{err}");
+        let err = error_of(&gateway(
+            "resources = [{ name = \"../x\", protocol = \"tcp\" }]\n",
+        ));
+        assert!(err.contains("gateways[0].resources[0].name"), "{err}");
+        let err = error_of(&gateway(
+            "resources = [{ name = \"x\", protocol = \"gopher\" }]\n",
+        ));
+        assert!(err.contains("gateways[0].resources[0].protocol"), "{err}");
+        let twice = format!(
+            "{}{}",
+            gateway(""),
+            gateway("").replace("gateway-token", "other-token")
+        );
+        assert!(error_of(&twice).contains("listed twice"));
+        let err = error_of(&format!("idle_timeout_secs = 0\n{}", gateway("")));
+        assert!(err.contains("idle_timeout_secs"), "{err}");
     }
 }

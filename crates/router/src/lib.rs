@@ -6,6 +6,9 @@
 //! only the envelope (conversation id, resource name, kind).
 
 pub mod config;
+mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 mod metrics;
 mod ws;
 
@@ -15,13 +18,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body_util::BodyExt;
 use sallyport_protocol::{
     codes, AnnouncedResource, ClientMessage, ClientReply, ClientWsEvent, ErrorBody, GatewayOutcome,
     MessageKind, ResourceInfo, ResourceList, RouterToGateway, PROTOCOL_VERSION,
@@ -30,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 pub use config::RouterConfig;
+pub use conn::{descriptor_limit, raise_descriptor_limit};
 use metrics::Metrics;
 
 /// The router's error type; every variant has a stable code and an HTTP status.
@@ -53,6 +57,10 @@ pub enum RouterError {
     NoSuchEndpoint,
     #[error("request body larger than {0} bytes")]
     TooLarge(usize),
+    #[error("no byte of the request body arrived within {0} s")]
+    RequestTimeout(u64),
+    #[error("protocol version {0} is not supported (this router speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u16),
     #[error("gateway {0:?} is not connected")]
     ControllerDown(String),
     #[error("gateway {0:?} did not answer within {1} ms")]
@@ -65,7 +73,8 @@ pub enum RouterError {
 impl RouterError {
     pub fn code(&self) -> &str {
         match self {
-            RouterError::Config(_) | RouterError::Bind(..) => codes::INTERNAL,
+            RouterError::Config(_) => "config_invalid",
+            RouterError::Bind(..) => codes::INTERNAL,
             RouterError::Unauthorized => codes::UNAUTHORIZED,
             RouterError::Forbidden(_) => codes::FORBIDDEN,
             RouterError::UnknownGateway(_) => codes::UNKNOWN_GATEWAY,
@@ -73,6 +82,8 @@ impl RouterError {
             RouterError::Malformed(_) => codes::MALFORMED,
             RouterError::NoSuchEndpoint => codes::NOT_FOUND,
             RouterError::TooLarge(_) => codes::TOO_LARGE,
+            RouterError::RequestTimeout(_) => codes::REQUEST_TIMEOUT,
+            RouterError::UnsupportedVersion(_) => codes::UNSUPPORTED_VERSION,
             RouterError::ControllerDown(_) => codes::CONTROLLER_DOWN,
             RouterError::Timeout(..) => codes::RRC_TIMEOUT,
             RouterError::Gateway { code, .. } => code,
@@ -97,6 +108,9 @@ pub fn status_for_code(code: &str) -> StatusCode {
         | codes::UNSUPPORTED_VERSION
         | codes::INVALID_KEY => StatusCode::BAD_REQUEST,
         codes::TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+        codes::REQUEST_TIMEOUT | codes::HEADER_TIMEOUT => StatusCode::REQUEST_TIMEOUT,
+        codes::TOO_MANY_CONNECTIONS => StatusCode::TOO_MANY_REQUESTS,
+        codes::OVERLOADED => StatusCode::SERVICE_UNAVAILABLE,
         codes::CONTROLLER_DOWN => StatusCode::SERVICE_UNAVAILABLE,
         codes::RRC_TIMEOUT => StatusCode::GATEWAY_TIMEOUT,
         codes::SESSION_LIMIT => StatusCode::TOO_MANY_REQUESTS,
@@ -153,6 +167,8 @@ const CONVERSATION_IDLE_TTL: Duration = Duration::from_secs(600);
 
 pub(crate) struct Shared {
     config: RouterConfig,
+    limits: conn::Limits,
+    connections: Arc<conn::Connections>,
     gateways: Mutex<HashMap<String, Arc<GatewayLink>>>,
     /// Last resources each gateway announced, kept while it is offline.
     announced: Mutex<HashMap<String, Vec<AnnouncedResource>>>,
@@ -164,6 +180,63 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    fn new(config: RouterConfig, closing: tokio::sync::watch::Receiver<bool>) -> Self {
+        let declared = config
+            .gateways
+            .iter()
+            .filter(|g| !g.resources.is_empty())
+            .map(|g| (g.id.clone(), g.resources.clone()))
+            .collect();
+        Self {
+            limits: conn::Limits::from_config(&config),
+            config,
+            connections: Arc::default(),
+            gateways: Mutex::new(HashMap::new()),
+            announced: Mutex::new(declared),
+            conversations: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            metrics: Metrics::default(),
+            closing,
+        }
+    }
+
+    /// Everything about a client's message that needs no gateway: its JSON, version, ids, and
+    /// whether this client may send it to `gateway_id`.
+    fn check_message(
+        &self,
+        client: &config::ClientEntry,
+        gateway_id: &str,
+        body: &[u8],
+    ) -> Result<ClientMessage, RouterError> {
+        let message: ClientMessage =
+            serde_json::from_slice(body).map_err(|e| RouterError::Malformed(e.to_string()))?;
+        if message.v != PROTOCOL_VERSION {
+            return Err(RouterError::UnsupportedVersion(message.v));
+        }
+        if !sallyport_protocol::valid_conversation_id(&message.conversation_id) {
+            return Err(RouterError::Malformed(format!(
+                "conversation_id {}",
+                sallyport_protocol::CONVERSATION_ID_RULE
+            )));
+        }
+        if !sallyport_protocol::valid_resource_name(&message.resource) {
+            return Err(RouterError::Malformed(format!(
+                "resource {}",
+                sallyport_protocol::RESOURCE_NAME_RULE
+            )));
+        }
+        if !Shared::may_launch(client, &message.resource) {
+            return Err(RouterError::Forbidden(format!(
+                "client {:?} may not launch resource {:?}",
+                client.name, message.resource
+            )));
+        }
+        if !self.config.gateways.iter().any(|g| g.id == gateway_id) {
+            return Err(RouterError::UnknownGateway(gateway_id.to_owned()));
+        }
+        Ok(message)
+    }
+
     fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -299,8 +372,9 @@ impl RouterHandle {
     }
 }
 
-/// Bind `config.listen` and serve in the background.
+/// Check `config`, bind `config.listen` and serve in the background.
 pub async fn spawn(config: RouterConfig) -> Result<RouterHandle, RouterError> {
+    config.validate()?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| RouterError::Bind(config.listen, e))?;
@@ -313,21 +387,7 @@ pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> RouterHandle {
         .local_addr()
         .expect("bound listener has an address");
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let declared = config
-        .gateways
-        .iter()
-        .filter(|g| !g.resources.is_empty())
-        .map(|g| (g.id.clone(), g.resources.clone()))
-        .collect();
-    let shared = Arc::new(Shared {
-        config,
-        gateways: Mutex::new(HashMap::new()),
-        announced: Mutex::new(declared),
-        conversations: Mutex::new(HashMap::new()),
-        next_id: AtomicU64::new(1),
-        metrics: Metrics::default(),
-        closing: shutdown_rx,
-    });
+    let shared = Arc::new(Shared::new(config, shutdown_rx));
     let sweeper = {
         let shared = Arc::downgrade(&shared);
         tokio::spawn(async move {
@@ -342,21 +402,17 @@ pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> RouterHandle {
         })
     };
     let app = app(shared.clone());
+    let limits = shared.limits;
     let task = tokio::spawn(async move {
-        // Signalling is small messages each way: Nagle's algorithm against delayed ACKs would
-        // hold some of them back by ~40 ms.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let result = axum::serve(listener, app.into_make_service())
-            .with_graceful_shutdown(async move { shared.closing().await })
-            .await;
+        conn::serve(listener, app, shared).await;
         sweeper.abort();
-        if let Err(e) = result {
-            tracing::error!(error = %e, "router stopped");
-        }
     });
-    tracing::info!(%addr, "router listening");
+    tracing::info!(
+        %addr,
+        max_connections = limits.max_total,
+        max_connections_per_source = limits.max_per_source,
+        "router listening"
+    );
     RouterHandle {
         addr,
         shutdown: shutdown_tx,
@@ -365,7 +421,6 @@ pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> RouterHandle {
 }
 
 fn app(shared: Arc<Shared>) -> Router {
-    let max_body = shared.config.max_body_bytes;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
@@ -374,7 +429,6 @@ fn app(shared: Arc<Shared>) -> Router {
         .route("/v1/ws/client", get(ws::client_socket))
         .route("/v1/ws/gateway", get(ws::gateway_socket))
         .fallback(|| async { RouterError::NoSuchEndpoint })
-        .layer(DefaultBodyLimit::max(max_body))
         .with_state(shared)
 }
 
@@ -385,12 +439,13 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn metrics_text(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let gateways = shared.gateways.lock().unwrap().len();
     let conversations = shared.conversations.lock().unwrap().len();
+    let connections = shared.connections.open();
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        shared.metrics.render(gateways, conversations),
+        shared.metrics.render(gateways, conversations, connections),
     )
 }
 
@@ -423,57 +478,63 @@ async fn list_resources(
 async fn forward_message(
     State(shared): State<Arc<Shared>>,
     Path(gateway_id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Json<ClientReply>, RouterError> {
-    let result = forward(&shared, gateway_id, headers, body).await;
+    let result = forward(&shared, gateway_id, request).await;
     result.map_err(|e| shared.fail(e))
+}
+
+/// Read a request body of at most `max` bytes, each part within `idle` of the last. Called
+/// only once the token is known good, so an unauthenticated peer is never waited for.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    idle: Duration,
+) -> Result<Vec<u8>, RouterError> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(RouterError::TooLarge(max));
+    }
+    let mut body = body;
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    loop {
+        let frame = tokio::time::timeout(idle, body.frame())
+            .await
+            .map_err(|_| RouterError::RequestTimeout(idle.as_secs()))?;
+        let Some(frame) = frame else {
+            return Ok(bytes);
+        };
+        let frame = frame.map_err(|e| RouterError::Malformed(format!("unreadable body: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            if bytes.len() + data.len() > max {
+                return Err(RouterError::TooLarge(max));
+            }
+            bytes.extend_from_slice(data);
+        }
+    }
 }
 
 async fn forward(
     shared: &Arc<Shared>,
     gateway_id: String,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Json<ClientReply>, RouterError> {
+    let (parts, body) = request.into_parts();
     let client = shared
-        .client_for_token(&headers)
+        .client_for_token(&parts.headers)
         .ok_or(RouterError::Unauthorized)?;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            RouterError::TooLarge(shared.config.max_body_bytes)
-        } else {
-            RouterError::Malformed(rejection.body_text())
-        }
-    })?;
-    let message: ClientMessage =
-        serde_json::from_slice(&body).map_err(|e| RouterError::Malformed(e.to_string()))?;
-    if message.v != PROTOCOL_VERSION {
-        return Err(RouterError::Gateway {
-            code: codes::UNSUPPORTED_VERSION.into(),
-            message: format!(
-                "protocol version {} is not supported (this router speaks {PROTOCOL_VERSION})",
-                message.v
-            ),
-        });
-    }
-    if !sallyport_protocol::valid_conversation_id(&message.conversation_id) {
-        return Err(RouterError::Malformed(
-            "conversation_id must be 8-64 characters of [A-Za-z0-9_-]".into(),
-        ));
-    }
-    if !sallyport_protocol::valid_resource_name(&message.resource) {
-        return Err(RouterError::Malformed("invalid resource name".into()));
-    }
-    if !Shared::may_launch(client, &message.resource) {
-        return Err(RouterError::Forbidden(format!(
-            "client {:?} may not launch resource {:?}",
-            client.name, message.resource
-        )));
-    }
-    if !shared.config.gateways.iter().any(|g| g.id == gateway_id) {
-        return Err(RouterError::UnknownGateway(gateway_id));
-    }
+    let body = read_body(
+        &parts.headers,
+        body,
+        shared.config.max_body_bytes,
+        shared.limits.idle,
+    )
+    .await?;
+    let message = shared.check_message(client, &gateway_id, &body)?;
     let link = shared
         .gateways
         .lock()

@@ -26,6 +26,7 @@ async fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     let mut config = match sallyport_router::RouterConfig::load(&args.config) {
@@ -37,6 +38,10 @@ async fn main() -> std::process::ExitCode {
     };
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    // More descriptors allow more connections; the caps are fitted to whatever is granted.
+    if let Some(limit) = sallyport_router::raise_descriptor_limit() {
+        tracing::debug!(open_file_limit = limit, "descriptor limit");
     }
     let router = match sallyport_router::spawn(config).await {
         Ok(router) => router,

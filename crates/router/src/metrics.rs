@@ -24,8 +24,14 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    pub fn render(&self, gateways: usize, conversations: usize) -> String {
+    pub fn render(&self, gateways: usize, conversations: usize, connections: usize) -> String {
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP sallyport_connections_open Connections open now (HTTP and WebSocket)."
+        );
+        let _ = writeln!(out, "# TYPE sallyport_connections_open gauge");
+        let _ = writeln!(out, "sallyport_connections_open {connections}");
         let _ = writeln!(
             out,
             "# HELP sallyport_gateways_connected Gateways connected now."
@@ -60,7 +66,7 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP sallyport_failures_total Failed requests and frames, by code."
+            "# HELP sallyport_failures_total Failed requests, frames and connections, by code."
         );
         let _ = writeln!(out, "# TYPE sallyport_failures_total counter");
         for (code, count) in self.failures.lock().unwrap().iter() {

@@ -12,7 +12,8 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use sallyport_protocol::{
-    codes, ClientWsEvent, ClientWsRequest, GatewayToRouter, RouterToGateway, PROTOCOL_VERSION,
+    codes, AnnouncedResource, ClientWsError, ClientWsEvent, ClientWsRequest, GatewayChallenge,
+    GatewayToRouter, RouterToGateway, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, Notify};
 
@@ -127,49 +128,15 @@ async fn run_client(shared: Arc<Shared>, client: String, socket: WebSocket) {
                         break;
                     }
                 };
-                let request = match serde_json::from_str::<ClientWsRequest>(&text) {
-                    Ok(request) => request,
-                    Err(e) => {
-                        shared.metrics.failure(codes::MALFORMED);
-                        let error = ClientWsEvent::Error {
-                            code: codes::MALFORMED.into(),
-                            message: format!("unreadable frame: {e}"),
-                        };
-                        let _ = sink.send(json_text(&error)).await;
-                        let _ = sink.send(close_frame("malformed frame")).await;
+                let step = client_frame(&shared, &client, socket_id, &tx, &mut subscriptions, &text);
+                // Sent before anything queued on `tx`, so the ack precedes the backlog.
+                if let Some(reply) = step.reply {
+                    if sink.send(reply).await.is_err() {
                         break;
                     }
-                };
-                let reply = match request {
-                    ClientWsRequest::Subscribe { conversation_id }
-                        if subscriptions.len() >= MAX_SUBSCRIPTIONS_PER_SOCKET
-                            && !subscriptions.contains(&conversation_id) =>
-                    {
-                        shared.metrics.failure(codes::TOO_LARGE);
-                        ClientWsEvent::Error {
-                            code: codes::TOO_LARGE.into(),
-                            message: format!("at most {MAX_SUBSCRIPTIONS_PER_SOCKET} subscriptions per socket"),
-                        }
-                    }
-                    ClientWsRequest::Subscribe { conversation_id } => {
-                        subscribe(&shared, &client, socket_id, &tx, &conversation_id)
-                            .map(|()| {
-                                subscriptions.insert(conversation_id.clone());
-                                ClientWsEvent::Subscribed { conversation_id }
-                            })
-                            .unwrap_or_else(|e| {
-                                shared.metrics.failure(e.code());
-                                ClientWsEvent::Error { code: e.code().into(), message: e.to_string() }
-                            })
-                    }
-                    ClientWsRequest::Unsubscribe { conversation_id } => {
-                        unsubscribe(&shared, socket_id, &conversation_id);
-                        subscriptions.remove(&conversation_id);
-                        continue;
-                    }
-                };
-                // Sent before anything queued on `tx`, so the ack precedes the backlog.
-                if sink.send(json_text(&reply)).await.is_err() {
+                }
+                if let Some(reason) = step.close {
+                    let _ = sink.send(close_frame(reason)).await;
                     break;
                 }
             }
@@ -177,6 +144,82 @@ async fn run_client(shared: Arc<Shared>, client: String, socket: WebSocket) {
     }
     for conversation_id in subscriptions {
         unsubscribe(&shared, socket_id, &conversation_id);
+    }
+}
+
+/// What the socket loop does after one text frame: send `reply`, then close if `close`.
+pub(crate) struct Step {
+    pub reply: Option<Message>,
+    pub close: Option<&'static str>,
+}
+
+fn client_error(code: &str, message: String, conversation_id: Option<&str>) -> Message {
+    json_text(&ClientWsError {
+        code: code.into(),
+        message,
+        conversation_id: conversation_id.map(str::to_owned),
+    })
+}
+
+/// Handle one text frame from a client socket.
+pub(crate) fn client_frame(
+    shared: &Shared,
+    client: &str,
+    socket_id: u64,
+    tx: &mpsc::Sender<ClientWsEvent>,
+    subscriptions: &mut HashSet<String>,
+    text: &str,
+) -> Step {
+    let request = match serde_json::from_str::<ClientWsRequest>(text) {
+        Ok(request) => request,
+        Err(e) => {
+            shared.metrics.failure(codes::MALFORMED);
+            return Step {
+                reply: Some(client_error(
+                    codes::MALFORMED,
+                    format!("unreadable frame: {e}"),
+                    None,
+                )),
+                close: Some("malformed frame"),
+            };
+        }
+    };
+    let reply = match request {
+        ClientWsRequest::Subscribe { conversation_id }
+            if subscriptions.len() >= MAX_SUBSCRIPTIONS_PER_SOCKET
+                && !subscriptions.contains(&conversation_id) =>
+        {
+            shared.metrics.failure(codes::TOO_LARGE);
+            client_error(
+                codes::TOO_LARGE,
+                format!("at most {MAX_SUBSCRIPTIONS_PER_SOCKET} subscriptions per socket"),
+                Some(&conversation_id),
+            )
+        }
+        ClientWsRequest::Subscribe { conversation_id } => {
+            match subscribe(shared, client, socket_id, tx, &conversation_id) {
+                Ok(()) => {
+                    subscriptions.insert(conversation_id.clone());
+                    json_text(&ClientWsEvent::Subscribed { conversation_id })
+                }
+                Err(e) => {
+                    shared.metrics.failure(e.code());
+                    client_error(e.code(), e.to_string(), Some(&conversation_id))
+                }
+            }
+        }
+        ClientWsRequest::Unsubscribe { conversation_id } => {
+            unsubscribe(shared, socket_id, &conversation_id);
+            subscriptions.remove(&conversation_id);
+            return Step {
+                reply: None,
+                close: None,
+            };
+        }
+    };
+    Step {
+        reply: Some(reply),
+        close: None,
     }
 }
 
@@ -188,9 +231,10 @@ fn subscribe(
     conversation_id: &str,
 ) -> Result<(), RouterError> {
     if !sallyport_protocol::valid_conversation_id(conversation_id) {
-        return Err(RouterError::Malformed(
-            "conversation_id must be 8-64 characters of [A-Za-z0-9_-]".into(),
-        ));
+        return Err(RouterError::Malformed(format!(
+            "conversation_id {}",
+            sallyport_protocol::CONVERSATION_ID_RULE
+        )));
     }
     shared.claim(conversation_id, client)?;
     let mut conversations = shared.conversations.lock().unwrap();
@@ -233,67 +277,99 @@ pub(crate) async fn gateway_socket(
 }
 
 /// A gateway link plus the signal that a newer connection of the same gateway replaced it.
-struct Registered {
-    link: Arc<GatewayLink>,
+pub(crate) struct Registered {
+    pub link: Arc<GatewayLink>,
     replaced: Arc<Notify>,
+}
+
+/// Why a gateway's hello was refused: the error frame's code and message.
+pub(crate) type Refused = (&'static str, String);
+
+/// Check the first frame of a gateway socket against this connection's challenge: a hello of
+/// this protocol version, naming the token's gateway, proving its configured key, announcing
+/// valid resource names.
+pub(crate) fn check_hello(
+    shared: &Shared,
+    gateway_id: &str,
+    challenge: &GatewayChallenge,
+    text: &str,
+) -> Result<Vec<AnnouncedResource>, Refused> {
+    let Ok(GatewayToRouter::Hello {
+        v,
+        gateway_id: claimed,
+        resources,
+        proof,
+    }) = serde_json::from_str::<GatewayToRouter>(text)
+    else {
+        return Err((codes::MALFORMED, "first frame must be a hello".into()));
+    };
+    if v != PROTOCOL_VERSION {
+        return Err((
+            codes::UNSUPPORTED_VERSION,
+            format!(
+                "protocol version {v} is not supported (this router speaks {PROTOCOL_VERSION})"
+            ),
+        ));
+    }
+    if claimed != gateway_id {
+        return Err((
+            codes::FORBIDDEN,
+            "hello names another gateway than the token".into(),
+        ));
+    }
+    let Some(key) = shared.config.gateway_key(gateway_id) else {
+        return Err((
+            codes::UNAUTHORIZED,
+            "no public key is configured for this gateway".into(),
+        ));
+    };
+    let Some(proof) = proof else {
+        return Err((
+            codes::UNAUTHORIZED,
+            "hello carries no proof of the gateway key (answer the challenge)".into(),
+        ));
+    };
+    if let Err(e) = challenge.verify(&key, gateway_id, &proof) {
+        return Err((codes::UNAUTHORIZED, e.to_string()));
+    }
+    if let Some(bad) = resources
+        .iter()
+        .find(|r| !sallyport_protocol::valid_resource_name(&r.name))
+    {
+        return Err((
+            codes::MALFORMED,
+            format!("invalid resource name {:?}", bad.name),
+        ));
+    }
+    Ok(resources)
 }
 
 async fn run_gateway(shared: Arc<Shared>, gateway_id: String, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
 
-    // The first frame must be a hello naming this gateway.
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await;
+    // The router speaks first: a challenge that only the holder of the gateway's configured
+    // key can answer. A token alone therefore never registers a gateway, nor displaces one.
+    let challenge = GatewayChallenge::new();
+    let frame = RouterToGateway::Challenge {
+        v: PROTOCOL_VERSION,
+        nonce: challenge.nonce_base64(),
+        epk: challenge.epk_base64(),
+    };
+    if sink.send(json_text(&frame)).await.is_err() {
+        return;
+    }
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) => check_hello(&shared, &gateway_id, &challenge, &text),
+        _ => Err((codes::MALFORMED, "no hello received".into())),
+    };
     let resources = match hello {
-        Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<GatewayToRouter>(&text) {
-            Ok(GatewayToRouter::Hello {
-                v,
-                gateway_id: claimed,
-                resources,
-            }) if v == PROTOCOL_VERSION && claimed == gateway_id => resources,
-            Ok(GatewayToRouter::Hello { v, .. }) if v != PROTOCOL_VERSION => {
-                reject_gateway(
-                    &shared,
-                    &mut sink,
-                    codes::UNSUPPORTED_VERSION,
-                    "unsupported protocol version",
-                )
-                .await;
-                return;
-            }
-            Ok(GatewayToRouter::Hello { .. }) => {
-                reject_gateway(
-                    &shared,
-                    &mut sink,
-                    codes::FORBIDDEN,
-                    "hello names another gateway than the token",
-                )
-                .await;
-                return;
-            }
-            _ => {
-                reject_gateway(
-                    &shared,
-                    &mut sink,
-                    codes::MALFORMED,
-                    "first frame must be a hello",
-                )
-                .await;
-                return;
-            }
-        },
-        _ => {
-            reject_gateway(&shared, &mut sink, codes::MALFORMED, "no hello received").await;
+        Ok(resources) => resources,
+        Err((code, message)) => {
+            tracing::warn!(gateway = %gateway_id, %code, %message, "gateway refused");
+            reject_gateway(&shared, &mut sink, code, &message).await;
             return;
         }
     };
-    if let Some(bad) = resources
-        .iter()
-        .find(|r| !sallyport_protocol::valid_resource_name(&r.name))
-    {
-        let message = format!("invalid resource name {:?}", bad.name);
-        reject_gateway(&shared, &mut sink, codes::MALFORMED, &message).await;
-        return;
-    }
 
     let (tx, mut rx) = mpsc::channel::<RouterToGateway>(1024);
     let registered = register(&shared, &gateway_id, tx, resources);
@@ -348,36 +424,64 @@ async fn run_gateway(shared: Arc<Shared>, gateway_id: String, socket: WebSocket)
                         break;
                     }
                 };
-                match serde_json::from_str::<GatewayToRouter>(&text) {
-                    Ok(GatewayToRouter::Reply { request_id, outcome }) => {
-                        let waiter = registered.link.pending.lock().unwrap().remove(&request_id);
-                        if let Some(waiter) = waiter {
-                            let _ = waiter.send(outcome);
-                        }
-                    }
-                    Ok(GatewayToRouter::Stream { conversation_id, kind, payload }) => {
-                        let event = ClientWsEvent::Message { conversation_id: conversation_id.clone(), kind, payload };
-                        shared.route_stream(&gateway_id, event, &conversation_id);
-                    }
-                    Ok(GatewayToRouter::Hello { resources, .. }) => {
-                        if resources.iter().all(|r| sallyport_protocol::valid_resource_name(&r.name)) {
-                            shared.announced.lock().unwrap().insert(gateway_id.clone(), resources);
-                        }
-                    }
-                    Err(e) => {
-                        shared.metrics.failure(codes::MALFORMED);
-                        tracing::warn!(gateway = %gateway_id, error = %e, "malformed frame from gateway");
-                        let error = RouterToGateway::Error { code: codes::MALFORMED.into(), message: format!("unreadable frame: {e}") };
-                        let _ = sink.send(json_text(&error)).await;
-                        let _ = sink.send(close_frame("malformed frame")).await;
-                        break;
-                    }
+                if let Err(e) = gateway_frame(&shared, &gateway_id, &registered.link, &text) {
+                    shared.metrics.failure(codes::MALFORMED);
+                    tracing::warn!(gateway = %gateway_id, error = %e, "malformed frame from gateway");
+                    let error = RouterToGateway::Error { code: codes::MALFORMED.into(), message: format!("unreadable frame: {e}") };
+                    let _ = sink.send(json_text(&error)).await;
+                    let _ = sink.send(close_frame("malformed frame")).await;
+                    break;
                 }
             }
         }
     }
     unregister(&shared, &gateway_id, &registered.link);
     tracing::info!(gateway = %gateway_id, "gateway disconnected");
+}
+
+/// Handle one text frame from a welcomed gateway; an unreadable frame is an error.
+pub(crate) fn gateway_frame(
+    shared: &Shared,
+    gateway_id: &str,
+    link: &GatewayLink,
+    text: &str,
+) -> Result<(), serde_json::Error> {
+    match serde_json::from_str::<GatewayToRouter>(text)? {
+        GatewayToRouter::Reply {
+            request_id,
+            outcome,
+        } => {
+            let waiter = link.pending.lock().unwrap().remove(&request_id);
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(outcome);
+            }
+        }
+        GatewayToRouter::Stream {
+            conversation_id,
+            kind,
+            payload,
+        } => {
+            let event = ClientWsEvent::Message {
+                conversation_id: conversation_id.clone(),
+                kind,
+                payload,
+            };
+            shared.route_stream(gateway_id, event, &conversation_id);
+        }
+        GatewayToRouter::Hello { resources, .. } => {
+            if resources
+                .iter()
+                .all(|r| sallyport_protocol::valid_resource_name(&r.name))
+            {
+                shared
+                    .announced
+                    .lock()
+                    .unwrap()
+                    .insert(gateway_id.to_owned(), resources);
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn reject_gateway<S>(shared: &Shared, sink: &mut S, code: &str, message: &str)
@@ -393,11 +497,14 @@ where
     let _ = sink.send(close_frame(message)).await;
 }
 
-fn register(
+/// Register a gateway whose key is proven. A live connection of the same gateway is replaced:
+/// only the key holder gets here, so this is the gateway itself reconnecting (its old
+/// connection may not have noticed yet that it is gone).
+pub(crate) fn register(
     shared: &Shared,
     gateway_id: &str,
     outbound: mpsc::Sender<RouterToGateway>,
-    resources: Vec<sallyport_protocol::AnnouncedResource>,
+    resources: Vec<AnnouncedResource>,
 ) -> Registered {
     let replaced = Arc::new(Notify::new());
     let link = Arc::new(GatewayLink {

@@ -86,9 +86,12 @@ impl ProcessLab {
             &dir.join("router.toml"),
             &format!(
                 r#"listen = "{router_addr}"
+# Every launch of the bench comes from this one address.
+max_connections_per_source = 4096
 [[gateways]]
 id = "{GATEWAY}"
 token = "{gateway_token}"
+public_key = "{gateway_key}"
 [[clients]]
 name = "bench"
 token = "{client_token}"

@@ -118,6 +118,12 @@ fn parse_resource(text: &str) -> Result<(String, String, String), String> {
     Ok((name.into(), protocol.into(), target.into()))
 }
 
+/// mimalloc: the data plane allocates and frees a 64 KiB message per frame, which glibc's
+/// allocator answers by growing and trimming its heap over and over (a page fault storm that
+/// cost a third of a busy tube's CPU).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()

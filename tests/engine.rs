@@ -575,3 +575,27 @@ async fn the_gateway_enforces_its_session_limit() {
     second.close().await;
     lab.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_stopped_gracefully_is_reported_as_gateway_shutdown() {
+    let lab = lab(vec![]).await;
+    let launcher = launcher(&lab, "graceful");
+    let session = launcher
+        .launch(request(sallyport_lab::DEMO_ECHO, Profile::Fast))
+        .await
+        .unwrap();
+    let sallyport_lab::Lab {
+        router, gateway, ..
+    } = lab;
+    gateway.shutdown().await;
+    let end = tokio::time::timeout(Duration::from_secs(5), session.wait_tunnel())
+        .await
+        .expect("the session learns at once");
+    assert_eq!(
+        end,
+        sallyport_core::SessionEnd::TubeEnded {
+            reason: "gateway_shutdown".into()
+        }
+    );
+    router.shutdown().await;
+}

@@ -200,11 +200,11 @@ async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
 /// Tell every client why its tube ends, and tear the tubes down.
 async fn close_all(gateway: &Gateway) {
     let slots: Vec<_> = gateway.conversations.lock().await.drain().collect();
-    for (_, slot) in slots {
-        if let Some(conversation) = slot.get() {
-            conversation.close(CloseReason::GatewayShutdown).await;
-        }
-    }
+    // All at once: each waits (briefly) for its client to acknowledge the reason.
+    let closing = slots.iter().filter_map(|(_, slot)| slot.get()).map(|conversation| {
+        conversation.close(CloseReason::GatewayShutdown)
+    });
+    futures_util::future::join_all(closing).await;
 }
 
 fn jitter(base: Duration) -> Duration {

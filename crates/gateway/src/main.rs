@@ -76,7 +76,7 @@ async fn main() -> ExitCode {
             };
             println!("gateway {} public key: {}", config.gateway_id, key.public());
             let gateway = sallyport_gateway::spawn(config, key);
-            let _ = tokio::signal::ctrl_c().await;
+            stop_requested().await;
             gateway.shutdown().await;
             ExitCode::SUCCESS
         }
@@ -86,4 +86,20 @@ async fn main() -> ExitCode {
 fn fail(e: &sallyport_gateway::GatewayError) -> ExitCode {
     eprintln!("error [{}]: {e}", e.code());
     ExitCode::from(2)
+}
+
+/// Ctrl-C, or SIGTERM from a service manager: either stops the process gracefully.
+async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

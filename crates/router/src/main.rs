@@ -57,7 +57,23 @@ async fn main() -> std::process::ExitCode {
         }
     };
     println!("sallyport-router listening on {}", router.url());
-    let _ = tokio::signal::ctrl_c().await;
+    stop_requested().await;
     router.shutdown().await;
     std::process::ExitCode::SUCCESS
+}
+
+/// Ctrl-C, or SIGTERM from a service manager: either stops the process gracefully.
+async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -399,8 +399,16 @@ async fn launch(
     let info = session.info();
     session.close().await;
     if !json {
+        let why = match &end {
+            SessionEnd::ClientExited { code: Some(code) } => {
+                format!("the client exited with {code}")
+            }
+            SessionEnd::ClientExited { code: None } => "the client was killed".to_owned(),
+            SessionEnd::TubeEnded { reason } => format!("the tunnel ended: {reason}"),
+            SessionEnd::Closed => "closed".to_owned(),
+        };
         eprintln!(
-            "sallyport: session closed ({end:?}); {} bytes in, {} bytes out",
+            "sallyport: session ended ({why}); {} bytes in, {} bytes out",
             info.bytes_in, info.bytes_out
         );
     }

@@ -189,11 +189,7 @@ impl Launcher {
             .await?;
         self.receive_answer(conversation, tube, reply, trickle, &mut signal, recorder)
             .await?;
-        let background = if trickle {
-            spawn_trickle(conversation, tube.clone(), signal)
-        } else {
-            tokio::task::JoinSet::new()
-        };
+        let background = watch_signal(conversation, tube.clone(), signal, trickle);
         self.connect_data_plane(tube, tunables, recorder).await?;
         let port = self.local_listener_ready(&plan.listener, recorder)?;
         let first = self.connect_target(tube, tunables, recorder).await?;
@@ -822,66 +818,72 @@ fn open_answer(keys: &ConversationKeys, payload: &SealedPayload) -> Result<Sessi
     .map_err(|e| CoreError::Seal(e.to_string()))
 }
 
-/// Trickle ICE for the rest of the tube's life: send our candidates, apply the gateway's.
-/// The tasks belong to the session (dropping the set aborts them).
-fn spawn_trickle(
+/// How long the gateway has to answer over the tube once the router reports it gone.
+const GATEWAY_CHECK: Duration = Duration::from_secs(1);
+
+/// The router socket for the rest of the session: our candidates out (when trickling), the
+/// gateway's in, and the router's word that the gateway is gone (checked over the tube). The
+/// tasks belong to the session (dropping the set aborts them).
+fn watch_signal(
     conversation: &Conversation,
     tube: Arc<ClientTube>,
     signal: Signal,
+    trickle: bool,
 ) -> tokio::task::JoinSet<()> {
     let mut tasks = tokio::task::JoinSet::new();
-    let Some(mut local) = tube.take_local_candidates() else {
-        return tasks;
-    };
-    // Outbound: batch what is already gathered, then one message per new candidate.
-    let outbound = conversation.clone();
-    tasks.spawn(async move {
-        while let Some(first) = local.recv().await {
-            let mut candidates = vec![first];
-            while let Ok(more) = local.try_recv() {
-                candidates.push(more);
+    if let (true, Some(mut local)) = (trickle, tube.take_local_candidates()) {
+        // Outbound: batch what is already gathered, then one message per new candidate.
+        let outbound = conversation.clone();
+        tasks.spawn(async move {
+            while let Some(first) = local.recv().await {
+                let mut candidates = vec![first];
+                while let Ok(more) = local.try_recv() {
+                    candidates.push(more);
+                }
+                outbound.trickle(candidates).await;
             }
-            outbound.trickle(candidates).await;
-        }
-    });
-    // Inbound: apply the gateway's candidates as they stream in.
+        });
+    }
     let keys = conversation.keys.clone();
     let Signal { mut events, early } = signal;
     tasks.spawn(async move {
-        let apply = |event: SignalEvent| {
+        let apply = |payload: SealedPayload| {
             let tube = tube.clone();
             let keys = keys.clone();
             async move {
-                if let SignalEvent::Message {
-                    kind: StreamKind::Candidates,
-                    payload,
-                } = event
-                {
-                    match keys.open_json::<CandidatesBody>(
-                        Direction::GatewayToClient,
-                        StreamKind::Candidates.as_str(),
-                        &payload,
-                    ) {
-                        Ok(body) => tube.add_remote_candidates(&body.candidates).await,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "rejected a gateway candidate message")
-                        }
-                    }
+                match keys.open_json::<CandidatesBody>(
+                    Direction::GatewayToClient,
+                    StreamKind::Candidates.as_str(),
+                    &payload,
+                ) {
+                    Ok(body) => tube.add_remote_candidates(&body.candidates).await,
+                    Err(e) => tracing::warn!(error = %e, "rejected a gateway candidate message"),
                 }
             }
         };
-        for event in early {
-            apply(event).await;
-        }
-        while let Some(event) = events.recv().await {
+        let mut early = early.into_iter();
+        loop {
+            let event = match early.next() {
+                Some(event) => event,
+                None => match events.recv().await {
+                    Some(event) => event,
+                    None => break,
+                },
+            };
             match event {
-                // The gateway ended the conversation; the tube reports why.
+                SignalEvent::Message {
+                    kind: StreamKind::Candidates,
+                    payload,
+                } => apply(payload).await,
+                SignalEvent::GatewayLost => tube.check_gateway(GATEWAY_CHECK).await,
+                // The gateway ended the conversation (the tube reports why), or the router
+                // socket is gone (the tube itself does not depend on it).
                 SignalEvent::Lost(_)
                 | SignalEvent::Message {
                     kind: StreamKind::Closed,
                     ..
                 } => break,
-                event => apply(event).await,
+                _ => {}
             }
         }
     });

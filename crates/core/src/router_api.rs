@@ -228,6 +228,8 @@ pub enum SignalEvent {
     },
     /// The router reported an error on the socket.
     Error { code: String, message: String },
+    /// The router lost its link to our conversation's gateway: check the tube.
+    GatewayLost,
     /// The socket is gone.
     Lost(String),
 }
@@ -271,7 +273,8 @@ async fn run_listener(
             Ok(ClientWsEvent::Message { kind, payload, .. }) => {
                 SignalEvent::Message { kind, payload }
             }
-            Ok(ClientWsEvent::Error { code, message }) => SignalEvent::Error { code, message },
+            Ok(ClientWsEvent::Error { code, message, .. }) => SignalEvent::Error { code, message },
+            Ok(ClientWsEvent::GatewayLost { .. }) => SignalEvent::GatewayLost,
             Err(e) => SignalEvent::Error {
                 code: codes::MALFORMED.into(),
                 message: format!("unreadable frame from the router: {e}"),

@@ -280,6 +280,7 @@ fn tube_end(end: TubeEnd) -> SessionEnd {
             TubeEnd::Gateway(reason) => reason.as_str().to_owned(),
             TubeEnd::Failed => "network_failed".to_owned(),
             TubeEnd::Local => "closed".to_owned(),
+            TubeEnd::GatewayLost => "gateway_lost".to_owned(),
         },
     }
 }

@@ -22,12 +22,16 @@ pub enum TubeEnd {
     Failed,
     /// We closed it.
     Local,
+    /// The router reported the gateway gone and the tube did not answer a ping.
+    GatewayLost,
 }
 
 pub struct ClientTube {
     tube: Tube,
     local_candidates: Mutex<Option<mpsc::UnboundedReceiver<IceCandidate>>>,
     gathered: watch::Receiver<bool>,
+    /// Set when we learn of the gateway's loss before the tube does.
+    lost: watch::Sender<bool>,
 }
 
 impl ClientTube {
@@ -57,6 +61,7 @@ impl ClientTube {
                 tube,
                 local_candidates: Mutex::new(Some(candidates_rx)),
                 gathered: gathered_rx,
+                lost: watch::channel(false).0,
             },
             offer,
         ))
@@ -140,10 +145,32 @@ impl ClientTube {
 
     /// Resolves when the tube has ended, with how.
     pub async fn ended(&self) -> TubeEnd {
-        match self.tube.ended().await {
-            sallyport_tube::TubeEnd::Peer(reason) => TubeEnd::Gateway(reason),
-            sallyport_tube::TubeEnd::Failed => TubeEnd::Failed,
-            sallyport_tube::TubeEnd::Local(_) => TubeEnd::Local,
+        let mut lost = self.lost.subscribe();
+        tokio::select! {
+            end = self.tube.ended() => {
+                if *self.lost.borrow() {
+                    return TubeEnd::GatewayLost;
+                }
+                match end {
+                    sallyport_tube::TubeEnd::Peer(reason) => TubeEnd::Gateway(reason),
+                    sallyport_tube::TubeEnd::Failed => TubeEnd::Failed,
+                    sallyport_tube::TubeEnd::Local(_) => TubeEnd::Local,
+                }
+            }
+            _ = lost.wait_for(|l| *l) => TubeEnd::GatewayLost,
+        }
+    }
+
+    /// The router says the gateway is gone: ask the gateway itself over the tube (it may only
+    /// have lost its router link). No answer within `timeout` ends the tube as lost.
+    pub async fn check_gateway(&self, timeout: Duration) {
+        match self.tube.probe(timeout).await {
+            Ok(rtt) => tracing::info!(?rtt, "the router lost the gateway, but the tube answers"),
+            Err(e) => {
+                tracing::warn!(error = %e, "the gateway is gone: the tube does not answer");
+                self.lost.send_replace(true);
+                self.tube.shutdown(CloseReason::ClientClosed).await;
+            }
         }
     }
 

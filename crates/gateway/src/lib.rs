@@ -201,9 +201,10 @@ async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
 async fn close_all(gateway: &Gateway) {
     let slots: Vec<_> = gateway.conversations.lock().await.drain().collect();
     // All at once: each waits (briefly) for its client to acknowledge the reason.
-    let closing = slots.iter().filter_map(|(_, slot)| slot.get()).map(|conversation| {
-        conversation.close(CloseReason::GatewayShutdown)
-    });
+    let closing = slots
+        .iter()
+        .filter_map(|(_, slot)| slot.get())
+        .map(|conversation| conversation.close(CloseReason::GatewayShutdown));
     futures_util::future::join_all(closing).await;
 }
 

@@ -38,6 +38,8 @@ pub mod kind {
     pub const EOF: u8 = 0x05;
     pub const RESET: u8 = 0x06;
     pub const SHUTDOWN: u8 = 0x07;
+    pub const PING: u8 = 0x08;
+    pub const PONG: u8 = 0x09;
 }
 
 /// One frame of the tube channel.
@@ -58,6 +60,10 @@ pub enum Frame {
     Reset { conn: u32, reason: CloseReason },
     /// The whole tube is ending, with the reason (`conn` is 0 on the wire).
     Shutdown { reason: CloseReason },
+    /// Is the peer still there? It answers `PONG` with the same 8 bytes (`conn` is 0).
+    Ping { data: u64 },
+    /// The answer to a `PING`.
+    Pong { data: u64 },
 }
 
 /// Why bytes did not decode as a frame.
@@ -91,7 +97,7 @@ impl Frame {
             | Frame::Window { conn, .. }
             | Frame::Eof { conn }
             | Frame::Reset { conn, .. } => *conn,
-            Frame::Shutdown { .. } => 0,
+            Frame::Shutdown { .. } | Frame::Ping { .. } | Frame::Pong { .. } => 0,
         }
     }
 
@@ -105,6 +111,8 @@ impl Frame {
             Frame::Eof { .. } => (kind::EOF, 0),
             Frame::Reset { reason, .. } => (kind::RESET, reason.as_str().len()),
             Frame::Shutdown { reason } => (kind::SHUTDOWN, reason.as_str().len()),
+            Frame::Ping { .. } => (kind::PING, 8),
+            Frame::Pong { .. } => (kind::PONG, 8),
         };
         let mut out = BytesMut::with_capacity(FRAME_HEADER_BYTES + body_len);
         out.put_u8(kind);
@@ -115,6 +123,7 @@ impl Frame {
             Frame::Reset { reason, .. } | Frame::Shutdown { reason } => {
                 out.put_slice(reason.as_str().as_bytes())
             }
+            Frame::Ping { data } | Frame::Pong { data } => out.put_u64(*data),
             Frame::Open { .. } | Frame::Opened { .. } | Frame::Eof { .. } => {}
         }
         out
@@ -147,9 +156,17 @@ impl Frame {
                 .map_err(|_| FrameError::Reason(String::from_utf8_lossy(body).into_owned()))?;
             CloseReason::parse(text).ok_or_else(|| FrameError::Reason(text.to_owned()))
         };
-        if conn == 0 && kind != kind::SHUTDOWN && kind <= kind::SHUTDOWN {
+        if conn == 0 && (kind::OPEN..=kind::RESET).contains(&kind) {
             return Err(FrameError::ReservedConnection);
         }
+        let eight = |body: &Bytes| -> Result<u64, FrameError> {
+            let bytes: [u8; 8] = body[..].try_into().map_err(|_| FrameError::BodyLength {
+                kind,
+                len: body.len(),
+                expected: "8",
+            })?;
+            Ok(u64::from_be_bytes(bytes))
+        };
         match kind {
             kind::OPEN => expect_len("0", body.is_empty()).map(|_| Frame::Open { conn }),
             kind::OPENED => expect_len("0", body.is_empty()).map(|_| Frame::Opened { conn }),
@@ -168,6 +185,12 @@ impl Frame {
             }),
             kind::SHUTDOWN => Ok(Frame::Shutdown {
                 reason: reason(&body)?,
+            }),
+            kind::PING => Ok(Frame::Ping {
+                data: eight(&body)?,
+            }),
+            kind::PONG => Ok(Frame::Pong {
+                data: eight(&body)?,
             }),
             other => Err(FrameError::UnknownType(other)),
         }
@@ -211,6 +234,8 @@ mod tests {
         round_trip(Frame::Shutdown {
             reason: CloseReason::GatewayShutdown,
         });
+        round_trip(Frame::Ping { data: 42 });
+        round_trip(Frame::Pong { data: u64::MAX });
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub enum ClientWsRequest {
 }
 
 /// Router → client, over the client WebSocket.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientWsEvent {
     /// The router has registered the subscription: gateway messages for it will be delivered.
@@ -174,21 +174,22 @@ pub enum ClientWsEvent {
         kind: StreamKind,
         payload: SealedPayload,
     },
-    /// A refused request. The router sends it as [`ClientWsError`], which adds the
-    /// `conversation_id` the error concerns; parsing it as this variant ignores that field.
-    Error { code: String, message: String },
-}
-
-/// The `error` frame the router sends on a client socket: `{"type":"error", code, message}`
-/// plus `conversation_id` when the error answers a `subscribe` or `unsubscribe` (the id as the
-/// client sent it), so a client with several subscribes in flight knows which one failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename = "error")]
-pub struct ClientWsError {
-    pub code: String,
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub conversation_id: Option<String>,
+    /// A refused request, with the conversation it concerns when it answers a `subscribe` or
+    /// `unsubscribe` (the id as the client sent it), so a client with several subscribes in
+    /// flight knows which one failed.
+    Error {
+        code: String,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation_id: Option<String>,
+    },
+    /// The gateway of a subscribed conversation lost its link to this router (it stopped, or
+    /// its network did). The router cannot tell whether the tube itself still works: the
+    /// client checks over the tube (a `PING`), and keeps the session if it does.
+    GatewayLost {
+        conversation_id: String,
+        gateway: String,
+    },
 }
 
 /// Kind of a message a gateway streams to a client (authenticated by the sealing).
@@ -599,7 +600,7 @@ mod tests {
 
     #[test]
     fn error_frames_name_their_conversation() {
-        let frame = ClientWsError {
+        let frame = ClientWsEvent::Error {
             code: codes::FORBIDDEN.into(),
             message: "x".into(),
             conversation_id: Some("conv-0001".into()),
@@ -609,11 +610,26 @@ mod tests {
             text,
             r#"{"type":"error","code":"forbidden","message":"x","conversation_id":"conv-0001"}"#
         );
-        // A client that parses the generic event still reads it.
-        let event: ClientWsEvent = serde_json::from_str(&text).unwrap();
-        assert!(matches!(event, ClientWsEvent::Error { .. }));
-        let back: ClientWsError = serde_json::from_str(&text).unwrap();
+        let back: ClientWsEvent = serde_json::from_str(&text).unwrap();
         assert_eq!(back, frame);
+        // Without a conversation the field is left out.
+        let plain: ClientWsEvent =
+            serde_json::from_str(r#"{"type":"error","code":"malformed","message":"y"}"#).unwrap();
+        assert!(matches!(
+            plain,
+            ClientWsEvent::Error {
+                conversation_id: None,
+                ..
+            }
+        ));
+        let lost = ClientWsEvent::GatewayLost {
+            conversation_id: "conv-0001".into(),
+            gateway: "lab".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&lost).unwrap(),
+            r#"{"type":"gateway_lost","conversation_id":"conv-0001","gateway":"lab"}"#
+        );
     }
 
     #[test]

@@ -314,6 +314,22 @@ impl Shared {
         }
     }
 
+    /// Tell the subscriber of every conversation bound to `gateway_id` that it is gone.
+    fn gateway_lost(&self, gateway_id: &str) {
+        let conversations = self.conversations.lock().unwrap();
+        for (id, conversation) in conversations.iter() {
+            if conversation.gateway.as_deref() != Some(gateway_id) {
+                continue;
+            }
+            if let Some((_, tx)) = &conversation.subscriber {
+                let _ = tx.try_send(ClientWsEvent::GatewayLost {
+                    conversation_id: id.clone(),
+                    gateway: gateway_id.to_owned(),
+                });
+            }
+        }
+    }
+
     /// Resolves once the router is shutting down.
     pub(crate) async fn closing(&self) {
         let mut closing = self.closing.clone();

@@ -12,8 +12,8 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use sallyport_protocol::{
-    codes, AnnouncedResource, ClientWsError, ClientWsEvent, ClientWsRequest, GatewayChallenge,
-    GatewayToRouter, RouterToGateway, PROTOCOL_VERSION,
+    codes, AnnouncedResource, ClientWsEvent, ClientWsRequest, GatewayChallenge, GatewayToRouter,
+    RouterToGateway, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, Notify};
 
@@ -154,7 +154,7 @@ pub(crate) struct Step {
 }
 
 fn client_error(code: &str, message: String, conversation_id: Option<&str>) -> Message {
-    json_text(&ClientWsError {
+    json_text(&ClientWsEvent::Error {
         code: code.into(),
         message,
         conversation_id: conversation_id.map(str::to_owned),
@@ -531,13 +531,18 @@ pub(crate) fn register(
 
 fn unregister(shared: &Shared, gateway_id: &str, link: &Arc<GatewayLink>) {
     let mut gateways = shared.gateways.lock().unwrap();
-    if gateways
+    let gone = gateways
         .get(gateway_id)
-        .is_some_and(|current| current.connection == link.connection)
-    {
+        .is_some_and(|current| current.connection == link.connection);
+    if gone {
         gateways.remove(gateway_id);
     }
     drop(gateways);
     // Dropping the waiters answers their requests with controller_down.
     link.pending.lock().unwrap().clear();
+    // Not replaced by a newer connection of its own: tell the clients of its conversations
+    // now, rather than leave them to find out from a silent tube.
+    if gone {
+        shared.gateway_lost(gateway_id);
+    }
 }

@@ -85,6 +85,10 @@ pub(crate) enum Command {
     StunResolved {
         server: Option<SocketAddr>,
     },
+    /// Answered when the peer's `PONG` comes back.
+    Probe {
+        reply: oneshot::Sender<()>,
+    },
     Shutdown {
         reason: CloseReason,
         reply: oneshot::Sender<()>,
@@ -273,6 +277,8 @@ pub(crate) async fn start(
         closing: None,
         last_timeout: now,
         remote_description_set: offer.is_some(),
+        probes: HashMap::new(),
+        next_probe: 1,
     };
     tokio::spawn(driver.run());
     Ok((
@@ -353,6 +359,9 @@ struct Driver {
     closing: Option<Closing>,
     last_timeout: Instant,
     remote_description_set: bool,
+    /// Probes waiting for their `PONG`, by the number the `PING` carried.
+    probes: HashMap<u64, oneshot::Sender<()>>,
+    next_probe: u64,
 }
 
 /// What woke the loop; several sources can be ready at once, and all are served in turn so
@@ -779,6 +788,11 @@ impl Driver {
                     self.locals.remove(&conn);
                 }
                 MuxEvent::Shutdown { reason } => self.end(TubeEnd::Peer(reason)),
+                MuxEvent::Pong { data } => {
+                    if let Some(reply) = self.probes.remove(&data) {
+                        let _ = reply.send(());
+                    }
+                }
                 MuxEvent::Malformed { error } => {
                     tracing::warn!(%error, "the peer sent a malformed frame; ending the tube");
                     self.mux.shutdown(CloseReason::ProtocolError);
@@ -876,6 +890,13 @@ impl Driver {
                 self.begin_closing(reason, Some(reply));
             }
             Command::Close => self.end(TubeEnd::Local(CloseReason::Normal)),
+            Command::Probe { reply } => {
+                let data = self.next_probe;
+                self.next_probe += 1;
+                self.probes.retain(|_, r| !r.is_closed());
+                self.probes.insert(data, reply);
+                self.mux.ping(data);
+            }
         }
     }
 

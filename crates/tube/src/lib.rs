@@ -391,6 +391,21 @@ impl Tube {
         self.ask(|reply| driver::Command::Open { reply }).await?
     }
 
+    /// Is the peer still there? A `PING` over the tube; returns the round trip once its
+    /// `PONG` is back, or fails after `timeout`.
+    pub async fn probe(&self, timeout: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(driver::Command::Probe { reply: tx })
+            .map_err(|_| TubeError::Closed)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(())) => Ok(started.elapsed()),
+            Ok(Err(_)) => Err(TubeError::Closed),
+            Err(_) => Err(TubeError::Timeout(timeout, "the peer to answer a ping")),
+        }
+    }
+
     /// End the tube, telling the peer why: waits (up to a second) until the peer has the
     /// message, so it learns the reason rather than a network failure.
     pub async fn shutdown(&self, reason: CloseReason) {

@@ -50,6 +50,8 @@ pub enum MuxEvent {
     Finished { conn: u32 },
     /// The peer is ending the tube.
     Shutdown { reason: CloseReason },
+    /// The peer answered our `PING` carrying `data`.
+    Pong { data: u64 },
     /// The peer sent something that is not a frame; the tube should end with `protocol_error`.
     Malformed { error: FrameError },
 }
@@ -210,6 +212,11 @@ impl Mux {
         }
     }
 
+    /// Ask the peer to answer; it comes back as [`MuxEvent::Pong`].
+    pub fn ping(&mut self, data: u64) {
+        self.urgent.push_back(Frame::Ping { data }.encode());
+    }
+
     /// One message from the channel.
     pub fn handle_message(&mut self, message: BytesMut) {
         match Frame::decode(message) {
@@ -258,6 +265,8 @@ impl Mux {
                 }
             }
             Frame::Shutdown { reason } => self.events.push_back(MuxEvent::Shutdown { reason }),
+            Frame::Ping { data } => self.urgent.push_back(Frame::Pong { data }.encode()),
+            Frame::Pong { data } => self.events.push_back(MuxEvent::Pong { data }),
         }
     }
 
@@ -672,6 +681,15 @@ mod tests {
                 reason: CloseReason::ClientClosed
             }
         );
+    }
+
+    #[test]
+    fn a_ping_is_answered() {
+        let (mut client, mut gateway) = pair();
+        client.ping(7);
+        deliver(&mut client, &mut gateway);
+        deliver(&mut gateway, &mut client);
+        assert_eq!(events(&mut client), vec![MuxEvent::Pong { data: 7 }]);
     }
 
     #[test]

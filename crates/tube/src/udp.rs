@@ -51,7 +51,13 @@ impl Batch {
     }
 
     /// Add `datagram` if it can go in the same send.
-    pub fn push(&mut self, socket: usize, to: SocketAddr, datagram: &[u8], max_segments: usize) -> bool {
+    pub fn push(
+        &mut self,
+        socket: usize,
+        to: SocketAddr,
+        datagram: &[u8],
+        max_segments: usize,
+    ) -> bool {
         let fits = socket == self.socket
             && to == self.to
             && self.count < max_segments
@@ -101,8 +107,9 @@ impl Udp {
             segment_size: (batch.count > 1).then_some(batch.segment),
             src_ip: None,
         };
-        self.socket
-            .try_io(Interest::WRITABLE, || self.state.send((&self.socket).into(), &transmit))
+        self.socket.try_io(Interest::WRITABLE, || {
+            self.state.send((&self.socket).into(), &transmit)
+        })
     }
 
     /// Receive what is queued, up to `rounds` calls, handing each datagram to `each` with its

@@ -127,7 +127,7 @@ async fn launch_sink(launcher: &Launcher) -> Result<(SinkSession, usize), String
         Tunables::from_env(Profile::Fast).map_err(|e| e.to_string())?,
     );
     request.client = ClientChoice::None;
-            request.port = Some(0);
+    request.port = Some(0);
     let session = launcher
         .launch(request)
         .await

@@ -1,0 +1,128 @@
+//! A gateway process killed outright (SIGKILL: no goodbye on the tube, its router socket just
+//! drops) is reported to its session promptly, as `gateway_lost`: the router tells the client,
+//! the client pings over the tube, and nothing answers.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sallyport_core::{
+    ClientChoice, ClientProfile, LaunchRequest, Launcher, Profile, SessionEnd, StickyPorts,
+    Tunables,
+};
+use sallyport_router::RouterConfig;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+fn secret() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gateway_is_reported_lost_within_seconds() {
+    let dir = std::env::temp_dir().join(format!("sallyport-killed-{}", secret()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+
+    let key = sallyport_gateway::generate_key(&dir.join("gw.key")).unwrap();
+    let (gateway_token, client_token) = (secret(), secret());
+    let router = sallyport_router::spawn(
+        RouterConfig::parse(&format!(
+            r#"listen = "127.0.0.1:0"
+[[gateways]]
+id = "gw"
+token = "{gateway_token}"
+public_key = "{}"
+[[clients]]
+name = "user"
+token = "{client_token}"
+resources = ["*"]
+"#,
+            key.public().to_base64()
+        ))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    std::fs::write(
+        dir.join("gateway.toml"),
+        format!(
+            r#"router_url = "{}"
+gateway_id = "gw"
+token = "{gateway_token}"
+key_file = "gw.key"
+webrtc_udp = ["127.0.0.1:0"]
+[[resources]]
+name = "echo"
+protocol = "tcp"
+target = "{echo_addr}"
+"#,
+            router.url()
+        ),
+    )
+    .unwrap();
+    let mut gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_sallyport-gateway"))
+        .args(["run", "--config"])
+        .arg(dir.join("gateway.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let profile = ClientProfile {
+        router_url: router.url(),
+        token: Some(client_token.clone()),
+        gateways: [("gw".to_owned(), key.public().to_base64())].into(),
+        webrtc_udp: Some(vec!["127.0.0.1:0".into()]),
+        ice_servers: Vec::new(),
+        lab: true,
+    };
+    let launcher = Launcher::new(
+        profile,
+        &client_token,
+        StickyPorts::new(dir.join("ports.json")),
+    )
+    .unwrap()
+    .with_state_dir(dir.clone());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !launcher
+        .resources()
+        .await
+        .is_ok_and(|list| list.iter().any(|r| r.online))
+    {
+        assert!(Instant::now() < deadline, "the gateway never came online");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut request = LaunchRequest::new("echo", Tunables::for_profile(Profile::Fast));
+    request.client = ClientChoice::None;
+    let session = launcher.launch(request).await.unwrap();
+
+    // SAFETY: killing the child process this test started.
+    unsafe {
+        libc::kill(gateway.id().unwrap() as libc::pid_t, libc::SIGKILL);
+    }
+    let killed = Instant::now();
+    let _ = gateway.wait().await;
+    let end = tokio::time::timeout(Duration::from_secs(10), session.wait_tunnel())
+        .await
+        .expect("the session learns it lost its gateway, not after ICE gives up");
+    eprintln!("reported {:?} after the kill", killed.elapsed());
+    assert_eq!(
+        end,
+        SessionEnd::TubeEnded {
+            reason: "gateway_lost".into()
+        }
+    );
+    router.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -58,3 +58,39 @@ async fn a_tube_comes_up_through_a_delayed_relay_and_carries_bytes() {
         "{forwarded} forwarded, {dropped} dropped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_that_goes_silent_for_five_seconds_loses_nothing() {
+    let (client_side, client_config) = side("127.0.0.41", (47500, 47509));
+    let (gateway_side, gateway_config) = side("127.0.0.42", (47600, 47609));
+    let relay = std::sync::Arc::new(
+        UdpRelay::start(client_side, gateway_side, Duration::from_millis(1))
+            .await
+            .unwrap(),
+    );
+    let mut pair = pair_between(&client_config, &gateway_config).await;
+    pair.connected().await;
+    let target = echo_target().await;
+    pair.serve(target);
+    let port = pair.local_port().await;
+    let outage = {
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            relay.set_blackhole(true);
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            relay.set_blackhole(false);
+        })
+    };
+    let started = Instant::now();
+    let (sent, echoed) =
+        echo_round_trip(TcpStream::connect(port).await.unwrap(), 64 << 20, 5).await;
+    outage.await.unwrap();
+    eprintln!(
+        "64 MiB echoed across a 5 s outage in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(sent, echoed);
+    assert!(relay.counts().1 > 0, "the outage dropped datagrams");
+    assert!(pair.client.end().is_none() && pair.gateway.end().is_none());
+}

@@ -10,9 +10,14 @@ source scripts/lib.sh
 ensure_debian_packages openssh-server openssh-client postgresql postgresql-client \
   keyutils dbus gnome-keyring pkg-config
 
-# The kernel keyring needs a possessed session keyring (PLATFORM.md): run under a new one.
+# The kernel keyring needs a session keyring the process possesses (a login session's is
+# not, on a headless machine): run under a new one.
 # The app crate is left out here: it builds Tauri, and is tested by scripts/test-app.sh.
 keyctl session - cargo test --workspace --exclude sallyport-app --locked "$@"
+
+# An independent client (Python, aiortc; written from README.md and docs/PROTOCOL.md only)
+# against the lab: any behaviour that differs from the documents fails.
+tests/interop/run.sh target/debug/sallyport --strict
 
 # The desktop app: UI unit tests and the real binary end to end.
 ./scripts/test-app.sh

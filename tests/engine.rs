@@ -111,6 +111,7 @@ async fn start_message(
             &StartBody {
                 offer,
                 resource: resource.into(),
+                max_datagram: None,
             },
         ),
     };

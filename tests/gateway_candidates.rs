@@ -66,6 +66,7 @@ async fn launch(mode: Candidates) {
         &StartBody {
             offer,
             resource: sallyport_lab::DEMO_ECHO.into(),
+            max_datagram: None,
         },
     );
     let reply = api

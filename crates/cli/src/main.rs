@@ -102,6 +102,12 @@ enum Command {
         /// per profile.
         #[arg(long)]
         concurrent: Option<usize>,
+        /// Soak instead: this many launch/close cycles, then `--soak-connections` short
+        /// connections through one session; prints what each process holds before and after.
+        #[arg(long)]
+        soak: Option<usize>,
+        #[arg(long, default_value_t = 10_000)]
+        soak_connections: usize,
         /// Directory for bench.md and bench.json.
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
@@ -129,7 +135,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                "warn,rtc=error,rtc_dtls=error,rtc_ice=error,webrtc=error".into()
+                "warn,rtc=error,rtc_dtls=error,rtc_ice=error,rtc_sctp=off".into()
             }),
         )
         .with_writer(std::io::stderr)
@@ -181,6 +187,8 @@ async fn main() -> ExitCode {
             throughput,
             megabytes,
             concurrent,
+            soak,
+            soak_connections,
             out,
         } => {
             let options = bench::Options {
@@ -191,6 +199,7 @@ async fn main() -> ExitCode {
                 throughput,
                 megabytes,
                 concurrent,
+                soak: soak.map(|cycles| (cycles, soak_connections)),
             };
             match bench::run(options).await {
                 Ok(code) => Ok(code),

@@ -626,6 +626,8 @@ impl Conversation {
         let body = StartBody {
             offer,
             resource: self.resource.name.clone(),
+            // Our tube reads datagrams of any size.
+            max_datagram: Some(sallyport_tube::MAX_RECEIVE_DATAGRAM as u32),
         };
         let payload = self.keys.seal_json(
             Direction::ClientToGateway,

@@ -122,10 +122,16 @@ async fn create(
     }
 
     // Validated when the configuration was loaded.
-    let tube_config = gateway
-        .config
-        .tube_config()
-        .map_err(|e| error(codes::INTERNAL, e))?;
+    let tube_config = sallyport_tube::TubeConfig {
+        peer_max_datagram: Some(
+            body.max_datagram
+                .unwrap_or(sallyport_protocol::DEFAULT_PEER_DATAGRAM) as usize,
+        ),
+        ..gateway
+            .config
+            .tube_config()
+            .map_err(|e| error(codes::INTERNAL, e))?
+    };
     let (tube, events, _answer) = match Tube::answer(&tube_config, &body.offer).await {
         Ok(answered) => answered,
         // An offer we cannot answer will not improve on retry: not a transient state.
@@ -183,7 +189,8 @@ async fn drive(
                 Some(TubeEvent::Incoming(connection)) => {
                     tokio::spawn(conversation.clone().serve(connection));
                 }
-                None => break None,
+                // The tube's task is gone, so its end is recorded: read it below.
+                None => break conversation.tube.end(),
             },
             end = &mut ended => break Some(end),
         }
@@ -192,8 +199,10 @@ async fn drive(
         gateway.forget(&conversation.id).await;
     }
     let reason = match end {
-        Some(sallyport_tube::TubeEnd::Peer(reason)) => reason,
-        _ => CloseReason::Normal,
+        Some(sallyport_tube::TubeEnd::Peer(reason) | sallyport_tube::TubeEnd::Local(reason)) => {
+            reason
+        }
+        Some(sallyport_tube::TubeEnd::Failed) | None => CloseReason::Normal,
     };
     tracing::info!(?end, "tube ended");
     conversation.close(reason).await;

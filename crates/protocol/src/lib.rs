@@ -307,7 +307,14 @@ pub struct StartBody {
     pub offer: SessionDescription,
     /// Bound inside the seal too, so the router cannot redirect an offer to another resource.
     pub resource: String,
+    /// The largest UDP payload the client accepts. Without it the gateway sends at most
+    /// [`DEFAULT_PEER_DATAGRAM`] bytes, what every WebRTC stack takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_datagram: Option<u32>,
 }
+
+/// The largest datagram a gateway sends to a client that did not say what it accepts.
+pub const DEFAULT_PEER_DATAGRAM: u32 = 1200;
 
 /// Sealed body of a `candidates` message in either direction.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

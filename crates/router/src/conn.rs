@@ -338,8 +338,68 @@ impl Drop for Slot {
 /// The socket, noting reads for the watchdog and carrying the connection's slot, so that a
 /// WebSocket stays counted after the upgrade hands the socket over.
 struct Tracked {
-    stream: TcpStream,
+    /// Taken out when the connection ends, for the lingering close.
+    stream: Option<TcpStream>,
     slot: Slot,
+}
+
+impl Tracked {
+    fn stream(&mut self) -> Pin<&mut TcpStream> {
+        Pin::new(
+            self.stream
+                .as_mut()
+                .expect("the stream is only taken on drop"),
+        )
+    }
+}
+
+/// After an answer that left part of a request unread (a 413 for a declared length, a 401
+/// before the body), closing at once would make the kernel reset the connection when the rest
+/// arrives, and a reset throws away the answer before the client reads it. So the socket is
+/// half-closed and drained for a moment (bounded in time, bytes and number of sockets).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+const MAX_LINGERING: usize = 256;
+static LINGERING: AtomicUsize = AtomicUsize::new(0);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
+        if self.slot.state.head_timed_out.load(Ordering::Acquire) {
+            // Best effort and non-blocking: nothing has been written on this connection yet.
+            // A peer too slow to send a request head gets no lingering either.
+            let (status, body) = (StatusCode::REQUEST_TIMEOUT, head_timeout_body());
+            let _ = stream.try_write(&raw_response(status, &body));
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if LINGERING.fetch_add(1, Ordering::AcqRel) >= MAX_LINGERING {
+            LINGERING.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        runtime.spawn(async move {
+            linger(stream).await;
+            LINGERING.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+async fn linger(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut buf = [0u8; 16 * 1024];
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
 }
 
 impl AsyncRead for Tracked {
@@ -349,7 +409,7 @@ impl AsyncRead for Tracked {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let result = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let result = self.stream().poll_read(cx, buf);
         if buf.filled().len() > before {
             self.slot.state.read_some();
         }
@@ -363,15 +423,15 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        self.stream().poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        self.stream().poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        self.stream().poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -379,21 +439,11 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        self.stream().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        if self.slot.state.head_timed_out.load(Ordering::Acquire) {
-            // Best effort and non-blocking: nothing has been written on this connection yet.
-            let (status, body) = (StatusCode::REQUEST_TIMEOUT, head_timeout_body());
-            let _ = self.stream.try_write(&raw_response(status, &body));
-        }
+        self.stream.as_ref().is_some_and(|s| s.is_write_vectored())
     }
 }
 
@@ -441,7 +491,10 @@ pub(crate) async fn serve(listener: TcpListener, app: axum::Router, shared: Arc<
         let _ = stream.set_nodelay(true);
         match shared.connections.admit(peer.ip(), &limits) {
             Ok(slot) => {
-                let io = Tracked { stream, slot };
+                let io = Tracked {
+                    stream: Some(stream),
+                    slot,
+                };
                 tasks.spawn(serve_connection(io, app.clone(), shared.clone(), limits));
             }
             Err(refusal) => {

@@ -126,7 +126,20 @@ impl IntoResponse for RouterError {
             code: self.code().to_owned(),
             message: self.to_string(),
         };
-        (self.status(), Json(body)).into_response()
+        // These answer a request whose body was not (all) read: the connection cannot carry
+        // another request, so say so, or a client's pool would reuse it and fail.
+        let body_unread = matches!(
+            self,
+            RouterError::Unauthorized | RouterError::TooLarge(_) | RouterError::RequestTimeout(_)
+        );
+        let mut response = (self.status(), Json(body)).into_response();
+        if body_unread {
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 

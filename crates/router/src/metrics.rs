@@ -44,6 +44,15 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE sallyport_conversations gauge");
         let _ = writeln!(out, "sallyport_conversations {conversations}");
+        let tasks = tokio::runtime::Handle::try_current()
+            .map(|h| h.metrics().num_alive_tasks())
+            .unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "# HELP sallyport_tasks Tasks alive in the router's runtime (a leak shows here)."
+        );
+        let _ = writeln!(out, "# TYPE sallyport_tasks gauge");
+        let _ = writeln!(out, "sallyport_tasks {tasks}");
         let _ = writeln!(
             out,
             "# HELP sallyport_messages_forwarded_total Client messages forwarded to gateways."

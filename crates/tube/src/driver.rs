@@ -118,13 +118,18 @@ pub(crate) async fn start(
         config.udp_port_range,
         config.udp_buffer_bytes,
     )?;
-    let datagram = config.max_datagram.unwrap_or_else(|| {
+    let path = config.max_datagram.unwrap_or_else(|| {
         sockets
             .iter()
             .map(|s| s.datagram_limit)
             .min()
             .unwrap_or(1232)
     });
+    // The path is only half of it: a peer that reads datagrams into a smaller buffer drops
+    // the rest silently, so never send it more than it said it takes.
+    let datagram = path
+        .min(config.peer_max_datagram.unwrap_or(usize::MAX))
+        .max(576);
     let relay_allowance = if stun.is_empty() {
         0
     } else {
@@ -277,6 +282,7 @@ pub(crate) async fn start(
         closing: None,
         last_timeout: now,
         remote_description_set: offer.is_some(),
+        held_nominations: HashMap::new(),
         probes: HashMap::new(),
         next_probe: 1,
     };
@@ -359,6 +365,8 @@ struct Driver {
     closing: Option<Closing>,
     last_timeout: Instant,
     remote_description_set: bool,
+    /// The latest nominating check from each address while ICE connects (see [`stun`]).
+    held_nominations: HashMap<SocketAddr, BytesMut>,
     /// Probes waiting for their `PONG`, by the number the `PING` carried.
     probes: HashMap<u64, oneshot::Sender<()>>,
     next_probe: u64,
@@ -611,21 +619,16 @@ impl Driver {
     fn read_batch(&mut self, index: usize) {
         let local = self.sockets[index].local;
         let mut gathered = Vec::new();
+        let connecting = self.status.borrow().ice_connected.is_none();
         let Self {
             sockets,
             pc,
             gatherer,
             traffic,
+            held_nominations,
             ..
         } = self;
-        sockets[index].udp.receive(READ_ROUNDS, |from, datagram| {
-            traffic.datagrams_received.fetch_add(1, Ordering::Relaxed);
-            traffic
-                .bytes_received
-                .fetch_add(datagram.len() as u64, Ordering::Relaxed);
-            if gatherer.handle(local, from, &datagram, &mut gathered) {
-                return;
-            }
+        let feed = |pc: &mut RTCPeerConnection, from: SocketAddr, datagram: BytesMut| {
             if let Err(e) = pc.handle_read(TaggedBytesMut {
                 now: Instant::now(),
                 transport: TransportContext {
@@ -637,6 +640,25 @@ impl Driver {
                 message: datagram,
             }) {
                 tracing::trace!(error = %e, %from, "datagram not accepted");
+            }
+        };
+        sockets[index].udp.receive(READ_ROUNDS, |from, datagram| {
+            traffic.datagrams_received.fetch_add(1, Ordering::Relaxed);
+            traffic
+                .bytes_received
+                .fetch_add(datagram.len() as u64, Ordering::Relaxed);
+            if gatherer.handle(local, from, &datagram, &mut gathered) {
+                return;
+            }
+            let kind = stun::binding_kind(&datagram);
+            if connecting && kind == Some(stun::Binding::Nomination) {
+                held_nominations.insert(from, datagram.clone());
+            }
+            feed(pc, from, datagram);
+            if kind == Some(stun::Binding::Success) {
+                if let Some(nomination) = held_nominations.remove(&from) {
+                    feed(pc, from, nomination);
+                }
             }
         });
         self.apply_gather(gathered);
@@ -1029,6 +1051,78 @@ impl Driver {
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+/// A nominating check on a pair the stack has not validated yet is answered by the stack (rtc
+/// 0.21) with a check of its own but no response, although RFC 8445 §7.3.1.4 asks for both; a
+/// peer that nominates on its first check then waits for its own retransmission (aioice: half
+/// a second). So the driver keeps such a check and hands it to the stack once more when the
+/// stack's own check to that address is answered: the pair is valid by then, and the stack
+/// answers it and selects the pair. A second response to a check is harmless (STUN matches
+/// responses to transactions; the first one ends it).
+mod stun {
+    const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+    const BINDING_REQUEST: u16 = 0x0001;
+    const BINDING_SUCCESS: u16 = 0x0101;
+    const USE_CANDIDATE: u16 = 0x0025;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Binding {
+        /// A request with USE-CANDIDATE.
+        Nomination,
+        Success,
+    }
+
+    pub(super) fn binding_kind(datagram: &[u8]) -> Option<Binding> {
+        if datagram.len() < 20 || datagram[4..8] != MAGIC_COOKIE {
+            return None;
+        }
+        match u16::from_be_bytes([datagram[0], datagram[1]]) {
+            BINDING_SUCCESS => Some(Binding::Success),
+            BINDING_REQUEST if has_attribute(datagram, USE_CANDIDATE) => Some(Binding::Nomination),
+            _ => None,
+        }
+    }
+
+    fn has_attribute(datagram: &[u8], wanted: u16) -> bool {
+        let length = u16::from_be_bytes([datagram[2], datagram[3]]) as usize;
+        let end = (20 + length).min(datagram.len());
+        let mut at = 20;
+        while at + 4 <= end {
+            let kind = u16::from_be_bytes([datagram[at], datagram[at + 1]]);
+            let len = u16::from_be_bytes([datagram[at + 2], datagram[at + 3]]) as usize;
+            if kind == wanted {
+                return true;
+            }
+            at += 4 + ((len + 3) & !3);
+        }
+        false
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn nominations_and_successes_are_told_apart() {
+            let mut request = vec![0x00, 0x01, 0x00, 0x08];
+            request.extend_from_slice(&MAGIC_COOKIE);
+            request.extend_from_slice(&[0; 12]);
+            request.extend_from_slice(&[0x00, 0x24, 0x00, 0x00]); // PRIORITY-ish, empty
+            request.extend_from_slice(&[0x00, 0x25, 0x00, 0x00]); // USE-CANDIDATE
+            assert_eq!(binding_kind(&request), Some(Binding::Nomination));
+            request[22] = 0;
+            request[23] = 0x26;
+            request.truncate(24);
+            request[3] = 4;
+            assert_eq!(binding_kind(&request), None, "a plain check is left alone");
+            let mut success = request.clone();
+            success[0] = 0x01;
+            success[1] = 0x01;
+            assert_eq!(binding_kind(&success), Some(Binding::Success));
+            assert_eq!(binding_kind(b"\x17\xfe\xfd dtls"), None);
         }
     }
 }

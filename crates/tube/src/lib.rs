@@ -102,6 +102,9 @@ impl From<rtc::shared::error::Error> for TubeError {
 
 pub type Result<T, E = TubeError> = std::result::Result<T, E>;
 
+/// The largest UDP payload a tube reads: any datagram IPv4 can carry.
+pub const MAX_RECEIVE_DATAGRAM: usize = 65_507;
+
 /// Knobs of a tube. The defaults suit loopback and a LAN; every field can be left alone.
 #[derive(Debug, Clone)]
 pub struct TubeConfig {
@@ -123,6 +126,9 @@ pub struct TubeConfig {
     /// Largest UDP payload to send. `None`: from the path (the loopback interface's MTU when
     /// every socket is on loopback, otherwise the IPv6 minimum, 1280 bytes less headers).
     pub max_datagram: Option<usize>,
+    /// The largest UDP payload the peer accepts, when it said (the client does, in its sealed
+    /// offer); sends never exceed it. `None`: the peer takes whatever the path carries.
+    pub peer_max_datagram: Option<usize>,
     /// UDP receive and send buffers to ask the kernel for; the SCTP receive window is set to
     /// what the receive buffer actually holds, so that a burst never overflows it.
     pub udp_buffer_bytes: usize,
@@ -142,6 +148,7 @@ impl Default for TubeConfig {
             ice_check_interval: Duration::from_millis(5),
             connect_timeout: Duration::from_secs(30),
             max_datagram: None,
+            peer_max_datagram: None,
             udp_buffer_bytes: 4 * 1024 * 1024,
             connection_window: 1024 * 1024,
             max_connections: 64,

@@ -5,11 +5,14 @@
 //! * launches per profile, interleaved (`--runs`, `--profiles`), optionally across emulated
 //!   wide-area round trips (`--rtt 0,20,50,100`);
 //! * bytes through a tunnel beside plain TCP (`--throughput`);
-//! * many launches at once, then the same sessions idle (`--concurrent N`).
+//! * many launches at once, then the same sessions idle (`--concurrent N`);
+//! * a soak: launch/close cycles and many connections, and what every process still holds
+//!   afterwards (`--soak CYCLES --soak-connections N`).
 
 mod concurrent;
 mod launch;
 mod procs;
+mod soak;
 mod stats;
 mod throughput;
 
@@ -27,6 +30,8 @@ pub struct Options {
     pub throughput: bool,
     pub megabytes: u64,
     pub concurrent: Option<usize>,
+    /// Launch/close cycles and connections of a soak.
+    pub soak: Option<(usize, usize)>,
 }
 
 pub async fn run(options: Options) -> Result<ExitCode, String> {
@@ -49,7 +54,12 @@ pub async fn run(options: Options) -> Result<ExitCode, String> {
         md.push_str(&section);
         json.insert("concurrent".into(), value);
     }
-    if !options.throughput && options.concurrent.is_none() {
+    if let Some((cycles, connections)) = options.soak {
+        let (section, value) = soak::run(cycles, connections).await?;
+        md.push_str(&section);
+        json.insert("soak".into(), value);
+    }
+    if !options.throughput && options.concurrent.is_none() && options.soak.is_none() {
         let (section, value) =
             launch::run(options.runs, &options.profiles, options.rtt.as_deref()).await?;
         md.push_str(&section);

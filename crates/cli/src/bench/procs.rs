@@ -200,6 +200,14 @@ webrtc_udp = ["127.0.0.1:0"]
         format!("http://{}", self.router_addr)
     }
 
+    pub fn router_pid(&self) -> Option<u32> {
+        self.router.id()
+    }
+
+    pub fn gateway_pid(&self) -> Option<u32> {
+        self.gateway.id()
+    }
+
     pub fn router_usage(&self) -> Usage {
         self.router.id().map(usage).unwrap_or_default()
     }

@@ -27,6 +27,6 @@ ensure_debian_packages() {
   ) 9>/run/lock/sallyport-apt.lock
 }
 
-# The Tauri app's build and run dependencies (PLATFORM.md).
+# The Tauri app's build and run dependencies.
 TAURI_PACKAGES=(libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev
                 libsoup-3.0-dev libjavascriptcoregtk-4.1-dev libxdo-dev pkg-config xvfb xauth)

@@ -173,7 +173,7 @@ fn login_uses_the_desktop_secret_service() {
     let home = scratch("secret-service");
     let _lab = start_lab(&home, &[]);
     let (token, bare) = bare_profile(&home);
-    // A private session bus with an unlocked GNOME Keyring (PLATFORM.md's headless recipe).
+    // A private session bus with an unlocked GNOME Keyring: the desktop keyring, headless.
     let data = home.join("xdg-data");
     let runtime = home.join("xdg-runtime");
     for dir in [&data, &runtime] {

@@ -6,7 +6,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-/// Checkpoint names, exactly as DESIGN.md gives them (support scripts depend on them).
+/// Checkpoint names. Support scripts match them exactly: never rename one.
 pub mod names {
     pub const RESOURCE_RESOLVED: &str = "resource_resolved";
     pub const LAUNCH_CACHE_HIT: &str = "launch_cache_hit";

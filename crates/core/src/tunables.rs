@@ -1,4 +1,4 @@
-//! The launch tunables, read from the environment under DESIGN.md's names, and the three
+//! The launch tunables, read from the environment under their established names, and the three
 //! launch profiles that bundle them.
 
 use std::time::Duration;
@@ -199,7 +199,7 @@ impl Tunables {
                 .saturating_sub(self.websocket_backend_delay)
     }
 
-    /// (name, value) pairs under DESIGN.md's names, for bundles and `--json`.
+    /// (name, value) pairs under the environment variables' names, for bundles and `--json`.
     pub fn as_env_pairs(&self) -> Vec<(&'static str, String)> {
         vec![
             (

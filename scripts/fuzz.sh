@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../fuzz"
 
 seconds="${FUZZ_SECONDS:-120}"
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(router_body router_client_frame router_gateway_frame seal_open)
+[ "${#targets[@]}" -gt 0 ] || targets=(router_body router_client_frame router_gateway_frame seal_open tube_frames gateway_offer gateway_candidate)
 
 rustup toolchain list | grep -q '^nightly' || { echo "the nightly toolchain is missing (rustup toolchain install nightly)" >&2; exit 1; }
 cargo +nightly fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --version '^0.13' --locked

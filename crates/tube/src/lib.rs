@@ -453,3 +453,78 @@ fn ended_error(end: TubeEnd) -> TubeError {
 
 /// Shared by the tube handle and its connections.
 pub(crate) type Commands = mpsc::UnboundedSender<driver::Command>;
+
+/// Entry points for the fuzz targets (`fuzz/`): the parsing a gateway does on what a client
+/// sends, without sockets. Not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+    use rtc::peer_connection::sdp::RTCSessionDescription;
+    use rtc::peer_connection::transport::RTCIceCandidateInit;
+    use rtc::peer_connection::RTCPeerConnectionBuilder;
+
+    use crate::mux::{Mux, Side};
+
+    /// What the gateway does with an offer's SDP before it has sockets: parse it, find the
+    /// data section, apply it and answer. Errors are fine; panics are not.
+    pub fn offer(sdp: &str) {
+        let _ = crate::sdp::application_section(sdp);
+        let Ok(mut pc) = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .build(std::time::Instant::now())
+        else {
+            return;
+        };
+        let Ok(offer) = RTCSessionDescription::offer(sdp.to_owned()) else {
+            return;
+        };
+        if pc
+            .set_remote_description(std::time::Instant::now(), offer)
+            .is_ok()
+        {
+            if let Ok(answer) = pc.create_answer(None) {
+                let _ = pc.set_local_description(std::time::Instant::now(), answer);
+            }
+        }
+    }
+
+    /// A trickled candidate applied to a gateway that holds a valid offer.
+    pub fn candidate(offer_sdp: &str, candidate: &str, mid: Option<String>, index: Option<u16>) {
+        let Ok(mut pc) = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .build(std::time::Instant::now())
+        else {
+            return;
+        };
+        let Ok(offer) = RTCSessionDescription::offer(offer_sdp.to_owned()) else {
+            return;
+        };
+        if pc
+            .set_remote_description(std::time::Instant::now(), offer)
+            .is_err()
+        {
+            return;
+        }
+        let _ = pc.add_remote_candidate(RTCIceCandidateInit {
+            candidate: candidate.to_owned(),
+            sdp_mid: mid,
+            sdp_mline_index: index,
+            ..Default::default()
+        });
+    }
+
+    /// Messages from the channel, in order, into a gateway's and a client's multiplexer, and
+    /// whatever they answer drained.
+    pub fn frames(messages: &[&[u8]]) {
+        let mut gateway = Mux::new(Side::Gateway, 1 << 20, 4);
+        let mut client = Mux::new(Side::Client, 1 << 20, 4);
+        client.open();
+        for message in messages {
+            for mux in [&mut gateway, &mut client] {
+                mux.handle_message(bytes::BytesMut::from(*message));
+                while mux.poll_event().is_some() {}
+                while mux.poll_frame().is_some() {}
+            }
+        }
+    }
+}

@@ -519,6 +519,7 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
             gateways: [("dc1".to_owned(), public.to_base64())].into(),
             webrtc_udp: Some(vec!["127.0.0.1:0".into()]),
             ice_servers: vec![],
+            relay_only: false,
             lab: false,
         },
         "alice-client-token",

@@ -128,6 +128,7 @@ async fn a_gateway_that_comes_up_during_the_catchup_window_is_reached_on_attempt
         gateways: [("late".to_owned(), key.public().to_base64())].into(),
         webrtc_udp: Some(vec!["127.0.0.1:0".into()]),
         ice_servers: vec![],
+        relay_only: false,
         lab: false,
     };
     let dir = scratch("late");

@@ -359,6 +359,7 @@ impl Backend {
             gateways: Default::default(),
             webrtc_udp: None,
             ice_servers: Vec::new(),
+            relay_only: false,
             lab: false,
         });
         client_profile.router_url = router_url.to_owned();

@@ -151,7 +151,7 @@ impl Launcher {
     /// own work. Once the tube exists, a failure closes it and tells the gateway.
     async fn run(&self, request: &LaunchRequest, recorder: &Recorder) -> Result<Session> {
         let plan = self.resolve(request, recorder).await?;
-        let conversation = Conversation::new(self.api.clone(), &plan);
+        let conversation = Conversation::new(self.api.clone(), &plan, &self.tube_config);
         let early = self.listen_early(request, &conversation, recorder);
         let (tube, offer) = self.create_tube(request, recorder).await?;
         let signal = self.listen_late(early, &conversation, recorder);
@@ -444,7 +444,8 @@ impl Launcher {
             };
             recorder.mark_at(name, at);
         }
-        recorder.mark(names::WEBRTC_DATA_PLANE_CONNECTED);
+        // Which candidate pair carries the tube (host, srflx, prflx or relay on each side).
+        recorder.mark_with(names::WEBRTC_DATA_PLANE_CONNECTED, None, tube.status().path);
         Ok(())
     }
 
@@ -591,16 +592,19 @@ struct Conversation {
     id: String,
     keys: ConversationKeys,
     resource: ResourceInfo,
+    /// The largest datagram our tube can take, told to the gateway in the offer.
+    receive_limit: usize,
 }
 
 impl Conversation {
-    fn new(api: RouterApi, plan: &Plan) -> Self {
+    fn new(api: RouterApi, plan: &Plan, tube: &TubeConfig) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         Self {
             keys: ConversationKeys::for_client(&plan.gateway_key, &id),
             api,
             id,
             resource: plan.resource.clone(),
+            receive_limit: tube.receive_limit(),
         }
     }
 
@@ -626,8 +630,7 @@ impl Conversation {
         let body = StartBody {
             offer,
             resource: self.resource.name.clone(),
-            // Our tube reads datagrams of any size.
-            max_datagram: Some(sallyport_tube::MAX_RECEIVE_DATAGRAM as u32),
+            max_datagram: Some(self.receive_limit as u32),
         };
         let payload = self.keys.seal_json(
             Direction::ClientToGateway,

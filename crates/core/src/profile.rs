@@ -25,7 +25,11 @@ pub struct ClientProfile {
     pub webrtc_udp: Option<Vec<String>>,
     /// STUN/TURN URLs, for gateways behind NAT.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ice_servers: Vec<String>,
+    pub ice_servers: Vec<sallyport_protocol::IceServer>,
+    /// Use relayed candidates only: every tube goes through a TURN server of `ice_servers`
+    /// (for networks that allow nothing else, or to test the relay).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relay_only: bool,
     /// Written by `sallyport lab` for its throwaway router; the app starts its own lab instead.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lab: bool,
@@ -75,8 +79,9 @@ impl ClientProfile {
             sallyport_protocol::check_udp_bind(addr)
                 .map_err(|e| CoreError::Profile(format!("webrtc_udp[{i}]: {e}")))?;
         }
-        for (i, url) in self.ice_servers.iter().enumerate() {
-            sallyport_protocol::check_ice_server(url)
+        for (i, server) in self.ice_servers.iter().enumerate() {
+            server
+                .check()
                 .map_err(|e| CoreError::Profile(format!("ice_servers[{i}]: {e}")))?;
         }
         Ok(())
@@ -90,6 +95,7 @@ impl ClientProfile {
                 .clone()
                 .unwrap_or_else(|| vec!["0.0.0.0:0".into(), "127.0.0.1:0".into()]),
             ice_servers: self.ice_servers.clone(),
+            relay_only: self.relay_only,
             ..sallyport_tube::TubeConfig::default()
         }
     }

@@ -32,7 +32,7 @@ pub struct GatewayConfig {
     pub webrtc_udp: Vec<String>,
     /// STUN/TURN servers, if the gateway sits behind NAT.
     #[serde(default)]
-    pub ice_servers: Vec<String>,
+    pub ice_servers: Vec<sallyport_protocol::IceServer>,
     /// `"LOW-HIGH"`: bind the tubes' UDP sockets within these ports (for a firewall that opens
     /// only them) instead of any free port.
     #[serde(default)]
@@ -145,8 +145,9 @@ impl GatewayConfig {
             sallyport_protocol::check_udp_bind(addr)
                 .map_err(|e| format!("webrtc_udp[{i}]: {e}"))?;
         }
-        for (i, url) in self.ice_servers.iter().enumerate() {
-            sallyport_protocol::check_ice_server(url)
+        for (i, server) in self.ice_servers.iter().enumerate() {
+            server
+                .check()
                 .map_err(|e| format!("ice_servers[{i}]: {e}"))?;
         }
         self.tube_config()?;

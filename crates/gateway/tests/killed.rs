@@ -85,6 +85,7 @@ target = "{echo_addr}"
         gateways: [("gw".to_owned(), key.public().to_base64())].into(),
         webrtc_udp: Some(vec!["127.0.0.1:0".into()]),
         ice_servers: Vec::new(),
+        relay_only: false,
         lab: true,
     };
     let launcher = Launcher::new(

@@ -161,6 +161,7 @@ impl Lab {
             gateways: [(LAB_GATEWAY.to_owned(), public_key.to_base64())].into(),
             webrtc_udp: Some(vec!["127.0.0.1:0".into()]),
             ice_servers: Vec::new(),
+            relay_only: false,
             lab: true,
         };
         Ok(Self {

@@ -504,6 +504,92 @@ pub fn config_error_at(text: &str, span: Option<std::ops::Range<usize>>, message
     format!("line {line} (`{content}`): {message}")
 }
 
+/// A STUN or TURN server in a configuration (`ice_servers`): a bare URL (`"stun:host:port"`),
+/// or a table with URLs and the TURN credentials (`{ urls = ["turn:host:3478"], username =
+/// "...", credential = "..." }`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "IceServerForm", into = "IceServerForm")]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+impl IceServer {
+    pub fn url(url: &str) -> Self {
+        Self {
+            urls: vec![url.to_owned()],
+            username: None,
+            credential: None,
+        }
+    }
+
+    /// Check every URL, and that a TURN URL comes with credentials.
+    pub fn check(&self) -> Result<(), String> {
+        if self.urls.is_empty() {
+            return Err("no urls".into());
+        }
+        for url in &self.urls {
+            check_ice_server(url)?;
+            if url.starts_with("turn") && (self.username.is_none() || self.credential.is_none()) {
+                return Err(format!("{url:?} needs a username and a credential"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum IceServerForm {
+    Url(String),
+    Table {
+        urls: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        username: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential: Option<String>,
+    },
+}
+
+impl From<IceServerForm> for IceServer {
+    fn from(form: IceServerForm) -> Self {
+        match form {
+            IceServerForm::Url(url) => IceServer::url(&url),
+            IceServerForm::Table {
+                urls,
+                username,
+                credential,
+            } => IceServer {
+                urls,
+                username,
+                credential,
+            },
+        }
+    }
+}
+
+impl From<IceServer> for IceServerForm {
+    fn from(server: IceServer) -> Self {
+        match server {
+            IceServer {
+                mut urls,
+                username: None,
+                credential: None,
+            } if urls.len() == 1 => IceServerForm::Url(urls.remove(0)),
+            IceServer {
+                urls,
+                username,
+                credential,
+            } => IceServerForm::Table {
+                urls,
+                username,
+                credential,
+            },
+        }
+    }
+}
+
 /// Check one STUN/TURN server URL (`ice_servers`): `stun:`, `stuns:`, `turn:` or `turns:`
 /// followed by a host.
 pub fn check_ice_server(url: &str) -> Result<(), String> {

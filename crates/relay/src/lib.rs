@@ -9,6 +9,7 @@
 //! * [`TcpDelayProxy`]: the signalling path. Every byte is held for the one-way delay, and
 //!   bytes a client sends in its first round trip are held one round trip longer, since the
 //!   kernel completes the TCP handshake at the proxy at once.
+//! * [`Coturn`]: a real TURN server (Debian's coturn) on loopback, for relayed paths.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -217,6 +218,80 @@ async fn pump(
         let _ = to.shutdown().await;
     };
     tokio::join!(reader, writer);
+}
+
+/// A `turnserver` (coturn) on loopback with one long-term user, started for a test or a bench
+/// and killed when dropped.
+pub struct Coturn {
+    _child: tokio::process::Child,
+    pub port: u16,
+    pub username: String,
+    pub password: String,
+}
+
+impl Coturn {
+    /// Start it and wait until it answers a STUN binding request.
+    pub async fn start() -> std::io::Result<Self> {
+        let port = {
+            let probe = std::net::UdpSocket::bind("127.0.0.1:0")?;
+            probe.local_addr()?.port()
+        };
+        let (username, password) = ("sallyport".to_owned(), "relay-secret".to_owned());
+        let child = tokio::process::Command::new("turnserver")
+            .args([
+                "-n",
+                "--listening-ip=127.0.0.1",
+                "--relay-ip=127.0.0.1",
+                "--realm=sallyport.test",
+                "--lt-cred-mech",
+                "--fingerprint",
+                // Our peers are on loopback too, which coturn refuses by default.
+                "--allow-loopback-peers",
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+                "--log-file=stdout",
+            ])
+            .arg(format!("--listening-port={port}"))
+            .arg(format!("--user={username}:{password}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot start turnserver (Debian's coturn package): {e}"),
+                )
+            })?;
+        let probe = UdpSocket::bind("127.0.0.1:0").await?;
+        let request = [
+            0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        ];
+        let mut buf = [0u8; 512];
+        for _ in 0..200 {
+            probe.send_to(&request, ("127.0.0.1", port)).await?;
+            if tokio::time::timeout(Duration::from_millis(50), probe.recv_from(&mut buf))
+                .await
+                .is_ok()
+            {
+                return Ok(Self {
+                    _child: child,
+                    port,
+                    username,
+                    password,
+                });
+            }
+        }
+        Err(std::io::Error::other(format!(
+            "turnserver did not answer on 127.0.0.1:{port}"
+        )))
+    }
+
+    /// Its `turn:` URL.
+    pub fn url(&self) -> String {
+        format!("turn:127.0.0.1:{}?transport=udp", self.port)
+    }
 }
 
 #[cfg(test)]

@@ -19,8 +19,8 @@ use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, CandidateServerReflexiveConfig, RTCDtlsRole,
-    RTCIceCandidate, RTCIceCandidateInit, RTCSctpTransportState,
+    CandidateConfig, CandidateHostConfig, CandidateRelayConfig, CandidateServerReflexiveConfig,
+    RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit, RTCSctpTransportState,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::sansio::Protocol;
@@ -30,9 +30,10 @@ use sallyport_protocol::{CloseReason, IceCandidate, SessionDescription};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::connection::{Connection, Inbound, Local};
-use crate::gather::{GatherOutput, Gatherer, StunServer};
+use crate::gather::{GatherOutput, Gatherer};
 use crate::mux::{Mux, MuxEvent, Side};
 use crate::net::{self, BoundSocket};
+use crate::turn::{Turn, TurnOutput, TurnServer};
 use crate::udp::Batch;
 use crate::{Result, Status, TubeConfig, TubeEnd, TubeError, TubeEvent};
 
@@ -85,6 +86,9 @@ pub(crate) enum Command {
     StunResolved {
         server: Option<SocketAddr>,
     },
+    TurnResolved {
+        server: Option<TurnServer>,
+    },
     /// Answered when the peer's `PONG` comes back.
     Probe {
         reply: oneshot::Sender<()>,
@@ -108,11 +112,8 @@ pub(crate) async fn start(
     SessionDescription,
 )> {
     config.validate()?;
-    let stun: Vec<StunServer> = config
-        .ice_servers
-        .iter()
-        .map(|url| StunServer::parse(url))
-        .collect::<Result<_>>()?;
+    let (stun, turn_urls) = crate::gather::parse_ice_servers(&config.ice_servers)?;
+    let stun = if config.relay_only { Vec::new() } else { stun };
     let sockets = net::bind_all(
         &config.udp_addrs,
         config.udp_port_range,
@@ -129,8 +130,9 @@ pub(crate) async fn start(
     // the rest silently, so never send it more than it said it takes.
     let datagram = path
         .min(config.peer_max_datagram.unwrap_or(usize::MAX))
+        .min(config.receive_limit())
         .max(576);
-    let relay_allowance = if stun.is_empty() {
+    let relay_allowance = if turn_urls.is_empty() {
         0
     } else {
         net::TURN_OVERHEAD
@@ -179,7 +181,7 @@ pub(crate) async fn start(
         .build(now)?;
 
     let mut host_candidates = Vec::new();
-    for socket in &sockets {
+    for socket in sockets.iter().filter(|_| !config.relay_only) {
         let init = local_candidate(socket.local, config.advertise_ip)?;
         pc.add_local_candidate(init.clone())?;
         host_candidates.push(init.candidate);
@@ -247,7 +249,29 @@ pub(crate) async fn start(
             let _ = commands.send(Command::StunResolved { server: resolved });
         });
     }
-    let gathering_reported = gatherer.done();
+    let mut turn = Turn::new();
+    turn.expect_resolutions(turn_urls.len());
+    for url in turn_urls {
+        let commands = commands_tx.clone();
+        tokio::spawn(async move {
+            let resolved = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::lookup_host((url.host.as_str(), url.port)),
+            )
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .and_then(|mut addrs| addrs.next());
+            let server = resolved.map(|addr| TurnServer {
+                addr,
+                url: url.url,
+                username: url.username,
+                password: url.password,
+            });
+            let _ = commands.send(Command::TurnResolved { server });
+        });
+    }
+    let gathering_reported = gatherer.done() && turn.done();
     if gathering_reported {
         let _ = events_tx.send(TubeEvent::GatheringComplete);
     }
@@ -274,6 +298,7 @@ pub(crate) async fn start(
         status: status_tx,
         outbox: std::collections::VecDeque::new(),
         gatherer,
+        turn,
         gathered: Vec::new(),
         gathering_reported,
         mid: mid.clone(),
@@ -355,7 +380,9 @@ struct Driver {
     /// sent before them.
     outbox: std::collections::VecDeque<Batch>,
     gatherer: Gatherer,
-    /// Candidate strings gathered after the description was made (server-reflexive).
+    /// Relayed candidates and the datagrams that go through them.
+    turn: Turn,
+    /// Candidate strings gathered after the description was made (reflexive, relayed).
     gathered: Vec<String>,
     gathering_reported: bool,
     mid: String,
@@ -463,6 +490,9 @@ impl Driver {
         if let Some(t) = self.gatherer.next_deadline() {
             deadline = deadline.min(t);
         }
+        if let Some(t) = self.turn.next_deadline() {
+            deadline = deadline.min(t);
+        }
         if let Some(closing) = &self.closing {
             deadline = deadline.min(closing.deadline);
         }
@@ -489,6 +519,9 @@ impl Driver {
         let mut out = Vec::new();
         self.gatherer.poll(now, &mut out);
         self.apply_gather(out);
+        let mut relayed = Vec::new();
+        self.turn.poll(now, &mut relayed);
+        self.apply_turn(relayed);
         if let Some(closing) = &self.closing {
             if closing.deadline <= now {
                 self.end(TubeEnd::Local(closing.reason));
@@ -550,11 +583,24 @@ impl Driver {
     fn write_datagrams(&mut self) -> bool {
         let mut progress = false;
         let mut batch: Option<Batch> = None;
+        let mut relayed = Vec::new();
         while self.outbox.is_empty() {
             let Some(datagram) = self.pc.poll_write() else {
                 break;
             };
             progress = true;
+            if self.turn.is_relayed(datagram.transport.local_addr) {
+                let mut out = Vec::new();
+                self.turn.send(
+                    Instant::now(),
+                    datagram.transport.local_addr,
+                    datagram.transport.peer_addr,
+                    datagram.message,
+                    &mut out,
+                );
+                relayed.extend(out);
+                continue;
+            }
             let index = self.socket_for(datagram.transport.local_addr);
             let to = datagram.transport.peer_addr;
             if let Some(current) = batch.as_mut() {
@@ -570,6 +616,7 @@ impl Driver {
         if let Some(last) = batch {
             self.send_batch(last);
         }
+        self.apply_turn(relayed);
         progress
     }
 
@@ -620,10 +667,12 @@ impl Driver {
         let local = self.sockets[index].local;
         let mut gathered = Vec::new();
         let connecting = self.status.borrow().ice_connected.is_none();
+        let mut relayed = Vec::new();
         let Self {
             sockets,
             pc,
             gatherer,
+            turn,
             traffic,
             held_nominations,
             ..
@@ -647,7 +696,9 @@ impl Driver {
             traffic
                 .bytes_received
                 .fetch_add(datagram.len() as u64, Ordering::Relaxed);
-            if gatherer.handle(local, from, &datagram, &mut gathered) {
+            if gatherer.handle(local, from, &datagram, &mut gathered)
+                || turn.handle(Instant::now(), local, from, &datagram, &mut relayed)
+            {
                 return;
             }
             let kind = stun::binding_kind(&datagram);
@@ -662,6 +713,69 @@ impl Driver {
             }
         });
         self.apply_gather(gathered);
+        self.apply_turn(relayed);
+    }
+
+    /// Carry out what the TURN side asked for.
+    fn apply_turn(&mut self, outputs: Vec<TurnOutput>) {
+        for output in outputs {
+            match output {
+                TurnOutput::Send { from, to, bytes } => {
+                    let index = self.socket_for(from);
+                    self.send_batch(Batch::new(index, to, &bytes));
+                }
+                TurnOutput::Received {
+                    relayed,
+                    peer,
+                    data,
+                } => {
+                    if let Err(e) = self.pc.handle_read(TaggedBytesMut {
+                        now: Instant::now(),
+                        transport: TransportContext {
+                            local_addr: relayed,
+                            peer_addr: peer,
+                            ecn: None,
+                            transport_protocol: TransportProtocol::UDP,
+                        },
+                        message: data,
+                    }) {
+                        tracing::trace!(error = %e, %peer, "relayed datagram not accepted");
+                    }
+                }
+                TurnOutput::Allocated { base, relayed, url } => {
+                    let candidate = CandidateRelayConfig {
+                        base_config: CandidateConfig {
+                            network: "udp".into(),
+                            address: relayed.ip().to_string(),
+                            port: relayed.port(),
+                            component: 1,
+                            ..Default::default()
+                        },
+                        rel_addr: base.ip().to_string(),
+                        rel_port: base.port(),
+                        url: Some(url),
+                    }
+                    .new_candidate_relay();
+                    if let Ok(init) = candidate.and_then(|c| RTCIceCandidate::from(&c).to_json()) {
+                        self.add_gathered(init);
+                    }
+                }
+            }
+        }
+        self.maybe_gathering_complete();
+    }
+
+    /// A candidate gathered after the description: to the stack, the description we give
+    /// out, and the owner (for trickling).
+    fn add_gathered(&mut self, init: RTCIceCandidateInit) {
+        if self.pc.add_local_candidate(init.clone()).is_ok() {
+            self.gathered.push(init.candidate.clone());
+            let _ = self.events.send(TubeEvent::LocalCandidate(IceCandidate {
+                candidate: init.candidate,
+                sdp_mid: Some(self.mid.clone()),
+                sdp_mline_index: Some(self.mline),
+            }));
+        }
     }
 
     fn handle_events(&mut self) -> bool {
@@ -743,12 +857,13 @@ impl Driver {
             .ice_transport()
             .get_selected_candidate_pair()?;
         Some(format!(
-            "{}:{} -> {}:{} ({})",
+            "{} {}:{} -> {} {}:{}",
+            pair.local().typ,
             pair.local().address,
             pair.local().port,
+            pair.remote().typ,
             pair.remote().address,
             pair.remote().port,
-            pair.remote().typ
         ))
     }
 
@@ -907,6 +1022,14 @@ impl Driver {
                 self.gatherer.resolved(Instant::now(), server, &sockets);
                 self.maybe_gathering_complete();
             }
+            Command::TurnResolved { server } => {
+                let sockets: Vec<SocketAddr> = self.sockets.iter().map(|s| s.local).collect();
+                self.turn.resolved(Instant::now(), server, &sockets);
+                let mut out = Vec::new();
+                self.turn.poll(Instant::now(), &mut out);
+                self.apply_turn(out);
+                self.maybe_gathering_complete();
+            }
             Command::Shutdown { reason, reply } => {
                 self.mux.shutdown(reason);
                 self.begin_closing(reason, Some(reply));
@@ -946,17 +1069,8 @@ impl Driver {
                         url: None,
                     }
                     .new_candidate_server_reflexive();
-                    let Ok(init) = candidate.and_then(|c| RTCIceCandidate::from(&c).to_json())
-                    else {
-                        continue;
-                    };
-                    if self.pc.add_local_candidate(init.clone()).is_ok() {
-                        self.gathered.push(init.candidate.clone());
-                        let _ = self.events.send(TubeEvent::LocalCandidate(IceCandidate {
-                            candidate: init.candidate,
-                            sdp_mid: Some(self.mid.clone()),
-                            sdp_mline_index: Some(self.mline),
-                        }));
+                    if let Ok(init) = candidate.and_then(|c| RTCIceCandidate::from(&c).to_json()) {
+                        self.add_gathered(init);
                     }
                 }
             }
@@ -965,7 +1079,7 @@ impl Driver {
     }
 
     fn maybe_gathering_complete(&mut self) {
-        if !self.gathering_reported && self.gatherer.done() {
+        if !self.gathering_reported && self.gatherer.done() && self.turn.done() {
             self.gathering_reported = true;
             let _ = self.events.send(TubeEvent::GatheringComplete);
         }
@@ -1034,6 +1148,9 @@ impl Driver {
 
     /// Close the stack and send what it has to say about that (DTLS close_notify, SCTP abort).
     fn teardown(&mut self) {
+        let mut out = Vec::new();
+        self.turn.close(Instant::now(), &mut out);
+        self.apply_turn(out);
         if let Err(e) = self.pc.close() {
             tracing::debug!(error = %e, "closing the peer connection");
         }

@@ -9,7 +9,7 @@ use rtc::stun::message::Getter;
 use rtc::stun::message::{Message, TransactionId, BINDING_REQUEST, BINDING_SUCCESS};
 use rtc::stun::xoraddr::XorMappedAddress;
 
-use crate::{Result, TubeError};
+use crate::{IceServer, Result, TubeError};
 
 /// First retransmission after this; it doubles each time.
 const FIRST_RETRANSMIT: Duration = Duration::from_millis(100);
@@ -23,31 +23,49 @@ pub(crate) struct StunServer {
     pub port: u16,
 }
 
-impl StunServer {
-    pub(crate) fn parse(url: &str) -> Result<Self> {
-        let bad = |why: &str| TubeError::Config(format!("ice_servers: {url:?} {why}"));
-        let rest = url
-            .strip_prefix("stun:")
-            .ok_or_else(|| bad("is not a stun:HOST[:PORT] URL (TURN is not supported yet)"))?;
-        let rest = rest.split('?').next().unwrap_or(rest);
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, _)) if !host.ends_with(']') && host.contains(':') => (rest, None),
-            Some((host, port)) => (host, Some(port)),
-            None => (rest, None),
-        };
-        let port = match port {
-            Some(p) => p.parse().map_err(|_| bad("has a bad port"))?,
-            None => 3478,
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(bad("has no host"));
+/// A `turn:` URL from the configuration, with its credentials; resolved later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TurnUrl {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub password: String,
+}
+
+/// Split the configured servers into STUN and TURN, refusing what the tube cannot use.
+pub(crate) fn parse_ice_servers(servers: &[IceServer]) -> Result<(Vec<StunServer>, Vec<TurnUrl>)> {
+    let mut stun = Vec::new();
+    let mut turn = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        server
+            .check()
+            .map_err(|e| TubeError::Config(format!("ice_servers[{i}]: {e}")))?;
+        for url in &server.urls {
+            let bad = |why: &str| TubeError::Config(format!("ice_servers[{i}]: {url:?} {why}"));
+            let parsed = rtc::ice::url::Url::parse_url(url).map_err(|e| bad(&e.to_string()))?;
+            if parsed.is_secure() {
+                return Err(bad("uses TLS (stuns:/turns:), which is not supported yet"));
+            }
+            if parsed.proto.to_string() != "udp" {
+                return Err(bad("is not over UDP (only transport=udp is supported)"));
+            }
+            match parsed.scheme {
+                rtc::ice::url::SchemeType::Stun => stun.push(StunServer {
+                    host: parsed.host,
+                    port: parsed.port,
+                }),
+                _ => turn.push(TurnUrl {
+                    url: url.clone(),
+                    host: parsed.host,
+                    port: parsed.port,
+                    username: server.username.clone().unwrap_or_default(),
+                    password: server.credential.clone().unwrap_or_default(),
+                }),
+            }
         }
-        Ok(Self {
-            host: host.to_owned(),
-            port,
-        })
     }
+    Ok((stun, turn))
 }
 
 struct Transaction {
@@ -180,24 +198,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stun_urls_parse_or_say_why() {
+    fn ice_servers_parse_or_say_why() {
+        let (stun, turn) = parse_ice_servers(&[
+            IceServer::url("stun:stun.example.org:19302"),
+            IceServer {
+                urls: vec!["turn:10.0.0.1?transport=udp".into()],
+                username: Some("u".into()),
+                credential: Some("p".into()),
+            },
+        ])
+        .unwrap();
         assert_eq!(
-            StunServer::parse("stun:stun.example.org:19302").unwrap(),
-            StunServer {
+            stun,
+            vec![StunServer {
                 host: "stun.example.org".into(),
                 port: 19302
-            }
+            }]
         );
-        assert_eq!(StunServer::parse("stun:10.0.0.1").unwrap().port, 3478);
-        assert_eq!(StunServer::parse("stun:[::1]:3479").unwrap().host, "::1");
-        let err = StunServer::parse("turn:relay.example.org")
+        assert_eq!((turn[0].host.as_str(), turn[0].port), ("10.0.0.1", 3478));
+        assert_eq!(turn[0].username, "u");
+        let err = parse_ice_servers(&[IceServer::url("turn:relay.example.org")])
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("ice_servers") && err.contains("turn:relay"),
+            err.contains("ice_servers[0]") && err.contains("username"),
             "{err}"
         );
-        assert!(StunServer::parse("stun:host:port").is_err());
+        let err = parse_ice_servers(&[IceServer::url("stuns:stun.example.org")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TLS"), "{err}");
+        assert!(parse_ice_servers(&[IceServer::url("stun:host:port")]).is_err());
     }
 
     #[test]

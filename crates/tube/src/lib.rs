@@ -43,12 +43,14 @@ mod gather;
 pub mod mux;
 mod net;
 mod sdp;
+mod turn;
 mod udp;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use sallyport_protocol::IceServer;
 use sallyport_protocol::{CloseReason, IceCandidate, SessionDescription};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -111,8 +113,12 @@ pub struct TubeConfig {
     /// Local UDP addresses to bind (`127.0.0.1:0`, `0.0.0.0:0`, ...); a wildcard becomes one
     /// socket per usable interface address.
     pub udp_addrs: Vec<String>,
-    /// `stun:host:port` URLs for server-reflexive candidates; empty for host candidates only.
-    pub ice_servers: Vec<String>,
+    /// STUN servers (`stun:host:port`) for server-reflexive candidates and TURN servers
+    /// (`turn:host:port`, with credentials) for relayed ones; empty for host candidates only.
+    pub ice_servers: Vec<IceServer>,
+    /// Use relayed candidates only (no host or server-reflexive ones): the path always goes
+    /// through a TURN server.
+    pub relay_only: bool,
     /// Bind sockets whose address has port 0 to a port in this range instead (for a
     /// firewall that opens only these).
     pub udp_port_range: Option<(u16, u16)>,
@@ -143,6 +149,7 @@ impl Default for TubeConfig {
         Self {
             udp_addrs: vec!["127.0.0.1:0".into()],
             ice_servers: Vec::new(),
+            relay_only: false,
             udp_port_range: None,
             advertise_ip: None,
             ice_check_interval: Duration::from_millis(5),
@@ -157,6 +164,25 @@ impl Default for TubeConfig {
 }
 
 impl TubeConfig {
+    /// Whether a TURN server may relay this end's datagrams.
+    pub fn may_relay(&self) -> bool {
+        self.ice_servers
+            .iter()
+            .flat_map(|s| &s.urls)
+            .any(|u| u.starts_with("turn"))
+    }
+
+    /// The largest datagram this end can take from its peer (the client says so in its
+    /// offer): any size directly, but a relay may drop big ones (coturn does), so the size
+    /// every path carries when a TURN server may be in the way.
+    pub fn receive_limit(&self) -> usize {
+        if self.may_relay() {
+            sallyport_protocol::DEFAULT_PEER_DATAGRAM as usize
+        } else {
+            MAX_RECEIVE_DATAGRAM
+        }
+    }
+
     /// Check what can be checked before any socket exists.
     pub fn validate(&self) -> Result<()> {
         for addr in &self.udp_addrs {
@@ -169,8 +195,11 @@ impl TubeConfig {
         if self.udp_addrs.is_empty() {
             return Err(TubeError::Config("webrtc_udp: no address given".into()));
         }
-        for url in &self.ice_servers {
-            gather::StunServer::parse(url)?;
+        let (_, turn) = gather::parse_ice_servers(&self.ice_servers)?;
+        if self.relay_only && turn.is_empty() {
+            return Err(TubeError::Config(
+                "relay_only needs a turn: server in ice_servers".into(),
+            ));
         }
         if let Some((low, high)) = self.udp_port_range {
             if low == 0 || low > high {

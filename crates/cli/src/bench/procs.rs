@@ -192,6 +192,7 @@ webrtc_udp = ["127.0.0.1:0"]
             gateways: [(GATEWAY.to_owned(), self.gateway_key.clone())].into(),
             webrtc_udp: Some(vec!["127.0.0.1:0".into()]),
             ice_servers: Vec::new(),
+            relay_only: false,
             lab: true,
         }
     }

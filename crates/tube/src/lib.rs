@@ -517,28 +517,39 @@ pub mod fuzzing {
         }
     }
 
-    /// A trickled candidate applied to a gateway that holds a valid offer.
+    /// A trickled candidate applied to a gateway that holds a valid offer. One peer
+    /// connection takes a thousand inputs before a fresh one (building one costs a key pair).
     pub fn candidate(offer_sdp: &str, candidate: &str, mid: Option<String>, index: Option<u16>) {
-        let Ok(mut pc) = RTCPeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .build(std::time::Instant::now())
-        else {
-            return;
-        };
-        let Ok(offer) = RTCSessionDescription::offer(offer_sdp.to_owned()) else {
-            return;
-        };
-        if pc
-            .set_remote_description(std::time::Instant::now(), offer)
-            .is_err()
-        {
-            return;
+        thread_local! {
+            static PEER: std::cell::RefCell<(usize, Option<rtc::peer_connection::RTCPeerConnection>)> =
+                const { std::cell::RefCell::new((0, None)) };
         }
-        let _ = pc.add_remote_candidate(RTCIceCandidateInit {
-            candidate: candidate.to_owned(),
-            sdp_mid: mid,
-            sdp_mline_index: index,
-            ..Default::default()
+        PEER.with(|peer| {
+            let mut peer = peer.borrow_mut();
+            if peer.1.is_none() || peer.0 >= 1000 {
+                let Ok(mut pc) = RTCPeerConnectionBuilder::new()
+                    .with_configuration(RTCConfigurationBuilder::new().build())
+                    .build(std::time::Instant::now())
+                else {
+                    return;
+                };
+                let Ok(offer) = RTCSessionDescription::offer(offer_sdp.to_owned()) else {
+                    return;
+                };
+                if pc.set_remote_description(std::time::Instant::now(), offer).is_err() {
+                    return;
+                }
+                *peer = (0, Some(pc));
+            }
+            peer.0 += 1;
+            if let Some(pc) = peer.1.as_mut() {
+                let _ = pc.add_remote_candidate(RTCIceCandidateInit {
+                    candidate: candidate.to_owned(),
+                    sdp_mid: mid,
+                    sdp_mline_index: index,
+                    ..Default::default()
+                });
+            }
         });
     }
 

@@ -401,9 +401,32 @@ async fn launch(
             eprintln!("sallyport: no client started; Ctrl-C closes the session");
         }
     }
+    let mut states = session.state_changes();
+    let report_states = async move {
+        let mut since = None;
+        while states.changed().await.is_ok() {
+            let state = *states.borrow_and_update();
+            match state {
+                sallyport_core::SessionState::Reconnecting => {
+                    since = Some(std::time::Instant::now());
+                    eprintln!("sallyport: reconnecting: the path to the gateway broke");
+                }
+                sallyport_core::SessionState::Active => {
+                    if let Some(since) = since.take() {
+                        eprintln!(
+                            "sallyport: reconnected after {:.1} s",
+                            since.elapsed().as_secs_f64()
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    };
     let end = tokio::select! {
         end = session.wait() => end,
         _ = tokio::signal::ctrl_c() => SessionEnd::Closed,
+        _ = async { if !json { report_states.await } std::future::pending::<()>().await } => unreachable!(),
     };
     let info = session.info();
     session.close().await;

@@ -37,6 +37,9 @@ pub mod names {
     pub const READY: &str = "ready";
     /// Emitted instead of `ready` when a launch fails; `detail` carries the error code.
     pub const FAILED: &str = "failed";
+    /// After `ready`: the session's path broke and came back (its step is how long it was
+    /// down; `detail` is the new path).
+    pub const RECONNECTED: &str = "reconnected";
 }
 
 /// One checkpoint of one launch.
@@ -137,13 +140,24 @@ impl Recorder {
         attempt: Option<u32>,
         detail: Option<String>,
     ) -> Checkpoint {
-        self.record(phase, Instant::now(), attempt, detail)
+        self.record(phase, Instant::now(), attempt, detail, None)
+    }
+
+    /// A checkpoint for something that took `lasted` and has just ended (the session's
+    /// `reconnected`): its step is that duration, not the time since the previous checkpoint.
+    pub fn mark_lasting(
+        &self,
+        phase: &str,
+        lasted: std::time::Duration,
+        detail: Option<String>,
+    ) -> Checkpoint {
+        self.record(phase, Instant::now(), None, detail, Some(lasted))
     }
 
     /// A checkpoint for something that happened at `at` (a layer of the data plane coming up
     /// in the tube's own task), not when the pipeline got to look.
     pub fn mark_at(&self, phase: &str, at: Instant) -> Checkpoint {
-        self.record(phase, at, None, None)
+        self.record(phase, at, None, None, None)
     }
 
     fn record(
@@ -152,6 +166,7 @@ impl Recorder {
         at: Instant,
         attempt: Option<u32>,
         detail: Option<String>,
+        lasted: Option<std::time::Duration>,
     ) -> Checkpoint {
         let checkpoint = {
             let mut state = self.inner.lock().unwrap();
@@ -161,7 +176,7 @@ impl Recorder {
                 launch_id: self.launch_id.clone(),
                 resource: self.resource.clone(),
                 phase: phase.to_owned(),
-                step_ms: ms(now - state.last),
+                step_ms: ms(lasted.unwrap_or(now - state.last)),
                 total_ms: ms(now - state.started),
                 attempt,
                 detail,

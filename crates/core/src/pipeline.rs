@@ -163,7 +163,6 @@ impl Launcher {
         }
         let session = launched?;
         recorder.mark(names::READY);
-        session.set_checkpoints(recorder.checkpoints());
         Ok(session)
     }
 
@@ -523,6 +522,7 @@ impl Launcher {
             first_connection_at: std::time::Instant::now(),
             command,
             background,
+            recorder: recorder.clone(),
         })?;
         if let Some(command) = session.client_command() {
             recorder.mark_with(names::CLIENT_SPAWNED, None, Some(command.to_owned()));
@@ -668,6 +668,13 @@ impl Conversation {
         {
             tracing::warn!(code = e.code(), "could not trickle candidates");
         }
+    }
+
+    /// Wait `backoff` (then double it) and subscribe to the conversation on a new socket.
+    async fn listen_again(&self, backoff: &mut Duration) -> mpsc::UnboundedReceiver<SignalEvent> {
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(RESUBSCRIBE_MAX);
+        self.api.listen(&self.id)
     }
 
     /// Undo a launch that failed after its tube existed: close the tube and tell the gateway,
@@ -825,6 +832,10 @@ fn open_answer(keys: &ConversationKeys, payload: &SealedPayload) -> Result<Sessi
 
 /// How long the gateway has to answer over the tube once the router reports it gone.
 const GATEWAY_CHECK: Duration = Duration::from_secs(1);
+/// The first wait before subscribing again after the router socket drops; it doubles up to
+/// `RESUBSCRIBE_MAX` while the router stays away, and starts over once subscribed.
+const RESUBSCRIBE_FIRST: Duration = Duration::from_millis(250);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
 
 /// The router socket for the rest of the session: our candidates out (when trickling), the
 /// gateway's in, and the router's word that the gateway is gone (checked over the tube). The
@@ -850,6 +861,7 @@ fn watch_signal(
         });
     }
     let keys = conversation.keys.clone();
+    let resubscribe = conversation.clone();
     let Signal { mut events, early } = signal;
     tasks.spawn(async move {
         let apply = |payload: SealedPayload| {
@@ -867,6 +879,7 @@ fn watch_signal(
             }
         };
         let mut early = early.into_iter();
+        let mut backoff = RESUBSCRIBE_FIRST;
         loop {
             let event = match early.next() {
                 Some(event) => event,
@@ -881,13 +894,19 @@ fn watch_signal(
                     payload,
                 } => apply(payload).await,
                 SignalEvent::GatewayLost => tube.check_gateway(GATEWAY_CHECK).await,
-                // The gateway ended the conversation (the tube reports why), or the router
-                // socket is gone (the tube itself does not depend on it).
-                SignalEvent::Lost(_)
-                | SignalEvent::Message {
+                // The router socket dropped: the tube does not depend on it, but an ICE
+                // restart, the gateway's candidates and `gateway_lost` do. The router keeps
+                // the conversation for us; subscribe again, backing off while it is away.
+                SignalEvent::Lost(why) => {
+                    tracing::warn!(%why, "lost the router websocket; subscribing again");
+                    events = resubscribe.listen_again(&mut backoff).await;
+                }
+                // The gateway ended the conversation (the tube reports why).
+                SignalEvent::Message {
                     kind: StreamKind::Closed,
                     ..
                 } => break,
+                SignalEvent::Registered => backoff = RESUBSCRIBE_FIRST,
                 _ => {}
             }
         }

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sallyport_protocol::{ConversationKeys, ResourceInfo};
 use serde::Serialize;
@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{names, Checkpoint, Recorder};
 use crate::error::Result;
 use crate::native_client::ClientCommand;
 use crate::router_api::RouterApi;
@@ -26,8 +26,17 @@ const WARM_CONNECTION_MAX_AGE: Duration = Duration::from_secs(10);
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
     Active,
+    /// The path to the gateway broke; the tube is restarting ICE (connections wait).
+    Reconnecting,
     Closing,
     Closed,
+}
+
+impl SessionState {
+    /// Closing or closed: the session is over or about to be.
+    pub fn is_ending(self) -> bool {
+        matches!(self, SessionState::Closing | SessionState::Closed)
+    }
 }
 
 /// Why a session ended.
@@ -74,6 +83,8 @@ pub(crate) struct SessionParts {
     pub command: Option<ClientCommand>,
     /// Tasks the launch started for the session's life (trickle ICE, the router socket).
     pub background: JoinSet<()>,
+    /// The launch's checkpoints, for the `reconnected` ones after `ready`.
+    pub recorder: Recorder,
 }
 
 pub struct Session {
@@ -87,10 +98,10 @@ pub struct Session {
     counters: Arc<ByteCounters>,
     command: Option<ClientCommand>,
     client: Mutex<Option<tokio::process::Child>>,
-    state: watch::Sender<SessionState>,
+    state: Arc<watch::Sender<SessionState>>,
     started_unix_ms: u64,
-    /// The launch's checkpoints; the last is `ready`.
-    checkpoints: Mutex<Vec<Checkpoint>>,
+    /// The launch's checkpoints: through `ready`, then one `reconnected` per outage.
+    recorder: Recorder,
     tasks: Mutex<JoinSet<()>>,
 }
 
@@ -120,7 +131,18 @@ impl Session {
             ),
             None => None,
         };
-        let (state, _) = watch::channel(SessionState::Active);
+        let state = Arc::new(watch::channel(SessionState::Active).0);
+        tasks.spawn(supervise(
+            Restarter {
+                tube: parts.tube.clone(),
+                api: parts.api.clone(),
+                resource: parts.resource.clone(),
+                conversation_id: parts.conversation_id.clone(),
+                keys: parts.keys.clone(),
+            },
+            state.clone(),
+            parts.recorder.clone(),
+        ));
         Ok(Self {
             launch_id: parts.launch_id,
             resource: parts.resource,
@@ -137,13 +159,9 @@ impl Session {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
-            checkpoints: Mutex::new(Vec::new()),
+            recorder: parts.recorder,
             tasks: Mutex::new(tasks),
         })
-    }
-
-    pub(crate) fn set_checkpoints(&self, checkpoints: Vec<Checkpoint>) {
-        *self.checkpoints.lock().unwrap() = checkpoints;
     }
 
     pub fn launch_id(&self) -> &str {
@@ -173,9 +191,15 @@ impl Session {
         self.tube.status().sctp_mtu
     }
 
-    /// The launch's checkpoints, in order.
+    /// The launch's checkpoints, in order; after `ready`, one `reconnected` per path that broke
+    /// and came back.
     pub fn checkpoints(&self) -> Vec<Checkpoint> {
-        self.checkpoints.lock().unwrap().clone()
+        self.recorder.checkpoints()
+    }
+
+    /// Each change of state, as it happens (`reconnecting` and back, closing, closed).
+    pub fn state_changes(&self) -> watch::Receiver<SessionState> {
+        self.state.subscribe()
     }
 
     pub fn info(&self) -> SessionInfo {
@@ -191,10 +215,10 @@ impl Session {
             bytes_out: self.counters.to_tube.load(Ordering::Relaxed),
             started_unix_ms: self.started_unix_ms,
             ready_ms: self
-                .checkpoints
-                .lock()
-                .unwrap()
-                .last()
+                .recorder
+                .checkpoints()
+                .iter()
+                .find(|c| c.phase == names::READY)
                 .map_or(0.0, |c| c.total_ms),
         }
     }
@@ -204,7 +228,7 @@ impl Session {
     pub async fn wait(&self) -> SessionEnd {
         let child = self.client.lock().unwrap().take();
         let mut state = self.state.subscribe();
-        let closed = state.wait_for(|s| *s != SessionState::Active);
+        let closed = state.wait_for(|s| s.is_ending());
         match child {
             Some(mut child) => {
                 tokio::select! {
@@ -231,18 +255,18 @@ impl Session {
         let mut state = self.state.subscribe();
         tokio::select! {
             end = self.tube.ended() => tube_end(end),
-            _ = state.wait_for(|s| *s != SessionState::Active) => SessionEnd::Closed,
+            _ = state.wait_for(|s| s.is_ending()) => SessionEnd::Closed,
         }
     }
 
     /// Close everything: the listener and connections, the tube, the gateway's side.
     pub async fn close(&self) {
         let first = self.state.send_if_modified(|state| {
-            let active = *state == SessionState::Active;
-            if active {
+            let open = !state.is_ending();
+            if open {
                 *state = SessionState::Closing;
             }
-            active
+            open
         });
         if !first {
             // Another caller is closing it: return when that is done.
@@ -334,4 +358,136 @@ async fn accept_loop(
     drop(warm);
     connections.abort_all();
     while connections.join_next().await.is_some() {}
+}
+
+/// What a session needs to restart its tube's ICE through the router.
+struct Restarter {
+    tube: Arc<ClientTube>,
+    api: RouterApi,
+    resource: ResourceInfo,
+    conversation_id: String,
+    keys: ConversationKeys,
+}
+
+impl Restarter {
+    /// One ICE restart: a new offer through the router, the gateway's answer applied.
+    async fn restart(&self) -> Result<()> {
+        use sallyport_protocol::{
+            AnswerBody, ClientMessage, Direction, MessageKind, RestartBody, StreamKind,
+            PROTOCOL_VERSION,
+        };
+        let offer = self.tube.restart().await?;
+        let message = ClientMessage {
+            v: PROTOCOL_VERSION,
+            conversation_id: self.conversation_id.clone(),
+            resource: self.resource.name.clone(),
+            kind: MessageKind::Restart,
+            stream_response: false,
+            timeout_ms: Some(RESTART_TIMEOUT.as_millis() as u64),
+            payload: self.keys.seal_json(
+                Direction::ClientToGateway,
+                MessageKind::Restart.as_str(),
+                &RestartBody { offer },
+            ),
+        };
+        let reply = self
+            .api
+            .send(
+                &self.resource.gateway,
+                &message,
+                RESTART_TIMEOUT + Duration::from_secs(1),
+            )
+            .await
+            .map_err(|e| crate::error::CoreError::Router {
+                status: 0,
+                code: e.code().to_owned(),
+                message: e.message(),
+            })?;
+        let payload = reply
+            .payload
+            .ok_or_else(|| crate::error::CoreError::Router {
+                status: 200,
+                code: "empty_reply".into(),
+                message: "the gateway's restart reply carried no answer".into(),
+            })?;
+        let answer = self
+            .keys
+            .open_json::<AnswerBody>(
+                Direction::GatewayToClient,
+                StreamKind::Answer.as_str(),
+                &payload,
+            )
+            .map_err(|e| crate::error::CoreError::Seal(e.to_string()))?
+            .answer;
+        self.tube.apply_answer(&answer).await
+    }
+}
+
+/// How long one restart may wait for the gateway's answer.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a restarted path may take to come up before the next try.
+const RESTART_SETTLE: Duration = Duration::from_secs(5);
+
+/// For the session's life: when the path to the gateway breaks (ICE hears nothing back), say
+/// `reconnecting` and restart ICE through the router until the path is back, then say so with
+/// a `reconnected` checkpoint that lasted as long as the outage. The tube's connections wait
+/// meanwhile (SCTP retransmits what was in flight), so no byte is lost. A path that comes
+/// back by itself counts too.
+async fn supervise(link: Restarter, state: Arc<watch::Sender<SessionState>>, recorder: Recorder) {
+    let mut status = link.tube.status_changes();
+    loop {
+        let since = match status
+            .wait_for(|s| s.disconnected_since.is_some() || s.ended.is_some())
+            .await
+        {
+            Ok(s) if s.ended.is_none() => s.disconnected_since.unwrap_or_else(Instant::now),
+            _ => return,
+        };
+        let reconnecting = state.send_if_modified(|s| {
+            let active = *s == SessionState::Active;
+            if active {
+                *s = SessionState::Reconnecting;
+            }
+            active
+        });
+        if !reconnecting {
+            return;
+        }
+        tracing::warn!("the path to the gateway broke; restarting ICE");
+        let mut pause = Duration::from_millis(250);
+        loop {
+            if let Err(e) = link.restart().await {
+                tracing::warn!(code = e.code(), error = %e, "ICE restart failed; trying again");
+            }
+            // Some(true): back; Some(false): the tube ended; None: not yet.
+            let back = match tokio::time::timeout(
+                RESTART_SETTLE,
+                status.wait_for(|s| s.disconnected_since.is_none() || s.ended.is_some()),
+            )
+            .await
+            {
+                Ok(Ok(s)) => Some(s.ended.is_none()),
+                Ok(Err(_)) => Some(false),
+                Err(_) => None,
+            };
+            match back {
+                Some(true) => break,
+                Some(false) => return,
+                None => {}
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+        let lasted = since.elapsed();
+        let path = link.tube.status().path;
+        recorder.mark_lasting(names::RECONNECTED, lasted, path);
+        tracing::info!(?lasted, "reconnected");
+        state.send_if_modified(|s| {
+            let back = *s == SessionState::Reconnecting;
+            if back {
+                *s = SessionState::Active;
+            }
+            back
+        });
+    }
 }

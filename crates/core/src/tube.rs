@@ -184,6 +184,16 @@ impl ClientTube {
         self.tube.status().borrow().clone()
     }
 
+    /// Each change of the tube's status.
+    pub fn status_changes(&self) -> watch::Receiver<sallyport_tube::Status> {
+        self.tube.status()
+    }
+
+    /// Restart ICE over a broken path: the offer to send the gateway (`restart` message).
+    pub async fn restart(&self) -> Result<SessionDescription> {
+        Ok(self.tube.restart().await?)
+    }
+
     /// End the tube, telling the gateway (it learns `client_closed`).
     pub async fn close(&self) {
         self.tube.shutdown(CloseReason::ClientClosed).await;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use sallyport_protocol::{
     codes, AnswerBody, CandidatesBody, CloseBody, CloseReason, ConversationKeys, Direction,
-    GatewayOutcome, GatewayToRouter, IceCandidate, MessageKind, ProtocolError, SealedPayload,
-    StartBody, StreamKind,
+    GatewayOutcome, GatewayToRouter, IceCandidate, MessageKind, ProtocolError, RestartBody,
+    SealedPayload, StartBody, StreamKind,
 };
 use sallyport_tube::{ByteCounters, Connection, ConnectionEnd, Tube, TubeEvent};
 use tokio::net::TcpStream;
@@ -307,6 +307,32 @@ impl Conversation {
             }
         }
         GatewayOutcome::Ok { payload: None }
+    }
+
+    /// The client's path broke and it restarts ICE: apply its new offer, answer inline. The
+    /// tube's DTLS, SCTP and connections carry on over the new path.
+    pub(crate) async fn restart(&self, payload: &SealedPayload) -> GatewayOutcome {
+        let body: RestartBody = match self.keys.open_json(
+            Direction::ClientToGateway,
+            MessageKind::Restart.as_str(),
+            payload,
+        ) {
+            Ok(body) => body,
+            Err(e) => return error(e.code(), e.to_string()),
+        };
+        match self.tube.accept_restart(&body.offer).await {
+            Ok(answer) => {
+                tracing::info!("ICE restarted by the client");
+                GatewayOutcome::Ok {
+                    payload: Some(self.keys.seal_json(
+                        Direction::GatewayToClient,
+                        StreamKind::Answer.as_str(),
+                        &AnswerBody { answer },
+                    )),
+                }
+            }
+            Err(e) => error(codes::BAD_STATE, format!("cannot restart: {e}")),
+        }
     }
 
     /// A connection the client opened: dial the target, then bridge or say why not.

@@ -404,5 +404,9 @@ async fn handle(
                 None => GatewayOutcome::Ok { payload: None },
             }
         }
+        MessageKind::Restart => match gateway.conversation(conversation_id).await {
+            Some(c) => c.restart(payload).await,
+            None => error(codes::BAD_STATE, "no such conversation at this gateway"),
+        },
     }
 }

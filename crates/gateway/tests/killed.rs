@@ -1,6 +1,7 @@
 //! A gateway process killed outright (SIGKILL: no goodbye on the tube, its router socket just
 //! drops) is reported to its session promptly, as `gateway_lost`: the router tells the client,
-//! the client pings over the tube, and nothing answers.
+//! the client pings over the tube, and nothing answers. Also when the client's own router
+//! socket dropped earlier: it subscribes again and the router kept its conversation.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use sallyport_core::{
     ClientChoice, ClientProfile, LaunchRequest, Launcher, Profile, SessionEnd, StickyPorts,
     Tunables,
 };
+use sallyport_relay::TcpDelayProxy;
 use sallyport_router::RouterConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -19,6 +21,17 @@ fn secret() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_gateway_is_reported_lost_within_seconds() {
+    killed_gateway_is_reported(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_router_socket_dropped_still_hears_of_it() {
+    killed_gateway_is_reported(true).await;
+}
+
+/// Launch through a real gateway process, optionally cut the client's connections to the
+/// router (a network change), kill the gateway and wait for the session to say so.
+async fn killed_gateway_is_reported(cut_client_socket: bool) {
     let dir = std::env::temp_dir().join(format!("sallyport-killed-{}", secret()));
     std::fs::create_dir_all(&dir).unwrap();
     let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -79,8 +92,14 @@ target = "{echo_addr}"
         .spawn()
         .unwrap();
 
+    // The client reaches the router through a proxy that can drop its connections.
+    let router_addr: std::net::SocketAddr =
+        router.url().trim_start_matches("http://").parse().unwrap();
+    let proxy = TcpDelayProxy::start(router_addr, Duration::ZERO)
+        .await
+        .unwrap();
     let profile = ClientProfile {
-        router_url: router.url(),
+        router_url: format!("http://{}", proxy.addr()),
         token: Some(client_token.clone()),
         gateways: [("gw".to_owned(), key.public().to_base64())].into(),
         webrtc_udp: Some(vec!["127.0.0.1:0".into()]),
@@ -107,6 +126,11 @@ target = "{echo_addr}"
     let mut request = LaunchRequest::new("echo", Tunables::for_profile(Profile::Fast));
     request.client = ClientChoice::None;
     let session = launcher.launch(request).await.unwrap();
+    if cut_client_socket {
+        proxy.cut();
+        // Time to notice and subscribe again (the first retry waits 250 ms).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
 
     // SAFETY: killing the child process this test started.
     unsafe {
@@ -114,7 +138,8 @@ target = "{echo_addr}"
     }
     let killed = Instant::now();
     let _ = gateway.wait().await;
-    let end = tokio::time::timeout(Duration::from_secs(10), session.wait_tunnel())
+    // ICE alone would take 3 s to call the path broken and 30 more to give up on it.
+    let end = tokio::time::timeout(Duration::from_secs(5), session.wait_tunnel())
         .await
         .expect("the session learns it lost its gateway, not after ICE gives up");
     eprintln!("reported {:?} after the kill", killed.elapsed());

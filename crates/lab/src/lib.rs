@@ -27,6 +27,9 @@ pub struct LabOptions {
     pub extra_resources: Vec<(String, String, String)>,
     /// The gateway's session limit (default 64).
     pub max_sessions: Option<usize>,
+    /// The gateway behind a 1:1 NAT: its tubes' ports and the address it announces (tests put
+    /// a relay there to make the path slow or silent).
+    pub gateway_nat: Option<((u16, u16), std::net::IpAddr)>,
 }
 
 impl Default for LabOptions {
@@ -36,6 +39,7 @@ impl Default for LabOptions {
             include_local_services: true,
             extra_resources: Vec::new(),
             max_sessions: None,
+            gateway_nat: None,
         }
     }
 }
@@ -146,8 +150,10 @@ impl Lab {
             connect_timeout_ms: 5_000,
             webrtc_udp: vec!["127.0.0.1:0".into()],
             ice_servers: Vec::new(),
-            webrtc_ports: None,
-            webrtc_advertise: None,
+            webrtc_ports: options
+                .gateway_nat
+                .map(|((low, high), _)| format!("{low}-{high}")),
+            webrtc_advertise: options.gateway_nat.map(|(_, ip)| ip),
             webrtc_max_datagram: None,
             resources: resources.clone(),
         };

@@ -94,6 +94,8 @@ pub enum MessageKind {
     Candidates,
     /// The client ends the conversation.
     Close,
+    /// A new offer for a live conversation whose path broke: an ICE restart.
+    Restart,
 }
 
 impl MessageKind {
@@ -102,6 +104,7 @@ impl MessageKind {
             MessageKind::Start => "start",
             MessageKind::Candidates => "candidates",
             MessageKind::Close => "close",
+            MessageKind::Restart => "restart",
         }
     }
 }
@@ -311,6 +314,13 @@ pub struct StartBody {
     /// [`DEFAULT_PEER_DATAGRAM`] bytes, what every WebRTC stack takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_datagram: Option<u32>,
+}
+
+/// Sealed body of a `restart` message (client → gateway): an offer with new ICE credentials
+/// for the conversation's tube. The answer comes back inline, sealed as an `answer`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestartBody {
+    pub offer: SessionDescription,
 }
 
 /// The largest datagram a gateway sends to a client that did not say what it accepts.

@@ -145,6 +145,8 @@ async fn send_in_order(mut rx: mpsc::UnboundedReceiver<Datagram>) {
 /// dropped.
 pub struct TcpDelayProxy {
     addr: SocketAddr,
+    /// Told to drop every connection open at the time (see `cut`).
+    cut: tokio::sync::broadcast::Sender<()>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -152,9 +154,12 @@ impl TcpDelayProxy {
     pub async fn start(upstream: SocketAddr, one_way: Duration) -> std::io::Result<Self> {
         let listener = TcpListener::bind((upstream.ip(), 0)).await?;
         let addr = listener.local_addr()?;
+        let (cut, _) = tokio::sync::broadcast::channel(1);
+        let cuts = cut.clone();
         let task = tokio::spawn(async move {
             let mut connections = JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
+                let mut cut = cuts.subscribe();
                 connections.spawn(async move {
                     let Ok(server) = TcpStream::connect(upstream).await else {
                         return;
@@ -166,19 +171,36 @@ impl TcpDelayProxy {
                     let handshake_done = Instant::now() + one_way * 2;
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
-                    tokio::join!(
-                        pump(cr, sw, one_way, Some(handshake_done)),
-                        pump(sr, cw, one_way, None)
-                    );
+                    let both = async {
+                        tokio::join!(
+                            pump(cr, sw, one_way, Some(handshake_done)),
+                            pump(sr, cw, one_way, None)
+                        )
+                    };
+                    tokio::select! {
+                        _ = both => {}
+                        // Dropping the halves closes both sockets at once, mid-stream.
+                        _ = cut.recv() => {}
+                    }
                 });
                 while connections.try_join_next().is_some() {}
             }
         });
-        Ok(Self { addr, _task: task })
+        Ok(Self {
+            addr,
+            cut,
+            _task: task,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Drop every connection through the proxy now, as a network change would; new ones are
+    /// still accepted.
+    pub fn cut(&self) {
+        let _ = self.cut.send(());
     }
 }
 

@@ -142,8 +142,25 @@ async fn run_client(shared: Arc<Shared>, client: String, socket: WebSocket) {
             }
         }
     }
+    // A socket that drops is not an unsubscribe: the client reconnects and subscribes again,
+    // and its conversation (owner, gateway, what arrives meanwhile) waits for it until the
+    // idle sweep.
     for conversation_id in subscriptions {
-        unsubscribe(&shared, socket_id, &conversation_id);
+        detach(&shared, socket_id, &conversation_id);
+    }
+}
+
+fn detach(shared: &Shared, socket_id: u64, conversation_id: &str) {
+    let mut conversations = shared.conversations.lock().unwrap();
+    if let Some(conversation) = conversations.get_mut(conversation_id) {
+        if conversation
+            .subscriber
+            .as_ref()
+            .is_some_and(|(id, _)| *id == socket_id)
+        {
+            conversation.subscriber = None;
+            conversation.touched = std::time::Instant::now();
+        }
     }
 }
 

@@ -48,6 +48,10 @@ const READ_ROUNDS: usize = 8;
 const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 /// The stack's ICE keepalive once connected: the only steady traffic of an idle tube.
 const ICE_KEEPALIVE: Duration = Duration::from_secs(2);
+/// Silence after which the path counts as broken (ICE `disconnected`): a keepalive and its
+/// answer arrive every 2 s from each side, so 3 s of nothing is more than one lost packet, and
+/// the session starts reconnecting while a user would still call it a pause.
+const DISCONNECTED_AFTER: Duration = Duration::from_secs(3);
 
 /// What handles and connections ask of the driver.
 pub(crate) enum Command {
@@ -88,6 +92,15 @@ pub(crate) enum Command {
     },
     TurnResolved {
         server: Option<TurnServer>,
+    },
+    /// Client: new ICE credentials and the offer that carries them.
+    Restart {
+        reply: oneshot::Sender<Result<SessionDescription>>,
+    },
+    /// Gateway: apply a restart offer and answer it.
+    AcceptRestart {
+        offer: SessionDescription,
+        reply: oneshot::Sender<Result<SessionDescription>>,
     },
     /// Answered when the peer's `PONG` comes back.
     Probe {
@@ -158,7 +171,7 @@ pub(crate) async fn start(
         .with_include_loopback_candidate(binds_loopback)
         .with_ice_connection_attempts(Some(config.ice_check_interval), Some(attempts))
         .with_ice_timeouts(
-            Some(Duration::from_secs(5)),
+            Some(DISCONNECTED_AFTER),
             Some(config.connect_timeout),
             Some(ICE_KEEPALIVE),
         )
@@ -789,12 +802,18 @@ impl Driver {
                         let path = self.selected_path();
                         self.status.send_modify(|s| {
                             s.ice_connected.get_or_insert(now);
-                            s.path = path;
+                            s.disconnected_since = None;
+                            if path.is_some() {
+                                s.path = path;
+                            }
                         });
                     }
                     RTCIceConnectionState::Failed => self.end(TubeEnd::Failed),
                     RTCIceConnectionState::Disconnected => {
-                        tracing::info!("ICE consent lost; waiting for it to come back")
+                        tracing::info!("ICE consent lost; the path may come back or be restarted");
+                        self.status.send_modify(|s| {
+                            s.disconnected_since.get_or_insert(now);
+                        });
                     }
                     _ => {}
                 },
@@ -1035,6 +1054,12 @@ impl Driver {
                 self.begin_closing(reason, Some(reply));
             }
             Command::Close => self.end(TubeEnd::Local(CloseReason::Normal)),
+            Command::Restart { reply } => {
+                let _ = reply.send(self.restart());
+            }
+            Command::AcceptRestart { offer, reply } => {
+                let _ = reply.send(self.accept_restart(offer));
+            }
             Command::Probe { reply } => {
                 let data = self.next_probe;
                 self.next_probe += 1;
@@ -1083,6 +1108,36 @@ impl Driver {
             self.gathering_reported = true;
             let _ = self.events.send(TubeEvent::GatheringComplete);
         }
+    }
+
+    /// The description as the peer should see it: with every candidate gathered since.
+    fn description(&mut self, kind: &str, sdp: &str) -> SessionDescription {
+        SessionDescription {
+            kind: kind.into(),
+            sdp: crate::sdp::with_candidates(sdp, self.mline, &self.gathered, self.gatherer.done()),
+        }
+    }
+
+    /// Client: restart ICE (new credentials, the same DTLS and SCTP above it) and offer it.
+    fn restart(&mut self) -> Result<SessionDescription> {
+        self.pc.restart_ice();
+        let offer = self.pc.create_offer(None)?;
+        self.pc
+            .set_local_description(Instant::now(), offer.clone())?;
+        Ok(self.description("offer", &offer.sdp))
+    }
+
+    /// Gateway: the client's restart offer, answered.
+    fn accept_restart(&mut self, offer: SessionDescription) -> Result<SessionDescription> {
+        let remote = RTCSessionDescription::offer(offer.sdp)
+            .map_err(|e| TubeError::InvalidDescription(e.to_string()))?;
+        self.pc
+            .set_remote_description(Instant::now(), remote)
+            .map_err(|e| TubeError::InvalidDescription(e.to_string()))?;
+        let answer = self.pc.create_answer(None)?;
+        self.pc
+            .set_local_description(Instant::now(), answer.clone())?;
+        Ok(self.description("answer", &answer.sdp))
     }
 
     fn begin_closing(&mut self, reason: CloseReason, reply: Option<oneshot::Sender<()>>) {

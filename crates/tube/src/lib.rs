@@ -238,8 +238,10 @@ pub struct Status {
     pub sctp_connected: Option<Instant>,
     pub channel_open: Option<Instant>,
     pub ended: Option<TubeEnd>,
-    /// The ICE path in use, once there is one: `local -> remote (type)`.
+    /// The ICE path in use, once there is one: `type address -> type address`.
     pub path: Option<String>,
+    /// Since when ICE has heard nothing from the peer (consent lost), while it lasts.
+    pub disconnected_since: Option<Instant>,
     /// Largest SCTP packet this side sends.
     pub sctp_mtu: usize,
 }
@@ -427,6 +429,26 @@ impl Tube {
         self.ask(|reply| driver::Command::Open { reply }).await?
     }
 
+    /// Client: restart ICE over a path that broke (new credentials; DTLS, SCTP and every
+    /// connection carry on above it). Send the offer to the gateway and apply its answer with
+    /// [`apply_answer`](Self::apply_answer).
+    pub async fn restart(&self) -> Result<SessionDescription> {
+        self.ask(|reply| driver::Command::Restart { reply }).await?
+    }
+
+    /// Gateway: the client's restart offer; the answer goes back the same way.
+    pub async fn accept_restart(&self, offer: &SessionDescription) -> Result<SessionDescription> {
+        if offer.kind != "offer" {
+            return Err(TubeError::InvalidDescription(format!(
+                "expected an offer, got {:?}",
+                offer.kind
+            )));
+        }
+        let offer = offer.clone();
+        self.ask(|reply| driver::Command::AcceptRestart { offer, reply })
+            .await?
+    }
+
     /// Is the peer still there? A `PING` over the tube; returns the round trip once its
     /// `PONG` is back, or fails after `timeout`.
     pub async fn probe(&self, timeout: Duration) -> Result<Duration> {
@@ -536,7 +558,10 @@ pub mod fuzzing {
                 let Ok(offer) = RTCSessionDescription::offer(offer_sdp.to_owned()) else {
                     return;
                 };
-                if pc.set_remote_description(std::time::Instant::now(), offer).is_err() {
+                if pc
+                    .set_remote_description(std::time::Instant::now(), offer)
+                    .is_err()
+                {
                     return;
                 }
                 *peer = (0, Some(pc));

@@ -94,3 +94,50 @@ async fn a_path_that_goes_silent_for_five_seconds_loses_nothing() {
     assert!(relay.counts().1 > 0, "the outage dropped datagrams");
     assert!(pair.client.end().is_none() && pair.gateway.end().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ice_restart_moves_a_live_tube_to_a_new_path() {
+    let (client_side, client_config) = side("127.0.0.51", (47700, 47709));
+    let (gateway_side, gateway_config) = side("127.0.0.52", (47800, 47809));
+    let relay = UdpRelay::start(client_side, gateway_side, Duration::from_millis(1))
+        .await
+        .unwrap();
+    let mut pair = pair_between(&client_config, &gateway_config).await;
+    pair.connected().await;
+    let target = echo_target().await;
+    pair.serve(target);
+    let port = pair.local_port().await;
+    // A transfer in flight across the restart.
+    let transfer = tokio::spawn(async move {
+        echo_round_trip(TcpStream::connect(port).await.unwrap(), 16 << 20, 8).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    relay.set_blackhole(true);
+    let mut status = pair.client.status();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        status.wait_for(|s| s.disconnected_since.is_some()),
+    )
+    .await
+    .expect("consent loss is noticed")
+    .unwrap();
+    relay.set_blackhole(false);
+    let offer = pair.client.restart().await.unwrap();
+    let answer = pair.gateway.accept_restart(&offer).await.unwrap();
+    assert!(ice_ufrag(&offer.sdp).is_some() && ice_ufrag(&answer.sdp).is_some());
+    pair.client.apply_answer(&answer).await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        status.wait_for(|s| s.disconnected_since.is_none()),
+    )
+    .await
+    .expect("the restarted path comes up")
+    .unwrap();
+    let (sent, echoed) = transfer.await.unwrap();
+    assert_eq!(sent, echoed, "16 MiB across the restart, nothing lost");
+    assert!(pair.client.end().is_none() && pair.gateway.end().is_none());
+}
+
+fn ice_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+}

@@ -6,7 +6,7 @@ use futures_util::{SinkExt, StreamExt};
 use sallyport_core::router_api::{RouterApi, SendFailure};
 use sallyport_core::Profile;
 use sallyport_protocol::{
-    codes, AnswerBody, ClientMessage, ConversationKeys, Direction, GatewayKeyPair, MessageKind,
+    Code, AnswerBody, ClientMessage, ConversationKeys, Direction, GatewayKeyPair, MessageKind,
     StartBody, StreamKind, PROTOCOL_VERSION,
 };
 use sallyport_router::config::{ClientEntry, GatewayEntry};
@@ -184,7 +184,7 @@ async fn a_tampered_sealed_payload_is_refused_by_the_gateway() {
         .unwrap_err();
     match err {
         SendFailure::Http { status, code, .. } => {
-            assert_eq!((status, code.as_str()), (400, codes::SEAL_REJECTED));
+            assert_eq!((status, code.as_str()), (400, Code::SealRejected.as_str()));
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -197,7 +197,7 @@ async fn a_tampered_sealed_payload_is_refused_by_the_gateway() {
         .send("lab", &message, Duration::from_secs(10))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), codes::SEAL_REJECTED);
+    assert_eq!(err.code(), Code::SealRejected);
     drop((peer, peer2));
     lab.shutdown().await;
 }
@@ -221,7 +221,7 @@ async fn a_refusing_target_reports_its_close_reason() {
         .await
         .err()
         .expect("the launch fails");
-    assert_eq!(err.code(), "target_refused", "{err}");
+    assert_eq!(err.code(), Code::TargetRefused, "{err}");
     assert!(err.to_string().contains("target_refused"), "{err}");
     lab.shutdown().await;
 }
@@ -292,7 +292,7 @@ async fn router_status_codes() {
         err,
         SendFailure::Http {
             status: 503,
-            code: codes::CONTROLLER_DOWN.into(),
+            code: Code::ControllerDown,
             message: "gateway \"ghost\" is not connected".into()
         }
     );
@@ -303,7 +303,7 @@ async fn router_status_codes() {
         .send("nowhere", &dummy_start("db", 1000), Duration::from_secs(5))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), codes::UNKNOWN_GATEWAY);
+    assert_eq!(err.code(), Code::UnknownGateway);
 
     // Bad token → 401, on the API and on both sockets.
     let bad = RouterApi::new(&url, "wrong-token-here").unwrap();
@@ -317,7 +317,7 @@ async fn router_status_codes() {
     );
     assert_eq!(
         bad.resources().await.unwrap_err().code(),
-        codes::UNAUTHORIZED
+        Code::Unauthorized
     );
     let refused = tokio_tungstenite::connect_async(format!(
         "{}/v1/ws/client",
@@ -350,7 +350,7 @@ async fn router_status_codes() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, SendFailure::Http { status: 504, code, .. } if code == codes::RRC_TIMEOUT),
+        matches!(&err, SendFailure::Http { status: 504, code, .. } if *code == Code::RrcTimeout),
         "{err:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -373,12 +373,12 @@ async fn router_status_codes() {
     let response = post(b"{not json".to_vec()).await.unwrap();
     assert_eq!(response.status(), 400);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["code"], codes::MALFORMED);
+    assert_eq!(body["code"], Code::Malformed.as_str());
     // An oversized body → 413 too_large.
     let response = post(vec![b' '; 64 * 1024]).await.unwrap();
     assert_eq!(response.status(), 413);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["code"], codes::TOO_LARGE);
+    assert_eq!(body["code"], Code::TooLarge.as_str());
 
     // A garbage WebSocket frame closes that socket only.
     let mut request = format!("{}/v1/ws/client", url.replace("http://", "ws://"))
@@ -556,7 +556,7 @@ async fn the_gateway_enforces_its_session_limit() {
         .await
         .err()
         .expect("a second tube is over the limit");
-    assert_eq!(err.code(), codes::SESSION_LIMIT, "{err}");
+    assert_eq!(err.code(), Code::SessionLimit, "{err}");
     assert!(err.to_string().contains("1 attempt"), "not retried: {err}");
     first.close().await;
     // Closing the first frees its slot.
@@ -567,7 +567,7 @@ async fn the_gateway_enforces_its_session_limit() {
             .await
         {
             Ok(session) => break session,
-            Err(e) if e.code() == codes::SESSION_LIMIT && Instant::now() < deadline => {
+            Err(e) if e.code() == Code::SessionLimit && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await
             }
             Err(e) => panic!("the slot was not freed: {e}"),
@@ -595,7 +595,7 @@ async fn a_gateway_stopped_gracefully_is_reported_as_gateway_shutdown() {
     assert_eq!(
         end,
         sallyport_core::SessionEnd::TubeEnded {
-            reason: "gateway_shutdown".into()
+            reason: Code::GatewayShutdown
         }
     );
     router.shutdown().await;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sallyport_protocol::{
-    AnswerBody, CandidatesBody, ClientMessage, ConversationKeys, Direction, GatewayPublicKey,
+    AnswerBody, Code, CandidatesBody, ClientMessage, ConversationKeys, Direction, GatewayPublicKey,
     IceCandidate, MessageKind, ResourceInfo, SealedPayload, SessionDescription, StartBody,
     StreamKind, PROTOCOL_VERSION,
 };
@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::cache::ResourceCache;
-use crate::checkpoint::{names, CheckpointBus, Recorder};
+use crate::checkpoint::{names, Checkpoint, CheckpointBus, Observer, Recorder};
 use crate::error::{CoreError, Result};
 use crate::native_client::{self, ClientChoice};
 use crate::profile::{ClientProfile, StickyPorts};
@@ -72,6 +72,13 @@ impl LaunchRequest {
             launch_id: None,
         }
     }
+}
+
+/// One launch's outcome and every checkpoint it recorded (the last is `ready` or `failed`).
+pub struct Launched {
+    pub launch_id: String,
+    pub result: Result<Session>,
+    pub checkpoints: Vec<Checkpoint>,
 }
 
 /// Everything launches share: the router API, the profile, the cache, the checkpoint stream.
@@ -125,9 +132,19 @@ impl Launcher {
         Ok(list)
     }
 
-    /// Run one launch. On failure the `failed` checkpoint carries the error code, and the
-    /// cache entry the launch used is dropped.
+    /// Run one launch. On failure the `failed` checkpoint carries the error's code and message,
+    /// and the cache entry the launch used is dropped.
     pub async fn launch(&self, request: LaunchRequest) -> Result<Session> {
+        self.launch_observed(request, None).await.result
+    }
+
+    /// Run one launch, handing each checkpoint to `observer` as it is recorded; the launch's
+    /// checkpoints come back whether it succeeded or not.
+    pub async fn launch_observed(
+        &self,
+        request: LaunchRequest,
+        observer: Option<Observer>,
+    ) -> Launched {
         let launch_id = request
             .launch_id
             .clone()
@@ -137,14 +154,19 @@ impl Launcher {
             &launch_id,
             &request.resource,
             request.tunables.connect_timing,
-        );
+        )
+        .with_observer(observer);
         let span = tracing::info_span!("launch", id = %launch_id, resource = %request.resource, profile = %request.tunables.profile);
         let result = self.run(&request, &recorder).instrument(span).await;
         if let Err(e) = &result {
             self.cache.drop_entry(&request.resource);
-            recorder.mark_with(names::FAILED, None, Some(format!("{}: {e}", e.code())));
+            recorder.mark_failed(e.code(), e.to_string());
         }
-        result
+        Launched {
+            launch_id,
+            result,
+            checkpoints: recorder.checkpoints(),
+        }
     }
 
     /// The launch as a story: one call per phase, each emitting its own checkpoint after its
@@ -369,7 +391,7 @@ impl Launcher {
                 return Err(CoreError::OfferFailed {
                     gateway: resource.gateway.clone(),
                     resource: resource.name.clone(),
-                    code: failure.code().to_owned(),
+                    code: failure.code(),
                     message: failure.message(),
                     attempts: attempt,
                 });
@@ -406,7 +428,7 @@ impl Launcher {
             _ if !trickle => {
                 return Err(CoreError::Router {
                     status: 200,
-                    code: "empty_reply".into(),
+                    code: Code::EmptyReply,
                     message: "the gateway's reply carried no answer".into(),
                 })
             }
@@ -663,7 +685,7 @@ impl Conversation {
             .send(&self.resource.gateway, &message, Duration::from_secs(7))
             .await
         {
-            tracing::warn!(code = e.code(), "could not trickle candidates");
+            tracing::warn!(code = %e.code(), "could not trickle candidates");
         }
     }
 
@@ -699,7 +721,7 @@ enum Registration {
     Lost,
     /// The router answered the subscription with an error.
     Refused {
-        code: String,
+        code: Code,
         message: String,
     },
 }

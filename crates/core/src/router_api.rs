@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sallyport_protocol::{
-    codes, ClientMessage, ClientReply, ClientWsEvent, ClientWsRequest, ErrorBody, ResourceInfo,
+    Code, ClientMessage, ClientReply, ClientWsEvent, ClientWsRequest, ErrorBody, ResourceInfo,
     ResourceList, SealedPayload, StreamKind,
 };
 use tokio::sync::mpsc;
@@ -21,7 +21,7 @@ pub enum SendFailure {
     /// The router answered with an error status and body.
     Http {
         status: u16,
-        code: String,
+        code: Code,
         message: String,
     },
     /// No HTTP answer within our own deadline.
@@ -33,12 +33,12 @@ pub enum SendFailure {
 }
 
 impl SendFailure {
-    pub fn code(&self) -> &str {
+    pub fn code(&self) -> Code {
         match self {
-            SendFailure::Http { code, .. } => code,
-            SendFailure::Timeout => "timeout",
-            SendFailure::Connection(_) => "connection_error",
-            SendFailure::EmptyReply => "empty_reply",
+            SendFailure::Http { code, .. } => *code,
+            SendFailure::Timeout => Code::Timeout,
+            SendFailure::Connection(_) => Code::ConnectionError,
+            SendFailure::EmptyReply => Code::EmptyReply,
         }
     }
 
@@ -53,17 +53,16 @@ impl SendFailure {
         }
     }
 
-    /// Transient failures are worth one more attempt after the catch-up delay: timeouts,
-    /// `rrc_timeout`, `bad_state`, `controller_down`, HTTP 502/503/504 and connection errors.
+    /// Transient failures are worth one more attempt after the catch-up delay: the registry
+    /// decides per code; a code we cannot read counts as transient on HTTP 502, 503 and 504.
     pub fn is_transient(&self) -> bool {
         match self {
-            SendFailure::Timeout | SendFailure::Connection(_) => true,
-            SendFailure::EmptyReply => false,
-            SendFailure::Http { status, code, .. } => {
-                matches!(*status, 502..=504)
-                    || [codes::RRC_TIMEOUT, codes::BAD_STATE, codes::CONTROLLER_DOWN]
-                        .contains(&code.as_str())
-            }
+            SendFailure::Http {
+                status,
+                code: Code::Unrecognized | Code::HttpError,
+                ..
+            } => matches!(*status, 502..=504),
+            other => other.code().is_transient(),
         }
     }
 }
@@ -108,15 +107,13 @@ impl RouterApi {
             let body = response.json::<ErrorBody>().await.ok();
             return Err(CoreError::Router {
                 status,
-                code: body
-                    .as_ref()
-                    .map_or("http_error".into(), |b| b.code.clone()),
+                code: body.as_ref().map_or(Code::HttpError, |b| b.code),
                 message: body.map_or(format!("HTTP {status}"), |b| b.message),
             });
         }
         let list: ResourceList = response.json().await.map_err(|e| CoreError::Router {
             status,
-            code: codes::MALFORMED.into(),
+            code: Code::Malformed,
             message: format!("unreadable resource list: {e}"),
         })?;
         Ok(list.resources)
@@ -156,9 +153,7 @@ impl RouterApi {
             let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
             return Err(SendFailure::Http {
                 status,
-                code: body
-                    .as_ref()
-                    .map_or("http_error".into(), |b| b.code.clone()),
+                code: body.as_ref().map_or(Code::HttpError, |b| b.code),
                 message: body.map_or_else(
                     || String::from_utf8_lossy(&bytes).chars().take(200).collect(),
                     |b| b.message,
@@ -192,7 +187,7 @@ impl RouterApi {
             ),
         };
         if let Err(e) = self.send(gateway, &close, Duration::from_secs(3)).await {
-            tracing::debug!(code = e.code(), "gateway not told of the close");
+            tracing::debug!(code = %e.code(), "gateway not told of the close");
         }
     }
 
@@ -227,7 +222,7 @@ pub enum SignalEvent {
         payload: SealedPayload,
     },
     /// The router reported an error on the socket.
-    Error { code: String, message: String },
+    Error { code: Code, message: String },
     /// The router lost its link to our conversation's gateway: check the tube.
     GatewayLost,
     /// The socket is gone.
@@ -276,7 +271,7 @@ async fn run_listener(
             Ok(ClientWsEvent::Error { code, message, .. }) => SignalEvent::Error { code, message },
             Ok(ClientWsEvent::GatewayLost { .. }) => SignalEvent::GatewayLost,
             Err(e) => SignalEvent::Error {
-                code: codes::MALFORMED.into(),
+                code: Code::Malformed,
                 message: format!("unreadable frame from the router: {e}"),
             },
         };
@@ -291,37 +286,38 @@ async fn run_listener(
 mod tests {
     use super::*;
 
-    fn http(status: u16, code: &str) -> SendFailure {
+    fn http(status: u16, code: Code) -> SendFailure {
         SendFailure::Http {
             status,
-            code: code.into(),
+            code,
             message: "m".into(),
         }
     }
 
     #[test]
     fn transient_failures_are_classified_by_code_and_status() {
-        assert!(http(503, codes::CONTROLLER_DOWN).is_transient());
-        assert!(http(504, codes::RRC_TIMEOUT).is_transient());
-        assert!(http(502, codes::BAD_STATE).is_transient());
-        assert!(http(502, "anything").is_transient());
+        assert!(http(503, Code::ControllerDown).is_transient());
+        assert!(http(504, Code::RrcTimeout).is_transient());
+        assert!(http(502, Code::BadState).is_transient());
+        assert!(http(502, Code::Unrecognized).is_transient());
+        assert!(!http(400, Code::Unrecognized).is_transient());
         assert!(
-            http(400, codes::BAD_STATE).is_transient(),
+            http(400, Code::BadState).is_transient(),
             "typed code wins over status"
         );
         assert!(SendFailure::Timeout.is_transient());
         assert!(SendFailure::Connection("refused".into()).is_transient());
 
-        assert!(!http(401, codes::UNAUTHORIZED).is_transient());
-        assert!(!http(403, codes::FORBIDDEN).is_transient());
-        assert!(!http(404, codes::UNKNOWN_RESOURCE).is_transient());
-        assert!(!http(400, codes::SEAL_REJECTED).is_transient());
-        assert!(!http(429, codes::SESSION_LIMIT).is_transient());
+        assert!(!http(401, Code::Unauthorized).is_transient());
+        assert!(!http(403, Code::Forbidden).is_transient());
+        assert!(!http(404, Code::UnknownResource).is_transient());
+        assert!(!http(400, Code::SealRejected).is_transient());
+        assert!(!http(429, Code::SessionLimit).is_transient());
         assert!(!SendFailure::EmptyReply.is_transient());
         // A message that merely mentions a transient word is not transient.
         let tricky = SendFailure::Http {
             status: 400,
-            code: codes::MALFORMED.into(),
+            code: Code::Malformed,
             message: "rrc_timeout controller_down 503".into(),
         };
         assert!(!tricky.is_transient());

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sallyport_protocol::{ConversationKeys, ResourceInfo};
+use sallyport_protocol::{Code, ConversationKeys, ResourceInfo};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -22,7 +22,7 @@ use crate::tube::{ByteCounters, ClientTube, Connection, TubeEnd};
 /// given up on it (sshd's login grace, for one).
 const WARM_CONNECTION_MAX_AGE: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
     Active,
@@ -37,13 +37,13 @@ pub enum SessionEnd {
     /// The native client exited with this code.
     ClientExited { code: Option<i32> },
     /// The gateway closed the tube, or the network failed.
-    TubeEnded { reason: String },
+    TubeEnded { reason: Code },
     /// Closed by the user (the app's close button, Ctrl-C).
     Closed,
 }
 
 /// A snapshot for lists and the UI.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 pub struct SessionInfo {
     pub launch_id: String,
     pub resource: String,
@@ -277,10 +277,10 @@ impl Session {
 fn tube_end(end: TubeEnd) -> SessionEnd {
     SessionEnd::TubeEnded {
         reason: match end {
-            TubeEnd::Gateway(reason) => reason.as_str().to_owned(),
-            TubeEnd::Failed => "network_failed".to_owned(),
-            TubeEnd::Local => "closed".to_owned(),
-            TubeEnd::GatewayLost => "gateway_lost".to_owned(),
+            TubeEnd::Gateway(reason) => reason.code(),
+            TubeEnd::Failed => Code::NetworkFailed,
+            TubeEnd::Local => Code::Closed,
+            TubeEnd::GatewayLost => Code::GatewayLost,
         },
     }
 }
@@ -316,7 +316,7 @@ async fn accept_loop(
             _ => match tube.open().await {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(%peer, code = e.code(), error = %e, "cannot open a connection");
+                    tracing::warn!(%peer, code = %e.code(), error = %e, "cannot open a connection");
                     continue;
                 }
             },

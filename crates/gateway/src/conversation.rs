@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sallyport_protocol::{
-    codes, AnswerBody, CandidatesBody, CloseBody, CloseReason, ConversationKeys, Direction,
+    Code, AnswerBody, CandidatesBody, CloseBody, CloseReason, ConversationKeys, Direction,
     GatewayOutcome, GatewayToRouter, IceCandidate, MessageKind, ProtocolError, SealedPayload,
     StartBody, StreamKind,
 };
@@ -50,7 +50,7 @@ pub(crate) async fn start(
 ) -> GatewayOutcome {
     let Some(resource) = gateway.config.resource(resource_name).cloned() else {
         return error(
-            codes::UNKNOWN_RESOURCE,
+            Code::UnknownResource,
             format!("this gateway does not serve {resource_name:?}"),
         );
     };
@@ -61,7 +61,7 @@ pub(crate) async fn start(
             None => {
                 if conversations.len() >= gateway.config.max_sessions {
                     return error(
-                        codes::SESSION_LIMIT,
+                        Code::SessionLimit,
                         format!(
                             "the gateway's limit of {} sessions is reached",
                             gateway.config.max_sessions
@@ -106,7 +106,7 @@ async fn create(
     payload: &SealedPayload,
 ) -> Result<Arc<Conversation>, GatewayOutcome> {
     let keys = ConversationKeys::for_gateway(&gateway.key, conversation_id, payload)
-        .map_err(|e| error(codes::SEAL_REJECTED, e.to_string()))?;
+        .map_err(|e| error(Code::SealRejected, e.to_string()))?;
     let body: StartBody = keys
         .open_json(
             Direction::ClientToGateway,
@@ -116,7 +116,7 @@ async fn create(
         .map_err(|e| error(e.code(), e.to_string()))?;
     if body.resource != resource.name {
         return Err(error(
-            codes::SEAL_REJECTED,
+            Code::SealRejected,
             "the sealed offer names another resource than the envelope",
         ));
     }
@@ -130,18 +130,18 @@ async fn create(
         ..gateway
             .config
             .tube_config()
-            .map_err(|e| error(codes::INTERNAL, e))?
+            .map_err(|e| error(Code::Internal, e))?
     };
     let (tube, events, _answer) = match Tube::answer(&tube_config, &body.offer).await {
         Ok(answered) => answered,
         // An offer we cannot answer will not improve on retry: not a transient state.
         Err(e @ sallyport_tube::TubeError::InvalidDescription(_)) => {
             return Err(error(
-                codes::MALFORMED,
+                Code::Malformed,
                 format!("cannot answer the offer: {e}"),
             ))
         }
-        Err(e) => return Err(error(codes::INTERNAL, e.to_string())),
+        Err(e) => return Err(error(Code::Internal, e.to_string())),
     };
     let (gathered_tx, gathered_rx) = watch::channel(false);
     let conversation = Arc::new(Conversation {
@@ -251,16 +251,16 @@ impl Conversation {
                         &AnswerBody { answer },
                     )),
                 },
-                Err(_) => error(codes::BAD_STATE, "the answer is not ready"),
+                Err(_) => error(Code::BadState, "the answer is not ready"),
             };
         }
         let Ok(answer) = self.tube.local_description().await else {
-            return error(codes::BAD_STATE, "the answer is not ready");
+            return error(Code::BadState, "the answer is not ready");
         };
         // Under the lock, so no candidate can overtake the answer on the way to the client.
         let mut signalling = self.signalling.lock().await;
         let Some(gateway) = self.gateway() else {
-            return error(codes::BAD_STATE, "gateway is shutting down");
+            return error(Code::BadState, "gateway is shutting down");
         };
         gateway.send(GatewayToRouter::Stream {
             conversation_id: self.id.clone(),

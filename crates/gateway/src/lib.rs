@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sallyport_protocol::{
-    codes, AnnouncedResource, CloseReason, GatewayKeyPair, GatewayOutcome, GatewayToRouter,
+    Code, AnnouncedResource, CloseReason, GatewayKeyPair, GatewayOutcome, GatewayToRouter,
     MessageKind, RouterToGateway, SealedPayload, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, watch, Mutex};
@@ -30,16 +30,16 @@ pub enum GatewayError {
     #[error("router connection: {0}")]
     Router(String),
     #[error("router refused the gateway: {code}: {message}")]
-    Refused { code: String, message: String },
+    Refused { code: Code, message: String },
 }
 
 impl GatewayError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            GatewayError::Config(_) => "config_invalid",
-            GatewayError::Key(_) => "invalid_key",
-            GatewayError::Router(_) => "router_unreachable",
-            GatewayError::Refused { .. } => "router_refused",
+            GatewayError::Config(_) => Code::ConfigInvalid,
+            GatewayError::Key(_) => Code::InvalidKey,
+            GatewayError::Router(_) => Code::RouterUnreachable,
+            GatewayError::Refused { .. } => Code::RouterRefused,
         }
     }
 }
@@ -362,9 +362,9 @@ fn text(message: &GatewayToRouter) -> Message {
     )
 }
 
-fn error(code: &str, message: impl Into<String>) -> GatewayOutcome {
+fn error(code: Code, message: impl Into<String>) -> GatewayOutcome {
     GatewayOutcome::Error {
-        code: code.to_owned(),
+        code,
         message: message.into(),
     }
 }
@@ -386,7 +386,7 @@ async fn handle(
             let existing = gateway.conversation(conversation_id).await;
             match existing {
                 Some(c) => c.add_candidates(payload).await,
-                None => error(codes::BAD_STATE, "no such conversation at this gateway"),
+                None => error(Code::BadState, "no such conversation at this gateway"),
             }
         }
         MessageKind::Close => {

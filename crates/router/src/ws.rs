@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use sallyport_protocol::{
-    codes, AnnouncedResource, ClientWsEvent, ClientWsRequest, GatewayChallenge, GatewayToRouter,
+    Code, AnnouncedResource, ClientWsEvent, ClientWsRequest, GatewayChallenge, GatewayToRouter,
     RouterToGateway, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, Notify};
@@ -123,7 +123,7 @@ async fn run_client(shared: Arc<Shared>, client: String, socket: WebSocket) {
                     Incoming::Control => continue,
                     Incoming::Ended => break,
                     Incoming::Binary => {
-                        shared.metrics.failure(codes::MALFORMED);
+                        shared.metrics.failure(Code::Malformed);
                         let _ = sink.send(close_frame("binary frames are not part of the protocol")).await;
                         break;
                     }
@@ -153,9 +153,9 @@ pub(crate) struct Step {
     pub close: Option<&'static str>,
 }
 
-fn client_error(code: &str, message: String, conversation_id: Option<&str>) -> Message {
+fn client_error(code: Code, message: String, conversation_id: Option<&str>) -> Message {
     json_text(&ClientWsEvent::Error {
-        code: code.into(),
+        code,
         message,
         conversation_id: conversation_id.map(str::to_owned),
     })
@@ -173,10 +173,10 @@ pub(crate) fn client_frame(
     let request = match serde_json::from_str::<ClientWsRequest>(text) {
         Ok(request) => request,
         Err(e) => {
-            shared.metrics.failure(codes::MALFORMED);
+            shared.metrics.failure(Code::Malformed);
             return Step {
                 reply: Some(client_error(
-                    codes::MALFORMED,
+                    Code::Malformed,
                     format!("unreadable frame: {e}"),
                     None,
                 )),
@@ -189,9 +189,9 @@ pub(crate) fn client_frame(
             if subscriptions.len() >= MAX_SUBSCRIPTIONS_PER_SOCKET
                 && !subscriptions.contains(&conversation_id) =>
         {
-            shared.metrics.failure(codes::TOO_LARGE);
+            shared.metrics.failure(Code::TooLarge);
             client_error(
-                codes::TOO_LARGE,
+                Code::TooLarge,
                 format!("at most {MAX_SUBSCRIPTIONS_PER_SOCKET} subscriptions per socket"),
                 Some(&conversation_id),
             )
@@ -283,7 +283,7 @@ pub(crate) struct Registered {
 }
 
 /// Why a gateway's hello was refused: the error frame's code and message.
-pub(crate) type Refused = (&'static str, String);
+pub(crate) type Refused = (Code, String);
 
 /// Check the first frame of a gateway socket against this connection's challenge: a hello of
 /// this protocol version, naming the token's gateway, proving its configured key, announcing
@@ -301,11 +301,11 @@ pub(crate) fn check_hello(
         proof,
     }) = serde_json::from_str::<GatewayToRouter>(text)
     else {
-        return Err((codes::MALFORMED, "first frame must be a hello".into()));
+        return Err((Code::Malformed, "first frame must be a hello".into()));
     };
     if v != PROTOCOL_VERSION {
         return Err((
-            codes::UNSUPPORTED_VERSION,
+            Code::UnsupportedVersion,
             format!(
                 "protocol version {v} is not supported (this router speaks {PROTOCOL_VERSION})"
             ),
@@ -313,31 +313,31 @@ pub(crate) fn check_hello(
     }
     if claimed != gateway_id {
         return Err((
-            codes::FORBIDDEN,
+            Code::Forbidden,
             "hello names another gateway than the token".into(),
         ));
     }
     let Some(key) = shared.config.gateway_key(gateway_id) else {
         return Err((
-            codes::UNAUTHORIZED,
+            Code::Unauthorized,
             "no public key is configured for this gateway".into(),
         ));
     };
     let Some(proof) = proof else {
         return Err((
-            codes::UNAUTHORIZED,
+            Code::Unauthorized,
             "hello carries no proof of the gateway key (answer the challenge)".into(),
         ));
     };
     if let Err(e) = challenge.verify(&key, gateway_id, &proof) {
-        return Err((codes::UNAUTHORIZED, e.to_string()));
+        return Err((Code::Unauthorized, e.to_string()));
     }
     if let Some(bad) = resources
         .iter()
         .find(|r| !sallyport_protocol::valid_resource_name(&r.name))
     {
         return Err((
-            codes::MALFORMED,
+            Code::Malformed,
             format!("invalid resource name {:?}", bad.name),
         ));
     }
@@ -360,7 +360,7 @@ async fn run_gateway(shared: Arc<Shared>, gateway_id: String, socket: WebSocket)
     }
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await {
         Ok(Some(Ok(Message::Text(text)))) => check_hello(&shared, &gateway_id, &challenge, &text),
-        _ => Err((codes::MALFORMED, "no hello received".into())),
+        _ => Err((Code::Malformed, "no hello received".into())),
     };
     let resources = match hello {
         Ok(resources) => resources,
@@ -419,15 +419,15 @@ async fn run_gateway(shared: Arc<Shared>, gateway_id: String, socket: WebSocket)
                     Incoming::Control => continue,
                     Incoming::Ended => break,
                     Incoming::Binary => {
-                        shared.metrics.failure(codes::MALFORMED);
+                        shared.metrics.failure(Code::Malformed);
                         let _ = sink.send(close_frame("binary frames are not part of the protocol")).await;
                         break;
                     }
                 };
                 if let Err(e) = gateway_frame(&shared, &gateway_id, &registered.link, &text) {
-                    shared.metrics.failure(codes::MALFORMED);
+                    shared.metrics.failure(Code::Malformed);
                     tracing::warn!(gateway = %gateway_id, error = %e, "malformed frame from gateway");
-                    let error = RouterToGateway::Error { code: codes::MALFORMED.into(), message: format!("unreadable frame: {e}") };
+                    let error = RouterToGateway::Error { code: Code::Malformed.into(), message: format!("unreadable frame: {e}") };
                     let _ = sink.send(json_text(&error)).await;
                     let _ = sink.send(close_frame("malformed frame")).await;
                     break;
@@ -484,13 +484,13 @@ pub(crate) fn gateway_frame(
     Ok(())
 }
 
-async fn reject_gateway<S>(shared: &Shared, sink: &mut S, code: &str, message: &str)
+async fn reject_gateway<S>(shared: &Shared, sink: &mut S, code: Code, message: &str)
 where
     S: SinkExt<Message> + Unpin,
 {
     shared.metrics.failure(code);
     let error = RouterToGateway::Error {
-        code: code.into(),
+        code,
         message: message.into(),
     };
     let _ = sink.send(json_text(&error)).await;

@@ -6,7 +6,7 @@ import { parsePort } from './logic/format';
 import { clientArgument, newestFirst } from './logic/launch';
 import { addCheckpoint, outcomeOf } from './logic/timeline';
 import { emit, state, type LiveLaunch, type PanelName } from './store';
-import type { CommandError } from './types';
+import type { CommandError, Profile } from './types';
 
 export function showError(e: unknown): void {
   state.error = toCommandError(e);
@@ -82,7 +82,7 @@ export async function saveStickyPort(resource: string, text: string): Promise<bo
   try {
     await api.setStickyPort(resource, port);
     const r = state.resources.find((x) => x.name === resource);
-    if (r) r.stickyPort = port;
+    if (r) r.sticky_port = port;
     return true;
   } catch (e) {
     showError(e);
@@ -108,7 +108,7 @@ export async function launch(resource: string, portText: string): Promise<void> 
     showError(invalidPort(portText));
     return;
   }
-  const client = clientArgument(r?.clientChoices ?? [], state.clientIndex.get(resource) ?? 0);
+  const client = clientArgument(r?.client_choices ?? [], state.clientIndex.get(resource) ?? 0);
   const live: LiveLaunch = {
     key: nextKey++,
     resource,
@@ -210,7 +210,7 @@ export async function loadSettings(): Promise<void> {
 }
 
 /** Saves the settings; `token` empty keeps the stored one. Resolves true when saved. */
-export async function saveSettings(routerUrl: string, profile: string, token: string): Promise<boolean> {
+export async function saveSettings(routerUrl: string, profile: Profile, token: string): Promise<boolean> {
   try {
     await api.saveSettings(routerUrl.trim(), profile, token === '' ? null : token);
   } catch (e) {

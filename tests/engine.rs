@@ -6,7 +6,7 @@ use futures_util::{SinkExt, StreamExt};
 use sallyport_core::router_api::{RouterApi, SendFailure};
 use sallyport_core::Profile;
 use sallyport_protocol::{
-    Code, AnswerBody, ClientMessage, ConversationKeys, Direction, GatewayKeyPair, MessageKind,
+    AnswerBody, ClientMessage, Code, ConversationKeys, Direction, GatewayKeyPair, MessageKind,
     StartBody, StreamKind, PROTOCOL_VERSION,
 };
 use sallyport_router::config::{ClientEntry, GatewayEntry};

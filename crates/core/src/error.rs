@@ -11,7 +11,9 @@ pub enum CoreError {
     Tunable { name: &'static str, message: String },
     #[error("profile: {0}")]
     Profile(String),
-    #[error("no router token: run `sallyport login`, set SALLYPORT_TOKEN, or put token in the profile")]
+    #[error(
+        "no router token: run `sallyport login`, set SALLYPORT_TOKEN, or put token in the profile"
+    )]
     MissingToken,
     #[error("the embedded lab could not start: {0}")]
     LabFailed(String),

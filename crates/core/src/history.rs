@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
-use crate::tunables::Profile;
 use crate::error::Result;
+use crate::tunables::Profile;
 
 /// Keep at most this many launches on disk.
 const MAX_RECORDS: usize = 500;

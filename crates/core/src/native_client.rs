@@ -77,7 +77,8 @@ pub fn choices(protocol: &str, face: Face) -> Vec<ClientOption> {
     if let Some(k) = known(protocol) {
         let program = k.template.split_whitespace().next().unwrap_or_default();
         let wrap = face == Face::Desktop && k.in_terminal;
-        let available = find_program(program).is_some() && (!wrap || find_program(TERMINAL).is_some());
+        let available =
+            find_program(program).is_some() && (!wrap || find_program(TERMINAL).is_some());
         if available {
             choices.push(if wrap {
                 ClientOption {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sallyport_protocol::{
-    Code, ClientMessage, ClientReply, ClientWsEvent, ClientWsRequest, ErrorBody, ResourceInfo,
+    ClientMessage, ClientReply, ClientWsEvent, ClientWsRequest, Code, ErrorBody, ResourceInfo,
     ResourceList, SealedPayload, StreamKind,
 };
 use tokio::sync::mpsc;

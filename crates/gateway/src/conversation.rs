@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sallyport_protocol::{
-    Code, AnswerBody, CandidatesBody, CloseBody, CloseReason, ConversationKeys, Direction,
+    AnswerBody, CandidatesBody, CloseBody, CloseReason, Code, ConversationKeys, Direction,
     GatewayOutcome, GatewayToRouter, IceCandidate, MessageKind, ProtocolError, SealedPayload,
     StartBody, StreamKind,
 };

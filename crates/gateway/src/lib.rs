@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sallyport_protocol::{
-    Code, AnnouncedResource, CloseReason, GatewayKeyPair, GatewayOutcome, GatewayToRouter,
+    AnnouncedResource, CloseReason, Code, GatewayKeyPair, GatewayOutcome, GatewayToRouter,
     MessageKind, RouterToGateway, SealedPayload, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, watch, Mutex};

@@ -165,16 +165,14 @@ impl Code {
             Overloaded | ControllerDown => 503,
             RrcTimeout => 504,
             Internal => 500,
-            BadState | Normal | TargetRefused | TargetTimeout | TargetUnreachable
-            | TargetError | ClosedByAdmin | GatewayShutdown | ClientClosed | ProtocolError
-            | NetworkFailed | GatewayLost | Closed | WebrtcError | InvalidSdp
-            | InvalidCandidate | WebrtcTimeout | TubeClosed | WebrtcFailed | InvalidConfig
-            | Unrecognized => 502,
+            BadState | Normal | TargetRefused | TargetTimeout | TargetUnreachable | TargetError
+            | ClosedByAdmin | GatewayShutdown | ClientClosed | ProtocolError | NetworkFailed
+            | GatewayLost | Closed | WebrtcError | InvalidSdp | InvalidCandidate
+            | WebrtcTimeout | TubeClosed | WebrtcFailed | InvalidConfig | Unrecognized => 502,
             ConfigInvalid | RouterRefused | UnknownConversation | ClientSlow | IdleTimeout
-            | Evicted | IoError
-            | InvalidTunable | InvalidProfile | MissingToken | LabFailed | UnknownSession
-            | UnknownLaunch | UnpinnedGateway | RouterUnreachable | HttpError | Timeout
-            | ConnectionError | EmptyReply | PortTaken | InvalidPort | ClientMissing
+            | Evicted | IoError | InvalidTunable | InvalidProfile | MissingToken | LabFailed
+            | UnknownSession | UnknownLaunch | UnpinnedGateway | RouterUnreachable | HttpError
+            | Timeout | ConnectionError | EmptyReply | PortTaken | InvalidPort | ClientMissing
             | ClientFailed | KeyringError | BenchFailed | NotInApp | IpcError => 500,
         }
     }
@@ -184,22 +182,19 @@ impl Code {
     pub fn is_transient(self) -> bool {
         use Code::*;
         match self {
-            ControllerDown | RrcTimeout | BadState | Overloaded | Timeout | ConnectionError => {
-                true
-            }
-            Unauthorized | Forbidden | UnknownGateway | UnknownResource | Malformed
-            | NotFound | TooLarge | SealRejected | InvalidKey | HeaderTimeout | RequestTimeout
+            ControllerDown | RrcTimeout | BadState | Overloaded | Timeout | ConnectionError => true,
+            Unauthorized | Forbidden | UnknownGateway | UnknownResource | Malformed | NotFound
+            | TooLarge | SealRejected | InvalidKey | HeaderTimeout | RequestTimeout
             | TooManyConnections | UnsupportedVersion | Internal | Normal | TargetRefused
             | TargetTimeout | TargetUnreachable | TargetError | SessionLimit | ClosedByAdmin
             | GatewayShutdown | ClientClosed | ProtocolError | NetworkFailed | GatewayLost
             | Closed | ConfigInvalid | RouterRefused | UnknownConversation | ClientSlow
-            | IdleTimeout | Evicted
-            | WebrtcError | InvalidSdp | InvalidCandidate | WebrtcTimeout | TubeClosed
-            | WebrtcFailed | InvalidConfig | IoError | InvalidTunable | InvalidProfile
-            | MissingToken | LabFailed | UnknownSession | UnknownLaunch | UnpinnedGateway
-            | RouterUnreachable | HttpError | EmptyReply | PortTaken | InvalidPort
-            | ClientMissing | ClientFailed | KeyringError | BenchFailed | NotInApp | IpcError
-            | Unrecognized => false,
+            | IdleTimeout | Evicted | WebrtcError | InvalidSdp | InvalidCandidate
+            | WebrtcTimeout | TubeClosed | WebrtcFailed | InvalidConfig | IoError
+            | InvalidTunable | InvalidProfile | MissingToken | LabFailed | UnknownSession
+            | UnknownLaunch | UnpinnedGateway | RouterUnreachable | HttpError | EmptyReply
+            | PortTaken | InvalidPort | ClientMissing | ClientFailed | KeyringError
+            | BenchFailed | NotInApp | IpcError | Unrecognized => false,
         }
     }
 

@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
 use sallyport_protocol::{
-    Code, AnnouncedResource, ClientMessage, ClientReply, ClientWsEvent, ErrorBody, GatewayOutcome,
+    AnnouncedResource, ClientMessage, ClientReply, ClientWsEvent, Code, ErrorBody, GatewayOutcome,
     MessageKind, ResourceInfo, ResourceList, RouterToGateway, PROTOCOL_VERSION,
 };
 use tokio::net::TcpListener;

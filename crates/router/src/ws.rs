@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use sallyport_protocol::{
-    Code, AnnouncedResource, ClientWsEvent, ClientWsRequest, GatewayChallenge, GatewayToRouter,
+    AnnouncedResource, ClientWsEvent, ClientWsRequest, Code, GatewayChallenge, GatewayToRouter,
     RouterToGateway, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, Notify};

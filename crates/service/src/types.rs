@@ -62,6 +62,10 @@ impl From<&CoreError> for CommandError {
 impl std::fmt::Display for CommandError {
     /// `error [code]: message` and the hint on the next line, as the CLI prints it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "error [{}]: {}\nhint: {}", self.code, self.message, self.hint)
+        write!(
+            f,
+            "error [{}]: {}\nhint: {}",
+            self.code, self.message, self.hint
+        )
     }
 }

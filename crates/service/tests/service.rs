@@ -203,7 +203,9 @@ async fn a_client_command_is_resolved_per_face_and_a_missing_one_fails_early() {
 async fn a_profile_without_a_token_says_so_with_its_own_code() {
     let home = scratch("token");
     let profile = home.join("profile.toml");
-    ClientProfile::new("http://127.0.0.1:9").save(&profile).unwrap();
+    ClientProfile::new("http://127.0.0.1:9")
+        .save(&profile)
+        .unwrap();
     let err = Service::start(Options::new(
         home,
         Face::Terminal,

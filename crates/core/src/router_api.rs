@@ -9,7 +9,6 @@ use sallyport_protocol::{
     ResourceList, SealedPayload, StreamKind,
 };
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::error::{CoreError, Result};
@@ -195,12 +194,12 @@ impl RouterApi {
     /// Events arrive on the returned receiver; dropping it closes the socket.
     pub fn listen(&self, conversation_id: &str) -> mpsc::UnboundedReceiver<SignalEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let url = sallyport_protocol::websocket_url(&self.base, sallyport_protocol::CLIENT_WS_PATH);
+        let base = self.base.clone();
         let token = self.token.clone();
         let conversation_id = conversation_id.to_owned();
         tokio::spawn(async move {
             let outcome = tokio::select! {
-                r = run_listener(&url, &token, &conversation_id, &tx) => r,
+                r = run_listener(&base, &token, &conversation_id, &tx) => r,
                 _ = tx.closed() => Ok(()),
             };
             if let Err(message) = outcome {
@@ -230,22 +229,14 @@ pub enum SignalEvent {
 }
 
 async fn run_listener(
-    url: &str,
+    base: &str,
     token: &str,
     conversation_id: &str,
     tx: &mpsc::UnboundedSender<SignalEvent>,
 ) -> std::result::Result<(), String> {
-    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {token}")
-            .parse()
-            .map_err(|_| "token contains invalid characters".to_string())?,
-    );
-    let (socket, _) = // No Nagle: small signalling frames must not wait for an ACK.
-        tokio_tungstenite::connect_async_with_config(request, None, true)
+    let socket = sallyport_kit::connect(base, sallyport_protocol::CLIENT_WS_PATH, token)
         .await
-        .map_err(|e| format!("cannot open the router websocket: {e}"))?;
+        .map_err(|e| e.to_string())?;
     let (mut sink, mut stream) = socket.split();
     let subscribe = ClientWsRequest::Subscribe {
         conversation_id: conversation_id.to_owned(),

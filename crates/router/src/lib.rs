@@ -165,11 +165,11 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     metrics: Metrics,
     /// Turns true when the router shuts down; every WebSocket then closes (1001).
-    closing: tokio::sync::watch::Receiver<bool>,
+    shutdown: sallyport_kit::Shutdown,
 }
 
 impl Shared {
-    fn new(config: RouterConfig, closing: tokio::sync::watch::Receiver<bool>) -> Self {
+    fn new(config: RouterConfig, shutdown: sallyport_kit::Shutdown) -> Self {
         let declared = config
             .gateways
             .iter()
@@ -185,7 +185,7 @@ impl Shared {
             conversations: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             metrics: Metrics::default(),
-            closing,
+            shutdown,
         }
     }
 
@@ -320,16 +320,14 @@ impl Shared {
     }
 
     /// Resolves once the router is shutting down.
+    /// A handle on the router's stop; holding it holds the stop open.
+    pub(crate) fn shutdown(&self) -> sallyport_kit::Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Resolves once the router is shutting down.
     pub(crate) async fn closing(&self) {
-        let mut closing = self.closing.clone();
-        loop {
-            if *closing.borrow_and_update() {
-                return;
-            }
-            if closing.changed().await.is_err() {
-                return;
-            }
-        }
+        self.shutdown().recv().await
     }
 
     fn sweep_idle_conversations(&self) {
@@ -359,7 +357,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// A running router.
 pub struct RouterHandle {
     pub addr: SocketAddr,
-    shutdown: tokio::sync::watch::Sender<bool>,
+    stopper: sallyport_kit::Stopper,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -370,9 +368,9 @@ impl RouterHandle {
     }
 
     /// Stop accepting, close every WebSocket (gateways then reconnect elsewhere or later),
-    /// finish in-flight requests, and return.
+    /// finish in-flight requests, and return once every connection and socket has let go.
     pub async fn shutdown(self) {
-        self.shutdown.send_replace(true);
+        self.stopper.stop().await;
         let _ = self.task.await;
     }
 }
@@ -391,8 +389,10 @@ pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> RouterHandle {
     let addr = listener
         .local_addr()
         .expect("bound listener has an address");
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let shared = Arc::new(Shared::new(config, shutdown_rx));
+    // Everything that holds the router's state holds a Shutdown through it: the stop returns
+    // once the last connection and socket let go of it.
+    let stopper = sallyport_kit::Stopper::new();
+    let shared = Arc::new(Shared::new(config, stopper.shutdown()));
     let sweeper = {
         let shared = Arc::downgrade(&shared);
         tokio::spawn(async move {
@@ -420,7 +420,7 @@ pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> RouterHandle {
     );
     RouterHandle {
         addr,
-        shutdown: shutdown_tx,
+        stopper,
         task,
     }
 }

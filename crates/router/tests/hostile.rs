@@ -243,14 +243,13 @@ async fn a_token_without_the_key_neither_registers_nor_displaces_a_gateway() {
 #[tokio::test]
 async fn error_frames_on_the_client_socket_name_their_conversation() {
     let router = router("").await;
-    let mut request = format!("{}/v1/ws/client", router.url().replace("http://", "ws://"))
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {CLIENT_TOKEN}").parse().unwrap(),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut socket = sallyport_kit::connect(
+        &router.url(),
+        sallyport_protocol::CLIENT_WS_PATH,
+        CLIENT_TOKEN,
+    )
+    .await
+    .unwrap();
     for id in ["bad id!", "conversation-ok"] {
         let frame = serde_json::json!({"type": "subscribe", "conversation_id": id});
         socket

@@ -2,18 +2,15 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use sallyport_core::router_api::{RouterApi, SendFailure};
 use sallyport_core::Profile;
 use sallyport_protocol::{
-    AnswerBody, ClientMessage, Code, ConversationKeys, Direction, GatewayKeyPair, MessageKind,
-    StartBody, StreamKind, PROTOCOL_VERSION,
+    AnswerBody, ClientMessage, Code, ConversationKeys, GatewayKeyPair, MessageKind, StartBody,
+    PROTOCOL_VERSION,
 };
 use sallyport_router::config::{ClientEntry, GatewayEntry};
 use sallyport_router::RouterConfig;
-use sallyport_tests::{echo_through, gateway_socket, lab, launcher, request};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
+use sallyport_tests::{echo_through, lab, launcher, request};
 
 const MIB: usize = 1024 * 1024;
 
@@ -105,15 +102,11 @@ async fn start_message(
         kind: MessageKind::Start,
         stream_response: stream,
         timeout_ms: Some(5_000),
-        payload: keys.seal_json(
-            Direction::ClientToGateway,
-            "start",
-            &StartBody {
-                offer,
-                resource: resource.into(),
-                max_datagram: None,
-            },
-        ),
+        payload: keys.seal_to_gateway(&StartBody {
+            offer,
+            resource: resource.into(),
+            max_datagram: None,
+        }),
     };
     (message, peer)
 }
@@ -130,13 +123,9 @@ async fn a_repeated_offer_gets_the_same_answer() {
         start_message(&keys, &conversation, sallyport_lab::DEMO_ECHO, false).await;
 
     let open = |reply: sallyport_protocol::ClientReply| {
-        keys.open_json::<AnswerBody>(
-            Direction::GatewayToClient,
-            StreamKind::Answer.as_str(),
-            &reply.payload.expect("inline answer"),
-        )
-        .unwrap()
-        .answer
+        keys.open_from_gateway::<AnswerBody>(&reply.payload.expect("inline answer"))
+            .unwrap()
+            .answer
     };
     let first = open(
         api.send("lab", &message, Duration::from_secs(10))

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sallyport_protocol::{
-    AnswerBody, CandidatesBody, ClientMessage, Code, ConversationKeys, Direction, GatewayPublicKey,
+    AnswerBody, CandidatesBody, ClientMessage, Code, ConversationKeys, GatewayPublicKey,
     IceCandidate, MessageKind, ResourceInfo, SealedPayload, SessionDescription, StartBody,
     StreamKind, PROTOCOL_VERSION,
 };
@@ -666,11 +666,7 @@ impl Conversation {
             // Our tube reads datagrams of any size.
             max_datagram: Some(sallyport_tube::MAX_RECEIVE_DATAGRAM as u32),
         };
-        let payload = self.keys.seal_json(
-            Direction::ClientToGateway,
-            MessageKind::Start.as_str(),
-            &body,
-        );
+        let payload = self.keys.seal_to_gateway(&body);
         self.message(MessageKind::Start, trickle, OFFER_TIMEOUT, payload)
     }
 
@@ -684,11 +680,7 @@ impl Conversation {
             candidates,
             done: false,
         };
-        let payload = self.keys.seal_json(
-            Direction::ClientToGateway,
-            MessageKind::Candidates.as_str(),
-            &body,
-        );
+        let payload = self.keys.seal_to_gateway(&body);
         let message = self.message(
             MessageKind::Candidates,
             true,
@@ -810,11 +802,8 @@ impl Signal {
                         payload,
                     } => {
                         return Err(
-                            match keys.open_json::<sallyport_protocol::CloseBody>(
-                                Direction::GatewayToClient,
-                                StreamKind::Closed.as_str(),
-                                &payload,
-                            ) {
+                            match keys.open_from_gateway::<sallyport_protocol::CloseBody>(&payload)
+                            {
                                 Ok(body) => CoreError::TubeClosed(body.reason),
                                 Err(e) => CoreError::Seal(e.to_string()),
                             },
@@ -848,13 +837,9 @@ impl Signal {
 }
 
 fn open_answer(keys: &ConversationKeys, payload: &SealedPayload) -> Result<SessionDescription> {
-    keys.open_json::<AnswerBody>(
-        Direction::GatewayToClient,
-        StreamKind::Answer.as_str(),
-        payload,
-    )
-    .map(|b| b.answer)
-    .map_err(|e| CoreError::Seal(e.to_string()))
+    keys.open_from_gateway::<AnswerBody>(payload)
+        .map(|b| b.answer)
+        .map_err(|e| CoreError::Seal(e.to_string()))
 }
 
 /// How long the gateway has to answer over the tube once the router reports it gone.
@@ -890,11 +875,7 @@ fn watch_signal(
             let tube = tube.clone();
             let keys = keys.clone();
             async move {
-                match keys.open_json::<CandidatesBody>(
-                    Direction::GatewayToClient,
-                    StreamKind::Candidates.as_str(),
-                    &payload,
-                ) {
+                match keys.open_from_gateway::<CandidatesBody>(&payload) {
                     Ok(body) => tube.add_remote_candidates(&body.candidates).await,
                     Err(e) => tracing::warn!(error = %e, "rejected a gateway candidate message"),
                 }
@@ -935,7 +916,7 @@ fn watch_signal(
 mod tests {
     use super::*;
     use crate::tunables::Profile;
-    use sallyport_protocol::{CloseBody, CloseReason, GatewayKeyPair};
+    use sallyport_protocol::{CloseBody, CloseReason, Direction, GatewayKeyPair};
     use tokio::time::Instant;
 
     fn launcher() -> Launcher {
@@ -1075,7 +1056,7 @@ mod tests {
         };
         SignalEvent::Message {
             kind: StreamKind::Answer,
-            payload: gateway.seal_json(Direction::GatewayToClient, "answer", &body),
+            payload: gateway.seal_to_client(&body),
         }
     }
 
@@ -1102,7 +1083,7 @@ mod tests {
         };
         tx.send(SignalEvent::Message {
             kind: StreamKind::Closed,
-            payload: gateway.seal_json(Direction::GatewayToClient, "closed", &closed),
+            payload: gateway.seal_to_client(&closed),
         })
         .unwrap();
         let err = signal.answer(&client, OFFER_TIMEOUT).await.unwrap_err();

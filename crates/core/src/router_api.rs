@@ -177,13 +177,9 @@ impl RouterApi {
             kind: sallyport_protocol::MessageKind::Close,
             stream_response: false,
             timeout_ms: Some(2_000),
-            payload: keys.seal_json(
-                sallyport_protocol::Direction::ClientToGateway,
-                sallyport_protocol::MessageKind::Close.as_str(),
-                &sallyport_protocol::CloseBody {
-                    reason: sallyport_protocol::CloseReason::ClientClosed,
-                },
-            ),
+            payload: keys.seal_to_gateway(&sallyport_protocol::CloseBody {
+                reason: sallyport_protocol::CloseReason::ClientClosed,
+            }),
         };
         if let Err(e) = self.send(gateway, &close, Duration::from_secs(3)).await {
             tracing::debug!(code = %e.code(), "gateway not told of the close");

@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sallyport_protocol::{
-    AnswerBody, CandidatesBody, CloseBody, CloseReason, Code, ConversationKeys, Direction,
-    GatewayOutcome, GatewayToRouter, IceCandidate, MessageKind, ProtocolError, SealedPayload,
-    StartBody, StreamKind,
+    AnswerBody, CandidatesBody, CloseBody, CloseReason, Code, ConversationKeys, GatewayOutcome,
+    GatewayToRouter, IceCandidate, ProtocolError, SealedPayload, StartBody, StreamKind,
 };
 use sallyport_tube::{ByteCounters, Connection, ConnectionEnd, Tube, TubeEvent};
 use tokio::net::TcpStream;
@@ -108,11 +107,7 @@ async fn create(
     let keys = ConversationKeys::for_gateway(&gateway.key, conversation_id, payload)
         .map_err(|e| error(Code::SealRejected, e.to_string()))?;
     let body: StartBody = keys
-        .open_json(
-            Direction::ClientToGateway,
-            MessageKind::Start.as_str(),
-            payload,
-        )
+        .open_from_client(payload)
         .map_err(|e| error(e.code(), e.to_string()))?;
     if body.resource != resource.name {
         return Err(error(
@@ -218,11 +213,7 @@ impl Conversation {
         payload: &SealedPayload,
         resource: &str,
     ) -> Result<(), ProtocolError> {
-        let body: StartBody = self.keys.open_json(
-            Direction::ClientToGateway,
-            MessageKind::Start.as_str(),
-            payload,
-        )?;
+        let body: StartBody = self.keys.open_from_client(payload)?;
         if body.resource != resource || resource != self.resource.name {
             return Err(ProtocolError::Seal("repeated offer names another resource"));
         }
@@ -230,11 +221,7 @@ impl Conversation {
     }
 
     pub(crate) fn open_close(&self, payload: &SealedPayload) -> Result<CloseBody, ProtocolError> {
-        self.keys.open_json(
-            Direction::ClientToGateway,
-            MessageKind::Close.as_str(),
-            payload,
-        )
+        self.keys.open_from_client(payload)
     }
 
     /// The reply to a start: the whole answer inline, or an acknowledgement and the answer and
@@ -245,11 +232,7 @@ impl Conversation {
             let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.wait_for(|g| *g)).await;
             return match self.tube.local_description().await {
                 Ok(answer) => GatewayOutcome::Ok {
-                    payload: Some(self.keys.seal_json(
-                        Direction::GatewayToClient,
-                        StreamKind::Answer.as_str(),
-                        &AnswerBody { answer },
-                    )),
+                    payload: Some(self.keys.seal_to_client(&AnswerBody { answer })),
                 },
                 Err(_) => error(Code::BadState, "the answer is not ready"),
             };
@@ -265,11 +248,7 @@ impl Conversation {
         gateway.send(GatewayToRouter::Stream {
             conversation_id: self.id.clone(),
             kind: StreamKind::Answer,
-            payload: self.keys.seal_json(
-                Direction::GatewayToClient,
-                StreamKind::Answer.as_str(),
-                &AnswerBody { answer },
-            ),
+            payload: self.keys.seal_to_client(&AnswerBody { answer }),
         });
         if !signalling.candidates.is_empty() || signalling.done {
             self.stream_candidates(signalling.candidates.clone(), signalling.done);
@@ -283,21 +262,15 @@ impl Conversation {
             gateway.send(GatewayToRouter::Stream {
                 conversation_id: self.id.clone(),
                 kind: StreamKind::Candidates,
-                payload: self.keys.seal_json(
-                    Direction::GatewayToClient,
-                    StreamKind::Candidates.as_str(),
-                    &CandidatesBody { candidates, done },
-                ),
+                payload: self
+                    .keys
+                    .seal_to_client(&CandidatesBody { candidates, done }),
             });
         }
     }
 
     pub(crate) async fn add_candidates(&self, payload: &SealedPayload) -> GatewayOutcome {
-        let body: CandidatesBody = match self.keys.open_json(
-            Direction::ClientToGateway,
-            MessageKind::Candidates.as_str(),
-            payload,
-        ) {
+        let body: CandidatesBody = match self.keys.open_from_client(payload) {
             Ok(body) => body,
             Err(e) => return error(e.code(), e.to_string()),
         };
@@ -344,11 +317,7 @@ impl Conversation {
             gateway.send(GatewayToRouter::Stream {
                 conversation_id: self.id.clone(),
                 kind: StreamKind::Closed,
-                payload: self.keys.seal_json(
-                    Direction::GatewayToClient,
-                    StreamKind::Closed.as_str(),
-                    &CloseBody { reason },
-                ),
+                payload: self.keys.seal_to_client(&CloseBody { reason }),
             });
         }
         // Waits until the client has the reason (bounded), so it reports this reason and not

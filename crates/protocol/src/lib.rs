@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::GatewayChallenge;
 pub use code::Code;
-pub use seal::{ConversationKeys, Direction, GatewayKeyPair, GatewayPublicKey, SealedPayload};
+pub use seal::{
+    ConversationKeys, Direction, GatewayKeyPair, GatewayPublicKey, SealedPayload, ToClient,
+    ToGateway,
+};
 
 /// Version of the wire protocol; carried in the gateway's hello and in every HTTP message.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -308,6 +311,32 @@ pub struct AnswerBody {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CloseBody {
     pub reason: CloseReason,
+}
+
+impl ToGateway for StartBody {
+    const KIND: MessageKind = MessageKind::Start;
+}
+
+impl ToGateway for CandidatesBody {
+    const KIND: MessageKind = MessageKind::Candidates;
+}
+
+impl ToClient for CandidatesBody {
+    const KIND: StreamKind = StreamKind::Candidates;
+}
+
+impl ToClient for AnswerBody {
+    const KIND: StreamKind = StreamKind::Answer;
+}
+
+/// The client's `close`.
+impl ToGateway for CloseBody {
+    const KIND: MessageKind = MessageKind::Close;
+}
+
+/// The gateway's `closed`.
+impl ToClient for CloseBody {
+    const KIND: StreamKind = StreamKind::Closed;
 }
 
 /// Why a connection or a tube was closed; carried on the control channel and in `closed`.

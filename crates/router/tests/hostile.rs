@@ -11,7 +11,6 @@ use sallyport_protocol::{Code, GatewayKeyPair};
 use sallyport_router::RouterConfig;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]

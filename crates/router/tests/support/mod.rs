@@ -12,7 +12,6 @@ use sallyport_protocol::{GatewayKeyPair, PROTOCOL_VERSION};
 use sallyport_router::{RouterConfig, RouterHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 pub const CLIENT_TOKEN: &str = "alice-client-token";

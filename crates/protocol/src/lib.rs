@@ -25,13 +25,6 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 /// Largest WebSocket frame/message the router accepts by default.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 256 * 1024;
 
-/// Data-channel label of the per-tube control channel.
-pub const CONTROL_CHANNEL_LABEL: &str = "sallyport-control";
-/// Prefix of the data-channel label of a forwarded TCP connection: `tcp/<connection id>`.
-pub const CONNECTION_CHANNEL_PREFIX: &str = "tcp/";
-/// Largest chunk written to a data channel at once.
-pub const DATA_CHUNK_BYTES: usize = 16 * 1024;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
     #[error("sealed payload rejected: {0}")]
@@ -339,7 +332,7 @@ impl ToClient for CloseBody {
     const KIND: StreamKind = StreamKind::Closed;
 }
 
-/// Why a connection or a tube was closed; carried on the control channel and in `closed`.
+/// Why a connection or a tube was closed; carried in the tube's close frames and in `closed`.
 /// The close reasons are the subset of [`Code`] a close may carry; their strings are the codes'.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "Code", try_from = "Code")]
@@ -429,29 +422,6 @@ impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Messages on the control data channel (JSON text), gateway → client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ControlMessage {
-    /// The gateway has connected connection `conn` to its target.
-    Connected { conn: u64 },
-    /// Connection `conn` was closed, with the reason.
-    Closed { conn: u64, reason: CloseReason },
-    /// The whole tube is closing.
-    Shutdown { reason: CloseReason },
-}
-
-/// Parse the connection id out of a data-channel label `tcp/<id>`.
-pub fn connection_id_from_label(label: &str) -> Option<u64> {
-    label
-        .strip_prefix(CONNECTION_CHANNEL_PREFIX)
-        .and_then(|id| id.parse().ok())
-}
-
-pub fn connection_label(conn: u64) -> String {
-    format!("{CONNECTION_CHANNEL_PREFIX}{conn}")
 }
 
 /// Router WebSocket paths.
@@ -599,9 +569,6 @@ mod tests {
 
     #[test]
     fn labels_and_ids() {
-        assert_eq!(connection_id_from_label(&connection_label(42)), Some(42));
-        assert_eq!(connection_id_from_label("tcp/x"), None);
-        assert_eq!(connection_id_from_label(CONTROL_CHANNEL_LABEL), None);
         assert!(valid_conversation_id("0123456789abcdef"));
         assert!(!valid_conversation_id("short"));
         assert!(!valid_conversation_id("has space in it"));
@@ -660,19 +627,6 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&lost).unwrap(),
             r#"{"type":"gateway_lost","conversation_id":"conv-0001","gateway":"lab"}"#
-        );
-    }
-
-    #[test]
-    fn control_messages_are_tagged() {
-        let m = ControlMessage::Closed {
-            conn: 3,
-            reason: CloseReason::TargetRefused,
-        };
-        let text = serde_json::to_string(&m).unwrap();
-        assert_eq!(
-            text,
-            r#"{"type":"closed","conn":3,"reason":"target_refused"}"#
         );
     }
 }

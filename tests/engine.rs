@@ -139,12 +139,7 @@ async fn a_repeated_offer_gets_the_same_answer() {
     );
     assert_eq!(first.kind, "answer");
     assert_eq!(first, second, "the same answer, not a second peer");
-    let metrics = reqwest::get(format!("{}/metrics", lab.router.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sallyport_tests::metrics(&lab.router.url()).await;
     assert!(
         metrics.contains("sallyport_messages_forwarded_total 2"),
         "{metrics}"

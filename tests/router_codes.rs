@@ -243,12 +243,7 @@ async fn the_resource_list_shows_each_gateway_s_online_state() {
 async fn refusals_are_counted_by_code() {
     let router = bare_router().await;
     post(&router, "ghost", CLIENT_TOKEN, json(&start("db", 1000))).await;
-    let metrics = reqwest::get(format!("{}/metrics", router.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sallyport_tests::metrics(&router.url()).await;
     assert!(
         metrics.contains("sallyport_failures_total{code=\"controller_down\"} 1"),
         "{metrics}"

@@ -113,3 +113,13 @@ pub async fn gateway_socket(url: &str, token: &str) -> sallyport_kit::WebSocket 
         .await
         .unwrap()
 }
+
+/// The router's `/metrics` text.
+pub async fn metrics(router_url: &str) -> String {
+    reqwest::get(format!("{router_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

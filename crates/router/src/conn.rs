@@ -122,7 +122,7 @@ impl Refusal {
             Refusal::PerSource(cap) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 ErrorBody {
-                    code: Code::TooManyConnections.into(),
+                    code: Code::TooManyConnections,
                     message: format!(
                         "too many connections from your address (at most {cap} at once)"
                     ),
@@ -131,7 +131,7 @@ impl Refusal {
             Refusal::Total(cap) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorBody {
-                    code: Code::Overloaded.into(),
+                    code: Code::Overloaded,
                     message: format!("the router holds its limit of {cap} busy connections"),
                 },
             ),
@@ -449,7 +449,7 @@ impl AsyncWrite for Tracked {
 
 fn head_timeout_body() -> ErrorBody {
     ErrorBody {
-        code: Code::HeaderTimeout.into(),
+        code: Code::HeaderTimeout,
         message: "no complete request head in time".into(),
     }
 }

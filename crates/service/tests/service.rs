@@ -217,3 +217,22 @@ async fn a_profile_without_a_token_says_so_with_its_own_code() {
     assert_eq!(err.code(), Code::MissingToken, "{err}");
     assert!(err.to_string().contains("sallyport login"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervised_session_that_ends_by_itself_leaves_the_list() {
+    let lab = lab().await;
+    let home = scratch("supervised");
+    let service = Arc::new(cli_service(&lab, &home).await);
+    let info = service.launch_supervised(echo(), |_| {}).await.unwrap();
+    assert_eq!(service.sessions()[0].launch_id, info.launch_id);
+    let mut changes = service.changes();
+    // The gateway goes away: the tube ends, and supervision takes the session off the list.
+    lab.shutdown().await;
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while !service.sessions().is_empty() {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the ended session leaves the list");
+}

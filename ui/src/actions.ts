@@ -6,7 +6,7 @@ import { parsePort } from './logic/format';
 import { clientArgument, newestFirst } from './logic/launch';
 import { addCheckpoint, outcomeOf } from './logic/timeline';
 import { emit, state, type LiveLaunch, type PanelName } from './store';
-import type { CommandError, Profile } from './types';
+import { HINTS, type CommandError, type Profile } from './types';
 
 export function showError(e: unknown): void {
   state.error = toCommandError(e);
@@ -94,7 +94,7 @@ function invalidPort(text: string): CommandError {
   return {
     code: 'invalid_port',
     message: `"${text}" is not a port`,
-    hint: 'Type a whole number from 1 to 65535, or leave the field empty to use a free port.',
+    hint: HINTS.invalid_port,
   };
 }
 

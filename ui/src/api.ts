@@ -2,6 +2,7 @@
 // ({ code, message, hint }), whatever shape the rejection had on the wire.
 import { Channel, invoke } from '@tauri-apps/api/core';
 import { toCommandError } from './logic/errors';
+import { HINTS } from './types';
 import type {
   AppState,
   Checkpoint,
@@ -27,7 +28,7 @@ export function inTauri(): boolean {
 export const NOT_IN_APP: CommandError = {
   code: 'not_in_app',
   message: 'not running inside the Sallyport app',
-  hint: 'Open it through the Sallyport desktop app, where the UI can reach the launcher.',
+  hint: HINTS.not_in_app,
 };
 
 // Command arguments are snake_case, as everything on the IPC line (the commands say so).

@@ -226,7 +226,7 @@ impl Code {
                 "The gateway cannot reach this resource's target; tell its administrator."
             }
             PortTaken => "Choose another local port for this resource.",
-            InvalidPort => "Choose a local port of 1024 or above.",
+            InvalidPort => "Choose a local port from 1024 to 65535, or leave it empty for a free one.",
             ClientMissing => "Install that client, or pick another \"connect with\" option.",
             ClientFailed => "Check the client command; it could not be started.",
             UnknownResource | UnknownGateway => {

@@ -41,6 +41,13 @@ pub fn render() -> String {
         "export const CODES: readonly Code[] = {};\n\n",
         string_list(Code::ALL.iter().map(|c| c.as_str()))
     ));
+    out.push_str("/** Each code's hint, as the CLI and the app show it (`Code::hint`). */\n");
+    out.push_str("export const HINTS: Readonly<Record<Code, string>> = {\n");
+    for code in Code::ALL.iter().chain([&Code::Unrecognized]) {
+        let hint = serde_json::to_string(code.hint()).expect("strings serialize");
+        out.push_str(&format!("  {}: {hint},\n", code.as_str()));
+    }
+    out.push_str("};\n\n");
 
     out.push_str("/** Checkpoint names (`sallyport_core::checkpoint::names`). */\n");
     out.push_str("export const PHASES = {\n");

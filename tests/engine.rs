@@ -2,18 +2,15 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use sallyport_core::router_api::{RouterApi, SendFailure};
 use sallyport_core::Profile;
 use sallyport_protocol::{
-    codes, AnswerBody, ClientMessage, ConversationKeys, Direction, GatewayKeyPair, MessageKind,
-    StartBody, StreamKind, PROTOCOL_VERSION,
+    AnswerBody, ClientMessage, Code, ConversationKeys, GatewayKeyPair, MessageKind, StartBody,
+    PROTOCOL_VERSION,
 };
 use sallyport_router::config::{ClientEntry, GatewayEntry};
 use sallyport_router::RouterConfig;
-use sallyport_tests::{echo_through, gateway_socket, lab, launcher, request};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
+use sallyport_tests::{echo_through, lab, launcher, request};
 
 const MIB: usize = 1024 * 1024;
 
@@ -105,15 +102,11 @@ async fn start_message(
         kind: MessageKind::Start,
         stream_response: stream,
         timeout_ms: Some(5_000),
-        payload: keys.seal_json(
-            Direction::ClientToGateway,
-            "start",
-            &StartBody {
-                offer,
-                resource: resource.into(),
-                max_datagram: None,
-            },
-        ),
+        payload: keys.seal_to_gateway(&StartBody {
+            offer,
+            resource: resource.into(),
+            max_datagram: None,
+        }),
     };
     (message, peer)
 }
@@ -130,13 +123,9 @@ async fn a_repeated_offer_gets_the_same_answer() {
         start_message(&keys, &conversation, sallyport_lab::DEMO_ECHO, false).await;
 
     let open = |reply: sallyport_protocol::ClientReply| {
-        keys.open_json::<AnswerBody>(
-            Direction::GatewayToClient,
-            StreamKind::Answer.as_str(),
-            &reply.payload.expect("inline answer"),
-        )
-        .unwrap()
-        .answer
+        keys.open_from_gateway::<AnswerBody>(&reply.payload.expect("inline answer"))
+            .unwrap()
+            .answer
     };
     let first = open(
         api.send("lab", &message, Duration::from_secs(10))
@@ -150,12 +139,7 @@ async fn a_repeated_offer_gets_the_same_answer() {
     );
     assert_eq!(first.kind, "answer");
     assert_eq!(first, second, "the same answer, not a second peer");
-    let metrics = reqwest::get(format!("{}/metrics", lab.router.url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sallyport_tests::metrics(&lab.router.url()).await;
     assert!(
         metrics.contains("sallyport_messages_forwarded_total 2"),
         "{metrics}"
@@ -184,7 +168,7 @@ async fn a_tampered_sealed_payload_is_refused_by_the_gateway() {
         .unwrap_err();
     match err {
         SendFailure::Http { status, code, .. } => {
-            assert_eq!((status, code.as_str()), (400, codes::SEAL_REJECTED));
+            assert_eq!((status, code.as_str()), (400, Code::SealRejected.as_str()));
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -197,7 +181,7 @@ async fn a_tampered_sealed_payload_is_refused_by_the_gateway() {
         .send("lab", &message, Duration::from_secs(10))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), codes::SEAL_REJECTED);
+    assert_eq!(err.code(), Code::SealRejected);
     drop((peer, peer2));
     lab.shutdown().await;
 }
@@ -221,224 +205,9 @@ async fn a_refusing_target_reports_its_close_reason() {
         .await
         .err()
         .expect("the launch fails");
-    assert_eq!(err.code(), "target_refused", "{err}");
+    assert_eq!(err.code(), Code::TargetRefused, "{err}");
     assert!(err.to_string().contains("target_refused"), "{err}");
     lab.shutdown().await;
-}
-
-/// The `mute` gateway's key (fixed, so raw test sockets can prove it).
-fn mute_key() -> GatewayKeyPair {
-    GatewayKeyPair::from_base64("AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=").unwrap()
-}
-
-/// A router with one client and two gateways: `ghost` never connects, `mute` connects and
-/// never answers.
-async fn bare_router() -> sallyport_router::RouterHandle {
-    let config = RouterConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        max_body_bytes: 4096,
-        gateways: vec![
-            GatewayEntry {
-                id: "ghost".into(),
-                token: "ghost-gateway-token".into(),
-                public_key: GatewayKeyPair::generate().public().to_base64(),
-                resources: vec![sallyport_protocol::AnnouncedResource {
-                    name: "db".into(),
-                    protocol: "postgres".into(),
-                }],
-            },
-            GatewayEntry {
-                id: "mute".into(),
-                token: "mute-gateway-token".into(),
-                public_key: mute_key().public().to_base64(),
-                resources: vec![],
-            },
-        ],
-        clients: vec![ClientEntry {
-            name: "alice".into(),
-            token: "alice-client-token".into(),
-            resources: vec!["*".into()],
-        }],
-        ..RouterConfig::parse("").unwrap()
-    };
-    sallyport_router::spawn(config).await.unwrap()
-}
-
-fn dummy_start(resource: &str, timeout_ms: u64) -> ClientMessage {
-    let keys = ConversationKeys::for_client(&GatewayKeyPair::generate().public(), "conversation-1");
-    ClientMessage {
-        v: PROTOCOL_VERSION,
-        conversation_id: "conversation-1".into(),
-        resource: resource.into(),
-        kind: MessageKind::Start,
-        stream_response: false,
-        timeout_ms: Some(timeout_ms),
-        payload: keys.seal(Direction::ClientToGateway, "start", b"{}"),
-    }
-}
-
-#[tokio::test]
-async fn router_status_codes() {
-    let router = bare_router().await;
-    let url = router.url();
-    let api = RouterApi::new(&url, "alice-client-token").unwrap();
-
-    // Gateway not connected → 503 controller_down.
-    let err = api
-        .send("ghost", &dummy_start("db", 1000), Duration::from_secs(5))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        SendFailure::Http {
-            status: 503,
-            code: codes::CONTROLLER_DOWN.into(),
-            message: "gateway \"ghost\" is not connected".into()
-        }
-    );
-    assert!(err.is_transient());
-
-    // Unknown gateway → 404.
-    let err = api
-        .send("nowhere", &dummy_start("db", 1000), Duration::from_secs(5))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), codes::UNKNOWN_GATEWAY);
-
-    // Bad token → 401, on the API and on both sockets.
-    let bad = RouterApi::new(&url, "wrong-token-here").unwrap();
-    let err = bad
-        .send("ghost", &dummy_start("db", 1000), Duration::from_secs(5))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, SendFailure::Http { status: 401, .. }),
-        "{err:?}"
-    );
-    assert_eq!(
-        bad.resources().await.unwrap_err().code(),
-        codes::UNAUTHORIZED
-    );
-    let refused = tokio_tungstenite::connect_async(format!(
-        "{}/v1/ws/client",
-        url.replace("http://", "ws://")
-    ))
-    .await;
-    assert!(refused.is_err(), "no token, no websocket");
-
-    // A gateway that connects and never answers → 504 rrc_timeout.
-    let mut mute = gateway_socket(&url, "mute-gateway-token").await;
-    let challenge: serde_json::Value =
-        serde_json::from_str(mute.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
-    assert_eq!(challenge["type"], "challenge");
-    let proof = mute_key()
-        .prove(
-            "mute",
-            challenge["nonce"].as_str().unwrap(),
-            challenge["epk"].as_str().unwrap(),
-        )
-        .unwrap();
-    let hello = serde_json::json!({"type": "hello", "v": PROTOCOL_VERSION, "gateway_id": "mute", "proof": proof, "resources": [{"name": "slow", "protocol": "tcp"}]});
-    mute.send(Message::Text(hello.to_string().into()))
-        .await
-        .unwrap();
-    let welcome = mute.next().await.unwrap().unwrap();
-    assert!(welcome.to_text().unwrap().contains("welcome"));
-    let started = Instant::now();
-    let err = api
-        .send("mute", &dummy_start("slow", 300), Duration::from_secs(5))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, SendFailure::Http { status: 504, code, .. } if code == codes::RRC_TIMEOUT),
-        "{err:?}"
-    );
-    assert!(started.elapsed() < Duration::from_secs(3));
-
-    // The resources list shows both gateways' resources with their online state.
-    let resources = api.resources().await.unwrap();
-    let db = resources.iter().find(|r| r.name == "db").unwrap();
-    let slow = resources.iter().find(|r| r.name == "slow").unwrap();
-    assert!(!db.online && slow.online);
-
-    let http = reqwest::Client::new();
-    let post = |body: Vec<u8>| {
-        http.post(format!("{url}/v1/gateways/mute/messages"))
-            .bearer_auth("alice-client-token")
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-    };
-    // Malformed JSON → 400 malformed.
-    let response = post(b"{not json".to_vec()).await.unwrap();
-    assert_eq!(response.status(), 400);
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["code"], codes::MALFORMED);
-    // An oversized body → 413 too_large.
-    let response = post(vec![b' '; 64 * 1024]).await.unwrap();
-    assert_eq!(response.status(), 413);
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["code"], codes::TOO_LARGE);
-
-    // A garbage WebSocket frame closes that socket only.
-    let mut request = format!("{}/v1/ws/client", url.replace("http://", "ws://"))
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "authorization",
-        "Bearer alice-client-token".parse().unwrap(),
-    );
-    let (mut garbage, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    garbage
-        .send(Message::Text("\u{0}\u{1}garbage{{{".into()))
-        .await
-        .unwrap();
-    let mut closed = false;
-    while let Some(frame) = tokio::time::timeout(Duration::from_secs(5), garbage.next())
-        .await
-        .unwrap()
-    {
-        match frame {
-            Ok(Message::Close(_)) | Err(_) => {
-                closed = true;
-                break;
-            }
-            Ok(_) => continue,
-        }
-    }
-    assert!(
-        closed || garbage.next().await.is_none(),
-        "the socket was closed"
-    );
-    // A garbage frame from a gateway closes the gateway's socket too.
-    mute.send(Message::Binary(vec![0xde, 0xad].into()))
-        .await
-        .unwrap();
-
-    // ...and the router keeps serving everyone else.
-    let health: serde_json::Value = reqwest::get(format!("{url}/healthz"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(health["status"], "ok");
-    assert_eq!(api.resources().await.unwrap().len(), 2);
-    let metrics = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("sallyport_failures_total{code=\"controller_down\"} 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("sallyport_failures_total{code=\"rrc_timeout\"} 1"),
-        "{metrics}"
-    );
-    router.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -557,7 +326,7 @@ async fn the_gateway_enforces_its_session_limit() {
         .await
         .err()
         .expect("a second tube is over the limit");
-    assert_eq!(err.code(), codes::SESSION_LIMIT, "{err}");
+    assert_eq!(err.code(), Code::SessionLimit, "{err}");
     assert!(err.to_string().contains("1 attempt"), "not retried: {err}");
     first.close().await;
     // Closing the first frees its slot.
@@ -568,7 +337,7 @@ async fn the_gateway_enforces_its_session_limit() {
             .await
         {
             Ok(session) => break session,
-            Err(e) if e.code() == codes::SESSION_LIMIT && Instant::now() < deadline => {
+            Err(e) if e.code() == Code::SessionLimit && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await
             }
             Err(e) => panic!("the slot was not freed: {e}"),
@@ -596,7 +365,7 @@ async fn a_gateway_stopped_gracefully_is_reported_as_gateway_shutdown() {
     assert_eq!(
         end,
         sallyport_core::SessionEnd::TubeEnded {
-            reason: "gateway_shutdown".into()
+            reason: Code::GatewayShutdown
         }
     );
     router.shutdown().await;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use sallyport_core::router_api::RouterApi;
 use sallyport_protocol::{
-    AnswerBody, CandidatesBody, ClientMessage, ConversationKeys, Direction, GatewayPublicKey,
-    IceCandidate, MessageKind, StartBody, StreamKind, PROTOCOL_VERSION,
+    AnswerBody, CandidatesBody, ClientMessage, ConversationKeys, GatewayPublicKey, IceCandidate,
+    MessageKind, StartBody, PROTOCOL_VERSION,
 };
 use sallyport_tests::lab;
 use sallyport_tube::{ByteCounters, Milestone, Tube, TubeConfig, TubeEvent};
@@ -60,25 +60,17 @@ async fn launch(mode: Candidates) {
     if mode == Candidates::TrickledLate {
         offer.sdp = without_candidates(&offer.sdp);
     }
-    let start = keys.seal_json(
-        Direction::ClientToGateway,
-        "start",
-        &StartBody {
-            offer,
-            resource: sallyport_lab::DEMO_ECHO.into(),
-            max_datagram: None,
-        },
-    );
+    let start = keys.seal_to_gateway(&StartBody {
+        offer,
+        resource: sallyport_lab::DEMO_ECHO.into(),
+        max_datagram: None,
+    });
     let reply = api
         .send("lab", &message(MessageKind::Start, false, start), TIMEOUT)
         .await
         .unwrap();
     let answer = keys
-        .open_json::<AnswerBody>(
-            Direction::GatewayToClient,
-            StreamKind::Answer.as_str(),
-            &reply.payload.unwrap(),
-        )
+        .open_from_gateway::<AnswerBody>(&reply.payload.unwrap())
         .unwrap()
         .answer;
     tube.apply_answer(&answer).await.unwrap();
@@ -95,7 +87,7 @@ async fn launch(mode: Candidates) {
             candidates: candidates.clone(),
             done: true,
         };
-        let sealed = keys.seal_json(Direction::ClientToGateway, "candidates", &body);
+        let sealed = keys.seal_to_gateway(&body);
         api.send(
             "lab",
             &message(MessageKind::Candidates, false, sealed),

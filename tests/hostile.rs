@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sallyport_core::Profile;
-use sallyport_protocol::{codes, GatewayKeyPair, PROTOCOL_VERSION};
+use sallyport_protocol::{Code, GatewayKeyPair, PROTOCOL_VERSION};
 use sallyport_tests::{echo_through, gateway_socket, lab, launcher, request};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -69,7 +69,7 @@ async fn a_flapping_impostor_with_the_token_fails_no_launch() {
     }
     for verdict in impostor.await.unwrap() {
         assert_eq!(verdict["type"], "error", "{verdict}");
-        assert_eq!(verdict["code"], codes::UNAUTHORIZED, "{verdict}");
+        assert_eq!(verdict["code"], Code::Unauthorized.as_str(), "{verdict}");
     }
     // The impostor's announced resource never reached the list.
     let api =

@@ -1,87 +1,70 @@
-//! Tauri commands: a few lines each, calling the backend. Errors carry a stable code, the
-//! message and a hint the UI shows as is.
+//! Tauri commands: each a few lines over the service. Arguments and results are snake_case,
+//! as every type on the IPC line (ui/src/generated/ipc.ts); errors are `CommandError`.
 
 use std::sync::Arc;
 
 use sallyport_core::history::LaunchRecord;
-use sallyport_core::{Checkpoint, CoreError, Profile, SessionInfo};
-use serde::Serialize;
+use sallyport_core::{Checkpoint, ClientChoice, Profile, SessionInfo};
+use sallyport_service::{
+    AppStateView, CommandError, LaunchOptions, ResourceView, Service, SettingsView,
+};
 use tauri::ipc::Channel;
 use tauri::State;
 
-use crate::backend::{hint_for, AppStateView, Backend, ResourceView, SettingsView};
 use crate::tray::TrayModel;
 
-#[derive(Debug, Serialize)]
-pub struct CommandError {
-    code: String,
-    message: String,
-    hint: String,
-}
-
-impl From<CoreError> for CommandError {
-    fn from(e: CoreError) -> Self {
-        let code = e.code().to_owned();
-        Self {
-            hint: hint_for(&code).to_owned(),
-            message: e.to_string(),
-            code,
-        }
-    }
-}
-
 type Result<T> = std::result::Result<T, CommandError>;
-type Shared<'a> = State<'a, Arc<Backend>>;
+type Shared<'a> = State<'a, Arc<Service>>;
 
-#[tauri::command]
-pub async fn app_state(backend: Shared<'_>) -> Result<AppStateView> {
-    Ok(backend.app_state().await)
+#[tauri::command(rename_all = "snake_case")]
+pub async fn app_state(service: Shared<'_>) -> Result<AppStateView> {
+    Ok(service.app_state().await)
 }
 
-#[tauri::command]
-pub async fn list_resources(backend: Shared<'_>) -> Result<Vec<ResourceView>> {
-    Ok(backend.resources().await?)
+#[tauri::command(rename_all = "snake_case")]
+pub async fn list_resources(service: Shared<'_>) -> Result<Vec<ResourceView>> {
+    Ok(service.resources().await?)
 }
 
-#[tauri::command]
-pub fn set_sticky_port(backend: Shared<'_>, resource: String, port: Option<u16>) -> Result<()> {
-    Ok(backend.set_sticky_port(&resource, port)?)
+#[tauri::command(rename_all = "snake_case")]
+pub fn set_sticky_port(service: Shared<'_>, resource: String, port: Option<u16>) -> Result<()> {
+    Ok(service.set_sticky_port(&resource, port)?)
 }
 
-/// Launch; the checkpoints reach the UI live over `on_checkpoint`, unchanged.
-#[tauri::command]
+/// Launch; the checkpoints reach the UI live over `on_checkpoint`. `client`: a template,
+/// `"none"` for the tunnel only, or null for the protocol's default.
+#[tauri::command(rename_all = "snake_case")]
 pub async fn launch(
-    backend: Shared<'_>,
+    service: Shared<'_>,
     resource: String,
     port: Option<u16>,
     client: Option<String>,
     on_checkpoint: Channel<Checkpoint>,
 ) -> Result<SessionInfo> {
-    let info = backend
-        .launch(&resource, port, client, move |c| {
-            let _ = on_checkpoint.send(c);
-        })
-        .await?;
-    let backend = Arc::clone(&backend);
-    let launch_id = info.launch_id.clone();
-    tauri::async_runtime::spawn(async move { backend.supervise(&launch_id).await });
-    Ok(info)
+    let mut options = LaunchOptions::new(&resource);
+    options.port = port;
+    options.client = match client.as_deref() {
+        None => ClientChoice::Default,
+        Some("none") => ClientChoice::None,
+        Some(template) => ClientChoice::Template(template.to_owned()),
+    };
+    let send = move |c: &Checkpoint| {
+        let _ = on_checkpoint.send(c.clone());
+    };
+    Ok(service.launch_supervised(options, send).await?)
 }
 
 /// Push the session list now, every second, and on every change, until the UI goes away.
-#[tauri::command]
+#[tauri::command(rename_all = "snake_case")]
 pub async fn watch_sessions(
-    backend: Shared<'_>,
+    service: Shared<'_>,
     on_update: Channel<Vec<SessionInfo>>,
 ) -> Result<()> {
-    let backend = Arc::clone(&backend);
-    let mut changes = backend.changes();
+    let service = Arc::clone(&service);
+    let mut changes = service.changes();
     tauri::async_runtime::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        loop {
-            if on_update.send(backend.sessions()).is_err() {
-                break;
-            }
+        while on_update.send(service.sessions()).is_ok() {
             tokio::select! {
                 _ = tick.tick() => {}
                 changed = changes.changed() => if changed.is_err() { break },
@@ -91,43 +74,39 @@ pub async fn watch_sessions(
     Ok(())
 }
 
-#[tauri::command]
-pub async fn close_session(backend: Shared<'_>, launch_id: String) -> Result<()> {
-    Ok(backend.close_session(&launch_id).await?)
+#[tauri::command(rename_all = "snake_case")]
+pub async fn close_session(service: Shared<'_>, launch_id: String) -> Result<()> {
+    Ok(service.close_session(&launch_id).await?)
 }
 
-#[tauri::command]
-pub fn history(backend: Shared<'_>) -> Result<Vec<LaunchRecord>> {
-    Ok(backend.history())
+#[tauri::command(rename_all = "snake_case")]
+pub fn history(service: Shared<'_>) -> Result<Vec<LaunchRecord>> {
+    Ok(service.history())
 }
 
-#[tauri::command]
-pub async fn get_settings(backend: Shared<'_>) -> Result<SettingsView> {
-    Ok(backend.settings().await)
+#[tauri::command(rename_all = "snake_case")]
+pub async fn get_settings(service: Shared<'_>) -> Result<SettingsView> {
+    Ok(service.settings().await)
 }
 
-#[tauri::command]
+#[tauri::command(rename_all = "snake_case")]
 pub async fn save_settings(
-    backend: Shared<'_>,
+    service: Shared<'_>,
     router_url: String,
-    profile: String,
+    profile: Profile,
     token: Option<String>,
 ) -> Result<()> {
-    let profile: Profile = profile.parse()?;
-    Ok(backend.save_settings(&router_url, profile, token).await?)
+    Ok(service.save_settings(&router_url, profile, token).await?)
 }
 
-#[tauri::command]
-pub async fn export_bundle(backend: Shared<'_>, launch_id: String) -> Result<String> {
-    Ok(backend
-        .export_bundle(&launch_id)
-        .await?
-        .display()
-        .to_string())
+#[tauri::command(rename_all = "snake_case")]
+pub async fn export_bundle(service: Shared<'_>, launch_id: String) -> Result<String> {
+    let path = service.export_bundle(&launch_id).await?;
+    Ok(path.display().to_string())
 }
 
 /// The tray menu as currently built: labels in order (for tests and support).
-#[tauri::command]
+#[tauri::command(rename_all = "snake_case")]
 pub fn tray_menu_items(model: State<'_, TrayModel>) -> Vec<String> {
     model.labels()
 }

@@ -1,10 +1,9 @@
-//! Sallyport's desktop app: wiring only. State and logic live in sallyport-core; the
-//! backend module holds the app's own state without Tauri; commands are a few lines.
+//! Sallyport's desktop app: wiring only. State and logic live in sallyport-service (which the
+//! CLI calls too); commands are a few lines; the tray follows the service.
 
 // No console window on Windows release builds.
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
-mod backend;
 mod commands;
 mod tray;
 
@@ -15,7 +14,8 @@ use tauri::{AppHandle, Manager, WindowEvent};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use backend::Backend;
+use sallyport_core::Face;
+use sallyport_service::{CommandError, Connect, Options, Service};
 use tray::TrayModel;
 
 pub fn show_main_window(app: &AppHandle) {
@@ -39,10 +39,14 @@ fn main() {
         .init();
 
     let home = sallyport_core::profile::home_dir();
-    let backend = match tauri::async_runtime::block_on(Backend::start(home, logs)) {
-        Ok(backend) => Arc::new(backend),
+    let options = Options {
+        logs,
+        ..Options::new(home, Face::Desktop, Connect::RouterOrLab)
+    };
+    let service = match tauri::async_runtime::block_on(Service::start(options)) {
+        Ok(service) => Arc::new(service),
         Err(e) => {
-            eprintln!("error [{}]: {e}", e.code());
+            eprintln!("{}", CommandError::from(e));
             std::process::exit(1);
         }
     };
@@ -53,7 +57,7 @@ fn main() {
         .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
             show_main_window(app);
         }))
-        .manage(backend.clone())
+        .manage(service.clone())
         .manage(tray_model.clone())
         .invoke_handler(tauri::generate_handler![
             commands::app_state,
@@ -69,9 +73,9 @@ fn main() {
             commands::tray_menu_items,
         ])
         .setup({
-            let backend = backend.clone();
+            let service = service.clone();
             move |app| {
-                tray::install(app.handle(), backend, tray_model)?;
+                tray::install(app.handle(), service, tray_model)?;
                 Ok(())
             }
         })
@@ -87,7 +91,7 @@ fn main() {
 
     app.run(move |_app, event| {
         if let tauri::RunEvent::Exit = event {
-            tauri::async_runtime::block_on(backend.close_all());
+            tauri::async_runtime::block_on(service.close_all());
         }
     });
 }

@@ -7,7 +7,8 @@ use tauri::menu::{Menu, MenuItem, PredefinedMenuItem};
 use tauri::tray::TrayIconBuilder;
 use tauri::AppHandle;
 
-use crate::backend::Backend;
+use sallyport_core::SessionState;
+use sallyport_service::{LaunchOptions, Service};
 
 pub const TRAY_ID: &str = "sallyport";
 
@@ -37,10 +38,10 @@ impl TrayModel {
     }
 }
 
-/// The menu's content, from the backend's state; no Tauri here.
-pub fn model(backend: &Backend) -> Vec<Entry> {
+/// The menu's content, from the service's state; no Tauri here.
+pub fn model(service: &Service) -> Vec<Entry> {
     let mut entries = vec![Entry::Header("Recent".into())];
-    let recent = backend.recent_resources(5);
+    let recent = service.recent_resources(5);
     if recent.is_empty() {
         entries.push(Entry::Header("  (none yet)".into()));
     }
@@ -52,14 +53,20 @@ pub fn model(backend: &Backend) -> Vec<Entry> {
     }
     entries.push(Entry::Separator);
     entries.push(Entry::Header("Active sessions".into()));
-    let sessions = backend.sessions();
+    let sessions = service.sessions();
     if sessions.is_empty() {
         entries.push(Entry::Header("  (none)".into()));
     }
     for s in sessions {
         entries.push(Entry::Item {
             id: format!("close:{}", s.launch_id),
-            label: format!("Close {} (127.0.0.1:{})", s.resource, s.local_port),
+            label: match s.state {
+                SessionState::Reconnecting => format!(
+                    "Close {} (127.0.0.1:{}, reconnecting…)",
+                    s.resource, s.local_port
+                ),
+                _ => format!("Close {} (127.0.0.1:{})", s.resource, s.local_port),
+            },
         });
     }
     entries.push(Entry::Separator);
@@ -94,25 +101,25 @@ fn build_menu(app: &AppHandle, entries: &[Entry]) -> tauri::Result<Menu<tauri::W
     Ok(menu)
 }
 
-/// Create the tray icon and keep its menu in step with the backend.
-pub fn install(app: &AppHandle, backend: Arc<Backend>, model_slot: TrayModel) -> tauri::Result<()> {
-    let entries = model(&backend);
+/// Create the tray icon and keep its menu in step with the service.
+pub fn install(app: &AppHandle, service: Arc<Service>, model_slot: TrayModel) -> tauri::Result<()> {
+    let entries = model(&service);
     let menu = build_menu(app, &entries)?;
     *model_slot.0.lock().unwrap() = entries;
     let icon = tauri::image::Image::from_bytes(include_bytes!("../../icons/tray.png"))?;
-    let handler_backend = backend.clone();
+    let handler_service = service.clone();
     TrayIconBuilder::with_id(TRAY_ID)
         .icon(icon)
         .tooltip("Sallyport")
         .menu(&menu)
-        .on_menu_event(move |app, event| on_menu(app, &handler_backend, event.id().as_ref()))
+        .on_menu_event(move |app, event| on_menu(app, &handler_service, event.id().as_ref()))
         .build(app)?;
 
     let app = app.clone();
-    let mut changes = backend.changes();
+    let mut changes = service.changes();
     tauri::async_runtime::spawn(async move {
         while changes.changed().await.is_ok() {
-            let entries = model(&backend);
+            let entries = model(&service);
             if *model_slot.0.lock().unwrap() == entries {
                 continue;
             }
@@ -131,31 +138,31 @@ pub fn install(app: &AppHandle, backend: Arc<Backend>, model_slot: TrayModel) ->
     Ok(())
 }
 
-fn on_menu(app: &AppHandle, backend: &Arc<Backend>, id: &str) {
+fn on_menu(app: &AppHandle, service: &Arc<Service>, id: &str) {
     if id == "open" {
         crate::show_main_window(app);
     } else if id == "quit" {
-        let backend = backend.clone();
+        let service = service.clone();
         let app = app.clone();
         tauri::async_runtime::spawn(async move {
-            backend.close_all().await;
+            service.close_all().await;
             app.exit(0);
         });
     } else if let Some(launch_id) = id.strip_prefix("close:") {
-        let backend = backend.clone();
+        let service = service.clone();
         let launch_id = launch_id.to_owned();
         tauri::async_runtime::spawn(async move {
-            if let Err(e) = backend.close_session(&launch_id).await {
+            if let Err(e) = service.close_session(&launch_id).await {
                 tracing::warn!(error = %e, "tray close failed");
             }
         });
     } else if let Some(resource) = id.strip_prefix("relaunch:") {
-        let backend = backend.clone();
+        let service = service.clone();
         let resource = resource.to_owned();
         tauri::async_runtime::spawn(async move {
-            match backend.launch(&resource, None, None, |_| {}).await {
-                Ok(info) => backend.supervise(&info.launch_id).await,
-                Err(e) => tracing::warn!(code = e.code(), error = %e, "tray relaunch failed"),
+            let relaunch = service.launch_supervised(LaunchOptions::new(&resource), |_| {});
+            if let Err(e) = relaunch.await {
+                tracing::warn!(code = %e.code(), error = %e, "tray relaunch failed");
             }
         });
     }

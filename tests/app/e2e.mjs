@@ -175,7 +175,7 @@ try {
     const history = await invoke("history");
     assert(history.length >= 2 && history.every((h) => h.outcome === "ok"), JSON.stringify(history).slice(0, 300));
     assert(history[0].checkpoints.at(-1).phase === "ready", "a history timeline ends with ready");
-    const bundle = await invoke("export_bundle", { launchId: history[0].launch_id });
+    const bundle = await invoke("export_bundle", { launch_id: history[0].launch_id });
     assert(typeof bundle === "string" && fs.existsSync(bundle), `bundle: ${JSON.stringify(bundle)}`);
     const content = fs.readFileSync(bundle, "utf8");
     assert(content.includes("webrtc_data_plane_connected") && content.includes("WEBSOCKET_BACKEND_DELAY"), "bundle content");

@@ -108,16 +108,18 @@ pub async fn echo_target() -> std::net::SocketAddr {
 }
 
 /// A raw WebSocket to the router's gateway endpoint with `token`, to play a gateway by hand.
-pub async fn gateway_socket(
-    url: &str,
-    token: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = format!("{}/v1/ws/gateway", url.replace("http://", "ws://"))
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    tokio_tungstenite::connect_async(request).await.unwrap().0
+pub async fn gateway_socket(url: &str, token: &str) -> sallyport_kit::WebSocket {
+    sallyport_kit::connect(url, sallyport_protocol::GATEWAY_WS_PATH, token)
+        .await
+        .unwrap()
+}
+
+/// The router's `/metrics` text.
+pub async fn metrics(router_url: &str) -> String {
+    reqwest::get(format!("{router_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }

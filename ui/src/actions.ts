@@ -6,7 +6,7 @@ import { parsePort } from './logic/format';
 import { clientArgument, newestFirst } from './logic/launch';
 import { addCheckpoint, outcomeOf } from './logic/timeline';
 import { emit, state, type LiveLaunch, type PanelName } from './store';
-import type { CommandError } from './types';
+import { HINTS, type CommandError, type Profile } from './types';
 
 export function showError(e: unknown): void {
   state.error = toCommandError(e);
@@ -82,7 +82,7 @@ export async function saveStickyPort(resource: string, text: string): Promise<bo
   try {
     await api.setStickyPort(resource, port);
     const r = state.resources.find((x) => x.name === resource);
-    if (r) r.stickyPort = port;
+    if (r) r.sticky_port = port;
     return true;
   } catch (e) {
     showError(e);
@@ -94,7 +94,7 @@ function invalidPort(text: string): CommandError {
   return {
     code: 'invalid_port',
     message: `"${text}" is not a port`,
-    hint: 'Type a whole number from 1 to 65535, or leave the field empty to use a free port.',
+    hint: HINTS.invalid_port,
   };
 }
 
@@ -108,7 +108,7 @@ export async function launch(resource: string, portText: string): Promise<void> 
     showError(invalidPort(portText));
     return;
   }
-  const client = clientArgument(r?.clientChoices ?? [], state.clientIndex.get(resource) ?? 0);
+  const client = clientArgument(r?.client_choices ?? [], state.clientIndex.get(resource) ?? 0);
   const live: LiveLaunch = {
     key: nextKey++,
     resource,
@@ -168,7 +168,9 @@ export async function watchSessions(): Promise<void> {
       state.sessionsUpdatedAt = Date.now();
       for (const id of [...state.closing]) {
         const s = sessions.find((x) => x.launch_id === id);
-        if (!s || s.state !== 'active') state.closing.delete(id);
+        // Closing is shown until the session itself says closing or closed (a reconnecting
+        // session is still open).
+        if (!s || s.state === 'closing' || s.state === 'closed') state.closing.delete(id);
       }
       emit('sessions', 'app');
     });
@@ -210,7 +212,7 @@ export async function loadSettings(): Promise<void> {
 }
 
 /** Saves the settings; `token` empty keeps the stored one. Resolves true when saved. */
-export async function saveSettings(routerUrl: string, profile: string, token: string): Promise<boolean> {
+export async function saveSettings(routerUrl: string, profile: Profile, token: string): Promise<boolean> {
   try {
     await api.saveSettings(routerUrl.trim(), profile, token === '' ? null : token);
   } catch (e) {

@@ -2,11 +2,13 @@
 // ({ code, message, hint }), whatever shape the rejection had on the wire.
 import { Channel, invoke } from '@tauri-apps/api/core';
 import { toCommandError } from './logic/errors';
+import { HINTS } from './types';
 import type {
   AppState,
   Checkpoint,
   CommandError,
   LaunchRecord,
+  Profile,
   ResourceView,
   SessionInfo,
   Settings,
@@ -26,8 +28,10 @@ export function inTauri(): boolean {
 export const NOT_IN_APP: CommandError = {
   code: 'not_in_app',
   message: 'not running inside the Sallyport app',
-  hint: 'Open it through the Sallyport desktop app, where the UI can reach the launcher.',
+  hint: HINTS.not_in_app,
 };
+
+// Command arguments are snake_case, as everything on the IPC line (the commands say so).
 
 async function call<T>(command: string, args?: Record<string, unknown>): Promise<T> {
   // Outside Tauri there is no IPC at all, and `new Channel()` would throw: fail cleanly.
@@ -63,18 +67,18 @@ export function launch(
 ): Promise<SessionInfo> {
   if (!inTauri()) return Promise.reject(NOT_IN_APP);
   const channel = new Channel<Checkpoint>(onCheckpoint);
-  return call('launch', { resource, port, client, onCheckpoint: channel });
+  return call('launch', { resource, port, client, on_checkpoint: channel });
 }
 
 /** Subscribes to the full session list, pushed every second and on every change. */
 export function watchSessions(onUpdate: (sessions: SessionInfo[]) => void): Promise<void> {
   if (!inTauri()) return Promise.reject(NOT_IN_APP);
   const channel = new Channel<SessionInfo[]>(onUpdate);
-  return call('watch_sessions', { onUpdate: channel });
+  return call('watch_sessions', { on_update: channel });
 }
 
 export function closeSession(launchId: string): Promise<void> {
-  return call('close_session', { launchId });
+  return call('close_session', { launch_id: launchId });
 }
 
 /** Past launches, newest first. */
@@ -87,11 +91,11 @@ export function getSettings(): Promise<Settings> {
 }
 
 /** `token` null keeps the stored token. */
-export function saveSettings(routerUrl: string, profile: string, token: string | null): Promise<void> {
-  return call('save_settings', { routerUrl, profile, token });
+export function saveSettings(routerUrl: string, profile: Profile, token: string | null): Promise<void> {
+  return call('save_settings', { router_url: routerUrl, profile, token });
 }
 
 /** Writes a support bundle for the launch; resolves to the path written. */
 export function exportBundle(launchId: string): Promise<string> {
-  return call('export_bundle', { launchId });
+  return call('export_bundle', { launch_id: launchId });
 }

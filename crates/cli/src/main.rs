@@ -9,10 +9,12 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use sallyport_core::checkpoint::format_line;
 use sallyport_core::{
-    ClientChoice, ClientProfile, CoreError, LaunchRequest, Launcher, Profile, SessionEnd,
+    ClientChoice, ClientProfile, CoreError, Face, LaunchRequest, Launcher, Profile, SessionEnd,
     StickyPorts, Tunables,
 };
 use sallyport_lab::{Lab, LabOptions};
+use sallyport_protocol::Code;
+use sallyport_service::{CommandError, Connect, LaunchOptions, Options, Service};
 
 #[derive(Parser)]
 #[command(
@@ -69,9 +71,9 @@ enum Command {
         /// Start no client; keep the tunnel up until Ctrl-C.
         #[arg(long)]
         no_client: bool,
-        /// Launch profile: legacy, tuned or fast.
-        #[arg(long, default_value = "fast")]
-        profile: Profile,
+        /// Launch profile: legacy, tuned or fast (default: the app's setting, else fast).
+        #[arg(long)]
+        profile: Option<Profile>,
         /// Ask for the answer inline instead of trickling candidates.
         #[arg(long)]
         no_trickle: bool,
@@ -164,21 +166,18 @@ async fn main() -> ExitCode {
             no_trickle,
             json,
         } => {
-            let client = match (run, no_client) {
-                (Some(template), _) => ClientChoice::Template(template),
-                (None, true) => ClientChoice::None,
-                (None, false) => ClientChoice::Default,
-            };
-            launch(
-                &profile_path,
-                &resource,
+            let options = LaunchOptions {
                 port,
-                client,
+                client: match (run, no_client) {
+                    (Some(template), _) => ClientChoice::Template(template),
+                    (None, true) => ClientChoice::None,
+                    (None, false) => ClientChoice::Default,
+                },
                 profile,
-                !no_trickle,
-                json,
-            )
-            .await
+                trickle: !no_trickle,
+                ..LaunchOptions::new(&resource)
+            };
+            launch(&profile_path, options, json).await
         }
         Command::Bench {
             runs,
@@ -204,7 +203,8 @@ async fn main() -> ExitCode {
             match bench::run(options).await {
                 Ok(code) => Ok(code),
                 Err(message) => {
-                    eprintln!("error [bench_failed]: {message}");
+                    let code = Code::BenchFailed;
+                    eprintln!("error [{code}]: {message}\nhint: {}", code.hint());
                     return ExitCode::from(1);
                 }
             }
@@ -213,25 +213,18 @@ async fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error [{}]: {e}", e.code());
+            // The same code, message and hint the app shows.
+            eprintln!("{}", CommandError::from(e));
             ExitCode::from(1)
         }
     }
 }
 
-fn token_for(profile: &ClientProfile) -> Result<String, CoreError> {
-    sallyport_core::secrets::token_for(profile)?.ok_or_else(|| {
-        CoreError::Profile(
-            "no router token: run `sallyport login`, set SALLYPORT_TOKEN, or put token in the profile"
-                .into(),
-        )
-    })
-}
-
-fn launcher(profile_path: &std::path::Path) -> Result<Launcher, CoreError> {
-    let profile = ClientProfile::load(profile_path)?;
-    let token = token_for(&profile)?;
-    Launcher::new(profile, &token, StickyPorts::in_home())
+/// The service as the CLI uses it: the profile file's router, clients in this terminal.
+async fn service(profile_path: &std::path::Path) -> Result<Service, CoreError> {
+    let home = sallyport_core::profile::home_dir();
+    let connect = Connect::Profile(profile_path.to_owned());
+    Service::start(Options::new(home, Face::Terminal, connect)).await
 }
 
 async fn lab(
@@ -248,7 +241,7 @@ async fn lab(
         ..LabOptions::default()
     })
     .await
-    .map_err(CoreError::Profile)?;
+    .map_err(CoreError::LabFailed)?;
     lab.profile.save(profile_path)?;
     println!(
         "sallyport lab: router {} with gateway \"lab\"",
@@ -328,7 +321,7 @@ fn login(profile_path: &std::path::Path, token_env: &str) -> Result<ExitCode, Co
         }
     };
     if token.is_empty() {
-        return Err(CoreError::Profile("an empty token was given".into()));
+        return Err(CoreError::MissingToken);
     }
     // Check it against the router before keeping it.
     let api = sallyport_core::router_api::RouterApi::new(&profile.router_url, &token)?;
@@ -343,8 +336,7 @@ fn login(profile_path: &std::path::Path, token_env: &str) -> Result<ExitCode, Co
 }
 
 async fn list_resources(profile_path: &std::path::Path, json: bool) -> Result<ExitCode, CoreError> {
-    let launcher = launcher(profile_path)?;
-    let resources = launcher.resources().await?;
+    let resources = service(profile_path).await?.resources().await?;
     if json {
         println!(
             "{}",
@@ -368,20 +360,13 @@ async fn list_resources(profile_path: &std::path::Path, json: bool) -> Result<Ex
 
 async fn launch(
     profile_path: &std::path::Path,
-    resource: &str,
-    port: Option<u16>,
-    client: ClientChoice,
-    profile: Profile,
-    trickle: bool,
+    options: LaunchOptions,
     json: bool,
 ) -> Result<ExitCode, CoreError> {
-    let tunables = Tunables::from_env(profile)?;
-    let launcher = launcher(profile_path)?;
-    let mut request = LaunchRequest::new(resource, tunables);
-    request.port = port;
-    request.client = client.clone();
-    request.trickle = trickle;
-    let session = launcher.launch(request).await?;
+    let service = service(profile_path).await?;
+    let resource = options.resource.clone();
+    // Through the service, so the launch shows in the app's History too.
+    let session = service.launch(options, |_| {}).await?;
     if json {
         let out =
             serde_json::json!({ "session": session.info(), "checkpoints": session.checkpoints() });
@@ -429,7 +414,7 @@ async fn launch(
         _ = async { if !json { report_states.await } std::future::pending::<()>().await } => unreachable!(),
     };
     let info = session.info();
-    session.close().await;
+    service.close_all().await;
     if !json {
         let why = match &end {
             SessionEnd::ClientExited { code: Some(code) } => {

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use sallyport_protocol::Code;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -35,15 +36,71 @@ pub mod names {
     pub const TARGET_CONNECTED: &str = "target_connected";
     pub const CLIENT_SPAWNED: &str = "client_spawned";
     pub const READY: &str = "ready";
-    /// Emitted instead of `ready` when a launch fails; `detail` carries the error code.
+    /// Emitted instead of `ready` when a launch fails; `error` carries its code and message.
     pub const FAILED: &str = "failed";
     /// After `ready`: the session's path broke and came back (its step is how long it was
     /// down; `detail` is the new path).
     pub const RECONNECTED: &str = "reconnected";
+
+    /// Every name, in pipeline order (`reconnected` after `ready`, `failed` last); offer attempts are
+    /// [`GATEWAY_OFFER_HTTP_ATTEMPT_PREFIX`] and their number.
+    pub const ALL: &[&str] = &[
+        RESOURCE_RESOLVED,
+        LAUNCH_CACHE_HIT,
+        WEBSOCKET_LISTENER_STARTED_EARLY,
+        WEBSOCKET_LISTENER_STARTED,
+        CREATE_TUBE_OK,
+        WEBSOCKET_REGISTERED,
+        WEBSOCKET_READY_BACKEND_DELAY_DONE,
+        PRE_OFFER_SLEEP_DONE,
+        GATEWAY_OFFER_BACKEND_CATCHUP_DELAY_START,
+        GATEWAY_OFFER_BACKEND_CATCHUP_DELAY_DONE,
+        GATEWAY_OFFER_HTTP_DONE,
+        ANSWER_RECEIVED,
+        ICE_CONNECTED,
+        DTLS_CONNECTED,
+        SCTP_CONNECTED,
+        CHANNEL_OPEN,
+        WEBRTC_DATA_PLANE_CONNECTED,
+        LOCAL_LISTENER_READY,
+        TARGET_CONNECTED,
+        CLIENT_SPAWNED,
+        READY,
+        RECONNECTED,
+        FAILED,
+    ];
+
+    /// The checkpoints of a `fast` launch that succeeds at once without a client, in order.
+    /// The end-to-end test holds the real pipeline to it, and the UI's tests use it (generated).
+    pub const HAPPY_PATH: &[&str] = &[
+        RESOURCE_RESOLVED,
+        WEBSOCKET_LISTENER_STARTED_EARLY,
+        CREATE_TUBE_OK,
+        WEBSOCKET_REGISTERED,
+        PRE_OFFER_SLEEP_DONE,
+        "gateway_offer_http_attempt_1",
+        GATEWAY_OFFER_HTTP_DONE,
+        ANSWER_RECEIVED,
+        ICE_CONNECTED,
+        DTLS_CONNECTED,
+        SCTP_CONNECTED,
+        CHANNEL_OPEN,
+        WEBRTC_DATA_PLANE_CONNECTED,
+        LOCAL_LISTENER_READY,
+        TARGET_CONNECTED,
+        READY,
+    ];
+}
+
+/// Why a launch failed: its code (from the registry) and the message, as fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+pub struct LaunchError {
+    pub code: Code,
+    pub message: String,
 }
 
 /// One checkpoint of one launch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 pub struct Checkpoint {
     pub launch_id: String,
     pub resource: String,
@@ -55,10 +112,16 @@ pub struct Checkpoint {
     pub total_ms: f64,
     /// The offer attempt this checkpoint belongs to, where there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub attempt: Option<u32>,
-    /// Why (a retry's reason, a failure's code) or what (the local port, the client).
+    /// Why (a retry's reason) or what (the resource's gateway, the local port, the client).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub detail: Option<String>,
+    /// On `failed` only: the launch's error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub error: Option<LaunchError>,
     /// Wall-clock time, milliseconds since the Unix epoch.
     pub at_unix_ms: u64,
 }
@@ -91,12 +154,16 @@ impl CheckpointBus {
     }
 }
 
-/// Records one launch's checkpoints: publishes each, keeps a copy, and prints it to stderr
-/// when `PAM_CONNECT_TIMING=1`.
+/// Called with each checkpoint of one launch as it is recorded.
+pub type Observer = Arc<dyn Fn(&Checkpoint) + Send + Sync>;
+
+/// Records one launch's checkpoints: publishes each, keeps a copy, hands it to the launch's
+/// observer, and prints it to stderr when `PAM_CONNECT_TIMING=1`.
 #[derive(Clone)]
 pub struct Recorder {
     inner: Arc<Mutex<RecorderState>>,
     bus: CheckpointBus,
+    observer: Option<Observer>,
     launch_id: String,
     resource: String,
     label: String,
@@ -123,7 +190,13 @@ impl Recorder {
             resource: resource.to_owned(),
             label: format!("sallyport[{resource}#{launch_id}]"),
             print,
+            observer: None,
         }
+    }
+
+    pub fn with_observer(mut self, observer: Option<Observer>) -> Self {
+        self.observer = observer;
+        self
     }
 
     pub fn launch_id(&self) -> &str {
@@ -140,7 +213,7 @@ impl Recorder {
         attempt: Option<u32>,
         detail: Option<String>,
     ) -> Checkpoint {
-        self.record(phase, Instant::now(), attempt, detail, None)
+        self.record(phase, Instant::now(), attempt, detail, None, None)
     }
 
     /// A checkpoint for something that took `lasted` and has just ended (the session's
@@ -151,13 +224,19 @@ impl Recorder {
         lasted: std::time::Duration,
         detail: Option<String>,
     ) -> Checkpoint {
-        self.record(phase, Instant::now(), None, detail, Some(lasted))
+        self.record(phase, Instant::now(), None, detail, Some(lasted), None)
+    }
+
+    /// The `failed` checkpoint, with the error's code and message as fields.
+    pub fn mark_failed(&self, code: Code, message: String) -> Checkpoint {
+        let error = LaunchError { code, message };
+        self.record(names::FAILED, Instant::now(), None, None, None, Some(error))
     }
 
     /// A checkpoint for something that happened at `at` (a layer of the data plane coming up
     /// in the tube's own task), not when the pipeline got to look.
     pub fn mark_at(&self, phase: &str, at: Instant) -> Checkpoint {
-        self.record(phase, at, None, None, None)
+        self.record(phase, at, None, None, None, None)
     }
 
     fn record(
@@ -167,6 +246,7 @@ impl Recorder {
         attempt: Option<u32>,
         detail: Option<String>,
         lasted: Option<std::time::Duration>,
+        error: Option<LaunchError>,
     ) -> Checkpoint {
         let checkpoint = {
             let mut state = self.inner.lock().unwrap();
@@ -180,6 +260,7 @@ impl Recorder {
                 total_ms: ms(now - state.started),
                 attempt,
                 detail,
+                error,
                 at_unix_ms: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_millis() as u64)
@@ -195,6 +276,7 @@ impl Recorder {
             total_ms = checkpoint.total_ms,
             attempt,
             detail = checkpoint.detail.as_deref(),
+            error = checkpoint.error.as_ref().map(|e| e.code.as_str()),
             "checkpoint"
         );
         if self.print {
@@ -202,6 +284,9 @@ impl Recorder {
             if phase == names::READY || phase == names::FAILED {
                 eprintln!("{}", format_total(&self.label, &checkpoint));
             }
+        }
+        if let Some(observe) = &self.observer {
+            observe(&checkpoint);
         }
         self.bus.publish(checkpoint.clone());
         checkpoint
@@ -244,6 +329,7 @@ mod tests {
             total_ms: 10.5,
             attempt: None,
             detail: None,
+            error: None,
             at_unix_ms: 0,
         };
         let line = format_line("lbl", &c);

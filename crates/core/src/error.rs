@@ -1,6 +1,9 @@
-//! The core's one error type. Every variant has a stable code the CLI and the UI show.
+//! The core's one error type. Every variant has a stable code (from the one registry,
+//! [`Code`]) and so a hint the CLI and the app show alike.
 
 use std::time::Duration;
+
+use sallyport_protocol::Code;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
@@ -8,6 +11,16 @@ pub enum CoreError {
     Tunable { name: &'static str, message: String },
     #[error("profile: {0}")]
     Profile(String),
+    #[error(
+        "no router token: run `sallyport login`, set SALLYPORT_TOKEN, or put token in the profile"
+    )]
+    MissingToken,
+    #[error("the embedded lab could not start: {0}")]
+    LabFailed(String),
+    #[error("no active session {0:?}")]
+    UnknownSession(String),
+    #[error("no launch {0:?} in the history")]
+    UnknownLaunch(String),
     #[error("unknown resource {0:?}: the router lists no such resource for this token")]
     UnknownResource(String),
     #[error("no pinned key for gateway {0:?}: add it to the profile's [gateways] table")]
@@ -17,7 +30,7 @@ pub enum CoreError {
     #[error("router refused the request ({status} {code}): {message}")]
     Router {
         status: u16,
-        code: String,
+        code: Code,
         message: String,
     },
     #[error(
@@ -26,7 +39,7 @@ pub enum CoreError {
     OfferFailed {
         gateway: String,
         resource: String,
-        code: String,
+        code: Code,
         message: String,
         attempts: u32,
     },
@@ -42,6 +55,8 @@ pub enum CoreError {
     TubeClosed(sallyport_protocol::CloseReason),
     #[error("local port {port} on 127.0.0.1 is not available: {message}")]
     PortTaken { port: u16, message: String },
+    #[error("local port {0} needs privileges; choose 1024 or above")]
+    InvalidPort(u16),
     #[error("native client {program:?} was not found on PATH; install it or pass --run")]
     ClientMissing { program: String },
     #[error("native client: {0}")]
@@ -54,25 +69,35 @@ pub enum CoreError {
 
 impl CoreError {
     /// A stable, machine-readable code.
-    pub fn code(&self) -> &str {
+    pub fn code(&self) -> Code {
         match self {
-            CoreError::Tunable { .. } => "invalid_tunable",
-            CoreError::Profile(_) => "invalid_profile",
-            CoreError::UnknownResource(_) => "unknown_resource",
-            CoreError::UnpinnedGateway(_) => "unpinned_gateway",
-            CoreError::RouterUnreachable { .. } => "router_unreachable",
-            CoreError::Router { code, .. } => code,
-            CoreError::OfferFailed { code, .. } => code,
-            CoreError::Seal(_) => "seal_rejected",
+            CoreError::Tunable { .. } => Code::InvalidTunable,
+            CoreError::Profile(_) => Code::InvalidProfile,
+            CoreError::MissingToken => Code::MissingToken,
+            CoreError::LabFailed(_) => Code::LabFailed,
+            CoreError::UnknownSession(_) => Code::UnknownSession,
+            CoreError::UnknownLaunch(_) => Code::UnknownLaunch,
+            CoreError::UnknownResource(_) => Code::UnknownResource,
+            CoreError::UnpinnedGateway(_) => Code::UnpinnedGateway,
+            CoreError::RouterUnreachable { .. } => Code::RouterUnreachable,
+            CoreError::Router { code, .. } => *code,
+            CoreError::OfferFailed { code, .. } => *code,
+            CoreError::Seal(_) => Code::SealRejected,
             CoreError::Tube(e) => e.code(),
-            CoreError::Timeout(..) => "timeout",
-            CoreError::Target(reason) | CoreError::TubeClosed(reason) => reason.as_str(),
-            CoreError::PortTaken { .. } => "port_taken",
-            CoreError::ClientMissing { .. } => "client_missing",
-            CoreError::Client(_) => "client_failed",
-            CoreError::Keyring(_) => "keyring_error",
-            CoreError::Io(_) => "io_error",
+            CoreError::Timeout(..) => Code::Timeout,
+            CoreError::Target(reason) | CoreError::TubeClosed(reason) => reason.code(),
+            CoreError::PortTaken { .. } => Code::PortTaken,
+            CoreError::InvalidPort(_) => Code::InvalidPort,
+            CoreError::ClientMissing { .. } => Code::ClientMissing,
+            CoreError::Client(_) => Code::ClientFailed,
+            CoreError::Keyring(_) => Code::KeyringError,
+            CoreError::Io(_) => Code::IoError,
         }
+    }
+
+    /// What the user can do about it; the same sentence in the CLI and the app.
+    pub fn hint(&self) -> &'static str {
+        self.code().hint()
     }
 }
 

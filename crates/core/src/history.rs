@@ -8,24 +8,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
+use crate::tunables::Profile;
 
 /// Keep at most this many launches on disk.
 const MAX_RECORDS: usize = 500;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LaunchError {
-    pub code: String,
-    pub message: String,
+pub use crate::checkpoint::LaunchError;
+
+/// How a launch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    Failed,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One launch as the history keeps it, whichever face (the app, the CLI) launched it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 pub struct LaunchRecord {
     pub launch_id: String,
     pub resource: String,
-    pub profile: String,
+    pub profile: Profile,
     pub started_unix_ms: u64,
-    /// "ok" or "failed".
-    pub outcome: String,
+    pub outcome: Outcome,
     pub error: Option<LaunchError>,
     pub checkpoints: Vec<Checkpoint>,
     pub total_ms: f64,
@@ -111,9 +116,9 @@ mod tests {
         LaunchRecord {
             launch_id: id.into(),
             resource: "r".into(),
-            profile: "fast".into(),
+            profile: Profile::Fast,
             started_unix_ms: 1,
-            outcome: "ok".into(),
+            outcome: Outcome::Ok,
             error: None,
             checkpoints: vec![],
             total_ms: 5.0,

@@ -23,8 +23,8 @@ pub mod tunables;
 
 pub use checkpoint::{Checkpoint, CheckpointBus};
 pub use error::{CoreError, Result};
-pub use native_client::ClientChoice;
-pub use pipeline::{LaunchRequest, Launcher};
+pub use native_client::{ClientChoice, ClientOption, Face};
+pub use pipeline::{LaunchRequest, Launched, Launcher};
 pub use profile::{ClientProfile, StickyPorts};
 pub use session::{Session, SessionEnd, SessionInfo, SessionState};
 pub use tube::TubeConfig;

@@ -15,17 +15,110 @@ pub enum ClientChoice {
     None,
 }
 
-/// Default command template per protocol. Placeholders: `{host}`, `{port}`, `{resource}`,
+/// One protocol's client: its label, its command template, and whether it needs a terminal.
+struct Known {
+    label: &'static str,
+    template: &'static str,
+    /// A text client, which the desktop app opens in a terminal window of its own.
+    in_terminal: bool,
+}
+
+/// The one table of clients per protocol. Placeholders: `{host}`, `{port}`, `{resource}`,
 /// `{kubeconfig}`.
-pub fn default_template(protocol: &str) -> Option<&'static str> {
-    match protocol {
+fn known(protocol: &str) -> Option<Known> {
+    let (label, template, in_terminal) = match protocol {
         // HostKeyAlias pins the host key per resource, whatever local port it gets.
-        "ssh" => Some("ssh -p {port} -o HostKeyAlias=sallyport-{resource} {host}"),
-        "postgres" => Some("psql -h {host} -p {port}"),
-        "mysql" => Some("mysql -h {host} -P {port} --protocol=TCP"),
-        "kubernetes" => Some("kubectl --kubeconfig {kubeconfig}"),
-        "rdp" => Some("xfreerdp /v:{host}:{port}"),
-        _ => None,
+        "ssh" => (
+            "ssh",
+            "ssh -p {port} -o HostKeyAlias=sallyport-{resource} {host}",
+            true,
+        ),
+        "postgres" => ("psql", "psql -h {host} -p {port}", true),
+        "mysql" => ("mysql", "mysql -h {host} -P {port} --protocol=TCP", true),
+        "kubernetes" => ("kubectl", "kubectl --kubeconfig {kubeconfig}", true),
+        "rdp" => ("xfreerdp", "xfreerdp /v:{host}:{port}", false),
+        _ => return None,
+    };
+    Some(Known {
+        label,
+        template,
+        in_terminal,
+    })
+}
+
+/// Default command template per protocol, as the CLI runs it (in its own terminal).
+pub fn default_template(protocol: &str) -> Option<&'static str> {
+    known(protocol).map(|k| k.template)
+}
+
+/// Where a client starts: in the caller's terminal (the CLI), or on a desktop where a text
+/// client needs a terminal window of its own (the app).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Face {
+    Terminal,
+    Desktop,
+}
+
+/// The program that opens a terminal window on a Debian desktop.
+const TERMINAL: &str = "x-terminal-emulator";
+
+/// One "connect with" choice.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, ts_rs::TS)]
+pub struct ClientOption {
+    pub label: String,
+    /// A command template; `None` opens the tunnel only.
+    pub template: Option<String>,
+}
+
+/// "Connect with" choices for `protocol` on `face`, offered only when their programs are on
+/// PATH; the first is the default, the last opens the tunnel only.
+pub fn choices(protocol: &str, face: Face) -> Vec<ClientOption> {
+    let mut choices = Vec::new();
+    if let Some(k) = known(protocol) {
+        let program = k.template.split_whitespace().next().unwrap_or_default();
+        let wrap = face == Face::Desktop && k.in_terminal;
+        let available =
+            find_program(program).is_some() && (!wrap || find_program(TERMINAL).is_some());
+        if available {
+            choices.push(if wrap {
+                ClientOption {
+                    label: format!("{} in a terminal", k.label),
+                    template: Some(format!("{TERMINAL} -e {}", k.template)),
+                }
+            } else {
+                ClientOption {
+                    label: k.label.to_owned(),
+                    template: Some(k.template.to_owned()),
+                }
+            });
+        }
+    }
+    choices.push(ClientOption {
+        label: "Tunnel only (no client)".into(),
+        template: None,
+    });
+    choices
+}
+
+impl ClientChoice {
+    /// What a "connect with" choice launches (`None`: the tunnel only).
+    pub fn from_template(template: Option<String>) -> Self {
+        match template {
+            Some(t) => ClientChoice::Template(t),
+            None => ClientChoice::None,
+        }
+    }
+
+    /// `Default` made concrete for `face`: the CLI keeps it (a missing default client is an
+    /// error before any tunnel), the app takes its first choice.
+    pub fn resolve(self, protocol: &str, face: Face) -> Self {
+        match (self, face) {
+            (ClientChoice::Default, Face::Desktop) => {
+                let first = choices(protocol, face).into_iter().next();
+                ClientChoice::from_template(first.and_then(|c| c.template))
+            }
+            (choice, _) => choice,
+        }
     }
 }
 
@@ -111,7 +204,8 @@ pub fn write_kubeconfig(dir: &Path, resource: &str, port: u16) -> Result<PathBuf
     Ok(path)
 }
 
-fn find_program(name: &str) -> Option<PathBuf> {
+/// The executable `name` (a path, or a name looked up on PATH).
+pub fn find_program(name: &str) -> Option<PathBuf> {
     if name.contains('/') {
         let path = PathBuf::from(name);
         return is_executable(&path).then_some(path);
@@ -159,9 +253,30 @@ mod tests {
             "r",
         )
         .unwrap_err();
-        assert_eq!(err.code(), "client_missing");
+        assert_eq!(err.code(), sallyport_protocol::Code::ClientMissing);
         assert!(err.to_string().contains("definitely-not-a-program-xyz"));
         assert_eq!(prepare(&ClientChoice::Default, "tcp", "r").unwrap(), None);
         assert_eq!(prepare(&ClientChoice::None, "ssh", "r").unwrap(), None);
+    }
+
+    #[test]
+    fn choices_end_with_the_tunnel_only_and_offer_what_is_installed() {
+        for face in [Face::Terminal, Face::Desktop] {
+            let tcp = choices("tcp", face);
+            assert_eq!(tcp.len(), 1);
+            assert_eq!(tcp[0].template, None);
+            assert_eq!(
+                ClientChoice::Default.resolve("tcp", Face::Desktop),
+                ClientChoice::None
+            );
+        }
+        // A protocol's client is offered only if its program is on PATH.
+        let ssh = choices("ssh", Face::Terminal);
+        assert_eq!(ssh.len() == 2, find_program("ssh").is_some());
+        // The CLI keeps the default, so that a missing client is an error before any tunnel.
+        assert_eq!(
+            ClientChoice::Default.resolve("ssh", Face::Terminal),
+            ClientChoice::Default
+        );
     }
 }

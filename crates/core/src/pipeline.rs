@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sallyport_protocol::{
-    AnswerBody, CandidatesBody, ClientMessage, ConversationKeys, Direction, GatewayPublicKey,
+    AnswerBody, CandidatesBody, ClientMessage, Code, ConversationKeys, GatewayPublicKey,
     IceCandidate, MessageKind, ResourceInfo, SealedPayload, SessionDescription, StartBody,
     StreamKind, PROTOCOL_VERSION,
 };
@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::cache::ResourceCache;
-use crate::checkpoint::{names, CheckpointBus, Recorder};
+use crate::checkpoint::{names, Checkpoint, CheckpointBus, Observer, Recorder};
 use crate::error::{CoreError, Result};
 use crate::native_client::{self, ClientChoice};
 use crate::profile::{ClientProfile, StickyPorts};
@@ -72,6 +72,13 @@ impl LaunchRequest {
             launch_id: None,
         }
     }
+}
+
+/// One launch's outcome and every checkpoint it recorded (the last is `ready` or `failed`).
+pub struct Launched {
+    pub launch_id: String,
+    pub result: Result<Session>,
+    pub checkpoints: Vec<Checkpoint>,
 }
 
 /// Everything launches share: the router API, the profile, the cache, the checkpoint stream.
@@ -125,9 +132,19 @@ impl Launcher {
         Ok(list)
     }
 
-    /// Run one launch. On failure the `failed` checkpoint carries the error code, and the
-    /// cache entry the launch used is dropped.
+    /// Run one launch. On failure the `failed` checkpoint carries the error's code and message,
+    /// and the cache entry the launch used is dropped.
     pub async fn launch(&self, request: LaunchRequest) -> Result<Session> {
+        self.launch_observed(request, None).await.result
+    }
+
+    /// Run one launch, handing each checkpoint to `observer` as it is recorded; the launch's
+    /// checkpoints come back whether it succeeded or not.
+    pub async fn launch_observed(
+        &self,
+        request: LaunchRequest,
+        observer: Option<Observer>,
+    ) -> Launched {
         let launch_id = request
             .launch_id
             .clone()
@@ -137,14 +154,19 @@ impl Launcher {
             &launch_id,
             &request.resource,
             request.tunables.connect_timing,
-        );
+        )
+        .with_observer(observer);
         let span = tracing::info_span!("launch", id = %launch_id, resource = %request.resource, profile = %request.tunables.profile);
         let result = self.run(&request, &recorder).instrument(span).await;
         if let Err(e) = &result {
             self.cache.drop_entry(&request.resource);
-            recorder.mark_with(names::FAILED, None, Some(format!("{}: {e}", e.code())));
+            recorder.mark_failed(e.code(), e.to_string());
         }
-        result
+        Launched {
+            launch_id,
+            result,
+            checkpoints: recorder.checkpoints(),
+        }
     }
 
     /// The launch as a story: one call per phase, each emitting its own checkpoint after its
@@ -334,60 +356,30 @@ impl Launcher {
     ) -> Result<sallyport_protocol::ClientReply> {
         let start = conversation.start_message(offer, trickle);
         let resource = &conversation.resource;
-        let mut attempt = 1;
-        loop {
-            recorder.mark_with(
-                &format!("{}{attempt}", names::GATEWAY_OFFER_HTTP_ATTEMPT_PREFIX),
-                Some(attempt),
-                None,
-            );
-            let outcome = self
+        let attempt = || async {
+            let reply = self
                 .api
                 .send(
                     &resource.gateway,
                     &start,
                     OFFER_TIMEOUT + Duration::from_secs(2),
                 )
-                .await
-                .and_then(|reply| {
-                    // A non-streamed start must carry the answer: an empty reply is an error.
-                    if !start.stream_response && reply.payload.is_none() {
-                        Err(SendFailure::EmptyReply)
-                    } else {
-                        Ok(reply)
-                    }
-                });
-            let failure = match outcome {
-                Ok(reply) => {
-                    recorder.mark(names::GATEWAY_OFFER_HTTP_DONE);
-                    return Ok(reply);
-                }
-                Err(failure) => failure,
-            };
-            if !failure.is_transient() || attempt >= tunables.offer_max_attempts {
-                return Err(CoreError::OfferFailed {
-                    gateway: resource.gateway.clone(),
-                    resource: resource.name.clone(),
-                    code: failure.code().to_owned(),
-                    message: failure.message(),
-                    attempts: attempt,
-                });
+                .await?;
+            // A non-streamed start must carry the answer: an empty reply is an error.
+            if !start.stream_response && reply.payload.is_none() {
+                return Err(SendFailure::EmptyReply);
             }
-            let reason = format!("{}: {}", failure.code(), failure.message());
-            tracing::warn!(attempt, %reason, "offer failed transiently; retrying after catch-up");
-            recorder.mark_with(
-                names::GATEWAY_OFFER_BACKEND_CATCHUP_DELAY_START,
-                Some(attempt),
-                Some(reason),
-            );
-            tokio::time::sleep(tunables.retry_catchup()).await;
-            recorder.mark_with(
-                names::GATEWAY_OFFER_BACKEND_CATCHUP_DELAY_DONE,
-                Some(attempt),
-                None,
-            );
-            attempt += 1;
-        }
+            Ok(reply)
+        };
+        offer_with_retry(tunables, recorder, attempt)
+            .await
+            .map_err(|(failure, attempts)| CoreError::OfferFailed {
+                gateway: resource.gateway.clone(),
+                resource: resource.name.clone(),
+                code: failure.code(),
+                message: failure.message(),
+                attempts,
+            })
     }
 
     /// Phase 7: the answer, inline in the reply or streamed on the WebSocket, applied.
@@ -405,7 +397,7 @@ impl Launcher {
             _ if !trickle => {
                 return Err(CoreError::Router {
                     status: 200,
-                    code: "empty_reply".into(),
+                    code: Code::EmptyReply,
                     message: "the gateway's reply carried no answer".into(),
                 })
             }
@@ -584,6 +576,51 @@ impl Launcher {
     }
 }
 
+/// Phase 6's loop: attempt; after a transient failure, wait the catch-up delay and attempt
+/// again, up to the profile's number of attempts. Each attempt and wait is a checkpoint.
+async fn offer_with_retry<T, F, Fut>(
+    tunables: &Tunables,
+    recorder: &Recorder,
+    mut attempt_once: F,
+) -> std::result::Result<T, (SendFailure, u32)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, SendFailure>>,
+{
+    let mut attempt = 1;
+    loop {
+        recorder.mark_with(
+            &format!("{}{attempt}", names::GATEWAY_OFFER_HTTP_ATTEMPT_PREFIX),
+            Some(attempt),
+            None,
+        );
+        let failure = match attempt_once().await {
+            Ok(reply) => {
+                recorder.mark(names::GATEWAY_OFFER_HTTP_DONE);
+                return Ok(reply);
+            }
+            Err(failure) => failure,
+        };
+        if !failure.is_transient() || attempt >= tunables.offer_max_attempts {
+            return Err((failure, attempt));
+        }
+        let reason = format!("{}: {}", failure.code(), failure.message());
+        tracing::warn!(attempt, %reason, "offer failed transiently; retrying after catch-up");
+        recorder.mark_with(
+            names::GATEWAY_OFFER_BACKEND_CATCHUP_DELAY_START,
+            Some(attempt),
+            Some(reason),
+        );
+        tokio::time::sleep(tunables.retry_catchup()).await;
+        recorder.mark_with(
+            names::GATEWAY_OFFER_BACKEND_CATCHUP_DELAY_DONE,
+            Some(attempt),
+            None,
+        );
+        attempt += 1;
+    }
+}
+
 /// What every phase after the offer needs to talk to the gateway, and what a failed launch
 /// must undo.
 #[derive(Clone)]
@@ -632,11 +669,7 @@ impl Conversation {
             resource: self.resource.name.clone(),
             max_datagram: Some(self.receive_limit as u32),
         };
-        let payload = self.keys.seal_json(
-            Direction::ClientToGateway,
-            MessageKind::Start.as_str(),
-            &body,
-        );
+        let payload = self.keys.seal_to_gateway(&body);
         self.message(MessageKind::Start, trickle, OFFER_TIMEOUT, payload)
     }
 
@@ -650,11 +683,7 @@ impl Conversation {
             candidates,
             done: false,
         };
-        let payload = self.keys.seal_json(
-            Direction::ClientToGateway,
-            MessageKind::Candidates.as_str(),
-            &body,
-        );
+        let payload = self.keys.seal_to_gateway(&body);
         let message = self.message(
             MessageKind::Candidates,
             true,
@@ -666,7 +695,7 @@ impl Conversation {
             .send(&self.resource.gateway, &message, Duration::from_secs(7))
             .await
         {
-            tracing::warn!(code = e.code(), "could not trickle candidates");
+            tracing::warn!(code = %e.code(), "could not trickle candidates");
         }
     }
 
@@ -709,7 +738,7 @@ enum Registration {
     Lost,
     /// The router answered the subscription with an error.
     Refused {
-        code: String,
+        code: Code,
         message: String,
     },
 }
@@ -783,11 +812,8 @@ impl Signal {
                         payload,
                     } => {
                         return Err(
-                            match keys.open_json::<sallyport_protocol::CloseBody>(
-                                Direction::GatewayToClient,
-                                StreamKind::Closed.as_str(),
-                                &payload,
-                            ) {
+                            match keys.open_from_gateway::<sallyport_protocol::CloseBody>(&payload)
+                            {
                                 Ok(body) => CoreError::TubeClosed(body.reason),
                                 Err(e) => CoreError::Seal(e.to_string()),
                             },
@@ -821,13 +847,9 @@ impl Signal {
 }
 
 fn open_answer(keys: &ConversationKeys, payload: &SealedPayload) -> Result<SessionDescription> {
-    keys.open_json::<AnswerBody>(
-        Direction::GatewayToClient,
-        StreamKind::Answer.as_str(),
-        payload,
-    )
-    .map(|b| b.answer)
-    .map_err(|e| CoreError::Seal(e.to_string()))
+    keys.open_from_gateway::<AnswerBody>(payload)
+        .map(|b| b.answer)
+        .map_err(|e| CoreError::Seal(e.to_string()))
 }
 
 /// How long the gateway has to answer over the tube once the router reports it gone.
@@ -868,11 +890,7 @@ fn watch_signal(
             let tube = tube.clone();
             let keys = keys.clone();
             async move {
-                match keys.open_json::<CandidatesBody>(
-                    Direction::GatewayToClient,
-                    StreamKind::Candidates.as_str(),
-                    &payload,
-                ) {
+                match keys.open_from_gateway::<CandidatesBody>(&payload) {
                     Ok(body) => tube.add_remote_candidates(&body.candidates).await,
                     Err(e) => tracing::warn!(error = %e, "rejected a gateway candidate message"),
                 }
@@ -912,4 +930,298 @@ fn watch_signal(
         }
     });
     tasks
+}
+
+/// The pipeline's waits and branches on tokio's paused clock, against in-memory signalling:
+/// no socket, no real time, every wait exact.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tunables::Profile;
+    use sallyport_protocol::{CloseBody, CloseReason, Direction, GatewayKeyPair};
+    use tokio::time::Instant;
+
+    fn launcher() -> Launcher {
+        let dir =
+            std::env::temp_dir().join(format!("sallyport-pipeline-{}", crate::new_launch_id()));
+        Launcher::new(
+            ClientProfile::new("http://127.0.0.1:9"),
+            "token",
+            StickyPorts::new(dir.join("ports.json")),
+        )
+        .unwrap()
+    }
+
+    fn recorder() -> Recorder {
+        Recorder::new(CheckpointBus::new(), "launch", "res", false)
+    }
+
+    fn phases(recorder: &Recorder) -> Vec<String> {
+        recorder
+            .checkpoints()
+            .into_iter()
+            .map(|c| c.phase)
+            .collect()
+    }
+
+    /// A signal fed by hand: the test plays the router's WebSocket.
+    fn signal() -> (mpsc::UnboundedSender<SignalEvent>, Signal) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (tx, Signal::new(rx))
+    }
+
+    fn fast() -> LaunchRequest {
+        LaunchRequest::new("res", Tunables::for_profile(Profile::Fast))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_acknowledged_registration_ends_the_wait_at_once() {
+        let (tx, mut signal) = signal();
+        tx.send(SignalEvent::Registered).unwrap();
+        let recorder = recorder();
+        let started = Instant::now();
+        let trickle = launcher()
+            .register(&fast(), &mut signal, &recorder)
+            .await
+            .unwrap();
+        assert!(trickle);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(phases(&recorder), [names::WEBSOCKET_REGISTERED]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_an_ack_the_registration_waits_the_whole_window() {
+        let (_tx, mut signal) = signal();
+        let request = fast();
+        let recorder = recorder();
+        let started = Instant::now();
+        let trickle = launcher()
+            .register(&request, &mut signal, &recorder)
+            .await
+            .unwrap();
+        assert!(trickle, "the answer is still streamed");
+        assert_eq!(started.elapsed(), request.tunables.websocket_backend_delay);
+        let checkpoint = &recorder.checkpoints()[0];
+        assert_eq!(checkpoint.phase, names::WEBSOCKET_READY_BACKEND_DELAY_DONE);
+        assert_eq!(checkpoint.detail.as_deref(), Some("no ack from the router"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_lost_before_registration_asks_for_an_inline_answer() {
+        let (tx, mut signal) = signal();
+        tx.send(SignalEvent::Lost("reset".into())).unwrap();
+        let recorder = recorder();
+        let started = Instant::now();
+        let trickle = launcher()
+            .register(&fast(), &mut signal, &recorder)
+            .await
+            .unwrap();
+        assert!(!trickle, "no socket, no streamed answer");
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "no wait for a lost socket"
+        );
+        let checkpoint = &recorder.checkpoints()[0];
+        assert_eq!(checkpoint.phase, names::WEBSOCKET_READY_BACKEND_DELAY_DONE);
+        assert!(checkpoint.detail.as_deref().unwrap().contains("lost"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_subscription_fails_the_launch_with_the_router_s_code() {
+        let (tx, mut signal) = signal();
+        tx.send(SignalEvent::Error {
+            code: Code::Forbidden,
+            message: "not yours".into(),
+        })
+        .unwrap();
+        let err = launcher()
+            .register(&fast(), &mut signal, &recorder())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Forbidden);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_legacy_profile_sleeps_its_window_whatever_the_router_says() {
+        let (tx, mut signal) = signal();
+        tx.send(SignalEvent::Registered).unwrap();
+        let request = LaunchRequest::new("res", Tunables::for_profile(Profile::Legacy));
+        let recorder = recorder();
+        let started = Instant::now();
+        launcher()
+            .register(&request, &mut signal, &recorder)
+            .await
+            .unwrap();
+        assert_eq!(started.elapsed(), request.tunables.websocket_backend_delay);
+        assert_eq!(
+            phases(&recorder),
+            [names::WEBSOCKET_READY_BACKEND_DELAY_DONE]
+        );
+    }
+
+    /// Keys of both ends of one conversation, as a client and its gateway derive them.
+    fn keys() -> (ConversationKeys, ConversationKeys) {
+        let gateway = GatewayKeyPair::generate();
+        let client = ConversationKeys::for_client(&gateway.public(), "conversation-1");
+        let start = client.seal(Direction::ClientToGateway, "start", b"{}");
+        let at_gateway = ConversationKeys::for_gateway(&gateway, "conversation-1", &start).unwrap();
+        (client, at_gateway)
+    }
+
+    fn answer(gateway: &ConversationKeys) -> SignalEvent {
+        let body = AnswerBody {
+            answer: SessionDescription {
+                kind: "answer".into(),
+                sdp: "v=0".into(),
+            },
+        };
+        SignalEvent::Message {
+            kind: StreamKind::Answer,
+            payload: gateway.seal_to_client(&body),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_that_came_with_the_registration_is_kept() {
+        let (client, gateway) = keys();
+        let (tx, mut signal) = signal();
+        tx.send(answer(&gateway)).unwrap();
+        tx.send(SignalEvent::Registered).unwrap();
+        assert_eq!(
+            signal.registered(Duration::from_secs(1)).await,
+            Registration::Acknowledged
+        );
+        let sdp = signal.answer(&client, OFFER_TIMEOUT).await.unwrap();
+        assert_eq!(sdp.sdp, "v=0");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gateway_that_closes_instead_of_answering_says_why() {
+        let (client, gateway) = keys();
+        let (tx, mut signal) = signal();
+        let closed = CloseBody {
+            reason: CloseReason::SessionLimit,
+        };
+        tx.send(SignalEvent::Message {
+            kind: StreamKind::Closed,
+            payload: gateway.seal_to_client(&closed),
+        })
+        .unwrap();
+        let err = signal.answer(&client, OFFER_TIMEOUT).await.unwrap_err();
+        assert_eq!(err.code(), Code::SessionLimit);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_lost_while_waiting_for_the_answer_is_the_router_unreachable() {
+        let (client, _) = keys();
+        let (tx, mut signal) = signal();
+        tx.send(SignalEvent::Lost("reset".into())).unwrap();
+        let err = signal.answer(&client, OFFER_TIMEOUT).await.unwrap_err();
+        assert_eq!(err.code(), Code::RouterUnreachable);
+        // A socket that simply ends says the same.
+        let (tx, mut signal) = self::signal();
+        drop(tx);
+        let err = signal.answer(&client, OFFER_TIMEOUT).await.unwrap_err();
+        assert_eq!(err.code(), Code::RouterUnreachable);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_answer_times_out_after_the_offer_timeout() {
+        let (client, _) = keys();
+        let (_tx, mut signal) = signal();
+        let started = Instant::now();
+        let err = signal.answer(&client, OFFER_TIMEOUT).await.unwrap_err();
+        assert_eq!(err.code(), Code::Timeout);
+        assert_eq!(started.elapsed(), OFFER_TIMEOUT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_sealed_with_other_keys_is_refused() {
+        let (client, _) = keys();
+        let (_, stranger) = keys();
+        let (tx, mut signal) = signal();
+        tx.send(answer(&stranger)).unwrap();
+        let err = signal.answer(&client, OFFER_TIMEOUT).await.unwrap_err();
+        assert_eq!(err.code(), Code::SealRejected);
+    }
+
+    fn down() -> SendFailure {
+        SendFailure::Http {
+            status: 503,
+            code: Code::ControllerDown,
+            message: "gateway \"g\" is not connected".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transient_failure_waits_the_catch_up_and_tries_again() {
+        let tunables = Tunables::for_profile(Profile::Fast);
+        let recorder = recorder();
+        let mut outcomes = vec![Ok(7), Err(down())];
+        let started = Instant::now();
+        let reply = offer_with_retry(&tunables, &recorder, || {
+            let next = outcomes.pop().unwrap();
+            async move { next }
+        })
+        .await
+        .unwrap();
+        assert_eq!(reply, 7);
+        assert_eq!(started.elapsed(), tunables.retry_catchup());
+        assert_eq!(
+            phases(&recorder),
+            [
+                "gateway_offer_http_attempt_1",
+                names::GATEWAY_OFFER_BACKEND_CATCHUP_DELAY_START,
+                names::GATEWAY_OFFER_BACKEND_CATCHUP_DELAY_DONE,
+                "gateway_offer_http_attempt_2",
+                names::GATEWAY_OFFER_HTTP_DONE,
+            ]
+        );
+        let wait = &recorder.checkpoints()[1];
+        assert_eq!(wait.attempt, Some(1));
+        assert!(wait
+            .detail
+            .as_deref()
+            .unwrap()
+            .starts_with("controller_down: "));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lasting_failure_is_not_retried() {
+        let tunables = Tunables::for_profile(Profile::Fast);
+        let recorder = recorder();
+        let refused = SendFailure::Http {
+            status: 401,
+            code: Code::Unauthorized,
+            message: "no".into(),
+        };
+        let started = Instant::now();
+        let (failure, attempts) = offer_with_retry(&tunables, &recorder, || {
+            let refused = refused.clone();
+            async move { Err::<(), _>(refused) }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!((failure.code(), attempts), (Code::Unauthorized, 1));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(phases(&recorder), ["gateway_offer_http_attempt_1"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_stop_at_the_profile_s_attempts() {
+        let tunables = Tunables::for_profile(Profile::Fast);
+        let recorder = recorder();
+        let (failure, attempts) =
+            offer_with_retry(&tunables, &recorder, || async { Err::<(), _>(down()) })
+                .await
+                .unwrap_err();
+        assert_eq!(failure.code(), Code::ControllerDown);
+        assert_eq!(attempts, tunables.offer_max_attempts);
+        let catchups = phases(&recorder)
+            .iter()
+            .filter(|p| *p == names::GATEWAY_OFFER_BACKEND_CATCHUP_DELAY_START)
+            .count();
+        assert_eq!(catchups as u32, tunables.offer_max_attempts - 1);
+    }
 }

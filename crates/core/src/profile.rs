@@ -36,6 +36,19 @@ pub struct ClientProfile {
 }
 
 impl ClientProfile {
+    /// A profile for `router_url` with nothing else set.
+    pub fn new(router_url: &str) -> Self {
+        Self {
+            router_url: router_url.to_owned(),
+            token: None,
+            gateways: Default::default(),
+            webrtc_udp: None,
+            ice_servers: Vec::new(),
+            relay_only: false,
+            lab: false,
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             CoreError::Profile(format!(

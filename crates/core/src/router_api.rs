@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sallyport_protocol::{
-    codes, ClientMessage, ClientReply, ClientWsEvent, ClientWsRequest, ErrorBody, ResourceInfo,
+    ClientMessage, ClientReply, ClientWsEvent, ClientWsRequest, Code, ErrorBody, ResourceInfo,
     ResourceList, SealedPayload, StreamKind,
 };
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::error::{CoreError, Result};
@@ -21,7 +20,7 @@ pub enum SendFailure {
     /// The router answered with an error status and body.
     Http {
         status: u16,
-        code: String,
+        code: Code,
         message: String,
     },
     /// No HTTP answer within our own deadline.
@@ -33,12 +32,12 @@ pub enum SendFailure {
 }
 
 impl SendFailure {
-    pub fn code(&self) -> &str {
+    pub fn code(&self) -> Code {
         match self {
-            SendFailure::Http { code, .. } => code,
-            SendFailure::Timeout => "timeout",
-            SendFailure::Connection(_) => "connection_error",
-            SendFailure::EmptyReply => "empty_reply",
+            SendFailure::Http { code, .. } => *code,
+            SendFailure::Timeout => Code::Timeout,
+            SendFailure::Connection(_) => Code::ConnectionError,
+            SendFailure::EmptyReply => Code::EmptyReply,
         }
     }
 
@@ -53,17 +52,16 @@ impl SendFailure {
         }
     }
 
-    /// Transient failures are worth one more attempt after the catch-up delay: timeouts,
-    /// `rrc_timeout`, `bad_state`, `controller_down`, HTTP 502/503/504 and connection errors.
+    /// Transient failures are worth one more attempt after the catch-up delay: the registry
+    /// decides per code; a code we cannot read counts as transient on HTTP 502, 503 and 504.
     pub fn is_transient(&self) -> bool {
         match self {
-            SendFailure::Timeout | SendFailure::Connection(_) => true,
-            SendFailure::EmptyReply => false,
-            SendFailure::Http { status, code, .. } => {
-                matches!(*status, 502..=504)
-                    || [codes::RRC_TIMEOUT, codes::BAD_STATE, codes::CONTROLLER_DOWN]
-                        .contains(&code.as_str())
-            }
+            SendFailure::Http {
+                status,
+                code: Code::Unrecognized | Code::HttpError,
+                ..
+            } => matches!(*status, 502..=504),
+            other => other.code().is_transient(),
         }
     }
 }
@@ -108,15 +106,13 @@ impl RouterApi {
             let body = response.json::<ErrorBody>().await.ok();
             return Err(CoreError::Router {
                 status,
-                code: body
-                    .as_ref()
-                    .map_or("http_error".into(), |b| b.code.clone()),
+                code: body.as_ref().map_or(Code::HttpError, |b| b.code),
                 message: body.map_or(format!("HTTP {status}"), |b| b.message),
             });
         }
         let list: ResourceList = response.json().await.map_err(|e| CoreError::Router {
             status,
-            code: codes::MALFORMED.into(),
+            code: Code::Malformed,
             message: format!("unreadable resource list: {e}"),
         })?;
         Ok(list.resources)
@@ -156,9 +152,7 @@ impl RouterApi {
             let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
             return Err(SendFailure::Http {
                 status,
-                code: body
-                    .as_ref()
-                    .map_or("http_error".into(), |b| b.code.clone()),
+                code: body.as_ref().map_or(Code::HttpError, |b| b.code),
                 message: body.map_or_else(
                     || String::from_utf8_lossy(&bytes).chars().take(200).collect(),
                     |b| b.message,
@@ -183,16 +177,12 @@ impl RouterApi {
             kind: sallyport_protocol::MessageKind::Close,
             stream_response: false,
             timeout_ms: Some(2_000),
-            payload: keys.seal_json(
-                sallyport_protocol::Direction::ClientToGateway,
-                sallyport_protocol::MessageKind::Close.as_str(),
-                &sallyport_protocol::CloseBody {
-                    reason: sallyport_protocol::CloseReason::ClientClosed,
-                },
-            ),
+            payload: keys.seal_to_gateway(&sallyport_protocol::CloseBody {
+                reason: sallyport_protocol::CloseReason::ClientClosed,
+            }),
         };
         if let Err(e) = self.send(gateway, &close, Duration::from_secs(3)).await {
-            tracing::debug!(code = e.code(), "gateway not told of the close");
+            tracing::debug!(code = %e.code(), "gateway not told of the close");
         }
     }
 
@@ -200,12 +190,12 @@ impl RouterApi {
     /// Events arrive on the returned receiver; dropping it closes the socket.
     pub fn listen(&self, conversation_id: &str) -> mpsc::UnboundedReceiver<SignalEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let url = sallyport_protocol::websocket_url(&self.base, sallyport_protocol::CLIENT_WS_PATH);
+        let base = self.base.clone();
         let token = self.token.clone();
         let conversation_id = conversation_id.to_owned();
         tokio::spawn(async move {
             let outcome = tokio::select! {
-                r = run_listener(&url, &token, &conversation_id, &tx) => r,
+                r = run_listener(&base, &token, &conversation_id, &tx) => r,
                 _ = tx.closed() => Ok(()),
             };
             if let Err(message) = outcome {
@@ -227,7 +217,7 @@ pub enum SignalEvent {
         payload: SealedPayload,
     },
     /// The router reported an error on the socket.
-    Error { code: String, message: String },
+    Error { code: Code, message: String },
     /// The router lost its link to our conversation's gateway: check the tube.
     GatewayLost,
     /// The socket is gone.
@@ -235,22 +225,14 @@ pub enum SignalEvent {
 }
 
 async fn run_listener(
-    url: &str,
+    base: &str,
     token: &str,
     conversation_id: &str,
     tx: &mpsc::UnboundedSender<SignalEvent>,
 ) -> std::result::Result<(), String> {
-    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {token}")
-            .parse()
-            .map_err(|_| "token contains invalid characters".to_string())?,
-    );
-    let (socket, _) = // No Nagle: small signalling frames must not wait for an ACK.
-        tokio_tungstenite::connect_async_with_config(request, None, true)
+    let socket = sallyport_kit::connect(base, sallyport_protocol::CLIENT_WS_PATH, token)
         .await
-        .map_err(|e| format!("cannot open the router websocket: {e}"))?;
+        .map_err(|e| e.to_string())?;
     let (mut sink, mut stream) = socket.split();
     let subscribe = ClientWsRequest::Subscribe {
         conversation_id: conversation_id.to_owned(),
@@ -276,7 +258,7 @@ async fn run_listener(
             Ok(ClientWsEvent::Error { code, message, .. }) => SignalEvent::Error { code, message },
             Ok(ClientWsEvent::GatewayLost { .. }) => SignalEvent::GatewayLost,
             Err(e) => SignalEvent::Error {
-                code: codes::MALFORMED.into(),
+                code: Code::Malformed,
                 message: format!("unreadable frame from the router: {e}"),
             },
         };
@@ -291,37 +273,38 @@ async fn run_listener(
 mod tests {
     use super::*;
 
-    fn http(status: u16, code: &str) -> SendFailure {
+    fn http(status: u16, code: Code) -> SendFailure {
         SendFailure::Http {
             status,
-            code: code.into(),
+            code,
             message: "m".into(),
         }
     }
 
     #[test]
     fn transient_failures_are_classified_by_code_and_status() {
-        assert!(http(503, codes::CONTROLLER_DOWN).is_transient());
-        assert!(http(504, codes::RRC_TIMEOUT).is_transient());
-        assert!(http(502, codes::BAD_STATE).is_transient());
-        assert!(http(502, "anything").is_transient());
+        assert!(http(503, Code::ControllerDown).is_transient());
+        assert!(http(504, Code::RrcTimeout).is_transient());
+        assert!(http(502, Code::BadState).is_transient());
+        assert!(http(502, Code::Unrecognized).is_transient());
+        assert!(!http(400, Code::Unrecognized).is_transient());
         assert!(
-            http(400, codes::BAD_STATE).is_transient(),
+            http(400, Code::BadState).is_transient(),
             "typed code wins over status"
         );
         assert!(SendFailure::Timeout.is_transient());
         assert!(SendFailure::Connection("refused".into()).is_transient());
 
-        assert!(!http(401, codes::UNAUTHORIZED).is_transient());
-        assert!(!http(403, codes::FORBIDDEN).is_transient());
-        assert!(!http(404, codes::UNKNOWN_RESOURCE).is_transient());
-        assert!(!http(400, codes::SEAL_REJECTED).is_transient());
-        assert!(!http(429, codes::SESSION_LIMIT).is_transient());
+        assert!(!http(401, Code::Unauthorized).is_transient());
+        assert!(!http(403, Code::Forbidden).is_transient());
+        assert!(!http(404, Code::UnknownResource).is_transient());
+        assert!(!http(400, Code::SealRejected).is_transient());
+        assert!(!http(429, Code::SessionLimit).is_transient());
         assert!(!SendFailure::EmptyReply.is_transient());
         // A message that merely mentions a transient word is not transient.
         let tricky = SendFailure::Http {
             status: 400,
-            code: codes::MALFORMED.into(),
+            code: Code::Malformed,
             message: "rrc_timeout controller_down 503".into(),
         };
         assert!(!tricky.is_transient());

@@ -6,23 +6,24 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sallyport_protocol::{ConversationKeys, ResourceInfo};
+use sallyport_protocol::{Code, ConversationKeys, ResourceInfo};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::checkpoint::{names, Checkpoint, Recorder};
-use crate::error::Result;
+use crate::error::{CoreError, Result};
 use crate::native_client::ClientCommand;
 use crate::router_api::RouterApi;
+use crate::router_api::SendFailure;
 use crate::tube::{ByteCounters, ClientTube, Connection, TubeEnd};
 
 /// A pre-opened connection older than this is not handed to a client: the target may have
 /// given up on it (sshd's login grace, for one).
 const WARM_CONNECTION_MAX_AGE: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ts_rs::TS)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionState {
     Active,
@@ -46,13 +47,13 @@ pub enum SessionEnd {
     /// The native client exited with this code.
     ClientExited { code: Option<i32> },
     /// The gateway closed the tube, or the network failed.
-    TubeEnded { reason: String },
+    TubeEnded { reason: Code },
     /// Closed by the user (the app's close button, Ctrl-C).
     Closed,
 }
 
 /// A snapshot for lists and the UI.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
 pub struct SessionInfo {
     pub launch_id: String,
     pub resource: String,
@@ -301,10 +302,10 @@ impl Session {
 fn tube_end(end: TubeEnd) -> SessionEnd {
     SessionEnd::TubeEnded {
         reason: match end {
-            TubeEnd::Gateway(reason) => reason.as_str().to_owned(),
-            TubeEnd::Failed => "network_failed".to_owned(),
-            TubeEnd::Local => "closed".to_owned(),
-            TubeEnd::GatewayLost => "gateway_lost".to_owned(),
+            TubeEnd::Gateway(reason) => reason.code(),
+            TubeEnd::Failed => Code::NetworkFailed,
+            TubeEnd::Local => Code::Closed,
+            TubeEnd::GatewayLost => Code::GatewayLost,
         },
     }
 }
@@ -340,7 +341,7 @@ async fn accept_loop(
             _ => match tube.open().await {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(%peer, code = e.code(), error = %e, "cannot open a connection");
+                    tracing::warn!(%peer, code = %e.code(), error = %e, "cannot open a connection");
                     continue;
                 }
             },
@@ -373,8 +374,7 @@ impl Restarter {
     /// One ICE restart: a new offer through the router, the gateway's answer applied.
     async fn restart(&self) -> Result<()> {
         use sallyport_protocol::{
-            AnswerBody, ClientMessage, Direction, MessageKind, RestartBody, StreamKind,
-            PROTOCOL_VERSION,
+            AnswerBody, ClientMessage, MessageKind, RestartBody, PROTOCOL_VERSION,
         };
         let offer = self.tube.restart().await?;
         let message = ClientMessage {
@@ -384,11 +384,15 @@ impl Restarter {
             kind: MessageKind::Restart,
             stream_response: false,
             timeout_ms: Some(RESTART_TIMEOUT.as_millis() as u64),
-            payload: self.keys.seal_json(
-                Direction::ClientToGateway,
-                MessageKind::Restart.as_str(),
-                &RestartBody { offer },
-            ),
+            payload: self.keys.seal_to_gateway(&RestartBody { offer }),
+        };
+        let refused = |failure: SendFailure| CoreError::Router {
+            status: match &failure {
+                SendFailure::Http { status, .. } => *status,
+                _ => 0,
+            },
+            code: failure.code(),
+            message: failure.message(),
         };
         let reply = self
             .api
@@ -398,26 +402,15 @@ impl Restarter {
                 RESTART_TIMEOUT + Duration::from_secs(1),
             )
             .await
-            .map_err(|e| crate::error::CoreError::Router {
-                status: 0,
-                code: e.code().to_owned(),
-                message: e.message(),
-            })?;
+            .map_err(refused)?;
         let payload = reply
             .payload
-            .ok_or_else(|| crate::error::CoreError::Router {
-                status: 200,
-                code: "empty_reply".into(),
-                message: "the gateway's restart reply carried no answer".into(),
-            })?;
+            .ok_or(SendFailure::EmptyReply)
+            .map_err(refused)?;
         let answer = self
             .keys
-            .open_json::<AnswerBody>(
-                Direction::GatewayToClient,
-                StreamKind::Answer.as_str(),
-                &payload,
-            )
-            .map_err(|e| crate::error::CoreError::Seal(e.to_string()))?
+            .open_from_gateway::<AnswerBody>(&payload)
+            .map_err(|e| CoreError::Seal(e.to_string()))?
             .answer;
         self.tube.apply_answer(&answer).await
     }
@@ -457,7 +450,7 @@ async fn supervise(link: Restarter, state: Arc<watch::Sender<SessionState>>, rec
         let mut pause = Duration::from_millis(250);
         loop {
             if let Err(e) = link.restart().await {
-                tracing::warn!(code = e.code(), error = %e, "ICE restart failed; trying again");
+                tracing::warn!(code = e.code().as_str(), error = %e, "ICE restart failed; trying again");
             }
             // Some(true): back; Some(false): the tube ended; None: not yet.
             let back = match tokio::time::timeout(

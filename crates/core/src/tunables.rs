@@ -7,7 +7,17 @@ use crate::error::{CoreError, Result};
 
 /// Which bundle of tunables a launch uses.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    ts_rs::TS,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
@@ -346,7 +356,7 @@ mod tests {
             ("PAM_CONNECT_TIMING", "maybe"),
         ] {
             let err = with(&[(name, value)], Profile::Tuned).unwrap_err();
-            assert_eq!(err.code(), "invalid_tunable");
+            assert_eq!(err.code(), sallyport_protocol::Code::InvalidTunable);
             assert!(err.to_string().contains(name), "{err} should name {name}");
         }
     }

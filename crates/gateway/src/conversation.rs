@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sallyport_protocol::{
-    codes, AnswerBody, CandidatesBody, CloseBody, CloseReason, ConversationKeys, Direction,
-    GatewayOutcome, GatewayToRouter, IceCandidate, MessageKind, ProtocolError, RestartBody,
-    SealedPayload, StartBody, StreamKind,
+    AnswerBody, CandidatesBody, CloseBody, CloseReason, Code, ConversationKeys, GatewayOutcome,
+    GatewayToRouter, IceCandidate, ProtocolError, RestartBody, SealedPayload, StartBody,
+    StreamKind,
 };
 use sallyport_tube::{ByteCounters, Connection, ConnectionEnd, Tube, TubeEvent};
 use tokio::net::TcpStream;
@@ -50,7 +50,7 @@ pub(crate) async fn start(
 ) -> GatewayOutcome {
     let Some(resource) = gateway.config.resource(resource_name).cloned() else {
         return error(
-            codes::UNKNOWN_RESOURCE,
+            Code::UnknownResource,
             format!("this gateway does not serve {resource_name:?}"),
         );
     };
@@ -61,7 +61,7 @@ pub(crate) async fn start(
             None => {
                 if conversations.len() >= gateway.config.max_sessions {
                     return error(
-                        codes::SESSION_LIMIT,
+                        Code::SessionLimit,
                         format!(
                             "the gateway's limit of {} sessions is reached",
                             gateway.config.max_sessions
@@ -106,17 +106,13 @@ async fn create(
     payload: &SealedPayload,
 ) -> Result<Arc<Conversation>, GatewayOutcome> {
     let keys = ConversationKeys::for_gateway(&gateway.key, conversation_id, payload)
-        .map_err(|e| error(codes::SEAL_REJECTED, e.to_string()))?;
+        .map_err(|e| error(Code::SealRejected, e.to_string()))?;
     let body: StartBody = keys
-        .open_json(
-            Direction::ClientToGateway,
-            MessageKind::Start.as_str(),
-            payload,
-        )
+        .open_from_client(payload)
         .map_err(|e| error(e.code(), e.to_string()))?;
     if body.resource != resource.name {
         return Err(error(
-            codes::SEAL_REJECTED,
+            Code::SealRejected,
             "the sealed offer names another resource than the envelope",
         ));
     }
@@ -130,18 +126,18 @@ async fn create(
         ..gateway
             .config
             .tube_config()
-            .map_err(|e| error(codes::INTERNAL, e))?
+            .map_err(|e| error(Code::Internal, e))?
     };
     let (tube, events, _answer) = match Tube::answer(&tube_config, &body.offer).await {
         Ok(answered) => answered,
         // An offer we cannot answer will not improve on retry: not a transient state.
         Err(e @ sallyport_tube::TubeError::InvalidDescription(_)) => {
             return Err(error(
-                codes::MALFORMED,
+                Code::Malformed,
                 format!("cannot answer the offer: {e}"),
             ))
         }
-        Err(e) => return Err(error(codes::INTERNAL, e.to_string())),
+        Err(e) => return Err(error(Code::Internal, e.to_string())),
     };
     let (gathered_tx, gathered_rx) = watch::channel(false);
     let conversation = Arc::new(Conversation {
@@ -218,11 +214,7 @@ impl Conversation {
         payload: &SealedPayload,
         resource: &str,
     ) -> Result<(), ProtocolError> {
-        let body: StartBody = self.keys.open_json(
-            Direction::ClientToGateway,
-            MessageKind::Start.as_str(),
-            payload,
-        )?;
+        let body: StartBody = self.keys.open_from_client(payload)?;
         if body.resource != resource || resource != self.resource.name {
             return Err(ProtocolError::Seal("repeated offer names another resource"));
         }
@@ -230,11 +222,7 @@ impl Conversation {
     }
 
     pub(crate) fn open_close(&self, payload: &SealedPayload) -> Result<CloseBody, ProtocolError> {
-        self.keys.open_json(
-            Direction::ClientToGateway,
-            MessageKind::Close.as_str(),
-            payload,
-        )
+        self.keys.open_from_client(payload)
     }
 
     /// The reply to a start: the whole answer inline, or an acknowledgement and the answer and
@@ -245,31 +233,23 @@ impl Conversation {
             let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.wait_for(|g| *g)).await;
             return match self.tube.local_description().await {
                 Ok(answer) => GatewayOutcome::Ok {
-                    payload: Some(self.keys.seal_json(
-                        Direction::GatewayToClient,
-                        StreamKind::Answer.as_str(),
-                        &AnswerBody { answer },
-                    )),
+                    payload: Some(self.keys.seal_to_client(&AnswerBody { answer })),
                 },
-                Err(_) => error(codes::BAD_STATE, "the answer is not ready"),
+                Err(_) => error(Code::BadState, "the answer is not ready"),
             };
         }
         let Ok(answer) = self.tube.local_description().await else {
-            return error(codes::BAD_STATE, "the answer is not ready");
+            return error(Code::BadState, "the answer is not ready");
         };
         // Under the lock, so no candidate can overtake the answer on the way to the client.
         let mut signalling = self.signalling.lock().await;
         let Some(gateway) = self.gateway() else {
-            return error(codes::BAD_STATE, "gateway is shutting down");
+            return error(Code::BadState, "gateway is shutting down");
         };
         gateway.send(GatewayToRouter::Stream {
             conversation_id: self.id.clone(),
             kind: StreamKind::Answer,
-            payload: self.keys.seal_json(
-                Direction::GatewayToClient,
-                StreamKind::Answer.as_str(),
-                &AnswerBody { answer },
-            ),
+            payload: self.keys.seal_to_client(&AnswerBody { answer }),
         });
         if !signalling.candidates.is_empty() || signalling.done {
             self.stream_candidates(signalling.candidates.clone(), signalling.done);
@@ -283,21 +263,15 @@ impl Conversation {
             gateway.send(GatewayToRouter::Stream {
                 conversation_id: self.id.clone(),
                 kind: StreamKind::Candidates,
-                payload: self.keys.seal_json(
-                    Direction::GatewayToClient,
-                    StreamKind::Candidates.as_str(),
-                    &CandidatesBody { candidates, done },
-                ),
+                payload: self
+                    .keys
+                    .seal_to_client(&CandidatesBody { candidates, done }),
             });
         }
     }
 
     pub(crate) async fn add_candidates(&self, payload: &SealedPayload) -> GatewayOutcome {
-        let body: CandidatesBody = match self.keys.open_json(
-            Direction::ClientToGateway,
-            MessageKind::Candidates.as_str(),
-            payload,
-        ) {
+        let body: CandidatesBody = match self.keys.open_from_client(payload) {
             Ok(body) => body,
             Err(e) => return error(e.code(), e.to_string()),
         };
@@ -312,11 +286,7 @@ impl Conversation {
     /// The client's path broke and it restarts ICE: apply its new offer, answer inline. The
     /// tube's DTLS, SCTP and connections carry on over the new path.
     pub(crate) async fn restart(&self, payload: &SealedPayload) -> GatewayOutcome {
-        let body: RestartBody = match self.keys.open_json(
-            Direction::ClientToGateway,
-            MessageKind::Restart.as_str(),
-            payload,
-        ) {
+        let body: RestartBody = match self.keys.open_from_client(payload) {
             Ok(body) => body,
             Err(e) => return error(e.code(), e.to_string()),
         };
@@ -324,14 +294,10 @@ impl Conversation {
             Ok(answer) => {
                 tracing::info!("ICE restarted by the client");
                 GatewayOutcome::Ok {
-                    payload: Some(self.keys.seal_json(
-                        Direction::GatewayToClient,
-                        StreamKind::Answer.as_str(),
-                        &AnswerBody { answer },
-                    )),
+                    payload: Some(self.keys.seal_to_client(&AnswerBody { answer })),
                 }
             }
-            Err(e) => error(codes::BAD_STATE, format!("cannot restart: {e}")),
+            Err(e) => error(Code::BadState, format!("cannot restart: {e}")),
         }
     }
 
@@ -370,11 +336,7 @@ impl Conversation {
             gateway.send(GatewayToRouter::Stream {
                 conversation_id: self.id.clone(),
                 kind: StreamKind::Closed,
-                payload: self.keys.seal_json(
-                    Direction::GatewayToClient,
-                    StreamKind::Closed.as_str(),
-                    &CloseBody { reason },
-                ),
+                payload: self.keys.seal_to_client(&CloseBody { reason }),
             });
         }
         // Waits until the client has the reason (bounded), so it reports this reason and not

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use sallyport_kit::{ConnectError, Shutdown, Stopper};
 use sallyport_protocol::{
-    codes, AnnouncedResource, CloseReason, GatewayKeyPair, GatewayOutcome, GatewayToRouter,
+    AnnouncedResource, CloseReason, Code, GatewayKeyPair, GatewayOutcome, GatewayToRouter,
     MessageKind, RouterToGateway, SealedPayload, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, watch, Mutex};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument;
 
@@ -30,16 +30,16 @@ pub enum GatewayError {
     #[error("router connection: {0}")]
     Router(String),
     #[error("router refused the gateway: {code}: {message}")]
-    Refused { code: String, message: String },
+    Refused { code: Code, message: String },
 }
 
 impl GatewayError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            GatewayError::Config(_) => "config_invalid",
-            GatewayError::Key(_) => "invalid_key",
-            GatewayError::Router(_) => "router_unreachable",
-            GatewayError::Refused { .. } => "router_refused",
+            GatewayError::Config(_) => Code::ConfigInvalid,
+            GatewayError::Key(_) => Code::InvalidKey,
+            GatewayError::Router(_) => Code::RouterUnreachable,
+            GatewayError::Refused { .. } => Code::RouterRefused,
         }
     }
 }
@@ -106,7 +106,7 @@ impl Gateway {
 
 /// A running gateway.
 pub struct GatewayHandle {
-    shutdown: watch::Sender<bool>,
+    stopper: Stopper,
     task: tokio::task::JoinHandle<()>,
     online: watch::Receiver<bool>,
     pub public_key: sallyport_protocol::GatewayPublicKey,
@@ -121,16 +121,16 @@ impl GatewayHandle {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Close every tube (telling clients why) and disconnect.
+    /// Close every tube (telling clients why) and disconnect; returns once all has stopped.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
+        self.stopper.stop().await;
         let _ = self.task.await;
     }
 }
 
 /// Start the gateway in the background: it connects to the router and keeps reconnecting.
 pub fn spawn(config: GatewayConfig, key: GatewayKeyPair) -> GatewayHandle {
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let stopper = Stopper::new();
     let (online_tx, online_rx) = watch::channel(false);
     let public_key = key.public();
     let gateway = Arc::new(Gateway {
@@ -139,28 +139,24 @@ pub fn spawn(config: GatewayConfig, key: GatewayKeyPair) -> GatewayHandle {
         conversations: Mutex::new(HashMap::new()),
         outbound: std::sync::Mutex::new(None),
     });
-    let task = tokio::spawn(run(gateway, shutdown_rx, online_tx));
+    let task = tokio::spawn(run(gateway, stopper.shutdown(), online_tx));
     GatewayHandle {
-        shutdown: shutdown_tx,
+        stopper,
         task,
         online: online_rx,
         public_key,
     }
 }
 
-async fn run(
-    gateway: Arc<Gateway>,
-    mut shutdown: watch::Receiver<bool>,
-    online: watch::Sender<bool>,
-) {
+async fn run(gateway: Arc<Gateway>, mut shutdown: Shutdown, online: watch::Sender<bool>) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_shutdown() {
             break;
         }
         // connect_once watches the shutdown itself, so it can say goodbye while connected.
-        let result = connect_once(&gateway, &online, shutdown.clone()).await;
-        if *shutdown.borrow() {
+        let result = connect_once(&gateway, &online, &mut shutdown).await;
+        if shutdown.is_shutdown() {
             break;
         }
         online.send_replace(false);
@@ -177,24 +173,12 @@ async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep(jitter(backoff)) => {}
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = shutdown.recv() => break,
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
     // Whatever is left (shut down while disconnected) still gets its peers closed.
     close_all(&gateway).await;
-}
-
-/// Resolves once shutdown is requested (never, if the sender is gone without asking).
-async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
-    loop {
-        if *shutdown.borrow_and_update() {
-            return;
-        }
-        if shutdown.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
 }
 
 /// Tell every client why its tube ends, and tear the tubes down.
@@ -220,28 +204,23 @@ fn jitter(base: Duration) -> Duration {
 async fn connect_once(
     gateway: &Arc<Gateway>,
     online: &watch::Sender<bool>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: &mut Shutdown,
 ) -> Result<(), GatewayError> {
-    let mut request = sallyport_protocol::websocket_url(
+    let connected = sallyport_kit::connect(
         &gateway.config.router_url,
         sallyport_protocol::GATEWAY_WS_PATH,
+        &gateway.config.token,
     )
-    .into_client_request()
-    .map_err(|e| GatewayError::Router(e.to_string()))?;
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", gateway.config.token)
-            .parse()
-            .map_err(|_| GatewayError::Config("token contains invalid characters".into()))?,
-    );
-    let (socket, _) = tokio::time::timeout(
-        Duration::from_secs(10),
-        // No Nagle: small signalling frames must not wait for an ACK.
-        tokio_tungstenite::connect_async_with_config(request, None, true),
-    )
-    .await
-    .map_err(|_| GatewayError::Router("connecting timed out after 10 s".into()))?
-    .map_err(|e| GatewayError::Router(e.to_string()))?;
+    .await;
+    let socket = match connected {
+        Ok(socket) => socket,
+        Err(ConnectError::Token) => {
+            return Err(GatewayError::Config(
+                "token contains invalid characters".into(),
+            ))
+        }
+        Err(e) => return Err(GatewayError::Router(e.to_string())),
+    };
     let (mut sink, mut stream) = socket.split();
 
     // The router speaks first: a challenge, answered in the hello by a proof that this gateway
@@ -289,7 +268,7 @@ async fn connect_once(
 
     loop {
         tokio::select! {
-            _ = shutdown_requested(&mut shutdown) => {
+            _ = shutdown.recv() => {
                 // Close the tubes while the router can still relay each `closed`, then flush.
                 close_all(gateway).await;
                 *gateway.outbound.lock().unwrap() = None;
@@ -362,9 +341,9 @@ fn text(message: &GatewayToRouter) -> Message {
     )
 }
 
-fn error(code: &str, message: impl Into<String>) -> GatewayOutcome {
+fn error(code: Code, message: impl Into<String>) -> GatewayOutcome {
     GatewayOutcome::Error {
-        code: code.to_owned(),
+        code,
         message: message.into(),
     }
 }
@@ -386,7 +365,7 @@ async fn handle(
             let existing = gateway.conversation(conversation_id).await;
             match existing {
                 Some(c) => c.add_candidates(payload).await,
-                None => error(codes::BAD_STATE, "no such conversation at this gateway"),
+                None => error(Code::BadState, "no such conversation at this gateway"),
             }
         }
         MessageKind::Close => {
@@ -406,7 +385,7 @@ async fn handle(
         }
         MessageKind::Restart => match gateway.conversation(conversation_id).await {
             Some(c) => c.restart(payload).await,
-            None => error(codes::BAD_STATE, "no such conversation at this gateway"),
+            None => error(Code::BadState, "no such conversation at this gateway"),
         },
     }
 }

@@ -146,7 +146,7 @@ target = "{echo_addr}"
     assert_eq!(
         end,
         SessionEnd::TubeEnded {
-            reason: "gateway_lost".into()
+            reason: sallyport_protocol::Code::GatewayLost
         }
     );
     router.shutdown().await;

@@ -183,7 +183,7 @@ mod tests {
         let err = gateway
             .prove("dc1", &B64.encode([7u8; 32]), &B64.encode([0u8; 32]))
             .unwrap_err();
-        assert_eq!(err.code(), crate::codes::SEAL_REJECTED);
+        assert_eq!(err.code(), crate::Code::SealRejected);
     }
 
     /// A fixed vector, so a second implementation can check itself against this one.

@@ -4,13 +4,18 @@
 //! See `docs/PROTOCOL.md` for the full description.
 
 pub mod auth;
+pub mod code;
 pub mod frame;
 pub mod seal;
 
 use serde::{Deserialize, Serialize};
 
 pub use auth::GatewayChallenge;
-pub use seal::{ConversationKeys, Direction, GatewayKeyPair, GatewayPublicKey, SealedPayload};
+pub use code::Code;
+pub use seal::{
+    ConversationKeys, Direction, GatewayKeyPair, GatewayPublicKey, SealedPayload, ToClient,
+    ToGateway,
+};
 
 /// Version of the wire protocol; carried in the gateway's hello and in every HTTP message.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -19,13 +24,6 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 /// Largest WebSocket frame/message the router accepts by default.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 256 * 1024;
-
-/// Data-channel label of the per-tube control channel.
-pub const CONTROL_CHANNEL_LABEL: &str = "sallyport-control";
-/// Prefix of the data-channel label of a forwarded TCP connection: `tcp/<connection id>`.
-pub const CONNECTION_CHANNEL_PREFIX: &str = "tcp/";
-/// Largest chunk written to a data channel at once.
-pub const DATA_CHUNK_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
@@ -39,48 +37,19 @@ pub enum ProtocolError {
 
 impl ProtocolError {
     /// Stable code for the CLI and UI.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            ProtocolError::Seal(_) => codes::SEAL_REJECTED,
-            ProtocolError::Key(_) => codes::INVALID_KEY,
-            ProtocolError::Malformed(_) => codes::MALFORMED,
+            ProtocolError::Seal(_) => Code::SealRejected,
+            ProtocolError::Key(_) => Code::InvalidKey,
+            ProtocolError::Malformed(_) => Code::Malformed,
         }
     }
-}
-
-/// Stable error codes returned by the router and the gateway (`{code, message}`).
-pub mod codes {
-    pub const UNAUTHORIZED: &str = "unauthorized";
-    pub const FORBIDDEN: &str = "forbidden";
-    pub const UNKNOWN_GATEWAY: &str = "unknown_gateway";
-    pub const UNKNOWN_RESOURCE: &str = "unknown_resource";
-    pub const MALFORMED: &str = "malformed";
-    pub const NOT_FOUND: &str = "not_found";
-    pub const TOO_LARGE: &str = "too_large";
-    pub const CONTROLLER_DOWN: &str = "controller_down";
-    pub const RRC_TIMEOUT: &str = "rrc_timeout";
-    pub const BAD_STATE: &str = "bad_state";
-    pub const SEAL_REJECTED: &str = "seal_rejected";
-    /// A key that is not base64 of 32 bytes, in a local file or setting. On the wire a bad
-    /// `epk` is `seal_rejected`.
-    pub const INVALID_KEY: &str = "invalid_key";
-    /// The router closed a connection that did not send a complete request head in time.
-    pub const HEADER_TIMEOUT: &str = "header_timeout";
-    /// A request body stalled: no byte of it arrived within the router's idle timeout.
-    pub const REQUEST_TIMEOUT: &str = "request_timeout";
-    /// Too many connections from one source address.
-    pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
-    /// The router holds as many connections as it may and none of them can be let go.
-    pub const OVERLOADED: &str = "overloaded";
-    pub const SESSION_LIMIT: &str = "session_limit";
-    pub const UNSUPPORTED_VERSION: &str = "unsupported_version";
-    pub const INTERNAL: &str = "internal";
 }
 
 /// The JSON error body of every failed router request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    pub code: String,
+    pub code: Code,
     pub message: String,
 }
 
@@ -181,7 +150,7 @@ pub enum ClientWsEvent {
     /// `unsubscribe` (the id as the client sent it), so a client with several subscribes in
     /// flight knows which one failed.
     Error {
-        code: String,
+        code: Code,
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         conversation_id: Option<String>,
@@ -250,7 +219,7 @@ pub enum GatewayOutcome {
         payload: Option<SealedPayload>,
     },
     Error {
-        code: String,
+        code: Code,
         message: String,
     },
 }
@@ -280,7 +249,7 @@ pub enum RouterToGateway {
         payload: SealedPayload,
     },
     Error {
-        code: String,
+        code: Code,
         message: String,
     },
 }
@@ -347,9 +316,40 @@ pub struct CloseBody {
     pub reason: CloseReason,
 }
 
-/// Why a connection or a tube was closed; carried on the control channel and in `closed`.
+impl ToGateway for StartBody {
+    const KIND: MessageKind = MessageKind::Start;
+}
+
+impl ToGateway for CandidatesBody {
+    const KIND: MessageKind = MessageKind::Candidates;
+}
+
+impl ToClient for CandidatesBody {
+    const KIND: StreamKind = StreamKind::Candidates;
+}
+
+impl ToClient for AnswerBody {
+    const KIND: StreamKind = StreamKind::Answer;
+}
+
+impl ToGateway for RestartBody {
+    const KIND: MessageKind = MessageKind::Restart;
+}
+
+/// The client's `close`.
+impl ToGateway for CloseBody {
+    const KIND: MessageKind = MessageKind::Close;
+}
+
+/// The gateway's `closed`.
+impl ToClient for CloseBody {
+    const KIND: StreamKind = StreamKind::Closed;
+}
+
+/// Why a connection or a tube was closed; carried in the tube's close frames and in `closed`.
+/// The close reasons are the subset of [`Code`] a close may carry; their strings are the codes'.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(into = "Code", try_from = "Code")]
 pub enum CloseReason {
     /// Orderly end: one side closed its connection.
     Normal,
@@ -374,19 +374,40 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    pub fn as_str(self) -> &'static str {
+    /// The reason's code in the registry.
+    pub const fn code(self) -> Code {
         match self {
-            CloseReason::Normal => "normal",
-            CloseReason::TargetRefused => "target_refused",
-            CloseReason::TargetTimeout => "target_timeout",
-            CloseReason::TargetUnreachable => "target_unreachable",
-            CloseReason::TargetError => "target_error",
-            CloseReason::SessionLimit => "session_limit",
-            CloseReason::ClosedByAdmin => "closed_by_admin",
-            CloseReason::GatewayShutdown => "gateway_shutdown",
-            CloseReason::ClientClosed => "client_closed",
-            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::Normal => Code::Normal,
+            CloseReason::TargetRefused => Code::TargetRefused,
+            CloseReason::TargetTimeout => Code::TargetTimeout,
+            CloseReason::TargetUnreachable => Code::TargetUnreachable,
+            CloseReason::TargetError => Code::TargetError,
+            CloseReason::SessionLimit => Code::SessionLimit,
+            CloseReason::ClosedByAdmin => Code::ClosedByAdmin,
+            CloseReason::GatewayShutdown => Code::GatewayShutdown,
+            CloseReason::ClientClosed => Code::ClientClosed,
+            CloseReason::ProtocolError => Code::ProtocolError,
         }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        self.code().as_str()
+    }
+}
+
+impl From<CloseReason> for Code {
+    fn from(reason: CloseReason) -> Code {
+        reason.code()
+    }
+}
+
+impl TryFrom<Code> for CloseReason {
+    type Error = String;
+    fn try_from(code: Code) -> Result<Self, Self::Error> {
+        CloseReason::ALL
+            .into_iter()
+            .find(|r| r.code() == code)
+            .ok_or_else(|| format!("{code:?} is not a close reason"))
     }
 }
 
@@ -407,7 +428,7 @@ impl CloseReason {
 
     /// The reason named by its wire string.
     pub fn parse(text: &str) -> Option<CloseReason> {
-        Self::ALL.into_iter().find(|r| r.as_str() == text)
+        Code::parse(text).and_then(|c| c.try_into().ok())
     }
 }
 
@@ -415,29 +436,6 @@ impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Messages on the control data channel (JSON text), gateway → client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ControlMessage {
-    /// The gateway has connected connection `conn` to its target.
-    Connected { conn: u64 },
-    /// Connection `conn` was closed, with the reason.
-    Closed { conn: u64, reason: CloseReason },
-    /// The whole tube is closing.
-    Shutdown { reason: CloseReason },
-}
-
-/// Parse the connection id out of a data-channel label `tcp/<id>`.
-pub fn connection_id_from_label(label: &str) -> Option<u64> {
-    label
-        .strip_prefix(CONNECTION_CHANNEL_PREFIX)
-        .and_then(|id| id.parse().ok())
-}
-
-pub fn connection_label(conn: u64) -> String {
-    format!("{CONNECTION_CHANNEL_PREFIX}{conn}")
 }
 
 /// Router WebSocket paths.
@@ -646,7 +644,7 @@ mod tests {
         let reply = GatewayToRouter::Reply {
             request_id: 7,
             outcome: GatewayOutcome::Error {
-                code: codes::BAD_STATE.into(),
+                code: Code::BadState,
                 message: "x".into(),
             },
         };
@@ -671,9 +669,6 @@ mod tests {
 
     #[test]
     fn labels_and_ids() {
-        assert_eq!(connection_id_from_label(&connection_label(42)), Some(42));
-        assert_eq!(connection_id_from_label("tcp/x"), None);
-        assert_eq!(connection_id_from_label(CONTROL_CHANNEL_LABEL), None);
         assert!(valid_conversation_id("0123456789abcdef"));
         assert!(!valid_conversation_id("short"));
         assert!(!valid_conversation_id("has space in it"));
@@ -704,7 +699,7 @@ mod tests {
     #[test]
     fn error_frames_name_their_conversation() {
         let frame = ClientWsEvent::Error {
-            code: codes::FORBIDDEN.into(),
+            code: Code::Forbidden,
             message: "x".into(),
             conversation_id: Some("conv-0001".into()),
         };
@@ -732,19 +727,6 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&lost).unwrap(),
             r#"{"type":"gateway_lost","conversation_id":"conv-0001","gateway":"lab"}"#
-        );
-    }
-
-    #[test]
-    fn control_messages_are_tagged() {
-        let m = ControlMessage::Closed {
-            conn: 3,
-            reason: CloseReason::TargetRefused,
-        };
-        let text = serde_json::to_string(&m).unwrap();
-        assert_eq!(
-            text,
-            r#"{"type":"closed","conn":3,"reason":"target_refused"}"#
         );
     }
 }

@@ -42,6 +42,17 @@ impl Direction {
     }
 }
 
+/// A body the client seals for the gateway; its type carries the kind it is sealed under (the
+/// kind is authenticated with it), so no call site names a kind.
+pub trait ToGateway: Serialize + serde::de::DeserializeOwned {
+    const KIND: crate::MessageKind;
+}
+
+/// A body the gateway seals for the client, with the stream kind it is sealed under.
+pub trait ToClient: Serialize + serde::de::DeserializeOwned {
+    const KIND: crate::StreamKind;
+}
+
 /// A sealed payload as it travels through the router (JSON, binary fields in base64).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealedPayload {
@@ -274,7 +285,33 @@ impl ConversationKeys {
             })
     }
 
-    pub fn seal_json<T: Serialize>(
+    /// Seal `body` for the gateway, under the kind its type carries.
+    pub fn seal_to_gateway<T: ToGateway>(&self, body: &T) -> SealedPayload {
+        self.seal_json(Direction::ClientToGateway, T::KIND.as_str(), body)
+    }
+
+    /// Open a body the client sealed for the gateway, as the type the kind promises.
+    pub fn open_from_client<T: ToGateway>(
+        &self,
+        envelope: &SealedPayload,
+    ) -> Result<T, ProtocolError> {
+        self.open_json(Direction::ClientToGateway, T::KIND.as_str(), envelope)
+    }
+
+    /// Seal `body` for the client, under the kind its type carries.
+    pub fn seal_to_client<T: ToClient>(&self, body: &T) -> SealedPayload {
+        self.seal_json(Direction::GatewayToClient, T::KIND.as_str(), body)
+    }
+
+    /// Open a body the gateway sealed for the client, as the type the kind promises.
+    pub fn open_from_gateway<T: ToClient>(
+        &self,
+        envelope: &SealedPayload,
+    ) -> Result<T, ProtocolError> {
+        self.open_json(Direction::GatewayToClient, T::KIND.as_str(), envelope)
+    }
+
+    fn seal_json<T: Serialize>(
         &self,
         direction: Direction,
         kind: &str,
@@ -284,7 +321,7 @@ impl ConversationKeys {
         self.seal(direction, kind, &bytes)
     }
 
-    pub fn open_json<T: serde::de::DeserializeOwned>(
+    fn open_json<T: serde::de::DeserializeOwned>(
         &self,
         direction: Direction,
         kind: &str,

@@ -28,7 +28,7 @@ use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use sallyport_protocol::{codes, ErrorBody};
+use sallyport_protocol::{Code, ErrorBody};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -122,7 +122,7 @@ impl Refusal {
             Refusal::PerSource(cap) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 ErrorBody {
-                    code: codes::TOO_MANY_CONNECTIONS.into(),
+                    code: Code::TooManyConnections,
                     message: format!(
                         "too many connections from your address (at most {cap} at once)"
                     ),
@@ -131,7 +131,7 @@ impl Refusal {
             Refusal::Total(cap) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorBody {
-                    code: codes::OVERLOADED.into(),
+                    code: Code::Overloaded,
                     message: format!("the router holds its limit of {cap} busy connections"),
                 },
             ),
@@ -449,7 +449,7 @@ impl AsyncWrite for Tracked {
 
 fn head_timeout_body() -> ErrorBody {
     ErrorBody {
-        code: codes::HEADER_TIMEOUT.into(),
+        code: Code::HeaderTimeout,
         message: "no complete request head in time".into(),
     }
 }
@@ -498,7 +498,7 @@ pub(crate) async fn serve(listener: TcpListener, app: axum::Router, shared: Arc<
                 tasks.spawn(serve_connection(io, app.clone(), shared.clone(), limits));
             }
             Err(refusal) => {
-                shared.metrics.failure(refusal.response().1.code.as_str());
+                shared.metrics.failure(refusal.response().1.code);
                 let refusing = &shared.connections.refusing;
                 if refusing.fetch_add(1, Ordering::AcqRel) < MAX_REFUSALS_IN_FLIGHT {
                     let shared = shared.clone();
@@ -568,9 +568,9 @@ async fn serve_connection(io: Tracked, app: axum::Router, shared: Arc<Shared>, l
             }
             expiry = watchdog(&state, &limits) => {
                 let code = match expiry {
-                    Some(Expiry::Head) => codes::HEADER_TIMEOUT,
-                    Some(Expiry::Idle) => "idle_timeout",
-                    None => "evicted",
+                    Some(Expiry::Head) => Code::HeaderTimeout,
+                    Some(Expiry::Idle) => Code::IdleTimeout,
+                    None => Code::Evicted,
                 };
                 shared.metrics.failure(code);
                 let began = state.requests.load(Ordering::Relaxed) == 0

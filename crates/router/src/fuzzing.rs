@@ -18,7 +18,7 @@ struct Fuzzer {
     client_tx: mpsc::Sender<sallyport_protocol::ClientWsEvent>,
     client_rx: Mutex<mpsc::Receiver<sallyport_protocol::ClientWsEvent>>,
     subscriptions: Mutex<HashSet<String>>,
-    _closing: tokio::sync::watch::Sender<bool>,
+    _stopper: sallyport_kit::Stopper,
 }
 
 fn fuzzer() -> &'static Fuzzer {
@@ -40,8 +40,8 @@ fn fuzzer() -> &'static Fuzzer {
             }],
             ..RouterConfig::parse("").expect("the default configuration is valid")
         };
-        let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
-        let shared = Shared::new(config, closing_rx);
+        let stopper = sallyport_kit::Stopper::new();
+        let shared = Shared::new(config, stopper.shutdown());
         let (gateway_tx, gateway_rx) = mpsc::channel(1024);
         // Nothing reads the gateway's queue; keep its receiver so sends fail only when full.
         std::mem::forget(gateway_rx);
@@ -54,7 +54,7 @@ fn fuzzer() -> &'static Fuzzer {
             client_tx,
             client_rx: Mutex::new(client_rx),
             subscriptions: Mutex::new(HashSet::new()),
-            _closing: closing_tx,
+            _stopper: stopper,
         }
     })
 }

@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::BodyExt;
 use sallyport_protocol::{
-    codes, AnnouncedResource, ClientMessage, ClientReply, ClientWsEvent, ErrorBody, GatewayOutcome,
+    AnnouncedResource, ClientMessage, ClientReply, ClientWsEvent, Code, ErrorBody, GatewayOutcome,
     MessageKind, ResourceInfo, ResourceList, RouterToGateway, PROTOCOL_VERSION,
 };
 use tokio::net::TcpListener;
@@ -67,63 +67,39 @@ pub enum RouterError {
     Timeout(String, u64),
     /// An error the gateway itself returned, relayed with its code.
     #[error("gateway: {message}")]
-    Gateway { code: String, message: String },
+    Gateway { code: Code, message: String },
 }
 
 impl RouterError {
-    pub fn code(&self) -> &str {
+    pub fn code(&self) -> Code {
         match self {
-            RouterError::Config(_) => "config_invalid",
-            RouterError::Bind(..) => codes::INTERNAL,
-            RouterError::Unauthorized => codes::UNAUTHORIZED,
-            RouterError::Forbidden(_) => codes::FORBIDDEN,
-            RouterError::UnknownGateway(_) => codes::UNKNOWN_GATEWAY,
-            RouterError::UnknownResource(_) => codes::UNKNOWN_RESOURCE,
-            RouterError::Malformed(_) => codes::MALFORMED,
-            RouterError::NoSuchEndpoint => codes::NOT_FOUND,
-            RouterError::TooLarge(_) => codes::TOO_LARGE,
-            RouterError::RequestTimeout(_) => codes::REQUEST_TIMEOUT,
-            RouterError::UnsupportedVersion(_) => codes::UNSUPPORTED_VERSION,
-            RouterError::ControllerDown(_) => codes::CONTROLLER_DOWN,
-            RouterError::Timeout(..) => codes::RRC_TIMEOUT,
-            RouterError::Gateway { code, .. } => code,
+            RouterError::Config(_) => Code::ConfigInvalid,
+            RouterError::Bind(..) => Code::Internal,
+            RouterError::Unauthorized => Code::Unauthorized,
+            RouterError::Forbidden(_) => Code::Forbidden,
+            RouterError::UnknownGateway(_) => Code::UnknownGateway,
+            RouterError::UnknownResource(_) => Code::UnknownResource,
+            RouterError::Malformed(_) => Code::Malformed,
+            RouterError::NoSuchEndpoint => Code::NotFound,
+            RouterError::TooLarge(_) => Code::TooLarge,
+            RouterError::RequestTimeout(_) => Code::RequestTimeout,
+            RouterError::UnsupportedVersion(_) => Code::UnsupportedVersion,
+            RouterError::ControllerDown(_) => Code::ControllerDown,
+            RouterError::Timeout(..) => Code::RrcTimeout,
+            RouterError::Gateway { code, .. } => *code,
         }
     }
 
+    /// The status is the code's, decided once in the registry.
     pub fn status(&self) -> StatusCode {
-        status_for_code(self.code())
-    }
-}
-
-/// The HTTP status of each stable error code.
-pub fn status_for_code(code: &str) -> StatusCode {
-    match code {
-        codes::UNAUTHORIZED => StatusCode::UNAUTHORIZED,
-        codes::FORBIDDEN => StatusCode::FORBIDDEN,
-        codes::UNKNOWN_GATEWAY | codes::UNKNOWN_RESOURCE | codes::NOT_FOUND => {
-            StatusCode::NOT_FOUND
-        }
-        codes::MALFORMED
-        | codes::SEAL_REJECTED
-        | codes::UNSUPPORTED_VERSION
-        | codes::INVALID_KEY => StatusCode::BAD_REQUEST,
-        codes::TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
-        codes::REQUEST_TIMEOUT | codes::HEADER_TIMEOUT => StatusCode::REQUEST_TIMEOUT,
-        codes::TOO_MANY_CONNECTIONS => StatusCode::TOO_MANY_REQUESTS,
-        codes::OVERLOADED => StatusCode::SERVICE_UNAVAILABLE,
-        codes::CONTROLLER_DOWN => StatusCode::SERVICE_UNAVAILABLE,
-        codes::RRC_TIMEOUT => StatusCode::GATEWAY_TIMEOUT,
-        codes::SESSION_LIMIT => StatusCode::TOO_MANY_REQUESTS,
-        codes::INTERNAL => StatusCode::INTERNAL_SERVER_ERROR,
-        // bad_state and anything else a gateway reports: the gateway could not serve it.
-        _ => StatusCode::BAD_GATEWAY,
+        StatusCode::from_u16(self.code().http_status()).unwrap_or(StatusCode::BAD_GATEWAY)
     }
 }
 
 impl IntoResponse for RouterError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
-            code: self.code().to_owned(),
+            code: self.code(),
             message: self.to_string(),
         };
         // These answer a request whose body was not (all) read: the connection cannot carry
@@ -189,11 +165,11 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     metrics: Metrics,
     /// Turns true when the router shuts down; every WebSocket then closes (1001).
-    closing: tokio::sync::watch::Receiver<bool>,
+    shutdown: sallyport_kit::Shutdown,
 }
 
 impl Shared {
-    fn new(config: RouterConfig, closing: tokio::sync::watch::Receiver<bool>) -> Self {
+    fn new(config: RouterConfig, shutdown: sallyport_kit::Shutdown) -> Self {
         let declared = config
             .gateways
             .iter()
@@ -209,7 +185,7 @@ impl Shared {
             conversations: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             metrics: Metrics::default(),
-            closing,
+            shutdown,
         }
     }
 
@@ -308,11 +284,11 @@ impl Shared {
     fn route_stream(&self, gateway_id: &str, event: ClientWsEvent, conversation_id: &str) {
         let mut conversations = self.conversations.lock().unwrap();
         let Some(conversation) = conversations.get_mut(conversation_id) else {
-            self.metrics.failure("unknown_conversation");
+            self.metrics.failure(Code::UnknownConversation);
             return;
         };
         if conversation.gateway.as_deref() != Some(gateway_id) {
-            self.metrics.failure(codes::FORBIDDEN);
+            self.metrics.failure(Code::Forbidden);
             return;
         }
         conversation.touched = Instant::now();
@@ -320,7 +296,7 @@ impl Shared {
             if tx.try_send(event).is_ok() {
                 self.metrics.streamed.fetch_add(1, Ordering::Relaxed);
             } else {
-                self.metrics.failure("client_slow");
+                self.metrics.failure(Code::ClientSlow);
             }
         } else if conversation.backlog.len() < MAX_BACKLOG {
             conversation.backlog.push(event);
@@ -344,16 +320,14 @@ impl Shared {
     }
 
     /// Resolves once the router is shutting down.
+    /// A handle on the router's stop; holding it holds the stop open.
+    pub(crate) fn shutdown(&self) -> sallyport_kit::Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Resolves once the router is shutting down.
     pub(crate) async fn closing(&self) {
-        let mut closing = self.closing.clone();
-        loop {
-            if *closing.borrow_and_update() {
-                return;
-            }
-            if closing.changed().await.is_err() {
-                return;
-            }
-        }
+        self.shutdown().recv().await
     }
 
     fn sweep_idle_conversations(&self) {
@@ -383,7 +357,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// A running router.
 pub struct RouterHandle {
     pub addr: SocketAddr,
-    shutdown: tokio::sync::watch::Sender<bool>,
+    stopper: sallyport_kit::Stopper,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -394,9 +368,9 @@ impl RouterHandle {
     }
 
     /// Stop accepting, close every WebSocket (gateways then reconnect elsewhere or later),
-    /// finish in-flight requests, and return.
+    /// finish in-flight requests, and return once every connection and socket has let go.
     pub async fn shutdown(self) {
-        self.shutdown.send_replace(true);
+        self.stopper.stop().await;
         let _ = self.task.await;
     }
 }
@@ -415,8 +389,10 @@ pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> RouterHandle {
     let addr = listener
         .local_addr()
         .expect("bound listener has an address");
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let shared = Arc::new(Shared::new(config, shutdown_rx));
+    // Everything that holds the router's state holds a Shutdown through it: the stop returns
+    // once the last connection and socket let go of it.
+    let stopper = sallyport_kit::Stopper::new();
+    let shared = Arc::new(Shared::new(config, stopper.shutdown()));
     let sweeper = {
         let shared = Arc::downgrade(&shared);
         tokio::spawn(async move {
@@ -444,7 +420,7 @@ pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> RouterHandle {
     );
     RouterHandle {
         addr,
-        shutdown: shutdown_tx,
+        stopper,
         task,
     }
 }
@@ -649,13 +625,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statuses_of_codes() {
-        assert_eq!(status_for_code(codes::CONTROLLER_DOWN), 503);
-        assert_eq!(status_for_code(codes::RRC_TIMEOUT), 504);
-        assert_eq!(status_for_code(codes::BAD_STATE), 502);
-        assert_eq!(status_for_code(codes::UNAUTHORIZED), 401);
-        assert_eq!(status_for_code(codes::TOO_LARGE), 413);
-        assert_eq!(status_for_code("something_new"), 502);
+    fn a_gateway_error_is_answered_with_its_code_s_status() {
+        let relayed = |code| RouterError::Gateway {
+            code,
+            message: "m".into(),
+        };
+        assert_eq!(relayed(Code::BadState).status(), 502);
+        assert_eq!(relayed(Code::SessionLimit).status(), 429);
+        assert_eq!(relayed(Code::Unrecognized).status(), 502);
+        assert_eq!(RouterError::Timeout("g".into(), 1).status(), 504);
+        assert_eq!(RouterError::ControllerDown("g".into()).status(), 503);
     }
 
     #[test]

@@ -15,12 +15,12 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub fn failure(&self, code: &str) {
+    pub fn failure(&self, code: sallyport_protocol::Code) {
         *self
             .failures
             .lock()
             .unwrap()
-            .entry(code.to_owned())
+            .entry(code.as_str().to_owned())
             .or_default() += 1;
     }
 

@@ -4,15 +4,17 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use sallyport_protocol::{
-    codes, AnnouncedResource, ClientWsEvent, ClientWsRequest, GatewayChallenge, GatewayToRouter,
+    AnnouncedResource, ClientWsEvent, ClientWsRequest, Code, GatewayChallenge, GatewayToRouter,
     RouterToGateway, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, Notify};
@@ -51,7 +53,7 @@ enum Incoming {
     Ended,
 }
 
-fn incoming(frame: Option<Result<Message, axum::Error>>) -> Incoming {
+fn incoming<E>(frame: Option<Result<Message, E>>) -> Incoming {
     match frame {
         Some(Ok(Message::Text(text))) => Incoming::Text(text),
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Control,
@@ -88,65 +90,40 @@ pub(crate) async fn client_socket(
 }
 
 async fn run_client(shared: Arc<Shared>, client: String, socket: WebSocket) {
-    let socket_id = shared.next_id();
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<ClientWsEvent>(256);
-    let ping_every = Duration::from_secs(shared.config.ping_interval_secs.max(1));
-    let mut ping = tokio::time::interval(ping_every);
-    let mut last_seen = Instant::now();
-    let mut subscriptions: HashSet<String> = HashSet::new();
+    serve_client(&shared, &client, &mut sink, &mut stream).await;
+}
 
-    loop {
-        tokio::select! {
-            Some(event) = rx.recv() => {
-                if sink.send(json_text(&event)).await.is_err() {
-                    break;
-                }
-            }
-            _ = shared.closing() => {
-                let _ = sink.send(going_away()).await;
-                break;
-            }
-            _ = ping.tick() => {
-                if last_seen.elapsed() > ping_every * 3 {
-                    tracing::debug!(%client, "client websocket idle; closing");
-                    break;
-                }
-                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    break;
-                }
-            }
-            frame = stream.next() => {
-                last_seen = Instant::now();
-                let text = match incoming(frame) {
-                    Incoming::Text(text) => text,
-                    Incoming::Control => continue,
-                    Incoming::Ended => break,
-                    Incoming::Binary => {
-                        shared.metrics.failure(codes::MALFORMED);
-                        let _ = sink.send(close_frame("binary frames are not part of the protocol")).await;
-                        break;
-                    }
-                };
-                let step = client_frame(&shared, &client, socket_id, &tx, &mut subscriptions, &text);
-                // Sent before anything queued on `tx`, so the ack precedes the backlog.
-                if let Some(reply) = step.reply {
-                    if sink.send(reply).await.is_err() {
-                        break;
-                    }
-                }
-                if let Some(reason) = step.close {
-                    let _ = sink.send(close_frame(reason)).await;
-                    break;
-                }
-            }
-        }
-    }
+/// A client socket: its subscriptions, served by the one socket loop.
+pub(crate) async fn serve_client<Si, St, E>(
+    shared: &Shared,
+    client: &str,
+    sink: &mut Si,
+    stream: &mut St,
+) where
+    Si: Sink<Message> + Unpin,
+    St: Stream<Item = Result<Message, E>> + Unpin,
+{
+    let socket_id = shared.next_id();
+    let (tx, mut rx) = mpsc::channel::<ClientWsEvent>(256);
+    let mut subscriptions: HashSet<String> = HashSet::new();
+    let on_text =
+        |text: &str| client_frame(shared, client, socket_id, &tx, &mut subscriptions, text);
+    socket_loop(
+        shared,
+        client,
+        sink,
+        stream,
+        &mut rx,
+        std::future::pending(),
+        on_text,
+    )
+    .await;
     // A socket that drops is not an unsubscribe: the client reconnects and subscribes again,
     // and its conversation (owner, gateway, what arrives meanwhile) waits for it until the
     // idle sweep.
     for conversation_id in subscriptions {
-        detach(&shared, socket_id, &conversation_id);
+        detach(shared, socket_id, &conversation_id);
     }
 }
 
@@ -164,15 +141,89 @@ fn detach(shared: &Shared, socket_id: u64, conversation_id: &str) {
     }
 }
 
+/// The one loop of both sockets: queued frames out, pings out (and a socket silent for three
+/// pings closed), frames in handed to `on_text`, and the close when the router stops (1001),
+/// when `displaced` resolves with a reason, or when a frame breaks the protocol (1008).
+async fn socket_loop<Si, St, E, T>(
+    shared: &Shared,
+    peer: &str,
+    sink: &mut Si,
+    stream: &mut St,
+    outbound: &mut mpsc::Receiver<T>,
+    displaced: impl std::future::Future<Output = &'static str>,
+    mut on_text: impl FnMut(&str) -> Step,
+) where
+    Si: Sink<Message> + Unpin,
+    St: Stream<Item = Result<Message, E>> + Unpin,
+    T: serde::Serialize,
+{
+    let ping_every = Duration::from_secs(shared.config.ping_interval_secs.max(1));
+    let mut ping = tokio::time::interval(ping_every);
+    let mut last_seen = Instant::now();
+    // Held for the loop's life: the router's stop waits for this socket to let go.
+    let mut shutdown = shared.shutdown();
+    let mut displaced = std::pin::pin!(displaced);
+    loop {
+        tokio::select! {
+            Some(message) = outbound.recv() => {
+                if sink.send(json_text(&message)).await.is_err() {
+                    break;
+                }
+            }
+            _ = shutdown.recv() => {
+                let _ = sink.send(going_away()).await;
+                break;
+            }
+            reason = &mut displaced => {
+                let _ = sink.send(close_frame(reason)).await;
+                break;
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() > ping_every * 3 {
+                    tracing::debug!(%peer, "websocket idle; closing");
+                    break;
+                }
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
+            frame = stream.next() => {
+                last_seen = Instant::now();
+                let text = match incoming(frame) {
+                    Incoming::Text(text) => text,
+                    Incoming::Control => continue,
+                    Incoming::Ended => break,
+                    Incoming::Binary => {
+                        shared.metrics.failure(Code::Malformed);
+                        let _ = sink.send(close_frame("binary frames are not part of the protocol")).await;
+                        break;
+                    }
+                };
+                let step = on_text(&text);
+                // Sent before anything queued on `outbound`, so an ack precedes the backlog.
+                if let Some(reply) = step.reply {
+                    if sink.send(reply).await.is_err() {
+                        break;
+                    }
+                }
+                if let Some(reason) = step.close {
+                    let _ = sink.send(close_frame(reason)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// What the socket loop does after one text frame: send `reply`, then close if `close`.
 pub(crate) struct Step {
     pub reply: Option<Message>,
     pub close: Option<&'static str>,
 }
 
-fn client_error(code: &str, message: String, conversation_id: Option<&str>) -> Message {
+fn client_error(code: Code, message: String, conversation_id: Option<&str>) -> Message {
     json_text(&ClientWsEvent::Error {
-        code: code.into(),
+        code,
         message,
         conversation_id: conversation_id.map(str::to_owned),
     })
@@ -190,10 +241,10 @@ pub(crate) fn client_frame(
     let request = match serde_json::from_str::<ClientWsRequest>(text) {
         Ok(request) => request,
         Err(e) => {
-            shared.metrics.failure(codes::MALFORMED);
+            shared.metrics.failure(Code::Malformed);
             return Step {
                 reply: Some(client_error(
-                    codes::MALFORMED,
+                    Code::Malformed,
                     format!("unreadable frame: {e}"),
                     None,
                 )),
@@ -206,9 +257,9 @@ pub(crate) fn client_frame(
             if subscriptions.len() >= MAX_SUBSCRIPTIONS_PER_SOCKET
                 && !subscriptions.contains(&conversation_id) =>
         {
-            shared.metrics.failure(codes::TOO_LARGE);
+            shared.metrics.failure(Code::TooLarge);
             client_error(
-                codes::TOO_LARGE,
+                Code::TooLarge,
                 format!("at most {MAX_SUBSCRIPTIONS_PER_SOCKET} subscriptions per socket"),
                 Some(&conversation_id),
             )
@@ -300,7 +351,7 @@ pub(crate) struct Registered {
 }
 
 /// Why a gateway's hello was refused: the error frame's code and message.
-pub(crate) type Refused = (&'static str, String);
+pub(crate) type Refused = (Code, String);
 
 /// Check the first frame of a gateway socket against this connection's challenge: a hello of
 /// this protocol version, naming the token's gateway, proving its configured key, announcing
@@ -318,11 +369,11 @@ pub(crate) fn check_hello(
         proof,
     }) = serde_json::from_str::<GatewayToRouter>(text)
     else {
-        return Err((codes::MALFORMED, "first frame must be a hello".into()));
+        return Err((Code::Malformed, "first frame must be a hello".into()));
     };
     if v != PROTOCOL_VERSION {
         return Err((
-            codes::UNSUPPORTED_VERSION,
+            Code::UnsupportedVersion,
             format!(
                 "protocol version {v} is not supported (this router speaks {PROTOCOL_VERSION})"
             ),
@@ -330,31 +381,31 @@ pub(crate) fn check_hello(
     }
     if claimed != gateway_id {
         return Err((
-            codes::FORBIDDEN,
+            Code::Forbidden,
             "hello names another gateway than the token".into(),
         ));
     }
     let Some(key) = shared.config.gateway_key(gateway_id) else {
         return Err((
-            codes::UNAUTHORIZED,
+            Code::Unauthorized,
             "no public key is configured for this gateway".into(),
         ));
     };
     let Some(proof) = proof else {
         return Err((
-            codes::UNAUTHORIZED,
+            Code::Unauthorized,
             "hello carries no proof of the gateway key (answer the challenge)".into(),
         ));
     };
     if let Err(e) = challenge.verify(&key, gateway_id, &proof) {
-        return Err((codes::UNAUTHORIZED, e.to_string()));
+        return Err((Code::Unauthorized, e.to_string()));
     }
     if let Some(bad) = resources
         .iter()
         .find(|r| !sallyport_protocol::valid_resource_name(&r.name))
     {
         return Err((
-            codes::MALFORMED,
+            Code::Malformed,
             format!("invalid resource name {:?}", bad.name),
         ));
     }
@@ -363,7 +414,19 @@ pub(crate) fn check_hello(
 
 async fn run_gateway(shared: Arc<Shared>, gateway_id: String, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
+    serve_gateway(&shared, &gateway_id, &mut sink, &mut stream).await;
+}
 
+/// A gateway socket: the challenge and hello, then the one socket loop.
+pub(crate) async fn serve_gateway<Si, St, E>(
+    shared: &Shared,
+    gateway_id: &str,
+    sink: &mut Si,
+    stream: &mut St,
+) where
+    Si: Sink<Message> + Unpin,
+    St: Stream<Item = Result<Message, E>> + Unpin,
+{
     // The router speaks first: a challenge that only the holder of the gateway's configured
     // key can answer. A token alone therefore never registers a gateway, nor displaces one.
     let challenge = GatewayChallenge::new();
@@ -376,20 +439,20 @@ async fn run_gateway(shared: Arc<Shared>, gateway_id: String, socket: WebSocket)
         return;
     }
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, stream.next()).await {
-        Ok(Some(Ok(Message::Text(text)))) => check_hello(&shared, &gateway_id, &challenge, &text),
-        _ => Err((codes::MALFORMED, "no hello received".into())),
+        Ok(Some(Ok(Message::Text(text)))) => check_hello(shared, gateway_id, &challenge, &text),
+        _ => Err((Code::Malformed, "no hello received".into())),
     };
     let resources = match hello {
         Ok(resources) => resources,
         Err((code, message)) => {
             tracing::warn!(gateway = %gateway_id, %code, %message, "gateway refused");
-            reject_gateway(&shared, &mut sink, code, &message).await;
+            reject_gateway(shared, sink, code, &message).await;
             return;
         }
     };
 
     let (tx, mut rx) = mpsc::channel::<RouterToGateway>(1024);
-    let registered = register(&shared, &gateway_id, tx, resources);
+    let registered = register(shared, gateway_id, tx, resources);
     tracing::info!(gateway = %gateway_id, "gateway connected");
     if sink
         .send(json_text(&RouterToGateway::Welcome {
@@ -398,61 +461,35 @@ async fn run_gateway(shared: Arc<Shared>, gateway_id: String, socket: WebSocket)
         .await
         .is_err()
     {
-        unregister(&shared, &gateway_id, &registered.link);
+        unregister(shared, gateway_id, &registered.link);
         return;
     }
 
-    let ping_every = Duration::from_secs(shared.config.ping_interval_secs.max(1));
-    let mut ping = tokio::time::interval(ping_every);
-    let mut last_seen = Instant::now();
-    loop {
-        tokio::select! {
-            Some(message) = rx.recv() => {
-                if sink.send(json_text(&message)).await.is_err() {
-                    break;
-                }
-            }
-            _ = shared.closing() => {
-                let _ = sink.send(going_away()).await;
-                break;
-            }
-            _ = registered.replaced.notified() => {
-                let _ = sink.send(close_frame("replaced by a newer connection")).await;
-                break;
-            }
-            _ = ping.tick() => {
-                if last_seen.elapsed() > ping_every * 3 {
-                    tracing::warn!(gateway = %gateway_id, "gateway websocket idle; closing");
-                    break;
-                }
-                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    break;
-                }
-            }
-            frame = stream.next() => {
-                last_seen = Instant::now();
-                let text = match incoming(frame) {
-                    Incoming::Text(text) => text,
-                    Incoming::Control => continue,
-                    Incoming::Ended => break,
-                    Incoming::Binary => {
-                        shared.metrics.failure(codes::MALFORMED);
-                        let _ = sink.send(close_frame("binary frames are not part of the protocol")).await;
-                        break;
-                    }
-                };
-                if let Err(e) = gateway_frame(&shared, &gateway_id, &registered.link, &text) {
-                    shared.metrics.failure(codes::MALFORMED);
-                    tracing::warn!(gateway = %gateway_id, error = %e, "malformed frame from gateway");
-                    let error = RouterToGateway::Error { code: codes::MALFORMED.into(), message: format!("unreadable frame: {e}") };
-                    let _ = sink.send(json_text(&error)).await;
-                    let _ = sink.send(close_frame("malformed frame")).await;
-                    break;
-                }
+    let link = registered.link.clone();
+    let replaced = async {
+        registered.replaced.notified().await;
+        "replaced by a newer connection"
+    };
+    let on_text = |text: &str| match gateway_frame(shared, gateway_id, &link, text) {
+        Ok(()) => Step {
+            reply: None,
+            close: None,
+        },
+        Err(e) => {
+            shared.metrics.failure(Code::Malformed);
+            tracing::warn!(gateway = %gateway_id, error = %e, "malformed frame from gateway");
+            let error = RouterToGateway::Error {
+                code: Code::Malformed,
+                message: format!("unreadable frame: {e}"),
+            };
+            Step {
+                reply: Some(json_text(&error)),
+                close: Some("malformed frame"),
             }
         }
-    }
-    unregister(&shared, &gateway_id, &registered.link);
+    };
+    socket_loop(shared, gateway_id, sink, stream, &mut rx, replaced, on_text).await;
+    unregister(shared, gateway_id, &registered.link);
     tracing::info!(gateway = %gateway_id, "gateway disconnected");
 }
 
@@ -501,13 +538,13 @@ pub(crate) fn gateway_frame(
     Ok(())
 }
 
-async fn reject_gateway<S>(shared: &Shared, sink: &mut S, code: &str, message: &str)
+async fn reject_gateway<S>(shared: &Shared, sink: &mut S, code: Code, message: &str)
 where
     S: SinkExt<Message> + Unpin,
 {
     shared.metrics.failure(code);
     let error = RouterToGateway::Error {
-        code: code.into(),
+        code,
         message: message.into(),
     };
     let _ = sink.send(json_text(&error)).await;
@@ -561,5 +598,257 @@ fn unregister(shared: &Shared, gateway_id: &str, link: &Arc<GatewayLink>) {
     // now, rather than leave them to find out from a silent tube.
     if gone {
         shared.gateway_lost(gateway_id);
+    }
+}
+
+/// The sockets in memory: the real loop and handlers, a channel where the WebSocket would be,
+/// and tokio's paused clock for the pings.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClientEntry, GatewayEntry};
+    use crate::RouterConfig;
+    use sallyport_protocol::{GatewayKeyPair, SealedPayload, StreamKind};
+    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+    /// The far end of an in-memory socket: what the peer sends, and what the router sent.
+    struct Far {
+        send: UnboundedSender<Message>,
+        received: UnboundedReceiver<Message>,
+    }
+
+    impl Far {
+        fn text(&self, value: serde_json::Value) {
+            self.send
+                .send(Message::Text(value.to_string().into()))
+                .unwrap();
+        }
+
+        /// The router's next text frame (pings skipped).
+        async fn next_json(&mut self) -> serde_json::Value {
+            loop {
+                match self.received.recv().await.expect("the socket is open") {
+                    Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                    other => panic!("expected a text frame, got {other:?}"),
+                }
+            }
+        }
+
+        /// The close frame's code and reason, skipping what comes before it.
+        async fn close(&mut self) -> (u16, String) {
+            loop {
+                match self.received.recv().await.expect("a close frame") {
+                    Message::Close(Some(frame)) => return (frame.code, frame.reason.to_string()),
+                    Message::Close(None) => panic!("a close frame without a code"),
+                    _ => continue,
+                }
+            }
+        }
+    }
+
+    type Near = (
+        std::pin::Pin<Box<dyn Sink<Message, Error = ()> + Send>>,
+        std::pin::Pin<Box<dyn Stream<Item = Result<Message, ()>> + Send>>,
+    );
+
+    fn socket() -> (Near, Far) {
+        let (to_router, from_peer) = unbounded_channel::<Message>();
+        let (to_peer, received) = unbounded_channel::<Message>();
+        let sink = futures_util::sink::unfold(to_peer, |tx, message: Message| async move {
+            tx.send(message).map_err(|_| ())?;
+            Ok::<_, ()>(tx)
+        });
+        let stream = futures_util::stream::unfold(from_peer, |mut rx| async move {
+            rx.recv().await.map(|m| (Ok::<_, ()>(m), rx))
+        });
+        (
+            (Box::pin(sink), Box::pin(stream)),
+            Far {
+                send: to_router,
+                received,
+            },
+        )
+    }
+
+    fn gateway_key() -> GatewayKeyPair {
+        GatewayKeyPair::from_base64("AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=").unwrap()
+    }
+
+    fn shared() -> (Arc<Shared>, sallyport_kit::Stopper) {
+        let config = RouterConfig {
+            gateways: vec![GatewayEntry {
+                id: "g".into(),
+                token: "gateway-token".into(),
+                public_key: gateway_key().public().to_base64(),
+                resources: vec![],
+            }],
+            clients: vec![ClientEntry {
+                name: "alice".into(),
+                token: "alice-token".into(),
+                resources: vec!["*".into()],
+            }],
+            ..RouterConfig::parse("").unwrap()
+        };
+        let stopper = sallyport_kit::Stopper::new();
+        (Arc::new(Shared::new(config, stopper.shutdown())), stopper)
+    }
+
+    fn client(shared: &Arc<Shared>) -> (Far, tokio::task::JoinHandle<()>) {
+        let ((mut sink, mut stream), far) = socket();
+        let shared = shared.clone();
+        let task = tokio::spawn(async move {
+            serve_client(&shared, "alice", &mut sink, &mut stream).await;
+        });
+        (far, task)
+    }
+
+    /// A gateway socket through its challenge and hello, welcomed.
+    async fn gateway(shared: &Arc<Shared>) -> (Far, tokio::task::JoinHandle<()>) {
+        let ((mut sink, mut stream), mut far) = socket();
+        let task = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                serve_gateway(&shared, "g", &mut sink, &mut stream).await;
+            })
+        };
+        let challenge = far.next_json().await;
+        let proof = gateway_key()
+            .prove(
+                "g",
+                challenge["nonce"].as_str().unwrap(),
+                challenge["epk"].as_str().unwrap(),
+            )
+            .unwrap();
+        far.text(serde_json::json!({"type": "hello", "v": PROTOCOL_VERSION, "gateway_id": "g", "proof": proof, "resources": []}));
+        assert_eq!(far.next_json().await["type"], "welcome");
+        (far, task)
+    }
+
+    fn subscribe(id: &str) -> serde_json::Value {
+        serde_json::json!({"type": "subscribe", "conversation_id": id})
+    }
+
+    /// A conversation `alice` sent to gateway `g`, as a forwarded start leaves it.
+    fn sent_to_gateway(shared: &Shared, id: &str) {
+        shared.claim(id, "alice").unwrap();
+        shared
+            .conversations
+            .lock()
+            .unwrap()
+            .get_mut(id)
+            .unwrap()
+            .gateway = Some("g".into());
+    }
+
+    fn streamed(id: &str) -> ClientWsEvent {
+        ClientWsEvent::Message {
+            conversation_id: id.into(),
+            kind: StreamKind::Answer,
+            payload: SealedPayload {
+                epk: None,
+                nonce: "n".into(),
+                ct: "c".into(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn the_ack_goes_before_the_backlog() {
+        let (shared, _stopper) = shared();
+        sent_to_gateway(&shared, "conversation-1");
+        // The gateway answers before the client subscribed: the router keeps it.
+        shared.route_stream("g", streamed("conversation-1"), "conversation-1");
+        let (mut far, _task) = client(&shared);
+        far.text(subscribe("conversation-1"));
+        assert_eq!(far.next_json().await["type"], "subscribed");
+        let backlog = far.next_json().await;
+        assert_eq!(
+            (backlog["type"].as_str(), backlog["kind"].as_str()),
+            (Some("message"), Some("answer"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_socket_follows_at_most_64_conversations() {
+        let (shared, _stopper) = shared();
+        let (mut far, _task) = client(&shared);
+        for i in 0..MAX_SUBSCRIPTIONS_PER_SOCKET {
+            far.text(subscribe(&format!("conversation-{i:03}")));
+            assert_eq!(far.next_json().await["type"], "subscribed");
+        }
+        far.text(subscribe("one-too-many"));
+        let refused = far.next_json().await;
+        assert_eq!(refused["code"], Code::TooLarge.as_str());
+        assert_eq!(refused["conversation_id"], "one-too-many");
+        // One it already follows is still fine, and the socket stays open.
+        far.text(subscribe("conversation-000"));
+        assert_eq!(far.next_json().await["type"], "subscribed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_socket_is_closed_after_three_pings() {
+        let (shared, _stopper) = shared();
+        let ping_every = Duration::from_secs(shared.config.ping_interval_secs);
+        let (mut far, task) = client(&shared);
+        let started = Instant::now();
+        tokio::time::timeout(ping_every * 10, task)
+            .await
+            .expect("the idle socket is closed")
+            .unwrap();
+        // Closed at the first tick more than three intervals after the last frame.
+        assert_eq!(started.elapsed(), ping_every * 4);
+        let mut pings = 0;
+        while let Ok(frame) = far.received.try_recv() {
+            assert!(matches!(frame, Message::Ping(_)), "{frame:?}");
+            pings += 1;
+        }
+        assert_eq!(pings, 4);
+    }
+
+    #[tokio::test]
+    async fn a_gateway_replaced_by_a_newer_connection_is_closed_and_not_reported_lost() {
+        let (shared, _stopper) = shared();
+        sent_to_gateway(&shared, "conversation-1");
+        let (mut client_far, _client) = client(&shared);
+        client_far.text(subscribe("conversation-1"));
+        assert_eq!(client_far.next_json().await["type"], "subscribed");
+
+        let (mut old, old_task) = gateway(&shared).await;
+        let (new, new_task) = gateway(&shared).await;
+        assert_eq!(
+            old.close().await,
+            (CLOSE_PROTOCOL, "replaced by a newer connection".into())
+        );
+        old_task.await.unwrap();
+        // The newer connection is the gateway now; its clients were told nothing.
+        assert!(shared.gateways.lock().unwrap().contains_key("g"));
+        while let Ok(frame) = client_far.received.try_recv() {
+            assert!(
+                matches!(frame, Message::Ping(_)),
+                "no gateway_lost for a replacement: {frame:?}"
+            );
+        }
+
+        // When the newer one goes, its clients hear it at once.
+        drop(new);
+        new_task.await.unwrap();
+        let lost = client_far.next_json().await;
+        assert_eq!(lost["type"], "gateway_lost");
+        assert_eq!(lost["conversation_id"], "conversation-1");
+        assert!(!shared.gateways.lock().unwrap().contains_key("g"));
+    }
+
+    #[tokio::test]
+    async fn the_router_s_stop_closes_sockets_as_going_away_and_waits_for_them() {
+        let (shared, stopper) = shared();
+        let (mut far, task) = client(&shared);
+        drop(shared);
+        stopper.stop().await;
+        assert_eq!(far.close().await.0, 1001);
+        assert!(
+            task.is_finished(),
+            "stop returned only once the socket let go"
+        );
     }
 }

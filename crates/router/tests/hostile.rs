@@ -7,11 +7,10 @@ mod support;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use sallyport_protocol::{codes, GatewayKeyPair};
+use sallyport_protocol::{Code, GatewayKeyPair};
 use sallyport_router::RouterConfig;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -29,7 +28,7 @@ async fn silent_and_half_sent_requests_are_closed_after_the_header_timeout() {
     let (status, body) = parse_response(&read_to_close(&mut half, Duration::from_secs(5)).await);
     assert_eq!(
         (status, body["code"].as_str()),
-        (408, Some(codes::HEADER_TIMEOUT))
+        (408, Some(Code::HeaderTimeout.as_str()))
     );
     let (status, _) = parse_response(&read_to_close(&mut silent, Duration::from_secs(5)).await);
     assert_eq!(status, 408);
@@ -64,7 +63,7 @@ async fn bodies_are_not_waited_for_without_a_token_or_beyond_the_limits() {
     .await;
     assert_eq!(
         (status, body["code"].as_str()),
-        (401, Some(codes::UNAUTHORIZED))
+        (401, Some(Code::Unauthorized.as_str()))
     );
     // A declared length of 10^12: 413 at once, nothing read.
     let (status, body) = exchange(
@@ -76,7 +75,7 @@ async fn bodies_are_not_waited_for_without_a_token_or_beyond_the_limits() {
     .await;
     assert_eq!(
         (status, body["code"].as_str()),
-        (413, Some(codes::TOO_LARGE))
+        (413, Some(Code::TooLarge.as_str()))
     );
     // A body that stalls: 408 after the idle timeout.
     let mut stalled = connect_from(loopback(1), addr).await;
@@ -87,14 +86,14 @@ async fn bodies_are_not_waited_for_without_a_token_or_beyond_the_limits() {
     let (status, body) = parse_response(&read_to_close(&mut stalled, Duration::from_secs(6)).await);
     assert_eq!(
         (status, body["code"].as_str()),
-        (408, Some(codes::REQUEST_TIMEOUT))
+        (408, Some(Code::RequestTimeout.as_str()))
     );
     // A version the router does not speak is the router's own refusal, not a gateway's.
     let json = r#"{"v":9,"conversation_id":"conversation-1","resource":"db","kind":"start","payload":{"nonce":"","ct":""}}"#;
     let request = format!("{}{json}", post(CLIENT_TOKEN, &json.len().to_string()));
     let (status, body) = exchange(addr, loopback(1), &request, Duration::from_secs(5)).await;
     assert_eq!(status, 400);
-    assert_eq!(body["code"], codes::UNSUPPORTED_VERSION);
+    assert_eq!(body["code"], Code::UnsupportedVersion.as_str());
     assert!(
         !body["message"].as_str().unwrap().starts_with("gateway"),
         "{body}"
@@ -118,7 +117,7 @@ async fn connections_are_capped_per_source_and_in_total() {
         exchange(addr, loopback(2), &get("/healthz"), Duration::from_secs(5)).await;
     assert_eq!(
         (status, body["code"].as_str()),
-        (429, Some(codes::TOO_MANY_CONNECTIONS))
+        (429, Some(Code::TooManyConnections.as_str()))
     );
     // Another address still gets through.
     assert_eq!(healthz(addr, loopback(3)).await, 200);
@@ -140,7 +139,7 @@ async fn connections_are_capped_per_source_and_in_total() {
         exchange(addr, loopback(20), &get("/healthz"), Duration::from_secs(5)).await;
     assert_eq!(
         (status, body["code"].as_str()),
-        (503, Some(codes::OVERLOADED))
+        (503, Some(Code::Overloaded.as_str()))
     );
     // Their clients hang up, which ends the requests; shutdown waits for nothing else.
     drop(busy);
@@ -203,7 +202,7 @@ async fn a_token_without_the_key_neither_registers_nor_displaces_a_gateway() {
         let forged = GatewayKeyPair::generate();
         let reply = hello_with(&mut impostor, (attempt % 2 == 1).then_some(&forged)).await;
         assert_eq!(reply["type"], "error", "{reply}");
-        assert_eq!(reply["code"], codes::UNAUTHORIZED, "{reply}");
+        assert_eq!(reply["code"], Code::Unauthorized.as_str(), "{reply}");
     }
     assert_eq!(metric(&url, "sallyport_gateways_connected").await, "1");
     // The real gateway's socket is untouched: it still answers a ping.
@@ -243,14 +242,13 @@ async fn a_token_without_the_key_neither_registers_nor_displaces_a_gateway() {
 #[tokio::test]
 async fn error_frames_on_the_client_socket_name_their_conversation() {
     let router = router("").await;
-    let mut request = format!("{}/v1/ws/client", router.url().replace("http://", "ws://"))
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {CLIENT_TOKEN}").parse().unwrap(),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut socket = sallyport_kit::connect(
+        &router.url(),
+        sallyport_protocol::CLIENT_WS_PATH,
+        CLIENT_TOKEN,
+    )
+    .await
+    .unwrap();
     for id in ["bad id!", "conversation-ok"] {
         let frame = serde_json::json!({"type": "subscribe", "conversation_id": id});
         socket
@@ -260,7 +258,7 @@ async fn error_frames_on_the_client_socket_name_their_conversation() {
     }
     let error = next_json(&mut socket).await;
     assert_eq!(error["type"], "error");
-    assert_eq!(error["code"], codes::MALFORMED);
+    assert_eq!(error["code"], Code::Malformed.as_str());
     assert_eq!(error["conversation_id"], "bad id!");
     let ok = next_json(&mut socket).await;
     assert_eq!(ok["type"], "subscribed");

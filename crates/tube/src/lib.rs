@@ -81,17 +81,18 @@ pub enum TubeError {
 }
 
 impl TubeError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> sallyport_protocol::Code {
+        use sallyport_protocol::Code;
         match self {
-            TubeError::WebRtc(_) => "webrtc_error",
-            TubeError::InvalidDescription(_) => "invalid_sdp",
-            TubeError::InvalidCandidate(_) => "invalid_candidate",
-            TubeError::Timeout(..) => "webrtc_timeout",
-            TubeError::Closed => "tube_closed",
-            TubeError::Failed(_) => "webrtc_failed",
-            TubeError::Refused(reason) => reason.as_str(),
-            TubeError::Config(_) => "invalid_config",
-            TubeError::Io(_) => "io_error",
+            TubeError::WebRtc(_) => Code::WebrtcError,
+            TubeError::InvalidDescription(_) => Code::InvalidSdp,
+            TubeError::InvalidCandidate(_) => Code::InvalidCandidate,
+            TubeError::Timeout(..) => Code::WebrtcTimeout,
+            TubeError::Closed => Code::TubeClosed,
+            TubeError::Failed(_) => Code::WebrtcFailed,
+            TubeError::Refused(reason) => reason.code(),
+            TubeError::Config(_) => Code::InvalidConfig,
+            TubeError::Io(_) => Code::IoError,
         }
     }
 }

@@ -2,7 +2,7 @@
 // at) without the Rust side. Only loaded in dev; never part of `vite build`.
 import type { Channel } from '@tauri-apps/api/core';
 import { mockIPC } from '@tauri-apps/api/mocks';
-import type { AppState, Checkpoint, LaunchRecord, ResourceView, SessionInfo, Settings } from '../types';
+import { HAPPY_PATH, type AppState, type Checkpoint, type LaunchRecord, type ResourceView, type SessionInfo, type Settings } from '../types';
 
 type Args = Record<string, unknown>;
 
@@ -12,8 +12,8 @@ const resources: ResourceView[] = [
     protocol: 'ssh',
     gateway: 'gw-east',
     online: true,
-    stickyPort: 2222,
-    clientChoices: [
+    sticky_port: 2222,
+    client_choices: [
       { label: 'ssh', template: 'ssh -p {port} 127.0.0.1' },
       { label: 'no client', template: null },
     ],
@@ -23,8 +23,8 @@ const resources: ResourceView[] = [
     protocol: 'postgresql',
     gateway: 'gw-east',
     online: true,
-    stickyPort: 15432,
-    clientChoices: [
+    sticky_port: 15432,
+    client_choices: [
       { label: 'psql', template: 'psql -h {host} -p {port}' },
       { label: 'pgcli', template: 'pgcli -h {host} -p {port}' },
       { label: 'no client', template: null },
@@ -35,8 +35,8 @@ const resources: ResourceView[] = [
     protocol: 'mysql',
     gateway: 'gw-west',
     online: false,
-    stickyPort: null,
-    clientChoices: [
+    sticky_port: null,
+    client_choices: [
       { label: 'mysql', template: 'mysql -h {host} -P {port}' },
       { label: 'no client', template: null },
     ],
@@ -46,41 +46,48 @@ const resources: ResourceView[] = [
     protocol: 'kubernetes',
     gateway: 'gw-west',
     online: true,
-    stickyPort: null,
-    clientChoices: [
+    sticky_port: null,
+    client_choices: [
       { label: 'kubectl', template: 'kubectl --kubeconfig {kubeconfig} get pods' },
       { label: 'no client', template: null },
     ],
   },
-  { name: 'demo-echo', protocol: 'tcp', gateway: 'lab', online: true, stickyPort: null, clientChoices: [{ label: 'no client', template: null }] },
+  { name: 'demo-echo', protocol: 'tcp', gateway: 'lab', online: true, sticky_port: null, client_choices: [{ label: 'no client', template: null }] },
 ];
 
 const settings: Settings & { profile: AppState['profile'] } = {
-  routerUrl: 'http://127.0.0.1:38211',
+  router_url: 'http://127.0.0.1:38211',
   profile: 'fast',
-  tokenSet: true,
+  token_set: true,
 };
 
-const HAPPY: [string, number][] = [
-  ['resource_resolved', 1.2],
-  ['websocket_listener_started_early', 2.1],
-  ['create_tube_ok', 14],
-  ['websocket_registered', 21],
-  ['gateway_offer_http_attempt_1', 3],
-  ['gateway_offer_http_done', 48],
-  ['answer_received', 0.4],
-  ['webrtc_data_plane_connected', 86],
-  ['local_listener_ready', 0.6],
-  ['target_connected', 9],
-  ['client_spawned', 4],
-  ['ready', 0.3],
-];
+// Typical steps (ms) of the pipeline's own happy path.
+const TYPICAL: Record<string, number> = {
+  resource_resolved: 1.2,
+  websocket_listener_started_early: 2.1,
+  create_tube_ok: 14,
+  websocket_registered: 21,
+  pre_offer_sleep_done: 0.1,
+  gateway_offer_http_attempt_1: 3,
+  gateway_offer_http_done: 48,
+  answer_received: 0.4,
+  ice_connected: 31,
+  dtls_connected: 28,
+  sctp_connected: 17,
+  channel_open: 9,
+  webrtc_data_plane_connected: 1,
+  local_listener_ready: 0.6,
+  target_connected: 9,
+  ready: 0.3,
+};
+const HAPPY: [string, number][] = HAPPY_PATH.map((phase) => [phase, TYPICAL[phase] ?? 1]);
 
 const RETRY: [string, number, number?, string?][] = [
   ['resource_resolved', 1.1],
   ['websocket_listener_started_early', 2.3],
   ['create_tube_ok', 15],
   ['websocket_registered', 22],
+  ['pre_offer_sleep_done', 0.1],
   ['gateway_offer_http_attempt_1', 3, 1],
   ['gateway_offer_backend_catchup_delay_start', 31, 1, 'controller_down: gateway gw-west is not connected to the router'],
   ['gateway_offer_backend_catchup_delay_done', 1250, 1],
@@ -145,27 +152,30 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function launch(args: Args): Promise<SessionInfo> {
   const name = String(args.resource);
-  const channel = args.onCheckpoint as Channel<Checkpoint>;
+  const channel = args.on_checkpoint as Channel<Checkpoint>;
   const res = resources.find((r) => r.name === name);
   if (!res) throw { code: 'unknown_resource', message: `no resource named ${name}`, hint: 'Refresh the resource list.' };
-  const port = (args.port as number | null) ?? res.stickyPort ?? 40000 + Math.floor(Math.random() * 20000);
+  const port = (args.port as number | null) ?? res.sticky_port ?? 40000 + Math.floor(Math.random() * 20000);
   if (sessions.some((s) => s.local_port === port && s.state === 'active')) {
     throw { code: 'port_taken', message: `127.0.0.1:${port} is in use`, hint: 'Close the session on that port, or type another port for this resource.' };
   }
   const id = newId();
   const start = Date.now();
   let steps: [string, number, number?, string?][];
-  let fail: string | null = null;
+  let fail: string | null = null; // the message of a failed launch (code controller_down)
   if (!res.online) {
     steps = [...RETRY];
-    fail = 'offer_failed: gateway gw-west: controller_down: gateway gw-west is not connected to the router';
+    fail = 'offer to gateway "gw-west" for resource "billing-db" failed after 2 attempt(s): gateway "gw-west" is not connected';
   } else if (name === 'orders-db' && Math.random() < 0.5) {
-    steps = [...RETRY.slice(0, 7), ...HAPPY.slice(5)];
+    steps = [...RETRY, ...HAPPY.slice(HAPPY_PATH.indexOf('gateway_offer_http_done'))];
   } else {
     steps = jitter(HAPPY).map(([p, s]) => (p === 'webrtc_data_plane_connected' && name === 'bastion' && Math.random() < 0.5 ? [p, s * 5] : [p, s]));
   }
-  if (fail) steps.push(['failed', 4, undefined, fail]);
   const cps = materialize(id, name, steps, start);
+  if (fail) {
+    const last = cps[cps.length - 1]!;
+    cps.push({ ...last, phase: 'failed', step_ms: 4, total_ms: last.total_ms + 4, at_unix_ms: last.at_unix_ms + 4, error: { code: 'controller_down', message: fail } });
+  }
   let prev = 0;
   for (const cp of cps) {
     await sleep(Math.min(900, (cp.total_ms - prev) * 1.5) + 60);
@@ -173,11 +183,11 @@ async function launch(args: Args): Promise<SessionInfo> {
     channel.onmessage(cp);
   }
   if (fail) {
-    record(name, cps, start, { code: 'offer_failed', message: fail.slice('offer_failed: '.length) });
-    throw { code: 'offer_failed', message: fail.slice('offer_failed: '.length), hint: 'The gateway is offline; check that sallyport-gateway is running and can reach the router.' };
+    record(name, cps, start, { code: 'controller_down', message: fail });
+    throw { code: 'controller_down', message: fail, hint: "The resource's gateway is offline; try again when its dot is green." };
   }
   record(name, cps, start);
-  res.stickyPort = port;
+  res.sticky_port = port;
   const choice = args.client as string | null;
   const session: SessionInfo = {
     launch_id: id,
@@ -186,7 +196,7 @@ async function launch(args: Args): Promise<SessionInfo> {
     gateway: res.gateway,
     local_port: port,
     state: 'active',
-    client: choice === 'none' ? null : choice ?? res.clientChoices[0]?.template ?? null,
+    client: choice === 'none' ? null : choice ?? res.client_choices[0]?.template ?? null,
     bytes_in: 0,
     bytes_out: 0,
     started_unix_ms: start,
@@ -202,23 +212,23 @@ export function installMockBackend(): void {
     const args = (payload ?? {}) as Args;
     switch (cmd) {
       case 'app_state':
-        return { routerUrl: settings.routerUrl, profile: settings.profile, lab: true, tokenSet: settings.tokenSet, version: '0.1.0-mock' } satisfies AppState;
+        return { router_url: settings.router_url, profile: settings.profile, lab: true, token_set: settings.token_set, version: '0.1.0-mock' } satisfies AppState;
       case 'list_resources':
         return resources.map((r) => ({ ...r }));
       case 'set_sticky_port': {
         const r = resources.find((x) => x.name === args.resource);
-        if (r) r.stickyPort = args.port as number | null;
+        if (r) r.sticky_port = args.port as number | null;
         return null;
       }
       case 'launch':
         return launch(args);
       case 'watch_sessions':
-        sessionWatchers.push(args.onUpdate as Channel<SessionInfo[]>);
+        sessionWatchers.push(args.on_update as Channel<SessionInfo[]>);
         push();
         return null;
       case 'close_session': {
-        const s = sessions.find((x) => x.launch_id === args.launchId);
-        if (!s) throw { code: 'unknown_session', message: `no session ${String(args.launchId)}`, hint: '' };
+        const s = sessions.find((x) => x.launch_id === args.launch_id);
+        if (!s) throw { code: 'unknown_session', message: `no session ${String(args.launch_id)}`, hint: '' };
         s.state = 'closing';
         push();
         setTimeout(() => {
@@ -232,15 +242,15 @@ export function installMockBackend(): void {
       case 'get_settings':
         return { ...settings };
       case 'save_settings': {
-        const url = String(args.routerUrl);
+        const url = String(args.router_url);
         if (!/^https?:\/\//.test(url)) throw { code: 'invalid_router_url', message: `"${url}" is not an http(s) URL`, hint: 'Use the full URL, e.g. https://router.example.com' };
-        settings.routerUrl = url;
+        settings.router_url = url;
         settings.profile = args.profile as AppState['profile'];
-        if (typeof args.token === 'string') settings.tokenSet = args.token.length > 0;
+        if (typeof args.token === 'string') settings.token_set = args.token.length > 0;
         return null;
       }
       case 'export_bundle':
-        return `/home/me/.local/share/sallyport/bundles/${String(args.launchId)}.tar.gz`;
+        return `/home/me/.local/share/sallyport/bundles/${String(args.launch_id)}.tar.gz`;
       default:
         throw `command ${cmd} not found`;
     }

@@ -7,8 +7,11 @@ describe('toCommandError', () => {
     expect(toCommandError(e)).toEqual(e);
   });
   it('fills a missing hint and code', () => {
-    expect(toCommandError({ message: 'boom' })).toEqual({ code: 'error', message: 'boom', hint: '' });
-    expect(toCommandError({ code: 'x', message: 'y' })).toEqual({ code: 'x', message: 'y', hint: '' });
+    expect(toCommandError({ message: 'boom' })).toEqual({ code: 'unrecognized', message: 'boom', hint: '' });
+    expect(toCommandError({ code: 'rrc_timeout', message: 'y' })).toEqual({ code: 'rrc_timeout', message: 'y', hint: '' });
+  });
+  it('reads a code it does not know as unrecognized', () => {
+    expect(toCommandError({ code: 'from_a_newer_app', message: 'y' })).toMatchObject({ code: 'unrecognized' });
   });
   it('reads a JSON string', () => {
     expect(toCommandError('{"code":"rrc_timeout","message":"slow","hint":"retry"}')).toEqual({
@@ -26,7 +29,7 @@ describe('toCommandError', () => {
     expect(toCommandError('{not json')).toEqual({ code: 'ipc_error', message: '{not json', hint: '' });
   });
   it('handles Errors and odd values', () => {
-    expect(toCommandError(new Error('nope'))).toMatchObject({ code: 'error', message: 'nope' });
+    expect(toCommandError(new Error('nope'))).toMatchObject({ code: 'unrecognized', message: 'nope' });
     expect(toCommandError(42)).toMatchObject({ message: '42' });
     expect(toCommandError(null)).toMatchObject({ message: 'null' });
   });

@@ -1,5 +1,10 @@
 // Command errors into one shape. Pure: no DOM, no Tauri.
-import type { CommandError } from '../types';
+import { CODES, type Code, type CommandError } from '../types';
+
+/** A code of the registry; anything else (a newer backend's) is `unrecognized`. */
+export function toCode(value: unknown): Code {
+  return CODES.find((c) => c === value) ?? 'unrecognized';
+}
 
 /**
  * Sallyport's commands reject with `{ code, message, hint }`; Tauri itself rejects with a plain
@@ -9,7 +14,7 @@ export function toCommandError(e: unknown): CommandError {
   if (isRecord(e)) {
     if (typeof e.code === 'string' || typeof e.message === 'string') {
       return {
-        code: typeof e.code === 'string' && e.code !== '' ? e.code : 'error',
+        code: toCode(e.code),
         message: typeof e.message === 'string' ? e.message : String(e.message ?? ''),
         hint: typeof e.hint === 'string' ? e.hint : '',
       };
@@ -27,8 +32,8 @@ export function toCommandError(e: unknown): CommandError {
     }
     return { code: 'ipc_error', message: e, hint: '' };
   }
-  if (e instanceof Error) return { code: 'error', message: e.message, hint: '' };
-  return { code: 'error', message: String(e), hint: '' };
+  if (e instanceof Error) return { code: 'unrecognized', message: e.message, hint: '' };
+  return { code: 'unrecognized', message: String(e), hint: '' };
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { Checkpoint, LaunchRecord } from '../types';
+import { HAPPY_PATH, type Checkpoint, type LaunchRecord } from '../types';
 import {
   addCheckpoint,
   axisTicks,
@@ -10,7 +10,7 @@ import {
   median,
   orderCheckpoints,
   outcomeOf,
-  parseFailure,
+  failureOf,
   phaseMedians,
   sharedAxisMs,
   slowHint,
@@ -26,19 +26,14 @@ function run(launch_id: string, steps: [string, number, Partial<Checkpoint>?][],
   });
 }
 
-const happy = run('L1', [
-  ['resource_resolved', 2],
-  ['websocket_listener_started_early', 3],
-  ['create_tube_ok', 15],
-  ['websocket_registered', 20],
-  ['gateway_offer_http_attempt_1', 10],
-  ['gateway_offer_http_done', 50],
-  ['answer_received', 0],
-  ['webrtc_data_plane_connected', 80],
-  ['local_listener_ready', 1],
-  ['target_connected', 9],
-  ['ready', 10],
-]);
+// The pipeline's own happy path (generated from the Rust side, which an end-to-end test holds
+// the real pipeline to), with made-up steps: 2, 3, 15, 20, 10, ... ms.
+const STEPS = [2, 3, 15, 20, 10, 50, 0, 30, 20, 10, 5, 15, 1, 9, 10, 0];
+const happy = run(
+  'L1',
+  HAPPY_PATH.map((phase, i) => [phase, STEPS[i % STEPS.length]!] as [string, number]),
+);
+const happyTotal = happy[happy.length - 1]!.total_ms;
 
 const withRetry = run('L2', [
   ['resource_resolved', 2],
@@ -78,15 +73,17 @@ describe('attempts and retries', () => {
 describe('layoutTimeline', () => {
   it('draws each bar from the previous total to its own, as fractions of the axis', () => {
     const t = layoutTimeline(happy);
-    expect(t.totalMs).toBe(200);
-    expect(t.axisMs).toBe(200);
+    expect(t.totalMs).toBe(happyTotal);
+    expect(t.axisMs).toBe(happyTotal);
     expect(t.bars).toHaveLength(happy.length);
+    expect(t.bars.map((b) => b.phase)).toEqual(HAPPY_PATH);
     const tube = t.bars[2]!;
     expect(tube.phase).toBe('create_tube_ok');
     expect(tube.fromMs).toBe(5);
     expect(tube.toMs).toBe(20);
-    expect(tube.start).toBeCloseTo(5 / 200);
-    expect(tube.width).toBeCloseTo(15 / 200);
+    expect(tube.start).toBeCloseTo(5 / happyTotal);
+    expect(tube.width).toBeCloseTo(15 / happyTotal);
+    expect(t.bars.filter((b) => b.kind === 'step')).toHaveLength(HAPPY_PATH.length - 1);
     // contiguous, covering the whole axis
     for (let i = 1; i < t.bars.length; i++) {
       expect(t.bars[i]!.start).toBeCloseTo(t.bars[i - 1]!.start + t.bars[i - 1]!.width);
@@ -99,8 +96,8 @@ describe('layoutTimeline', () => {
   });
 
   it('shares a longer axis when asked', () => {
-    const t = layoutTimeline(happy, { axisMs: 400 });
-    expect(t.axisMs).toBe(400);
+    const t = layoutTimeline(happy, { axisMs: 2 * happyTotal });
+    expect(t.axisMs).toBe(2 * happyTotal);
     const last = t.bars[t.bars.length - 1]!;
     expect(last.start + last.width).toBeCloseTo(0.5);
   });
@@ -145,13 +142,13 @@ describe('layoutTimeline', () => {
     const failed = run('F', [
       ['resource_resolved', 2],
       ['gateway_offer_http_attempt_1', 30],
-      ['failed', 5, { detail: 'offer_failed: gateway gw-1: rrc_timeout: no answer' }],
+      ['failed', 5, { error: { code: 'rrc_timeout', message: 'offer to gateway gw-1 failed: no answer' } }],
     ]);
     const t = layoutTimeline(failed);
     expect(t.outcome).toBe('failed');
-    expect(t.failure).toEqual({ code: 'offer_failed', message: 'gateway gw-1: rrc_timeout: no answer' });
+    expect(t.failure).toEqual({ code: 'rrc_timeout', message: 'offer to gateway gw-1 failed: no answer' });
     expect(t.bars[2]!.kind).toBe('failed');
-    expect(t.bars[2]!.reason).toBe('offer_failed: gateway gw-1: rrc_timeout: no answer');
+    expect(t.bars[2]!.reason).toBe('rrc_timeout: offer to gateway gw-1 failed: no answer');
   });
 });
 
@@ -175,17 +172,14 @@ describe('live checkpoints', () => {
   });
 });
 
-describe('parseFailure', () => {
-  it('splits at the first ": "', () => {
-    expect(parseFailure('port_taken: port 15432: address in use')).toEqual({
-      code: 'port_taken',
-      message: 'port 15432: address in use',
-    });
+describe('failureOf', () => {
+  it('takes the code and message as fields', () => {
+    const [cp] = run('F', [['failed', 1, { error: { code: 'port_taken', message: 'port 15432: address in use' } }]]);
+    expect(failureOf(cp!)).toEqual({ code: 'port_taken', message: 'port 15432: address in use' });
   });
-  it('reads a bare code, or a bare message', () => {
-    expect(parseFailure('rrc_timeout')).toEqual({ code: 'rrc_timeout', message: '' });
-    expect(parseFailure('something went wrong')).toEqual({ code: 'failed', message: 'something went wrong' });
-    expect(parseFailure(undefined)).toEqual({ code: 'failed', message: '' });
+  it('reads a failed checkpoint without an error as unrecognized', () => {
+    const [cp] = run('F', [['failed', 1]]);
+    expect(failureOf(cp!)).toEqual({ code: 'unrecognized', message: '' });
   });
 });
 

@@ -1,14 +1,15 @@
 // Timeline layout: where each checkpoint's bar sits on a shared time axis, which steps are
 // retries or the catch-up wait (and why), per-phase medians over earlier launches and the
 // "much slower than usual" hints. Pure: no DOM, no Tauri.
-import type { Checkpoint, LaunchError, LaunchRecord } from '../types';
+// Checkpoint names come from the Rust side (generated), never spelled here.
+import { ATTEMPT_PREFIX, PHASES, type Checkpoint, type LaunchError, type LaunchRecord } from '../types';
 
-export const READY = 'ready';
-export const FAILED = 'failed';
-export const LAUNCH_CACHE_HIT = 'launch_cache_hit';
-export const ATTEMPT_PREFIX = 'gateway_offer_http_attempt_';
-export const CATCHUP_START = 'gateway_offer_backend_catchup_delay_start';
-export const CATCHUP_DONE = 'gateway_offer_backend_catchup_delay_done';
+export { ATTEMPT_PREFIX };
+export const READY = PHASES.READY;
+export const FAILED = PHASES.FAILED;
+export const LAUNCH_CACHE_HIT = PHASES.LAUNCH_CACHE_HIT;
+export const CATCHUP_START = PHASES.GATEWAY_OFFER_BACKEND_CATCHUP_DELAY_START;
+export const CATCHUP_DONE = PHASES.GATEWAY_OFFER_BACKEND_CATCHUP_DELAY_DONE;
 
 export type BarKind = 'step' | 'retry' | 'catchup' | 'ready' | 'failed';
 export type Outcome = 'running' | 'ok' | 'failed';
@@ -110,13 +111,9 @@ export function addCheckpoint(cps: readonly Checkpoint[], cp: Checkpoint): Check
   return dup ? cps.slice() : orderCheckpoints([...cps, cp]);
 }
 
-/** A failed checkpoint's detail is "code: message"; a bare word is a code alone. */
-export function parseFailure(detail: string | undefined): LaunchError {
-  const d = (detail ?? '').trim();
-  if (d === '') return { code: 'failed', message: '' };
-  const at = d.indexOf(': ');
-  if (at < 0) return /^[a-z0-9_.-]+$/i.test(d) ? { code: d, message: '' } : { code: 'failed', message: d };
-  return { code: d.slice(0, at), message: d.slice(at + 2) };
+/** A failed checkpoint's error: its code and message, as the Rust side sent them. */
+export function failureOf(cp: Checkpoint): LaunchError {
+  return cp.error ?? { code: 'unrecognized', message: cp.detail ?? '' };
 }
 
 export function outcomeOf(cps: readonly Checkpoint[]): Outcome {
@@ -232,7 +229,8 @@ export function layoutTimeline(checkpoints: readonly Checkpoint[], options: Layo
     const attempt = attemptOf(cp.phase);
     if (cp.phase === FAILED) {
       bar.kind = 'failed';
-      if (cp.detail) bar.reason = cp.detail;
+      const failure = failureOf(cp);
+      bar.reason = failure.message === '' ? failure.code : `${failure.code}: ${failure.message}`;
     } else if (cp.phase === READY) {
       bar.kind = 'ready';
     } else if (cp.phase === CATCHUP_START) {
@@ -267,7 +265,7 @@ export function layoutTimeline(checkpoints: readonly Checkpoint[], options: Layo
     totalMs,
     axisMs,
     outcome,
-    failure: failedCp ? parseFailure(failedCp.detail) : null,
+    failure: failedCp ? failureOf(failedCp) : null,
     retries: summarizeRetries(cps),
   };
 }

@@ -110,20 +110,20 @@ export function mountResources(section: HTMLElement): void {
     setText(row.protocol, r.protocol);
     setText(row.gateway, r.online ? r.gateway : `${r.gateway} · offline`);
     if (document.activeElement !== row.port) {
-      const want = r.stickyPort === null ? '' : String(r.stickyPort);
+      const want = r.sticky_port === null ? '' : String(r.sticky_port);
       if (row.port.value !== want) row.port.value = want;
       row.port.classList.remove('invalid');
     }
-    const key = JSON.stringify(r.clientChoices);
+    const key = JSON.stringify(r.client_choices);
     if (key !== row.choicesKey) {
       row.choicesKey = key;
       replace(
         row.client,
-        r.clientChoices.map((c, i) => h('option', { value: String(i), title: c.template ?? 'open the tunnel only' }, c.label)),
+        r.client_choices.map((c, i) => h('option', { value: String(i), title: c.template ?? 'open the tunnel only' }, c.label)),
       );
-      if (r.clientChoices.length === 0) replace(row.client, h('option', { value: '0' }, 'default'));
+      if (r.client_choices.length === 0) replace(row.client, h('option', { value: '0' }, 'default'));
     }
-    const idx = Math.min(state.clientIndex.get(r.name) ?? 0, Math.max(0, r.clientChoices.length - 1));
+    const idx = Math.min(state.clientIndex.get(r.name) ?? 0, Math.max(0, r.client_choices.length - 1));
     if (row.client.selectedIndex !== idx) row.client.selectedIndex = idx;
     const busy = isLaunching(r.name);
     row.connect.disabled = busy;

@@ -1,10 +1,10 @@
 // Settings: router URL, token (write-only), profile.
 import { saveSettings } from '../actions';
 import { state, subscribe } from '../store';
-import { PROFILES } from '../types';
+import { PROFILES, type Profile } from '../types';
 import { h, replace, setText } from './dom';
 
-const PROFILE_NOTES: Record<string, string> = {
+const PROFILE_NOTES: Record<Profile, string> = {
   legacy: 'the old fixed sleeps, for comparison',
   tuned: 'shorter fixed delays',
   fast: 'waits for the router’s registration ack; no fixed sleep on the happy path',
@@ -29,7 +29,7 @@ export function mountSettings(section: HTMLElement): void {
     dirty = true;
     setText(status, '');
   });
-  profile.addEventListener('change', () => setText(profileNote, PROFILE_NOTES[profile.value] ?? ''));
+  profile.addEventListener('change', () => setText(profileNote, PROFILE_NOTES[profile.value as Profile] ?? ''));
 
   const form = h(
     'form',
@@ -49,7 +49,7 @@ export function mountSettings(section: HTMLElement): void {
     e.preventDefault();
     save.disabled = true;
     setText(status, 'Saving…');
-    const ok = await saveSettings(url.value, profile.value, token.value);
+    const ok = await saveSettings(url.value, profile.value as Profile, token.value);
     save.disabled = false;
     if (ok) {
       token.value = '';
@@ -71,17 +71,14 @@ export function mountSettings(section: HTMLElement): void {
   const render = () => {
     const s = state.settings;
     labNote.hidden = !state.app?.lab;
-    const tokenSet = s?.tokenSet ?? state.app?.tokenSet ?? false;
+    const tokenSet = s?.token_set ?? state.app?.token_set ?? false;
     setText(tokenState, tokenSet ? 'token stored' : 'no token');
     tokenState.className = tokenSet ? 'chip chip-ok' : 'chip chip-warn';
     token.placeholder = tokenSet ? '•••••••• (stored; type to replace)' : 'paste the router token';
     const disabled = !state.tauri;
     for (const el of [url, token, profile, save]) el.disabled = disabled;
     if (!s || dirty) return;
-    url.value = s.routerUrl;
-    if (!PROFILES.includes(s.profile as never) && !Array.from(profile.options).some((o) => o.value === s.profile)) {
-      profile.appendChild(h('option', { value: s.profile }, s.profile));
-    }
+    url.value = s.router_url;
     profile.value = s.profile;
     setText(profileNote, PROFILE_NOTES[s.profile] ?? '');
   };

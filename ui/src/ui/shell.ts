@@ -82,12 +82,12 @@ export function mountShell(root: HTMLElement): Record<PanelName, HTMLElement> {
     replace(
       foot,
       h('div', { class: 'foot-label' }, 'Router'),
-      h('div', { class: 'foot-line mono', title: app.routerUrl }, hostOf(app.routerUrl)),
+      h('div', { class: 'foot-line mono', title: app.router_url }, hostOf(app.router_url)),
       h(
         'div',
         { class: 'foot-row' },
         h('span', { class: 'chip' }, `profile ${app.profile}`),
-        h('span', { class: app.tokenSet ? 'chip' : 'chip chip-warn' }, app.tokenSet ? 'token set' : 'no token'),
+        h('span', { class: app.token_set ? 'chip' : 'chip chip-warn' }, app.token_set ? 'token set' : 'no token'),
       ),
       h('div', { class: 'foot-version' }, `v${app.version}`),
     );

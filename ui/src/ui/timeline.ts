@@ -14,7 +14,7 @@ import {
   type TimelineLayout,
 } from '../logic/timeline';
 import { shownLiveLaunch, state, subscribe } from '../store';
-import type { Checkpoint, LaunchRecord } from '../types';
+import type { Checkpoint, LaunchError, LaunchRecord } from '../types';
 import { h, replace, setText } from './dom';
 
 interface Subject {
@@ -22,7 +22,7 @@ interface Subject {
   launchId: string | null;
   checkpoints: Checkpoint[];
   status: 'running' | 'ok' | 'failed';
-  error: { code: string; message: string; hint?: string } | null;
+  error: (LaunchError & { hint?: string }) | null;
   startedAt: number;
   profile: string | null;
   live: boolean;
@@ -94,7 +94,7 @@ export function mountTimeline(section: HTMLElement): void {
       tickElapsed();
     }
 
-    const failure: Subject['error'] = status === 'failed' ? s.error ?? layout.failure ?? { code: 'failed', message: '' } : null;
+    const failure: Subject['error'] = status === 'failed' ? s.error ?? layout.failure ?? { code: 'unrecognized', message: '' } : null;
     const slowBars = layout.bars.filter((b) => b.slow);
 
     replace(

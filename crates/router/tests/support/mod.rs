@@ -12,7 +12,6 @@ use sallyport_protocol::{GatewayKeyPair, PROTOCOL_VERSION};
 use sallyport_router::{RouterConfig, RouterHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 pub const CLIENT_TOKEN: &str = "alice-client-token";
@@ -206,20 +205,13 @@ pub fn child_router(binary: &str, config: &str, fd_limit: Option<u64>) -> (Child
     (child, addr)
 }
 
-pub async fn gateway_socket(
-    url: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>> {
-    let mut request = format!("{}/v1/ws/gateway", url.replace("http://", "ws://"))
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {GATEWAY_TOKEN}").parse().unwrap(),
-    );
-    tokio_tungstenite::connect_async(request).await.unwrap().0
+pub async fn gateway_socket(url: &str) -> Socket {
+    sallyport_kit::connect(url, sallyport_protocol::GATEWAY_WS_PATH, GATEWAY_TOKEN)
+        .await
+        .unwrap()
 }
 
-pub type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+pub type Socket = sallyport_kit::WebSocket;
 
 pub async fn next_json(socket: &mut Socket) -> serde_json::Value {
     loop {

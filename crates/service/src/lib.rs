@@ -1,0 +1,523 @@
+//! sallyport-service: the one app service. The desktop app (`src-tauri`, wiring only) and the
+//! CLI (`sallyport`) both call it, so a launch from either lands in the same history, picks its
+//! client the same way, and fails with the same code and hint. No Tauri in here.
+//!
+//! It owns what both faces share: where launches go (the configured router, or the embedded
+//! lab), the settings, sticky-port rules, the list of running sessions and their supervision,
+//! the history, and the diagnostic bundles.
+
+mod types;
+pub mod typescript;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sallyport_core::bundle;
+use sallyport_core::checkpoint::Observer;
+use sallyport_core::history::{History, LaunchError, LaunchRecord, Outcome};
+use sallyport_core::logbuf::LaunchLogs;
+use sallyport_core::native_client;
+use sallyport_core::{
+    Checkpoint, ClientChoice, ClientProfile, CoreError, Face, LaunchRequest, Launcher, Profile,
+    Session, SessionInfo, StickyPorts, Tunables,
+};
+use sallyport_lab::{Lab, LabOptions};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, RwLock};
+
+pub use sallyport_core::Result;
+pub use types::{AppStateView, CommandError, ResourceView, SettingsView};
+
+/// Where the service sends launches.
+#[derive(Debug, Clone)]
+pub enum Connect {
+    /// The app: the configured router when `$SALLYPORT_HOME/profile.toml` names one (not a
+    /// profile `sallyport lab` wrote) and a token is found, else an embedded lab of its own.
+    RouterOrLab,
+    /// The CLI: the router of this profile file, with its token; no lab.
+    Profile(PathBuf),
+}
+
+/// How to start the service.
+pub struct Options {
+    /// `$SALLYPORT_HOME`: settings, sticky ports, history and bundles.
+    pub home: PathBuf,
+    pub face: Face,
+    pub connect: Connect,
+    /// The launch log lines for bundles (the app's tracing layer feeds them).
+    pub logs: LaunchLogs,
+}
+
+impl Options {
+    pub fn new(home: PathBuf, face: Face, connect: Connect) -> Self {
+        Self {
+            home,
+            face,
+            connect,
+            logs: LaunchLogs::default(),
+        }
+    }
+}
+
+/// What to launch. `profile` defaults to the settings' profile.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    pub resource: String,
+    pub port: Option<u16>,
+    pub client: ClientChoice,
+    pub profile: Option<Profile>,
+    pub trickle: bool,
+}
+
+impl LaunchOptions {
+    pub fn new(resource: &str) -> Self {
+        Self {
+            resource: resource.to_owned(),
+            port: None,
+            client: ClientChoice::Default,
+            profile: None,
+            trickle: true,
+        }
+    }
+}
+
+/// Settings of the app and the CLI that are not in the client profile (`app.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Settings {
+    profile: Profile,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            profile: Profile::Fast,
+        }
+    }
+}
+
+/// The router launches go to, and the token they carry.
+struct Connection {
+    launcher: Arc<Launcher>,
+    router_url: String,
+    token: String,
+    lab: bool,
+}
+
+pub struct Service {
+    home: PathBuf,
+    face: Face,
+    connect: Connect,
+    connection: RwLock<Connection>,
+    lab: tokio::sync::Mutex<Option<Lab>>,
+    sessions: Mutex<Vec<Arc<Session>>>,
+    history: History,
+    logs: LaunchLogs,
+    settings: Mutex<Settings>,
+    changed: watch::Sender<u64>,
+}
+
+impl Service {
+    /// Connect as `options.connect` says (starting the embedded lab when that is the way).
+    pub async fn start(options: Options) -> Result<Self> {
+        let Options {
+            home,
+            face,
+            connect,
+            logs,
+        } = options;
+        let settings: Settings = std::fs::read(home.join("app.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let mut lab = None;
+        let connection = open(&home, &connect, &mut lab).await?;
+        let (changed, _) = watch::channel(0);
+        Ok(Self {
+            history: History::new(home.join("history.jsonl")),
+            home,
+            face,
+            connect,
+            connection: RwLock::new(connection),
+            lab: tokio::sync::Mutex::new(lab),
+            sessions: Mutex::new(Vec::new()),
+            logs,
+            settings: Mutex::new(settings),
+            changed,
+        })
+    }
+
+    /// Bumped whenever sessions, the history or the connection change (the tray and the UI
+    /// follow it).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    pub async fn app_state(&self) -> AppStateView {
+        let connection = self.connection.read().await;
+        AppStateView {
+            router_url: connection.router_url.clone(),
+            profile: self.profile(),
+            lab: connection.lab,
+            token_set: !connection.token.is_empty(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+
+    fn profile(&self) -> Profile {
+        self.settings.lock().unwrap().profile
+    }
+
+    /// The resources this token may launch, with their sticky ports and client choices.
+    pub async fn resources(&self) -> Result<Vec<ResourceView>> {
+        let launcher = self.launcher().await;
+        let ports = self.ports();
+        let list = launcher.resources().await?;
+        Ok(list
+            .into_iter()
+            .map(|r| ResourceView {
+                sticky_port: ports.get(&r.name),
+                client_choices: native_client::choices(&r.protocol, self.face),
+                name: r.name,
+                protocol: r.protocol,
+                gateway: r.gateway,
+                online: r.online,
+            })
+            .collect())
+    }
+
+    async fn launcher(&self) -> Arc<Launcher> {
+        self.connection.read().await.launcher.clone()
+    }
+
+    fn ports(&self) -> StickyPorts {
+        StickyPorts::new(self.home.join("ports.json"))
+    }
+
+    /// Remember `port` for `resource`, or forget its port with `None`.
+    pub fn set_sticky_port(&self, resource: &str, port: Option<u16>) -> Result<()> {
+        match port {
+            None => self.ports().forget(resource),
+            Some(port) if port < 1024 => Err(CoreError::InvalidPort(port)),
+            Some(port) => self.ports().remember(resource, port),
+        }
+    }
+
+    /// Launch; every checkpoint is handed to `on_checkpoint` as it happens. The launch lands in
+    /// the history either way, and a session joins the list (close it with
+    /// [`close_session`](Self::close_session)).
+    pub async fn launch(
+        &self,
+        options: LaunchOptions,
+        on_checkpoint: impl Fn(&Checkpoint) + Send + Sync + 'static,
+    ) -> Result<Arc<Session>> {
+        let launcher = self.launcher().await;
+        let profile = options.profile.unwrap_or_else(|| self.profile());
+        let started_unix_ms = unix_ms();
+        let tunables = Tunables::from_env(profile)?;
+        let client = match options.client {
+            ClientChoice::Default if self.face == Face::Desktop => {
+                let protocol = resource_protocol(&launcher, &options.resource).await;
+                ClientChoice::Default.resolve(&protocol, self.face)
+            }
+            other => other,
+        };
+        let mut request = LaunchRequest::new(&options.resource, tunables);
+        request.port = options.port;
+        request.client = client;
+        request.trickle = options.trickle;
+        let observer: Observer = Arc::new(on_checkpoint);
+        let launched = launcher.launch_observed(request, Some(observer)).await;
+        let record = LaunchRecord {
+            launch_id: launched.launch_id.clone(),
+            resource: options.resource.clone(),
+            profile,
+            started_unix_ms,
+            outcome: match launched.result {
+                Ok(_) => Outcome::Ok,
+                Err(_) => Outcome::Failed,
+            },
+            error: launched.result.as_ref().err().map(|e| LaunchError {
+                code: e.code(),
+                message: e.to_string(),
+            }),
+            total_ms: launched.checkpoints.last().map_or(0.0, |c| c.total_ms),
+            checkpoints: launched.checkpoints,
+        };
+        if let Err(e) = self.history.append(&record) {
+            tracing::warn!(error = %e, "could not record the launch in the history");
+        }
+        let session = Arc::new(launched.result.inspect_err(|_| self.bump())?);
+        self.sessions.lock().unwrap().push(session.clone());
+        self.bump();
+        Ok(session)
+    }
+
+    /// Launch, and follow the session in the background until it ends by itself (then it
+    /// leaves the list). What the app's launch button and the tray's relaunch both do.
+    pub async fn launch_supervised(
+        self: &Arc<Self>,
+        options: LaunchOptions,
+        on_checkpoint: impl Fn(&Checkpoint) + Send + Sync + 'static,
+    ) -> Result<SessionInfo> {
+        let session = self.launch(options, on_checkpoint).await?;
+        let service = Arc::clone(self);
+        let supervised = session.clone();
+        tokio::spawn(async move { service.supervise(&supervised).await });
+        Ok(session.info())
+    }
+
+    /// Follow a session until it ends by itself (its tube, whatever its client does: the
+    /// app's sessions outlive the terminal window a client ran in), then drop it.
+    async fn supervise(&self, session: &Session) {
+        // Its state (reconnecting and back) shows in the app and the tray as it changes.
+        let mut states = session.state_changes();
+        let end = loop {
+            tokio::select! {
+                end = session.wait_tunnel() => break end,
+                Ok(()) = states.changed() => self.bump(),
+            }
+        };
+        tracing::info!(launch_id = session.launch_id(), ?end, "session ended");
+        self.end_session(session).await;
+    }
+
+    /// Close a session and take it off the list (and so off the tray).
+    async fn end_session(&self, session: &Session) {
+        session.close().await;
+        let removed = {
+            let mut sessions = self.sessions.lock().unwrap();
+            let before = sessions.len();
+            sessions.retain(|s| s.launch_id() != session.launch_id());
+            sessions.len() != before
+        };
+        if removed {
+            self.bump();
+        }
+    }
+
+    fn session(&self, launch_id: &str) -> Option<Arc<Session>> {
+        self.sessions
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.launch_id() == launch_id)
+            .cloned()
+    }
+
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        self.sessions
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.info())
+            .collect()
+    }
+
+    pub async fn close_session(&self, launch_id: &str) -> Result<()> {
+        let session = self
+            .session(launch_id)
+            .ok_or_else(|| CoreError::UnknownSession(launch_id.to_owned()))?;
+        self.end_session(&session).await;
+        Ok(())
+    }
+
+    /// Close every session and stop the lab (the app quitting).
+    pub async fn close_all(&self) {
+        let sessions: Vec<_> = self.sessions.lock().unwrap().drain(..).collect();
+        for s in sessions {
+            s.close().await;
+        }
+        if let Some(lab) = self.lab.lock().await.take() {
+            lab.shutdown().await;
+        }
+        self.bump();
+    }
+
+    /// Every recorded launch, newest first, from the app and the CLI alike.
+    pub fn history(&self) -> Vec<LaunchRecord> {
+        self.history.records()
+    }
+
+    /// The last `n` distinct resources launched, newest first.
+    pub fn recent_resources(&self, n: usize) -> Vec<String> {
+        let mut seen = Vec::new();
+        for r in self.history.records() {
+            if seen.len() == n {
+                break;
+            }
+            if !seen.contains(&r.resource) {
+                seen.push(r.resource);
+            }
+        }
+        seen
+    }
+
+    pub async fn settings(&self) -> SettingsView {
+        let connection = self.connection.read().await;
+        SettingsView {
+            router_url: connection.router_url.clone(),
+            profile: self.profile(),
+            token_set: !connection.token.is_empty(),
+        }
+    }
+
+    /// Save the settings; a new router URL or token reconnects (and stops the lab).
+    pub async fn save_settings(
+        &self,
+        router_url: &str,
+        profile: Profile,
+        token: Option<String>,
+    ) -> Result<()> {
+        {
+            let mut settings = self.settings.lock().unwrap();
+            settings.profile = profile;
+            std::fs::create_dir_all(&self.home)?;
+            std::fs::write(
+                self.home.join("app.json"),
+                serde_json::to_vec_pretty(&*settings).expect("settings serialize"),
+            )?;
+        }
+        let current = self.connection.read().await.router_url.clone();
+        let token = token.filter(|t| !t.trim().is_empty());
+        if router_url == current && token.is_none() {
+            self.bump();
+            return Ok(());
+        }
+        // Keep the pinned gateway keys of an existing profile; a lab profile is not kept.
+        let profile_path = self.profile_path();
+        let mut client_profile = ClientProfile::load(&profile_path)
+            .ok()
+            .filter(|p| !p.lab)
+            .unwrap_or_else(|| ClientProfile::new(router_url));
+        client_profile.router_url = router_url.to_owned();
+        client_profile.token = None;
+        client_profile.validate()?;
+        if let Some(token) = &token {
+            sallyport_core::secrets::store_token(router_url, token.trim())?;
+        }
+        client_profile.save(&profile_path)?;
+        let mut lab = self.lab.lock().await;
+        let connection = open(&self.home, &self.connect, &mut lab).await?;
+        *self.connection.write().await = connection;
+        self.bump();
+        Ok(())
+    }
+
+    fn profile_path(&self) -> PathBuf {
+        match &self.connect {
+            Connect::Profile(path) => path.clone(),
+            Connect::RouterOrLab => self.home.join("profile.toml"),
+        }
+    }
+
+    /// Write the diagnostic bundle of a recorded launch; returns its path.
+    pub async fn export_bundle(&self, launch_id: &str) -> Result<PathBuf> {
+        let record = self
+            .history
+            .find(launch_id)
+            .ok_or_else(|| CoreError::UnknownLaunch(launch_id.to_owned()))?;
+        let connection = self.connection.read().await;
+        let tunables = Tunables::from_env(record.profile)
+            .unwrap_or_else(|_| Tunables::for_profile(record.profile));
+        bundle::write(
+            &self.home.join("bundles"),
+            &record,
+            &tunables,
+            &connection.router_url,
+            &self.logs.lines(launch_id),
+            &[connection.token.as_str()],
+        )
+    }
+}
+
+/// The resource's protocol, from the cache or the router (`tcp` when neither knows it: the
+/// launch itself then says what is wrong).
+async fn resource_protocol(launcher: &Launcher, resource: &str) -> String {
+    match launcher.cache().get_fresh(resource) {
+        Some(info) => info.protocol,
+        None => launcher
+            .resources()
+            .await
+            .ok()
+            .and_then(|l| l.into_iter().find(|r| r.name == resource))
+            .map_or_else(|| "tcp".into(), |r| r.protocol),
+    }
+}
+
+/// The router token for `profile`, or the error that says where to put one.
+pub fn token_for(profile: &ClientProfile) -> Result<String> {
+    sallyport_core::secrets::token_for(profile)?.ok_or(CoreError::MissingToken)
+}
+
+/// The user's router: a profile (not one `sallyport lab` wrote for its throwaway router) with
+/// a token; `None` means the app should start its own lab.
+fn configured_router(home: &Path) -> Option<(ClientProfile, String)> {
+    let profile = match ClientProfile::load(&home.join("profile.toml")) {
+        Ok(profile) if !profile.lab => profile,
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::info!(error = %e, "no usable client profile");
+            return None;
+        }
+    };
+    match token_for(&profile) {
+        Ok(token) => Some((profile, token)),
+        Err(e) => {
+            tracing::info!(code = %e.code(), error = %e, "no router token");
+            None
+        }
+    }
+}
+
+/// The connection `connect` asks for. The lab slot keeps the embedded lab across reconnects;
+/// connecting to a router stops it.
+async fn open(home: &Path, connect: &Connect, lab_slot: &mut Option<Lab>) -> Result<Connection> {
+    let ports = StickyPorts::new(home.join("ports.json"));
+    let router = match connect {
+        Connect::Profile(path) => {
+            let profile = ClientProfile::load(path)?;
+            let token = token_for(&profile)?;
+            Some((profile, token))
+        }
+        Connect::RouterOrLab => configured_router(home),
+    };
+    if let Some((profile, token)) = router {
+        if let Some(lab) = lab_slot.take() {
+            lab.shutdown().await;
+        }
+        let launcher = Launcher::new(profile.clone(), &token, ports)?.with_state_dir(home.into());
+        return Ok(Connection {
+            launcher: Arc::new(launcher),
+            router_url: profile.router_url,
+            token,
+            lab: false,
+        });
+    }
+    if lab_slot.is_none() {
+        let lab = Lab::start(LabOptions::default())
+            .await
+            .map_err(CoreError::LabFailed)?;
+        tracing::info!(router = %lab.router.url(), "no router configured; started the embedded lab");
+        *lab_slot = Some(lab);
+    }
+    let lab = lab_slot.as_ref().expect("lab started above");
+    let launcher =
+        Launcher::new(lab.profile.clone(), &lab.client_token, ports)?.with_state_dir(home.into());
+    Ok(Connection {
+        launcher: Arc::new(launcher),
+        router_url: lab.router.url(),
+        token: lab.client_token.clone(),
+        lab: true,
+    })
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,71 @@
+//! What the service hands the faces besides the core's own types: views for the UI and the
+//! error shape every command rejects with. One naming convention across the IPC line:
+//! snake_case, as the core's types (and the history file) have always been.
+
+use sallyport_core::{ClientOption, CoreError, Profile};
+use sallyport_protocol::Code;
+use serde::Serialize;
+
+/// What the UI shows about the app itself.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+pub struct AppStateView {
+    pub router_url: String,
+    pub profile: Profile,
+    /// Launches go to the embedded lab.
+    pub lab: bool,
+    pub token_set: bool,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+pub struct ResourceView {
+    pub name: String,
+    pub protocol: String,
+    pub gateway: String,
+    pub online: bool,
+    pub sticky_port: Option<u16>,
+    /// The first is the protocol's default, the last opens the tunnel only.
+    pub client_choices: Vec<ClientOption>,
+}
+
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+pub struct SettingsView {
+    pub router_url: String,
+    pub profile: Profile,
+    pub token_set: bool,
+}
+
+/// A failure as both faces show it: the code, the message, and the code's hint.
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
+pub struct CommandError {
+    pub code: Code,
+    pub message: String,
+    pub hint: String,
+}
+
+impl From<CoreError> for CommandError {
+    fn from(e: CoreError) -> Self {
+        Self::from(&e)
+    }
+}
+
+impl From<&CoreError> for CommandError {
+    fn from(e: &CoreError) -> Self {
+        Self {
+            code: e.code(),
+            message: e.to_string(),
+            hint: e.hint().to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for CommandError {
+    /// `error [code]: message` and the hint on the next line, as the CLI prints it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "error [{}]: {}\nhint: {}",
+            self.code, self.message, self.hint
+        )
+    }
+}

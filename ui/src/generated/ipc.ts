@@ -1,0 +1,272 @@
+// Generated from the Rust types by crates/service/src/typescript.rs: do not edit.
+// Regenerate with `SALLYPORT_WRITE_TYPES=1 cargo test -p sallyport-service`.
+
+/** Every code of the registry (`sallyport_protocol::Code`). */
+export type Code = "unauthorized" | "forbidden" | "unknown_gateway" | "unknown_resource" | "malformed" | "not_found" | "too_large" | "controller_down" | "rrc_timeout" | "bad_state" | "seal_rejected" | "invalid_key" | "header_timeout" | "request_timeout" | "too_many_connections" | "overloaded" | "unsupported_version" | "internal" | "normal" | "target_refused" | "target_timeout" | "target_unreachable" | "target_error" | "session_limit" | "closed_by_admin" | "gateway_shutdown" | "client_closed" | "protocol_error" | "network_failed" | "gateway_lost" | "closed" | "config_invalid" | "router_refused" | "unknown_conversation" | "client_slow" | "idle_timeout" | "evicted" | "webrtc_error" | "invalid_sdp" | "invalid_candidate" | "webrtc_timeout" | "tube_closed" | "webrtc_failed" | "invalid_config" | "io_error" | "invalid_tunable" | "invalid_profile" | "missing_token" | "lab_failed" | "unknown_session" | "unknown_launch" | "unpinned_gateway" | "router_unreachable" | "http_error" | "timeout" | "connection_error" | "empty_reply" | "port_taken" | "invalid_port" | "client_missing" | "client_failed" | "keyring_error" | "bench_failed" | "not_in_app" | "ipc_error" | "unrecognized";
+
+export const CODES: readonly Code[] = [
+  'unauthorized',
+  'forbidden',
+  'unknown_gateway',
+  'unknown_resource',
+  'malformed',
+  'not_found',
+  'too_large',
+  'controller_down',
+  'rrc_timeout',
+  'bad_state',
+  'seal_rejected',
+  'invalid_key',
+  'header_timeout',
+  'request_timeout',
+  'too_many_connections',
+  'overloaded',
+  'unsupported_version',
+  'internal',
+  'normal',
+  'target_refused',
+  'target_timeout',
+  'target_unreachable',
+  'target_error',
+  'session_limit',
+  'closed_by_admin',
+  'gateway_shutdown',
+  'client_closed',
+  'protocol_error',
+  'network_failed',
+  'gateway_lost',
+  'closed',
+  'config_invalid',
+  'router_refused',
+  'unknown_conversation',
+  'client_slow',
+  'idle_timeout',
+  'evicted',
+  'webrtc_error',
+  'invalid_sdp',
+  'invalid_candidate',
+  'webrtc_timeout',
+  'tube_closed',
+  'webrtc_failed',
+  'invalid_config',
+  'io_error',
+  'invalid_tunable',
+  'invalid_profile',
+  'missing_token',
+  'lab_failed',
+  'unknown_session',
+  'unknown_launch',
+  'unpinned_gateway',
+  'router_unreachable',
+  'http_error',
+  'timeout',
+  'connection_error',
+  'empty_reply',
+  'port_taken',
+  'invalid_port',
+  'client_missing',
+  'client_failed',
+  'keyring_error',
+  'bench_failed',
+  'not_in_app',
+  'ipc_error',
+];
+
+/** Each code's hint, as the CLI and the app show it (`Code::hint`). */
+export const HINTS: Readonly<Record<Code, string>> = {
+  unauthorized: "The router refused the token: paste a valid one in Settings, or run `sallyport login`.",
+  forbidden: "Your token may not launch this resource; ask an administrator.",
+  unknown_gateway: "Refresh the resource list; it may have been removed.",
+  unknown_resource: "Refresh the resource list; it may have been removed.",
+  malformed: "Open the launch's timeline and export a diagnostic bundle for support.",
+  not_found: "Open the launch's timeline and export a diagnostic bundle for support.",
+  too_large: "Open the launch's timeline and export a diagnostic bundle for support.",
+  controller_down: "The resource's gateway is offline; try again when its dot is green.",
+  rrc_timeout: "The gateway or the router did not answer in time; try again.",
+  bad_state: "The gateway or the router did not answer in time; try again.",
+  seal_rejected: "The gateway's key does not match the key pinned in your profile.",
+  invalid_key: "The gateway's key does not match the key pinned in your profile.",
+  header_timeout: "Open the launch's timeline and export a diagnostic bundle for support.",
+  request_timeout: "Open the launch's timeline and export a diagnostic bundle for support.",
+  too_many_connections: "The gateway or the router did not answer in time; try again.",
+  overloaded: "The gateway or the router did not answer in time; try again.",
+  unsupported_version: "Open the launch's timeline and export a diagnostic bundle for support.",
+  internal: "Open the launch's timeline and export a diagnostic bundle for support.",
+  normal: "The session was closed.",
+  target_refused: "The gateway cannot reach this resource's target; tell its administrator.",
+  target_timeout: "The gateway cannot reach this resource's target; tell its administrator.",
+  target_unreachable: "The gateway cannot reach this resource's target; tell its administrator.",
+  target_error: "The gateway cannot reach this resource's target; tell its administrator.",
+  session_limit: "The gateway has too many sessions; close one and try again.",
+  closed_by_admin: "The gateway ended the session; launch again when it is back.",
+  gateway_shutdown: "The gateway ended the session; launch again when it is back.",
+  client_closed: "The session was closed.",
+  protocol_error: "Open the launch's timeline and export a diagnostic bundle for support.",
+  network_failed: "The network path to the gateway failed; check UDP reachability and try again.",
+  gateway_lost: "The resource's gateway is offline; try again when its dot is green.",
+  closed: "The session was closed.",
+  config_invalid: "Open the launch's timeline and export a diagnostic bundle for support.",
+  router_refused: "Open the launch's timeline and export a diagnostic bundle for support.",
+  unknown_conversation: "Open the launch's timeline and export a diagnostic bundle for support.",
+  client_slow: "Open the launch's timeline and export a diagnostic bundle for support.",
+  idle_timeout: "Open the launch's timeline and export a diagnostic bundle for support.",
+  evicted: "Open the launch's timeline and export a diagnostic bundle for support.",
+  webrtc_error: "Open the launch's timeline and export a diagnostic bundle for support.",
+  invalid_sdp: "Open the launch's timeline and export a diagnostic bundle for support.",
+  invalid_candidate: "Open the launch's timeline and export a diagnostic bundle for support.",
+  webrtc_timeout: "The gateway or the router did not answer in time; try again.",
+  tube_closed: "Open the launch's timeline and export a diagnostic bundle for support.",
+  webrtc_failed: "The network path to the gateway failed; check UDP reachability and try again.",
+  invalid_config: "Open the launch's timeline and export a diagnostic bundle for support.",
+  io_error: "Open the launch's timeline and export a diagnostic bundle for support.",
+  invalid_tunable: "Fix the environment variable named in the message.",
+  invalid_profile: "Fix the profile (router URL, pinned keys) in Settings or profile.toml.",
+  missing_token: "Give a router token: in Settings, with `sallyport login`, or in SALLYPORT_TOKEN.",
+  lab_failed: "The embedded lab could not start; see the message, free its port, and restart.",
+  unknown_session: "That session has already ended; refresh the session list.",
+  unknown_launch: "That launch is no longer in the history.",
+  unpinned_gateway: "Pin the gateway's public key in the profile's [gateways] table.",
+  router_unreachable: "Check the router URL in Settings (or the profile) and that the router is running.",
+  http_error: "Open the launch's timeline and export a diagnostic bundle for support.",
+  timeout: "The gateway or the router did not answer in time; try again.",
+  connection_error: "Check the router URL in Settings (or the profile) and that the router is running.",
+  empty_reply: "Open the launch's timeline and export a diagnostic bundle for support.",
+  port_taken: "Choose another local port for this resource.",
+  invalid_port: "Choose a local port from 1024 to 65535, or leave it empty for a free one.",
+  client_missing: "Install that client, or pick another \"connect with\" option.",
+  client_failed: "Check the client command; it could not be started.",
+  keyring_error: "The OS keyring is not available; unlock it and try again.",
+  bench_failed: "Open the launch's timeline and export a diagnostic bundle for support.",
+  not_in_app: "Open it through the Sallyport desktop app, where the UI can reach the launcher.",
+  ipc_error: "Open the launch's timeline and export a diagnostic bundle for support.",
+  unrecognized: "Open the launch's timeline and export a diagnostic bundle for support.",
+};
+
+/** Checkpoint names (`sallyport_core::checkpoint::names`). */
+export const PHASES = {
+  RESOURCE_RESOLVED: 'resource_resolved',
+  LAUNCH_CACHE_HIT: 'launch_cache_hit',
+  WEBSOCKET_LISTENER_STARTED_EARLY: 'websocket_listener_started_early',
+  WEBSOCKET_LISTENER_STARTED: 'websocket_listener_started',
+  CREATE_TUBE_OK: 'create_tube_ok',
+  WEBSOCKET_REGISTERED: 'websocket_registered',
+  WEBSOCKET_READY_BACKEND_DELAY_DONE: 'websocket_ready_backend_delay_done',
+  PRE_OFFER_SLEEP_DONE: 'pre_offer_sleep_done',
+  GATEWAY_OFFER_BACKEND_CATCHUP_DELAY_START: 'gateway_offer_backend_catchup_delay_start',
+  GATEWAY_OFFER_BACKEND_CATCHUP_DELAY_DONE: 'gateway_offer_backend_catchup_delay_done',
+  GATEWAY_OFFER_HTTP_DONE: 'gateway_offer_http_done',
+  ANSWER_RECEIVED: 'answer_received',
+  ICE_CONNECTED: 'ice_connected',
+  DTLS_CONNECTED: 'dtls_connected',
+  SCTP_CONNECTED: 'sctp_connected',
+  CHANNEL_OPEN: 'channel_open',
+  WEBRTC_DATA_PLANE_CONNECTED: 'webrtc_data_plane_connected',
+  LOCAL_LISTENER_READY: 'local_listener_ready',
+  TARGET_CONNECTED: 'target_connected',
+  CLIENT_SPAWNED: 'client_spawned',
+  READY: 'ready',
+  RECONNECTED: 'reconnected',
+  FAILED: 'failed',
+} as const;
+export type Phase = (typeof PHASES)[keyof typeof PHASES];
+
+/** Followed by the attempt number: `gateway_offer_http_attempt_1`, `gateway_offer_http_attempt_2`, ... */
+export const ATTEMPT_PREFIX = 'gateway_offer_http_attempt_';
+
+/** The checkpoints of a `fast` launch that succeeds at once without a client. */
+export const HAPPY_PATH: readonly string[] = [
+  'resource_resolved',
+  'websocket_listener_started_early',
+  'create_tube_ok',
+  'websocket_registered',
+  'pre_offer_sleep_done',
+  'gateway_offer_http_attempt_1',
+  'gateway_offer_http_done',
+  'answer_received',
+  'ice_connected',
+  'dtls_connected',
+  'sctp_connected',
+  'channel_open',
+  'webrtc_data_plane_connected',
+  'local_listener_ready',
+  'target_connected',
+  'ready',
+];
+
+export type Profile = "legacy" | "tuned" | "fast";
+
+export const PROFILES: readonly Profile[] = [
+  'legacy',
+  'tuned',
+  'fast',
+];
+
+export type LaunchError = { code: Code, message: string, };
+
+export type Checkpoint = { launch_id: string, resource: string, 
+/**
+ * The checkpoint's name (see [`names`]).
+ */
+phase: string, 
+/**
+ * Milliseconds since the previous checkpoint of this launch.
+ */
+step_ms: number, 
+/**
+ * Milliseconds since the launch began.
+ */
+total_ms: number, 
+/**
+ * The offer attempt this checkpoint belongs to, where there is one.
+ */
+attempt?: number, 
+/**
+ * Why (a retry's reason) or what (the resource's gateway, the local port, the client).
+ */
+detail?: string, 
+/**
+ * On `failed` only: the launch's error.
+ */
+error?: LaunchError, 
+/**
+ * Wall-clock time, milliseconds since the Unix epoch.
+ */
+at_unix_ms: number, };
+
+export type SessionState = "active" | "reconnecting" | "closing" | "closed";
+
+export type SessionInfo = { launch_id: string, resource: string, protocol: string, gateway: string, local_port: number, state: SessionState, client: string | null, 
+/**
+ * Bytes from the target to the local client.
+ */
+bytes_in: number, 
+/**
+ * Bytes from the local client to the target.
+ */
+bytes_out: number, started_unix_ms: number, ready_ms: number, };
+
+export type Outcome = "ok" | "failed";
+
+export type LaunchRecord = { launch_id: string, resource: string, profile: Profile, started_unix_ms: number, outcome: Outcome, error: LaunchError | null, checkpoints: Array<Checkpoint>, total_ms: number, };
+
+export type ClientOption = { label: string, 
+/**
+ * A command template; `None` opens the tunnel only.
+ */
+template: string | null, };
+
+export type ResourceView = { name: string, protocol: string, gateway: string, online: boolean, sticky_port: number | null, 
+/**
+ * The first is the protocol's default, the last opens the tunnel only.
+ */
+client_choices: Array<ClientOption>, };
+
+export type AppStateView = { router_url: string, profile: Profile, 
+/**
+ * Launches go to the embedded lab.
+ */
+lab: boolean, token_set: boolean, version: string, };
+
+export type SettingsView = { router_url: string, profile: Profile, token_set: boolean, };
+
+export type CommandError = { code: Code, message: string, hint: string, };

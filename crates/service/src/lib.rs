@@ -19,7 +19,7 @@ use sallyport_core::logbuf::LaunchLogs;
 use sallyport_core::native_client;
 use sallyport_core::{
     Checkpoint, ClientChoice, ClientProfile, CoreError, Face, LaunchRequest, Launcher, Profile,
-    Session, SessionInfo, StickyPorts, Tunables,
+    Session, SessionInfo, SessionState, StickyPorts, Tunables,
 };
 use sallyport_lab::{Lab, LabOptions};
 use serde::{Deserialize, Serialize};
@@ -103,6 +103,9 @@ struct Connection {
     lab: bool,
 }
 
+/// How many ended sessions the list keeps for the user to see.
+const MAX_ENDED: usize = 10;
+
 pub struct Service {
     home: PathBuf,
     face: Face,
@@ -110,6 +113,10 @@ pub struct Service {
     connection: RwLock<Connection>,
     lab: tokio::sync::Mutex<Option<Lab>>,
     sessions: Mutex<Vec<Arc<Session>>>,
+    /// Sessions that ended by themselves (the gateway lost, the network gone), newest last,
+    /// until the user dismisses them: an end nobody saw would look like a session that was
+    /// never there. At most `MAX_ENDED`.
+    ended: Mutex<Vec<SessionInfo>>,
     history: History,
     logs: LaunchLogs,
     settings: Mutex<Settings>,
@@ -140,6 +147,7 @@ impl Service {
             connection: RwLock::new(connection),
             lab: tokio::sync::Mutex::new(lab),
             sessions: Mutex::new(Vec::new()),
+            ended: Mutex::new(Vec::new()),
             logs,
             settings: Mutex::new(settings),
             changed,
@@ -282,6 +290,16 @@ impl Service {
             }
         };
         tracing::info!(launch_id = session.launch_id(), ?end, "session ended");
+        if let Some(ended) = end.unexpected() {
+            let mut ended_list = self.ended.lock().unwrap();
+            ended_list.push(SessionInfo {
+                state: SessionState::Closed,
+                ended: Some(ended),
+                ..session.info()
+            });
+            let excess = ended_list.len().saturating_sub(MAX_ENDED);
+            ended_list.drain(..excess);
+        }
         self.end_session(session).await;
     }
 
@@ -308,20 +326,36 @@ impl Service {
             .cloned()
     }
 
+    /// The open sessions, then those that ended by themselves and are not dismissed yet
+    /// (state `closed`, with `ended` saying why).
     pub fn sessions(&self) -> Vec<SessionInfo> {
-        self.sessions
+        let mut list: Vec<SessionInfo> = self
+            .sessions
             .lock()
             .unwrap()
             .iter()
             .map(|s| s.info())
-            .collect()
+            .collect();
+        list.extend(self.ended.lock().unwrap().iter().rev().cloned());
+        list
     }
 
+    /// Close an open session, or dismiss one that ended by itself.
     pub async fn close_session(&self, launch_id: &str) -> Result<()> {
-        let session = self
-            .session(launch_id)
-            .ok_or_else(|| CoreError::UnknownSession(launch_id.to_owned()))?;
-        self.end_session(&session).await;
+        if let Some(session) = self.session(launch_id) {
+            self.end_session(&session).await;
+            return Ok(());
+        }
+        let dismissed = {
+            let mut ended = self.ended.lock().unwrap();
+            let before = ended.len();
+            ended.retain(|s| s.launch_id != launch_id);
+            ended.len() != before
+        };
+        if !dismissed {
+            return Err(CoreError::UnknownSession(launch_id.to_owned()));
+        }
+        self.bump();
         Ok(())
     }
 

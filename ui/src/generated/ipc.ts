@@ -235,6 +235,13 @@ at_unix_ms: number, };
 
 export type SessionState = "active" | "reconnecting" | "closing" | "closed";
 
+export type SessionEnded = { 
+/**
+ * The close reason (`gateway_lost`, `gateway_shutdown`, `network_failed`, ...): the UI
+ * shows its hint from the registry.
+ */
+code: Code, at_unix_ms: number, };
+
 export type SessionInfo = { launch_id: string, resource: string, protocol: string, gateway: string, local_port: number, state: SessionState, client: string | null, 
 /**
  * Bytes from the target to the local client.
@@ -243,7 +250,12 @@ bytes_in: number,
 /**
  * Bytes from the local client to the target.
  */
-bytes_out: number, started_unix_ms: number, ready_ms: number, };
+bytes_out: number, started_unix_ms: number, ready_ms: number, 
+/**
+ * Set once the session has ended by itself (not closed by the user): why, and when. The
+ * app keeps such a session in its list until the user dismisses it, so an end is seen.
+ */
+ended: SessionEnded | null, };
 
 export type Outcome = "ok" | "failed";
 

@@ -290,17 +290,23 @@ impl Service {
             }
         };
         tracing::info!(launch_id = session.launch_id(), ?end, "session ended");
-        if let Some(ended) = end.unexpected() {
-            let mut ended_list = self.ended.lock().unwrap();
-            ended_list.push(SessionInfo {
-                state: SessionState::Closed,
-                ended: Some(ended),
-                ..session.info()
-            });
-            let excess = ended_list.len().saturating_sub(MAX_ENDED);
-            ended_list.drain(..excess);
+        // Off the open list and onto the ended one in one step, so nobody ever sees it twice.
+        {
+            let mut sessions = self.sessions.lock().unwrap();
+            sessions.retain(|s| s.launch_id() != session.launch_id());
+            if let Some(ended) = end.unexpected() {
+                let mut ended_list = self.ended.lock().unwrap();
+                ended_list.push(SessionInfo {
+                    state: SessionState::Closed,
+                    ended: Some(ended),
+                    ..session.info()
+                });
+                let excess = ended_list.len().saturating_sub(MAX_ENDED);
+                ended_list.drain(..excess);
+            }
         }
-        self.end_session(session).await;
+        self.bump();
+        session.close().await;
     }
 
     /// Close a session and take it off the list (and so off the tray).
@@ -329,14 +335,11 @@ impl Service {
     /// The open sessions, then those that ended by themselves and are not dismissed yet
     /// (state `closed`, with `ended` saying why).
     pub fn sessions(&self) -> Vec<SessionInfo> {
-        let mut list: Vec<SessionInfo> = self
-            .sessions
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|s| s.info())
-            .collect();
-        list.extend(self.ended.lock().unwrap().iter().rev().cloned());
+        // Both locks at once (in the order `supervise` takes them): one consistent picture.
+        let sessions = self.sessions.lock().unwrap();
+        let ended = self.ended.lock().unwrap();
+        let mut list: Vec<SessionInfo> = sessions.iter().map(|s| s.info()).collect();
+        list.extend(ended.iter().rev().cloned());
         list
     }
 

@@ -241,10 +241,16 @@ async fn lab(
     extra: Vec<(String, String, String)>,
     demo: Option<String>,
 ) -> Result<ExitCode, CoreError> {
+    // Beside the profile, which names the CA written there.
+    let lab_dir = match profile_path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join("lab"),
+        _ => PathBuf::from("lab"),
+    };
     let lab = Lab::start(LabOptions {
         router_listen: listen,
         include_local_services: local_services,
         extra_resources: extra,
+        dir: Some(lab_dir),
         ..LabOptions::default()
     })
     .await
@@ -254,6 +260,8 @@ async fn lab(
         "sallyport lab: router {} with gateway \"lab\"",
         lab.router.url()
     );
+    println!("  TLS: the router's CA is {}", lab.ca_file.display());
+    println!("  audit log: {}", lab.audit_log.display());
     for r in &lab.resources {
         println!(
             "  resource {:<16} {:<10} -> {}",

@@ -3,6 +3,7 @@
 
 pub mod config;
 mod conversation;
+mod record;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,6 +75,12 @@ pub fn generate_key(path: &std::path::Path) -> Result<GatewayKeyPair, GatewayErr
 pub(crate) struct Gateway {
     pub config: GatewayConfig,
     pub key: GatewayKeyPair,
+    /// How the router's certificate is checked (`None` for a plain `http://` router).
+    pub tls: Option<Arc<sallyport_ops::rustls::ClientConfig>>,
+    /// `connection_log`, if configured.
+    pub connection_log: Option<sallyport_ops::jsonl::JsonLines>,
+    /// Reports for the router's audit trail; locked before `outbound`.
+    pub reports: std::sync::Mutex<record::Reports>,
     /// Each conversation's slot, claimed under the lock and filled outside it.
     pub conversations: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Conversation>>>>>,
     /// Outbound frames to the router, replaced on every reconnect.
@@ -109,10 +116,17 @@ pub struct GatewayHandle {
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     online: watch::Receiver<bool>,
+    last_error: watch::Receiver<Option<String>>,
     pub public_key: sallyport_protocol::GatewayPublicKey,
 }
 
 impl GatewayHandle {
+    /// Why the last attempt to connect to the router failed, if it did (cleared once
+    /// connected).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.borrow().clone()
+    }
+
     /// Wait until the router has welcomed this gateway.
     pub async fn wait_online(&self, timeout: Duration) -> bool {
         let mut online = self.online.clone();
@@ -129,29 +143,54 @@ impl GatewayHandle {
 }
 
 /// Start the gateway in the background: it connects to the router and keeps reconnecting.
-pub fn spawn(config: GatewayConfig, key: GatewayKeyPair) -> GatewayHandle {
+/// Fails at once on what a retry cannot mend: a CA file that does not load, no system roots
+/// for an `https` router, a connection log that cannot be opened.
+pub fn spawn(config: GatewayConfig, key: GatewayKeyPair) -> Result<GatewayHandle, GatewayError> {
+    config.validate().map_err(GatewayError::Config)?;
+    let tls = if config.router_url.starts_with("https:") {
+        let tls = sallyport_ops::tls::client_config("ca_file", config.ca_file.as_deref())
+            .map_err(|e| GatewayError::Config(e.to_string()))?;
+        Some(Arc::new(tls))
+    } else {
+        None
+    };
+    let connection_log = config
+        .connection_log
+        .as_deref()
+        .map(|path| {
+            sallyport_ops::jsonl::JsonLines::open(path).map_err(|e| {
+                GatewayError::Config(format!("connection_log {}: cannot open: {e}", path.display()))
+            })
+        })
+        .transpose()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (online_tx, online_rx) = watch::channel(false);
+    let (error_tx, error_rx) = watch::channel(None);
     let public_key = key.public();
     let gateway = Arc::new(Gateway {
         config,
         key,
+        tls,
+        connection_log,
+        reports: Default::default(),
         conversations: Mutex::new(HashMap::new()),
         outbound: std::sync::Mutex::new(None),
     });
-    let task = tokio::spawn(run(gateway, shutdown_rx, online_tx));
-    GatewayHandle {
+    let task = tokio::spawn(run(gateway, shutdown_rx, online_tx, error_tx));
+    Ok(GatewayHandle {
         shutdown: shutdown_tx,
         task,
         online: online_rx,
+        last_error: error_rx,
         public_key,
-    }
+    })
 }
 
 async fn run(
     gateway: Arc<Gateway>,
     mut shutdown: watch::Receiver<bool>,
     online: watch::Sender<bool>,
+    last_error: watch::Sender<Option<String>>,
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -165,6 +204,7 @@ async fn run(
         }
         online.send_replace(false);
         *gateway.outbound.lock().unwrap() = None;
+        last_error.send_replace(result.as_ref().err().map(|e| e.to_string()));
         match result {
             Ok(()) => {
                 tracing::warn!("router connection closed; reconnecting");
@@ -222,26 +262,32 @@ async fn connect_once(
     online: &watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), GatewayError> {
-    let mut request = sallyport_protocol::websocket_url(
-        &gateway.config.router_url,
-        sallyport_protocol::GATEWAY_WS_PATH,
-    )
-    .into_client_request()
-    .map_err(|e| GatewayError::Router(e.to_string()))?;
+    let router_url = &gateway.config.router_url;
+    let unreachable = |e: &(dyn std::error::Error + 'static)| {
+        GatewayError::Router(format!("{router_url}: {}", sallyport_ops::tls::explain(e)))
+    };
+    let mut request =
+        sallyport_protocol::websocket_url(router_url, sallyport_protocol::GATEWAY_WS_PATH)
+            .into_client_request()
+            .map_err(|e| unreachable(&e))?;
     request.headers_mut().insert(
         "authorization",
         format!("Bearer {}", gateway.config.token)
             .parse()
             .map_err(|_| GatewayError::Config("token contains invalid characters".into()))?,
     );
+    let connector = gateway
+        .tls
+        .clone()
+        .map(tokio_tungstenite::Connector::Rustls);
     let (socket, _) = tokio::time::timeout(
         Duration::from_secs(10),
         // No Nagle: small signalling frames must not wait for an ACK.
-        tokio_tungstenite::connect_async_with_config(request, None, true),
+        tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector),
     )
     .await
-    .map_err(|_| GatewayError::Router("connecting timed out after 10 s".into()))?
-    .map_err(|e| GatewayError::Router(e.to_string()))?;
+    .map_err(|_| GatewayError::Router(format!("{router_url}: connecting timed out after 10 s")))?
+    .map_err(|e| unreachable(&e))?;
     let (mut sink, mut stream) = socket.split();
 
     // The router speaks first: a challenge, answered in the hello by a proof that this gateway
@@ -274,17 +320,27 @@ async fn connect_once(
     sink.send(text(&hello))
         .await
         .map_err(|e| GatewayError::Router(e.to_string()))?;
-    match next_frame(&mut stream).await? {
-        RouterToGateway::Welcome { .. } => {}
+    let accepts_reports = match next_frame(&mut stream).await? {
+        RouterToGateway::Welcome { reports, .. } => reports,
         RouterToGateway::Error { code, message } => {
             return Err(GatewayError::Refused { code, message })
         }
         _ => return Err(GatewayError::Router("expected a welcome".into())),
-    }
+    };
     tracing::info!(gateway = %gateway.config.gateway_id, "connected to router");
 
     let (tx, mut rx) = mpsc::channel::<GatewayToRouter>(1024);
-    *gateway.outbound.lock().unwrap() = Some(tx);
+    {
+        // Reports kept while disconnected go first, in order, before any newer one.
+        let mut reports = gateway.reports.lock().unwrap();
+        reports.accepted = accepts_reports;
+        for report in std::mem::take(&mut reports.unsent) {
+            if accepts_reports {
+                let _ = tx.try_send(GatewayToRouter::Report(report));
+            }
+        }
+        *gateway.outbound.lock().unwrap() = Some(tx);
+    }
     online.send_replace(true);
 
     loop {

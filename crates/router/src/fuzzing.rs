@@ -38,7 +38,7 @@ fn fuzzer() -> &'static Fuzzer {
                 token: "client-token".into(),
                 resources: vec!["*".into()],
             }],
-            ..RouterConfig::parse("").expect("the default configuration is valid")
+            ..RouterConfig::default()
         };
         let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
         let shared = Shared::new(config, closing_rx);

@@ -10,6 +10,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
 use sallyport_protocol::{
     codes, AnnouncedResource, ClientWsEvent, ClientWsRequest, GatewayChallenge, GatewayToRouter,
@@ -17,7 +18,8 @@ use sallyport_protocol::{
 };
 use tokio::sync::{mpsc, Notify};
 
-use crate::{GatewayLink, RouterError, Shared};
+use crate::audit::{events, AuditRecord};
+use crate::{source_of, ClientAddr, GatewayLink, RouterError, Shared};
 
 /// Close code for a frame that broke the protocol (RFC 6455 §7.4.1: 1008 policy violation).
 const CLOSE_PROTOCOL: u16 = 1008;
@@ -75,11 +77,12 @@ fn upgrade(shared: &Shared, ws: WebSocketUpgrade) -> WebSocketUpgrade {
 
 pub(crate) async fn client_socket(
     State(shared): State<Arc<Shared>>,
+    addr: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     let Some(client) = shared.client_for_token(&headers) else {
-        return shared.fail(RouterError::Unauthorized).into_response();
+        return shared.unauthorized(source_of(addr)).into_response();
     };
     let name = client.name.clone();
     upgrade(&shared, ws)
@@ -264,16 +267,25 @@ fn unsubscribe(shared: &Shared, socket_id: u64, conversation_id: &str) {
 
 pub(crate) async fn gateway_socket(
     State(shared): State<Arc<Shared>>,
+    addr: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let source = source_of(addr);
     let Some(gateway) = shared.gateway_for_token(&headers) else {
-        return shared.fail(RouterError::Unauthorized).into_response();
+        return shared.unauthorized(source).into_response();
     };
     let id = gateway.id.clone();
     upgrade(&shared, ws)
-        .on_upgrade(move |socket| run_gateway(shared, id, socket))
+        .on_upgrade(move |socket| run_gateway(shared, id, socket, source))
         .into_response()
+}
+
+fn gateway_record(event: &str, gateway_id: &str, source: Option<std::net::IpAddr>) -> AuditRecord {
+    AuditRecord {
+        gateway: Some(gateway_id.to_owned()),
+        ..AuditRecord::new(event).source(source)
+    }
 }
 
 /// A gateway link plus the signal that a newer connection of the same gateway replaced it.
@@ -344,7 +356,12 @@ pub(crate) fn check_hello(
     Ok(resources)
 }
 
-async fn run_gateway(shared: Arc<Shared>, gateway_id: String, socket: WebSocket) {
+async fn run_gateway(
+    shared: Arc<Shared>,
+    gateway_id: String,
+    socket: WebSocket,
+    source: Option<std::net::IpAddr>,
+) {
     let (mut sink, mut stream) = socket.split();
 
     // The router speaks first: a challenge that only the holder of the gateway's configured
@@ -366,6 +383,10 @@ async fn run_gateway(shared: Arc<Shared>, gateway_id: String, socket: WebSocket)
         Ok(resources) => resources,
         Err((code, message)) => {
             tracing::warn!(gateway = %gateway_id, %code, %message, "gateway refused");
+            shared.audit.record(&AuditRecord {
+                code: Some(code.to_owned()),
+                ..gateway_record(events::GATEWAY_REFUSED, &gateway_id, source)
+            });
             reject_gateway(&shared, &mut sink, code, &message).await;
             return;
         }
@@ -374,14 +395,25 @@ async fn run_gateway(shared: Arc<Shared>, gateway_id: String, socket: WebSocket)
     let (tx, mut rx) = mpsc::channel::<RouterToGateway>(1024);
     let registered = register(&shared, &gateway_id, tx, resources);
     tracing::info!(gateway = %gateway_id, "gateway connected");
+    shared.audit.record(&gateway_record(
+        events::GATEWAY_CONNECTED,
+        &gateway_id,
+        source,
+    ));
     if sink
         .send(json_text(&RouterToGateway::Welcome {
             v: PROTOCOL_VERSION,
+            reports: true,
         }))
         .await
         .is_err()
     {
         unregister(&shared, &gateway_id, &registered.link);
+        shared.audit.record(&gateway_record(
+            events::GATEWAY_DISCONNECTED,
+            &gateway_id,
+            source,
+        ));
         return;
     }
 
@@ -436,6 +468,11 @@ async fn run_gateway(shared: Arc<Shared>, gateway_id: String, socket: WebSocket)
         }
     }
     unregister(&shared, &gateway_id, &registered.link);
+    shared.audit.record(&gateway_record(
+        events::GATEWAY_DISCONNECTED,
+        &gateway_id,
+        source,
+    ));
     tracing::info!(gateway = %gateway_id, "gateway disconnected");
 }
 
@@ -467,6 +504,11 @@ pub(crate) fn gateway_frame(
                 payload,
             };
             shared.route_stream(gateway_id, event, &conversation_id);
+        }
+        GatewayToRouter::Report(report) => {
+            if let Err(code) = shared.audit.report(gateway_id, report) {
+                shared.metrics.failure(code);
+            }
         }
         GatewayToRouter::Hello { resources, .. } => {
             if resources

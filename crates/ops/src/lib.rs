@@ -1,0 +1,19 @@
+//! What a deployment needs around the protocol, shared by the router, the gateway, the client
+//! and the lab:
+//!
+//! * [`tls`]: the router's certificate and key from files, replaced in place on reload; the
+//!   roots a client or gateway trusts (the system's, or a CA file); verification failures
+//!   explained in words;
+//! * [`jsonl`]: append-only logs of one JSON object per line with a UTC timestamp (the
+//!   router's audit trail, the gateway's log of connections to targets), and the time
+//!   arithmetic to read them back;
+//! * `pki` (feature `pki`): a CA and certificates generated on the spot, for the lab and the
+//!   tests.
+
+pub mod jsonl;
+#[cfg(feature = "pki")]
+pub mod pki;
+pub mod tls;
+
+pub use rustls;
+pub use tokio_rustls;

@@ -11,8 +11,9 @@ use sallyport_protocol::{
 };
 use sallyport_router::config::{ClientEntry, GatewayEntry};
 use sallyport_router::RouterConfig;
-use sallyport_tests::{echo_through, gateway_socket, lab, launcher, request};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use sallyport_tests::{
+    echo_through, gateway_socket, http, lab, lab_api, launcher, pki, request, websocket, Pki,
+};
 use tokio_tungstenite::tungstenite::Message;
 
 const MIB: usize = 1024 * 1024;
@@ -121,7 +122,7 @@ async fn start_message(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_offer_gets_the_same_answer() {
     let lab = lab(vec![]).await;
-    let api = RouterApi::new(&lab.router.url(), &lab.client_token).unwrap();
+    let api = lab_api(&lab);
     let key =
         sallyport_protocol::GatewayPublicKey::from_base64(&lab.profile.gateways["lab"]).unwrap();
     let conversation = uuid::Uuid::new_v4().simple().to_string();
@@ -150,7 +151,9 @@ async fn a_repeated_offer_gets_the_same_answer() {
     );
     assert_eq!(first.kind, "answer");
     assert_eq!(first, second, "the same answer, not a second peer");
-    let metrics = reqwest::get(format!("{}/metrics", lab.router.url()))
+    let metrics = http(&lab.ca_file)
+        .get(format!("{}/metrics", lab.router.url()))
+        .send()
         .await
         .unwrap()
         .text()
@@ -167,7 +170,7 @@ async fn a_repeated_offer_gets_the_same_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_sealed_payload_is_refused_by_the_gateway() {
     let lab = lab(vec![]).await;
-    let api = RouterApi::new(&lab.router.url(), &lab.client_token).unwrap();
+    let api = lab_api(&lab);
     let key =
         sallyport_protocol::GatewayPublicKey::from_base64(&lab.profile.gateways["lab"]).unwrap();
     let conversation = uuid::Uuid::new_v4().simple().to_string();
@@ -233,9 +236,10 @@ fn mute_key() -> GatewayKeyPair {
 
 /// A router with one client and two gateways: `ghost` never connects, `mute` connects and
 /// never answers.
-async fn bare_router() -> sallyport_router::RouterHandle {
+async fn bare_router(pki: &Pki) -> sallyport_router::RouterHandle {
     let config = RouterConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        tls: pki.tls(),
         max_body_bytes: 4096,
         gateways: vec![
             GatewayEntry {
@@ -259,7 +263,7 @@ async fn bare_router() -> sallyport_router::RouterHandle {
             token: "alice-client-token".into(),
             resources: vec!["*".into()],
         }],
-        ..RouterConfig::parse("").unwrap()
+        ..RouterConfig::default()
     };
     sallyport_router::spawn(config).await.unwrap()
 }
@@ -279,9 +283,11 @@ fn dummy_start(resource: &str, timeout_ms: u64) -> ClientMessage {
 
 #[tokio::test]
 async fn router_status_codes() {
-    let router = bare_router().await;
+    let pki = pki("status-codes");
+    let ca = pki.ca_file();
+    let router = bare_router(&pki).await;
     let url = router.url();
-    let api = RouterApi::new(&url, "alice-client-token").unwrap();
+    let api = RouterApi::with_ca_file(&url, "alice-client-token", Some(ca)).unwrap();
 
     // Gateway not connected → 503 controller_down.
     let err = api
@@ -306,7 +312,7 @@ async fn router_status_codes() {
     assert_eq!(err.code(), codes::UNKNOWN_GATEWAY);
 
     // Bad token → 401, on the API and on both sockets.
-    let bad = RouterApi::new(&url, "wrong-token-here").unwrap();
+    let bad = RouterApi::with_ca_file(&url, "wrong-token-here", Some(ca)).unwrap();
     let err = bad
         .send("ghost", &dummy_start("db", 1000), Duration::from_secs(5))
         .await
@@ -319,15 +325,11 @@ async fn router_status_codes() {
         bad.resources().await.unwrap_err().code(),
         codes::UNAUTHORIZED
     );
-    let refused = tokio_tungstenite::connect_async(format!(
-        "{}/v1/ws/client",
-        url.replace("http://", "ws://")
-    ))
-    .await;
+    let refused = websocket(&url, sallyport_protocol::CLIENT_WS_PATH, None, ca).await;
     assert!(refused.is_err(), "no token, no websocket");
 
     // A gateway that connects and never answers → 504 rrc_timeout.
-    let mut mute = gateway_socket(&url, "mute-gateway-token").await;
+    let mut mute = gateway_socket(&url, "mute-gateway-token", ca).await;
     let challenge: serde_json::Value =
         serde_json::from_str(mute.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
     assert_eq!(challenge["type"], "challenge");
@@ -361,7 +363,7 @@ async fn router_status_codes() {
     let slow = resources.iter().find(|r| r.name == "slow").unwrap();
     assert!(!db.online && slow.online);
 
-    let http = reqwest::Client::new();
+    let http = http(ca);
     let post = |body: Vec<u8>| {
         http.post(format!("{url}/v1/gateways/mute/messages"))
             .bearer_auth("alice-client-token")
@@ -381,14 +383,14 @@ async fn router_status_codes() {
     assert_eq!(body["code"], codes::TOO_LARGE);
 
     // A garbage WebSocket frame closes that socket only.
-    let mut request = format!("{}/v1/ws/client", url.replace("http://", "ws://"))
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "authorization",
-        "Bearer alice-client-token".parse().unwrap(),
-    );
-    let (mut garbage, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut garbage = websocket(
+        &url,
+        sallyport_protocol::CLIENT_WS_PATH,
+        Some("alice-client-token"),
+        ca,
+    )
+    .await
+    .unwrap();
     garbage
         .send(Message::Text("\u{0}\u{1}garbage{{{".into()))
         .await
@@ -416,7 +418,9 @@ async fn router_status_codes() {
         .unwrap();
 
     // ...and the router keeps serving everyone else.
-    let health: serde_json::Value = reqwest::get(format!("{url}/healthz"))
+    let health: serde_json::Value = http
+        .get(format!("{url}/healthz"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -424,7 +428,9 @@ async fn router_status_codes() {
         .unwrap();
     assert_eq!(health["status"], "ok");
     assert_eq!(api.resources().await.unwrap().len(), 2);
-    let metrics = reqwest::get(format!("{url}/metrics"))
+    let metrics = http
+        .get(format!("{url}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()
@@ -446,8 +452,10 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
     let echo_addr = sallyport_tests::echo_target().await;
     let key = GatewayKeyPair::generate();
     let public = key.public();
+    let pki = pki("reconnect-tls");
     let config = RouterConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        tls: pki.tls(),
         gateways: vec![GatewayEntry {
             id: "dc1".into(),
             token: "dc1-gateway-token".into(),
@@ -459,13 +467,15 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
             token: "alice-client-token".into(),
             resources: vec!["*".into()],
         }],
-        ..RouterConfig::parse("").unwrap()
+        ..RouterConfig::default()
     };
     let router = sallyport_router::spawn(config.clone()).await.unwrap();
     let addr = router.addr;
     let gateway = sallyport_gateway::spawn(
         sallyport_gateway::GatewayConfig {
             router_url: router.url(),
+            ca_file: Some(pki.ca_file().to_owned()),
+            connection_log: None,
             gateway_id: "dc1".into(),
             token: "dc1-gateway-token".into(),
             key_file: "unused".into(),
@@ -484,7 +494,8 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
             }],
         },
         key,
-    );
+    )
+    .unwrap();
     assert!(gateway.wait_online(Duration::from_secs(10)).await);
 
     // The router goes away (closing every socket) and comes back on the same address.
@@ -495,7 +506,8 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
     })
     .await
     .unwrap();
-    let api = RouterApi::new(&router.url(), "alice-client-token").unwrap();
+    let api = RouterApi::with_ca_file(&router.url(), "alice-client-token", Some(pki.ca_file()))
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let online = api
@@ -515,6 +527,7 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
     let launcher = sallyport_core::Launcher::new(
         sallyport_core::ClientProfile {
             router_url: router.url(),
+            ca_file: Some(pki.ca_file().to_owned()),
             token: None,
             gateways: [("dc1".to_owned(), public.to_base64())].into(),
             webrtc_udp: Some(vec!["127.0.0.1:0".into()]),

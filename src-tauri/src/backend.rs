@@ -355,6 +355,7 @@ impl Backend {
         let profile_path = self.home.join("profile.toml");
         let mut client_profile = ClientProfile::load(&profile_path).unwrap_or(ClientProfile {
             router_url: router_url.to_owned(),
+            ca_file: None,
             token: None,
             gateways: Default::default(),
             webrtc_udp: None,

@@ -339,7 +339,7 @@ fn login(profile_path: &std::path::Path, token_env: &str) -> Result<ExitCode, Co
         return Err(CoreError::Profile("an empty token was given".into()));
     }
     // Check it against the router before keeping it.
-    let api = sallyport_core::router_api::RouterApi::new(&profile.router_url, &token)?;
+    let api = sallyport_core::router_api::RouterApi::for_profile(&profile, &token)?;
     let rt = tokio::runtime::Handle::current();
     let count = tokio::task::block_in_place(|| rt.block_on(api.resources()))?.len();
     let keyring = sallyport_core::secrets::store_token(&profile.router_url, &token)?;

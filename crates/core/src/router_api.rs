@@ -241,13 +241,14 @@ impl RouterApi {
         let token = self.token.clone();
         let conversation_id = conversation_id.to_owned();
         let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+        let base = self.base.clone();
         tokio::spawn(async move {
             let outcome = tokio::select! {
                 r = run_listener(&url, &token, &conversation_id, connector, &tx) => r,
                 _ = tx.closed() => Ok(()),
             };
             if let Err(message) = outcome {
-                let _ = tx.send(SignalEvent::Lost(message));
+                let _ = tx.send(SignalEvent::Lost(format!("router {base}: {message}")));
             }
         });
         rx
@@ -292,7 +293,7 @@ async fn run_listener(
             .await
             .map_err(|e| {
                 format!(
-                    "cannot open the router websocket {url}: {}",
+                    "cannot open the websocket: {}",
                     sallyport_ops::tls::explain(&e)
                 )
             })?;

@@ -35,9 +35,16 @@ async fn a_killed_gateway_is_reported_lost_within_seconds() {
 
     let key = sallyport_gateway::generate_key(&dir.join("gw.key")).unwrap();
     let (gateway_token, client_token) = (secret(), secret());
+    let ca = sallyport_ops::pki::TestCa::new("test CA").unwrap();
+    let tls = ca
+        .write_server_files(&dir, &["127.0.0.1"], sallyport_ops::pki::Validity::Current)
+        .unwrap();
     let router = sallyport_router::spawn(
         RouterConfig::parse(&format!(
             r#"listen = "127.0.0.1:0"
+[tls]
+cert_file = "{}"
+key_file = "{}"
 [[gateways]]
 id = "gw"
 token = "{gateway_token}"
@@ -47,6 +54,8 @@ name = "user"
 token = "{client_token}"
 resources = ["*"]
 "#,
+            tls.cert_file.display(),
+            tls.key_file.display(),
             key.public().to_base64()
         ))
         .unwrap(),
@@ -57,6 +66,7 @@ resources = ["*"]
         dir.join("gateway.toml"),
         format!(
             r#"router_url = "{}"
+ca_file = "ca.pem"
 gateway_id = "gw"
 token = "{gateway_token}"
 key_file = "gw.key"
@@ -81,6 +91,7 @@ target = "{echo_addr}"
 
     let profile = ClientProfile {
         router_url: router.url(),
+        ca_file: Some(tls.ca_file.clone()),
         token: Some(client_token.clone()),
         gateways: [("gw".to_owned(), key.public().to_base64())].into(),
         webrtc_udp: Some(vec!["127.0.0.1:0".into()]),

@@ -272,13 +272,20 @@ pub fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> 
     None
 }
 
-/// The rustls error in `e` itself, or inside an `io::Error` (whose `source` skips it).
+/// The rustls error in `e` itself, or inside an `io::Error` (whose `source` skips what it
+/// wraps), however deep such wrappers nest.
 fn rustls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    e.downcast_ref::<rustls::Error>().or_else(|| {
-        e.downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    })
+    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let mut io = e.downcast_ref::<std::io::Error>()?;
+    loop {
+        let inner = io.get_ref()?;
+        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        io = inner.downcast_ref::<std::io::Error>()?;
+    }
 }
 
 fn describe(e: &rustls::Error) -> String {
@@ -357,10 +364,11 @@ mod tests {
     fn explains_plain_errors_by_their_causes() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert_eq!(explain(&io), "refused");
-        let wrapped = std::io::Error::new(
+        // As reqwest reports it: an io::Error around an io::Error around the rustls error.
+        let wrapped = std::io::Error::other(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
-        );
+        ));
         let text = explain(&wrapped);
         assert!(text.contains("not signed by a trusted CA"), "{text}");
     }

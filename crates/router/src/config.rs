@@ -355,10 +355,16 @@ mod tests {
 
     const KEY: &str = "pOCSkrZRwni5dyxWn1+puxPZBrRqtoyd+dwrRAn4ogk=";
 
-    fn gateway(extra: &str) -> String {
+    /// One `[[gateways]]` entry.
+    fn entry(extra: &str) -> String {
         format!(
-            "plain_http = true\n[[gateways]]\nid = \"g\"\ntoken = \"gateway-token\"\npublic_key = \"{KEY}\"\n{extra}"
+            "[[gateways]]\nid = \"g\"\ntoken = \"gateway-token\"\npublic_key = \"{KEY}\"\n{extra}"
         )
+    }
+
+    /// A configuration serving plain HTTP on loopback with one gateway.
+    fn gateway(extra: &str) -> String {
+        format!("plain_http = true\n{}", entry(extra))
     }
 
     fn error_of(text: &str) -> String {
@@ -407,7 +413,7 @@ mod tests {
         let twice = format!(
             "{}{}",
             gateway(""),
-            gateway("").replace("gateway-token", "other-token")
+            entry("").replace("gateway-token", "other-token")
         );
         assert!(error_of(&twice).contains("listed twice"));
         let err = error_of(&format!("idle_timeout_secs = 0\n{}", gateway("")));

@@ -14,7 +14,10 @@ fn by_conversation(records: &[AuditRecord]) -> BTreeMap<String, Vec<AuditRecord>
     let mut conversations: BTreeMap<String, Vec<AuditRecord>> = BTreeMap::new();
     for record in records {
         if let Some(id) = &record.conversation_id {
-            conversations.entry(id.clone()).or_default().push(record.clone());
+            conversations
+                .entry(id.clone())
+                .or_default()
+                .push(record.clone());
         }
     }
     conversations
@@ -105,15 +108,24 @@ async fn every_launch_of_a_run_is_audited_with_its_outcome() {
         let requested = &conversation[0];
         assert_eq!(requested.event, events::LAUNCH_REQUESTED);
         assert_eq!(requested.user.as_deref(), Some("lab-user"));
-        assert_eq!(requested.gateway.as_deref(), Some(sallyport_lab::LAB_GATEWAY));
+        assert_eq!(
+            requested.gateway.as_deref(),
+            Some(sallyport_lab::LAB_GATEWAY)
+        );
         assert_eq!(requested.source.as_deref(), Some("127.0.0.1"));
         for record in conversation.iter() {
             assert_eq!(record.user.as_deref(), Some("lab-user"), "{record:?}");
             assert_eq!(record.resource, requested.resource, "{record:?}");
         }
-        if let Some(refused) = conversation.iter().find(|r| r.event == events::LAUNCH_REFUSED) {
+        if let Some(refused) = conversation
+            .iter()
+            .find(|r| r.event == events::LAUNCH_REFUSED)
+        {
             refused_codes.push(refused.code.clone().unwrap());
-            assert!(!has(conversation, events::TUBE_CONNECTED), "{conversation:?}");
+            assert!(
+                !has(conversation, events::TUBE_CONNECTED),
+                "{conversation:?}"
+            );
             continue;
         }
         let connected = conversation
@@ -126,7 +138,11 @@ async fn every_launch_of_a_run_is_audited_with_its_outcome() {
             .unwrap();
         assert!(connected < closed, "{conversation:?}");
         let closed = &conversation[closed];
-        assert_eq!(closed.reason.as_deref(), Some("client_closed"), "{closed:?}");
+        assert_eq!(
+            closed.reason.as_deref(),
+            Some("client_closed"),
+            "{closed:?}"
+        );
         assert!(closed.duration_ms.is_some(), "{closed:?}");
         closed_bytes.push((
             closed.resource.clone().unwrap(),
@@ -145,7 +161,11 @@ async fn every_launch_of_a_run_is_audited_with_its_outcome() {
     }
     let count = |resource: &str| closed_bytes.iter().filter(|(r, ..)| r == resource).count();
     assert_eq!(
-        (count(&echo), count(sallyport_lab::DEMO_WEB), count("refusing")),
+        (
+            count(&echo),
+            count(sallyport_lab::DEMO_WEB),
+            count("refusing")
+        ),
         (3, 1, 1),
         "{closed_bytes:?}"
     );
@@ -176,13 +196,18 @@ async fn every_launch_of_a_run_is_audited_with_its_outcome() {
     assert!(
         lines
             .iter()
-            .filter(|l| l["event"] == "target_connected" && l["resource"] == sallyport_lab::DEMO_ECHO)
+            .filter(
+                |l| l["event"] == "target_connected" && l["resource"] == sallyport_lab::DEMO_ECHO
+            )
             .count()
             >= 2,
         "{log}"
     );
     assert_eq!(
-        lines.iter().filter(|l| l["event"] == "session_closed").count(),
+        lines
+            .iter()
+            .filter(|l| l["event"] == "session_closed")
+            .count(),
         5,
         "{log}"
     );

@@ -506,8 +506,8 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
     })
     .await
     .unwrap();
-    let api = RouterApi::with_ca_file(&router.url(), "alice-client-token", Some(pki.ca_file()))
-        .unwrap();
+    let api =
+        RouterApi::with_ca_file(&router.url(), "alice-client-token", Some(pki.ca_file())).unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let online = api

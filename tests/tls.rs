@@ -18,7 +18,12 @@ const GATEWAY_TOKEN: &str = "dc1-gateway-token";
 
 /// A router serving `cert_pem`/`key_pem` (written into `dir`), with client `alice` and gateway
 /// `dc1` (key `key`).
-async fn router_with(dir: &Path, cert_pem: &str, key_pem: &str, key: &GatewayKeyPair) -> RouterHandle {
+async fn router_with(
+    dir: &Path,
+    cert_pem: &str,
+    key_pem: &str,
+    key: &GatewayKeyPair,
+) -> RouterHandle {
     let (cert_file, key_file) = (dir.join("router.crt"), dir.join("router.key"));
     write_file(&cert_file, cert_pem, 0o644).unwrap();
     write_file(&key_file, key_pem, 0o600).unwrap();
@@ -128,13 +133,22 @@ async fn refused_everywhere(url: &str, ca_file: &Path, key: GatewayKeyPair, why:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_ca_is_named() {
     let dir = scratch("tls-wrong-ca");
-    let (ca, other) = (TestCa::new("router CA").unwrap(), TestCa::new("other CA").unwrap());
+    let (ca, other) = (
+        TestCa::new("router CA").unwrap(),
+        TestCa::new("other CA").unwrap(),
+    );
     let issued = ca.issue(&["127.0.0.1"], Validity::Current).unwrap();
     let key = GatewayKeyPair::generate();
     let router = router_with(&dir, &issued.cert_pem, &issued.key_pem, &key).await;
     let other_file = dir.join("other-ca.pem");
     write_file(&other_file, other.pem(), 0o644).unwrap();
-    refused_everywhere(&router.url(), &other_file, key, "not signed by a trusted CA").await;
+    refused_everywhere(
+        &router.url(),
+        &other_file,
+        key,
+        "not signed by a trusted CA",
+    )
+    .await;
 
     // With the right CA, the same client and gateway get through.
     let ca_file = dir.join("ca.pem");
@@ -195,11 +209,17 @@ fn a_bad_ca_file_is_named_before_any_connection() {
         .err()
         .expect("refused at start")
         .to_string();
-    assert!(err.contains("ca_file") && err.contains("garbage.pem"), "{err}");
+    assert!(
+        err.contains("ca_file") && err.contains("garbage.pem"),
+        "{err}"
+    );
     let err = RouterApi::with_ca_file("https://router.example", CLIENT_TOKEN, Some(&garbage))
         .err()
         .expect("refused at start")
         .to_string();
-    assert!(err.contains("ca_file") && err.contains("garbage.pem"), "{err}");
+    assert!(
+        err.contains("ca_file") && err.contains("garbage.pem"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

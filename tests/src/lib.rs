@@ -187,9 +187,14 @@ pub async fn websocket(
 
 /// A raw WebSocket to the router's gateway endpoint with `token`, to play a gateway by hand.
 pub async fn gateway_socket(url: &str, token: &str, ca_file: &Path) -> WebSocket {
-    websocket(url, sallyport_protocol::GATEWAY_WS_PATH, Some(token), ca_file)
-        .await
-        .unwrap()
+    websocket(
+        url,
+        sallyport_protocol::GATEWAY_WS_PATH,
+        Some(token),
+        ca_file,
+    )
+    .await
+    .unwrap()
 }
 
 /// The lines of the audit log at `path` until `done` holds for them (at most 15 s: the
@@ -202,7 +207,12 @@ pub async fn audit_until(
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let (records, unreadable) = sallyport_router::audit::read(path, &query).unwrap();
-        assert_eq!(unreadable, 0, "every line of {} is a record", path.display());
+        assert_eq!(
+            unreadable,
+            0,
+            "every line of {} is a record",
+            path.display()
+        );
         if done(&records) || std::time::Instant::now() > deadline {
             return records;
         }

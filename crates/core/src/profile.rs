@@ -69,9 +69,8 @@ impl ClientProfile {
     }
 
     pub fn validate(&self) -> Result<()> {
-        sallyport_ops::tls::check_router_url(&self.router_url).map_err(|e| {
-            CoreError::Profile(format!("router_url {:?}: {e}", self.router_url))
-        })?;
+        sallyport_ops::tls::check_router_url(&self.router_url)
+            .map_err(|e| CoreError::Profile(format!("router_url {:?}: {e}", self.router_url)))?;
         if let Some(ca) = &self.ca_file {
             sallyport_ops::tls::check_ca_file("ca_file", ca)
                 .map_err(|e| CoreError::Profile(e.to_string()))?;

@@ -201,7 +201,11 @@ impl RouterApi {
         } else if let Some(tls) = sallyport_ops::tls::tls_failure(e) {
             SendFailure::Tls(format!("router {}: {tls}", self.base))
         } else {
-            SendFailure::Connection(format!("router {}: {}", self.base, sallyport_ops::tls::explain(e)))
+            SendFailure::Connection(format!(
+                "router {}: {}",
+                self.base,
+                sallyport_ops::tls::explain(e)
+            ))
         }
     }
 

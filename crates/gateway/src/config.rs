@@ -125,7 +125,10 @@ impl GatewayConfig {
             sallyport_ops::tls::check_ca_file("ca_file", ca).map_err(|e| e.to_string())?;
         }
         if let Some(log) = &self.connection_log {
-            if !log.parent().is_some_and(|dir| dir.as_os_str().is_empty() || dir.is_dir()) {
+            if !log
+                .parent()
+                .is_some_and(|dir| dir.as_os_str().is_empty() || dir.is_dir())
+            {
                 return Err(format!(
                     "connection_log {}: its directory does not exist",
                     log.display()
@@ -262,7 +265,8 @@ target = "127.0.0.1:7"
             .unwrap_err();
         assert!(err.contains("router_url") && err.contains("https"), "{err}");
         assert!(
-            GatewayConfig::parse(&GOOD.replace("http://127.0.0.1", "https://router.example")).is_ok()
+            GatewayConfig::parse(&GOOD.replace("http://127.0.0.1", "https://router.example"))
+                .is_ok()
         );
         let err = GatewayConfig::parse(&format!("webrtc_udp = [\"not-an-address\"]\n{GOOD}"))
             .unwrap_err();
@@ -333,7 +337,8 @@ target = "127.0.0.1:7"
         std::fs::write(&path, format!("ca_file = \"no-such-ca.pem\"\n{GOOD}")).unwrap();
         let err = GatewayConfig::load(&path).unwrap_err().to_string();
         assert!(
-            err.contains("gateway.toml: ca_file") && err.contains(&dir.join("no-such-ca.pem").display().to_string()),
+            err.contains("gateway.toml: ca_file")
+                && err.contains(&dir.join("no-such-ca.pem").display().to_string()),
             "{err}"
         );
         let _ = std::fs::remove_dir_all(dir);

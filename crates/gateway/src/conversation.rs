@@ -351,7 +351,11 @@ impl Conversation {
                 let end = connection.bridge(stream, self.bytes.clone()).await;
                 tracing::info!(conn, ?end, "connection ended");
                 let duration = since.elapsed();
-                self.record(Event::TargetClosed { conn, end, duration });
+                self.record(Event::TargetClosed {
+                    conn,
+                    end,
+                    duration,
+                });
                 if end == ConnectionEnd::LocalFailed {
                     tracing::info!(conn, "the target reset the connection");
                 }

@@ -159,7 +159,10 @@ pub fn spawn(config: GatewayConfig, key: GatewayKeyPair) -> Result<GatewayHandle
         .as_deref()
         .map(|path| {
             sallyport_ops::jsonl::JsonLines::open(path).map_err(|e| {
-                GatewayError::Config(format!("connection_log {}: cannot open: {e}", path.display()))
+                GatewayError::Config(format!(
+                    "connection_log {}: cannot open: {e}",
+                    path.display()
+                ))
             })
         })
         .transpose()?;

@@ -109,7 +109,12 @@ impl Lab {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let files = ca
             .write_server_files(&dir, &names, sallyport_ops::pki::Validity::Current)
-            .map_err(|e| format!("cannot write the lab's certificate in {}: {e}", dir.display()))?;
+            .map_err(|e| {
+                format!(
+                    "cannot write the lab's certificate in {}: {e}",
+                    dir.display()
+                )
+            })?;
         let audit_log = dir.join("audit.jsonl");
         let connection_log = dir.join("gateway-connections.jsonl");
 

@@ -204,7 +204,10 @@ mod tests {
         assert_eq!(timestamp(at(0, 0)), "1970-01-01T00:00:00.000Z");
         // 2000-02-29 (a leap day) 23:59:59.999
         assert_eq!(timestamp(at(951_868_799, 999)), "2000-02-29T23:59:59.999Z");
-        assert_eq!(timestamp(at(1_740_821_400, 250)), "2025-03-01T09:30:00.250Z");
+        assert_eq!(
+            timestamp(at(1_740_821_400, 250)),
+            "2025-03-01T09:30:00.250Z"
+        );
     }
 
     #[test]
@@ -213,12 +216,22 @@ mod tests {
         assert_eq!(since("1h", now).unwrap(), "2025-03-01T08:30:00.250Z");
         assert_eq!(since("1h30m", now).unwrap(), "2025-03-01T08:00:00.250Z");
         assert_eq!(since("2d", now).unwrap(), "2025-02-27T09:30:00.250Z");
-        assert_eq!(since("2025-02-28", now).unwrap(), "2025-02-28T00:00:00.000Z");
+        assert_eq!(
+            since("2025-02-28", now).unwrap(),
+            "2025-02-28T00:00:00.000Z"
+        );
         assert_eq!(
             since("2025-02-28T10:11:12.5Z", now).unwrap(),
             "2025-02-28T10:11:12.500Z"
         );
-        for bad in ["", "1x", "h", "2025-13-01", "2025-02-28T10:11Z", "yesterday"] {
+        for bad in [
+            "",
+            "1x",
+            "h",
+            "2025-13-01",
+            "2025-02-28T10:11Z",
+            "yesterday",
+        ] {
             assert!(since(bad, now).is_err(), "{bad:?}");
         }
     }
@@ -243,8 +256,14 @@ mod tests {
         log.append(&serde_json::json!({"event": "b"}));
         let old = std::fs::read_to_string(dir.join("log.jsonl.1")).unwrap();
         let new = std::fs::read_to_string(&path).unwrap();
-        assert!(old.starts_with("{\"ts\":\"") && old.ends_with("\"event\":\"a\"}\n"), "{old}");
-        assert!(new.ends_with("\"event\":\"b\"}\n") && new.lines().count() == 1, "{new}");
+        assert!(
+            old.starts_with("{\"ts\":\"") && old.ends_with("\"event\":\"a\"}\n"),
+            "{old}"
+        );
+        assert!(
+            new.ends_with("\"event\":\"b\"}\n") && new.lines().count() == 1,
+            "{new}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

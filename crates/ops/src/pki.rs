@@ -151,7 +151,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("tls.key_file ") && err.contains("other.key") && err.contains("router.crt"),
+            err.starts_with("tls.key_file ")
+                && err.contains("other.key")
+                && err.contains("router.crt"),
             "{err}"
         );
         let _ = std::fs::remove_dir_all(dir);

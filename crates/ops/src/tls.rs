@@ -196,26 +196,31 @@ fn system_roots() -> Result<Arc<RootCertStore>, TlsError> {
 
 /// The client's side: trust the CAs in `ca_file` (named by the setting `field`) and nothing
 /// else, or, without one, the system's roots.
-pub fn client_config(field: &str, ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
+pub fn client_config(
+    field: &str,
+    ca_file: Option<&Path>,
+) -> Result<rustls::ClientConfig, TlsError> {
     let roots = match ca_file {
         Some(path) => {
             let mut roots = RootCertStore::empty();
             for (i, certificate) in read_certificates(field, path)?.into_iter().enumerate() {
                 roots.add(certificate).map_err(|e| {
-                    file_error(field, path, format!("certificate {} is unusable: {e}", i + 1))
+                    file_error(
+                        field,
+                        path,
+                        format!("certificate {} is unusable: {e}", i + 1),
+                    )
                 })?;
             }
             Arc::new(roots)
         }
         None => system_roots()?,
     };
-    Ok(
-        rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports TLS 1.2 and 1.3")
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Check that `ca_file` holds usable CA certificates (for configuration checks at start).
@@ -331,14 +336,20 @@ mod tests {
         let missing = dir.join("missing.pem");
         let err = ServerTls::load(&missing, &missing).unwrap_err().to_string();
         assert!(
-            err.starts_with("tls.cert_file ") && err.contains("missing.pem") && err.contains("cannot read"),
+            err.starts_with("tls.cert_file ")
+                && err.contains("missing.pem")
+                && err.contains("cannot read"),
             "{err}"
         );
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "not pem at all\n").unwrap();
-        let err = client_config("ca_file", Some(&empty)).unwrap_err().to_string();
+        let err = client_config("ca_file", Some(&empty))
+            .unwrap_err()
+            .to_string();
         assert!(
-            err.starts_with("ca_file ") && err.contains("empty.pem") && err.contains("no PEM certificate"),
+            err.starts_with("ca_file ")
+                && err.contains("empty.pem")
+                && err.contains("no PEM certificate"),
             "{err}"
         );
         let _ = std::fs::remove_dir_all(dir);
@@ -355,7 +366,12 @@ mod tests {
         ] {
             assert_eq!(check_router_url(ok), Ok(()), "{ok}");
         }
-        for bad in ["http://router.example", "http://10.0.0.1", "ftp://127.0.0.1", "nonsense"] {
+        for bad in [
+            "http://router.example",
+            "http://10.0.0.1",
+            "ftp://127.0.0.1",
+            "nonsense",
+        ] {
             assert!(check_router_url(bad).is_err(), "{bad}");
         }
     }

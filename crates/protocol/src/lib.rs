@@ -632,7 +632,10 @@ mod tests {
             matches!(back, GatewayToRouter::Report(r) if r.event == ReportEvent::TubeConnected && r.reason.is_none())
         );
         let welcome: RouterToGateway = serde_json::from_str(r#"{"type":"welcome","v":1}"#).unwrap();
-        assert!(matches!(welcome, RouterToGateway::Welcome { reports: false, .. }));
+        assert!(matches!(
+            welcome,
+            RouterToGateway::Welcome { reports: false, .. }
+        ));
     }
 
     #[test]

@@ -325,7 +325,11 @@ mod tests {
         assert_eq!(records[0].reason, None, "a connect has no reason");
         assert_eq!(records[1].reason.as_deref(), Some("client_closed"));
         assert_eq!(
-            (records[1].bytes_from_client, records[1].bytes_to_client, records[1].duration_ms),
+            (
+                records[1].bytes_from_client,
+                records[1].bytes_to_client,
+                records[1].duration_ms
+            ),
             (Some(3), Some(4), Some(5))
         );
         assert_eq!(records[2].user, None);
@@ -345,7 +349,9 @@ mod tests {
         assert_eq!(read(&path, &AuditQuery::default()).unwrap().1, 2);
         let line = format_record(&records[1]);
         assert!(
-            line.contains("session_closed") && line.contains("user=alice") && line.contains("bytes_to_client=4"),
+            line.contains("session_closed")
+                && line.contains("user=alice")
+                && line.contains("bytes_to_client=4"),
             "{line}"
         );
         let _ = std::fs::remove_dir_all(dir);

@@ -429,9 +429,8 @@ mod tests {
             err.contains("plain_http") && err.contains("loopback") && err.contains("0.0.0.0:8740"),
             "{err}"
         );
-        let err = error_of(
-            "plain_http = true\n[tls]\ncert_file = \"a.crt\"\nkey_file = \"a.key\"\n",
-        );
+        let err =
+            error_of("plain_http = true\n[tls]\ncert_file = \"a.crt\"\nkey_file = \"a.key\"\n");
         assert!(err.contains("plain_http") && err.contains("[tls]"), "{err}");
         assert!(RouterConfig::parse("listen = \"[::1]:1\"\nplain_http = true\n").is_ok());
         let tls = RouterConfig::parse(
@@ -443,7 +442,8 @@ mod tests {
 
     #[test]
     fn load_names_the_file_a_setting_points_to() {
-        let dir = std::env::temp_dir().join(format!("sallyport-router-config-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("sallyport-router-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("router.toml");
         std::fs::write(
@@ -453,12 +453,20 @@ mod tests {
         .unwrap();
         let err = RouterConfig::load(&path).unwrap_err().to_string();
         assert!(
-            err.contains("router.toml: tls.cert_file") && err.contains(&dir.join("missing.crt").display().to_string()),
+            err.contains("router.toml: tls.cert_file")
+                && err.contains(&dir.join("missing.crt").display().to_string()),
             "{err}"
         );
-        std::fs::write(&path, "plain_http = true\naudit_log = \"nowhere/audit.jsonl\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "plain_http = true\naudit_log = \"nowhere/audit.jsonl\"\n",
+        )
+        .unwrap();
         let err = RouterConfig::load(&path).unwrap_err().to_string();
-        assert!(err.contains("router.toml: audit_log") && err.contains("nowhere"), "{err}");
+        assert!(
+            err.contains("router.toml: audit_log") && err.contains("nowhere"),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -24,6 +24,8 @@ use crate::{source_of, ClientAddr, GatewayLink, RouterError, Shared};
 /// Close code for a frame that broke the protocol (RFC 6455 §7.4.1: 1008 policy violation).
 const CLOSE_PROTOCOL: u16 = 1008;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// After its Close frame, how long the router waits for the peer's.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// One client socket follows at most this many conversations.
 const MAX_SUBSCRIPTIONS_PER_SOCKET: usize = 64;
 
@@ -60,6 +62,28 @@ fn incoming(frame: Option<Result<Message, axum::Error>>) -> Incoming {
         Some(Ok(Message::Binary(_))) => Incoming::Binary,
         None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Incoming::Ended,
     }
+}
+
+/// Send `frame` (a Close) and wait, briefly, for the peer's Close in reply (RFC 6455 §7.1.1:
+/// the server closes the connection once the handshake is done). Closing at once would cut
+/// the peer's reply off; over TLS, some clients take the close_notify that would follow right
+/// behind the Close frame for an abnormal end (1006) and never read the code.
+async fn close_with<S, R>(sink: &mut S, stream: &mut R, frame: Message)
+where
+    S: SinkExt<Message> + Unpin,
+    R: StreamExt<Item = Result<Message, axum::Error>> + Unpin,
+{
+    if sink.send(frame).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Close frame for a router shutting down (RFC 6455 §7.4.1: 1001 going away).
@@ -107,7 +131,7 @@ async fn run_client(shared: Arc<Shared>, client: String, socket: WebSocket) {
                 }
             }
             _ = shared.closing() => {
-                let _ = sink.send(going_away()).await;
+                close_with(&mut sink, &mut stream, going_away()).await;
                 break;
             }
             _ = ping.tick() => {
@@ -127,7 +151,7 @@ async fn run_client(shared: Arc<Shared>, client: String, socket: WebSocket) {
                     Incoming::Ended => break,
                     Incoming::Binary => {
                         shared.metrics.failure(codes::MALFORMED);
-                        let _ = sink.send(close_frame("binary frames are not part of the protocol")).await;
+                        close_with(&mut sink, &mut stream, close_frame("binary frames are not part of the protocol")).await;
                         break;
                     }
                 };
@@ -139,7 +163,7 @@ async fn run_client(shared: Arc<Shared>, client: String, socket: WebSocket) {
                     }
                 }
                 if let Some(reason) = step.close {
-                    let _ = sink.send(close_frame(reason)).await;
+                    close_with(&mut sink, &mut stream, close_frame(reason)).await;
                     break;
                 }
             }
@@ -387,7 +411,7 @@ async fn run_gateway(
                 code: Some(code.to_owned()),
                 ..gateway_record(events::GATEWAY_REFUSED, &gateway_id, source)
             });
-            reject_gateway(&shared, &mut sink, code, &message).await;
+            reject_gateway(&shared, &mut sink, &mut stream, code, &message).await;
             return;
         }
     };
@@ -428,11 +452,11 @@ async fn run_gateway(
                 }
             }
             _ = shared.closing() => {
-                let _ = sink.send(going_away()).await;
+                close_with(&mut sink, &mut stream, going_away()).await;
                 break;
             }
             _ = registered.replaced.notified() => {
-                let _ = sink.send(close_frame("replaced by a newer connection")).await;
+                close_with(&mut sink, &mut stream, close_frame("replaced by a newer connection")).await;
                 break;
             }
             _ = ping.tick() => {
@@ -452,7 +476,7 @@ async fn run_gateway(
                     Incoming::Ended => break,
                     Incoming::Binary => {
                         shared.metrics.failure(codes::MALFORMED);
-                        let _ = sink.send(close_frame("binary frames are not part of the protocol")).await;
+                        close_with(&mut sink, &mut stream, close_frame("binary frames are not part of the protocol")).await;
                         break;
                     }
                 };
@@ -461,7 +485,7 @@ async fn run_gateway(
                     tracing::warn!(gateway = %gateway_id, error = %e, "malformed frame from gateway");
                     let error = RouterToGateway::Error { code: codes::MALFORMED.into(), message: format!("unreadable frame: {e}") };
                     let _ = sink.send(json_text(&error)).await;
-                    let _ = sink.send(close_frame("malformed frame")).await;
+                    close_with(&mut sink, &mut stream, close_frame("malformed frame")).await;
                     break;
                 }
             }
@@ -526,9 +550,15 @@ pub(crate) fn gateway_frame(
     Ok(())
 }
 
-async fn reject_gateway<S>(shared: &Shared, sink: &mut S, code: &str, message: &str)
-where
+async fn reject_gateway<S, R>(
+    shared: &Shared,
+    sink: &mut S,
+    stream: &mut R,
+    code: &str,
+    message: &str,
+) where
     S: SinkExt<Message> + Unpin,
+    R: StreamExt<Item = Result<Message, axum::Error>> + Unpin,
 {
     shared.metrics.failure(code);
     let error = RouterToGateway::Error {
@@ -536,7 +566,7 @@ where
         message: message.into(),
     };
     let _ = sink.send(json_text(&error)).await;
-    let _ = sink.send(close_frame(message)).await;
+    close_with(sink, stream, close_frame(message)).await;
 }
 
 /// Register a gateway whose key is proven. A live connection of the same gateway is replaced:

@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::SinkExt;
 use sallyport_ops::pki::{write_file, TestCa, Validity};
 use sallyport_ops::tokio_rustls::{client::TlsStream, TlsConnector};
 use sallyport_router::RouterConfig;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -41,10 +41,7 @@ fn client_tls(ca_file: &Path) -> Arc<sallyport_ops::rustls::ClientConfig> {
 }
 
 /// A TLS connection to the router at `addr`, checking its certificate against `ca_file`.
-async fn tls_connect(
-    addr: SocketAddr,
-    ca_file: &Path,
-) -> std::io::Result<TlsStream<TcpStream>> {
+async fn tls_connect(addr: SocketAddr, ca_file: &Path) -> std::io::Result<TlsStream<TcpStream>> {
     let socket = TcpStream::connect(addr).await?;
     let name = sallyport_ops::rustls::pki_types::ServerName::from(addr.ip());
     TlsConnector::from(client_tls(ca_file))
@@ -117,7 +114,10 @@ async fn the_guards_hold_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_serves_the_new_certificate_and_keeps_the_gateway() {
     let dir = scratch("reload");
-    let (old_ca, new_ca) = (TestCa::new("old CA").unwrap(), TestCa::new("new CA").unwrap());
+    let (old_ca, new_ca) = (
+        TestCa::new("old CA").unwrap(),
+        TestCa::new("new CA").unwrap(),
+    );
     let files = old_ca
         .write_server_files(&dir, &["127.0.0.1"], Validity::Current)
         .unwrap();
@@ -155,7 +155,10 @@ async fn a_reload_serves_the_new_certificate_and_keeps_the_gateway() {
     let issued = new_ca.issue(&["127.0.0.1"], Validity::Current).unwrap();
     write_file(&files.cert_file, &issued.cert_pem, 0o644).unwrap();
     write_file(&files.key_file, &issued.key_pem, 0o600).unwrap();
-    assert!(tls_connect(router.addr, &new_ca_file).await.is_err(), "not before the reload");
+    assert!(
+        tls_connect(router.addr, &new_ca_file).await.is_err(),
+        "not before the reload"
+    );
     router.reload().unwrap();
     assert!(tls_connect(router.addr, &new_ca_file).await.is_ok());
     let err = tls_connect(router.addr, &files.ca_file).await.unwrap_err();
@@ -165,7 +168,10 @@ async fn a_reload_serves_the_new_certificate_and_keeps_the_gateway() {
     // A reload from broken files is refused, naming the file, and the certificate stays.
     std::fs::write(&files.key_file, "not a key\n").unwrap();
     let err = router.reload().unwrap_err().to_string();
-    assert!(err.contains("tls.key_file") && err.contains("router.key"), "{err}");
+    assert!(
+        err.contains("tls.key_file") && err.contains("router.key"),
+        "{err}"
+    );
     assert!(tls_connect(router.addr, &new_ca_file).await.is_ok());
 
     // The gateway's socket from before the reload still carries the router's messages: it
@@ -192,7 +198,11 @@ async fn a_reload_serves_the_new_certificate_and_keeps_the_gateway() {
         .send();
     let (posted, forwarded) = tokio::join!(post, next_json(&mut gateway));
     assert_eq!(forwarded["type"], "forward", "{forwarded}");
-    assert_eq!(posted.unwrap().status(), 504, "the test gateway never replies");
+    assert_eq!(
+        posted.unwrap().status(),
+        504,
+        "the test gateway never replies"
+    );
     let log = std::fs::read_to_string(&audit).unwrap();
     assert_eq!(
         log.matches("\"gateway_connected\"").count(),
@@ -207,7 +217,10 @@ async fn a_reload_serves_the_new_certificate_and_keeps_the_gateway() {
 #[test]
 fn sighup_reloads_the_running_binary() {
     let dir = scratch("sighup");
-    let (old_ca, new_ca) = (TestCa::new("old CA").unwrap(), TestCa::new("new CA").unwrap());
+    let (old_ca, new_ca) = (
+        TestCa::new("old CA").unwrap(),
+        TestCa::new("new CA").unwrap(),
+    );
     let files = old_ca
         .write_server_files(&dir, &["127.0.0.1"], Validity::Current)
         .unwrap();
@@ -302,8 +315,14 @@ fn audit_reads_back_what_was_asked_for() {
     };
     let (out, err) = audit(&["--since", "1h"]);
     assert_eq!(out.lines().count(), 2, "{out}");
-    assert!(out.contains("launch_requested") && out.contains("user=alice"), "{out}");
-    assert!(out.contains("code=forbidden") && !out.contains("sign_in"), "{out}");
+    assert!(
+        out.contains("launch_requested") && out.contains("user=alice"),
+        "{out}"
+    );
+    assert!(
+        out.contains("code=forbidden") && !out.contains("sign_in"),
+        "{out}"
+    );
     assert!(err.contains("1 line(s) are not audit records"), "{err}");
     let (out, _) = audit(&["--since", "1h", "--user", "bob"]);
     assert_eq!(out.lines().count(), 1, "{out}");

@@ -26,7 +26,11 @@ pub fn gateway_key() -> GatewayKeyPair {
 /// settings on top; plain HTTP on loopback, so the tests can speak raw HTTP (tests/tls.rs
 /// covers the same guards over TLS).
 pub fn config_with(header_secs: u64, idle_secs: u64, extra: &str) -> String {
-    tls_config_with(header_secs, idle_secs, &format!("plain_http = true\n{extra}"))
+    tls_config_with(
+        header_secs,
+        idle_secs,
+        &format!("plain_http = true\n{extra}"),
+    )
 }
 
 /// As [`config_with`], but `extra` must say how to serve (`plain_http` or `[tls]`, last).

@@ -159,38 +159,41 @@ async fn a_wrong_ca_is_named() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_certificate_is_named() {
-    let dir = scratch("tls-expired");
+/// A router whose certificate, from a CA the client and the gateway trust, is for `names`
+/// and `validity`: both refuse it, saying `why`.
+async fn refused_certificate(name: &str, names: &[&str], validity: Validity, why: &str) {
+    let dir = scratch(name);
     let ca = TestCa::new("router CA").unwrap();
-    let issued = ca.issue(&["127.0.0.1"], Validity::Expired).unwrap();
+    let issued = ca.issue(names, validity).unwrap();
     let key = GatewayKeyPair::generate();
     let router = router_with(&dir, &issued.cert_pem, &issued.key_pem, &key).await;
     let ca_file = dir.join("ca.pem");
     write_file(&ca_file, ca.pem(), 0o644).unwrap();
-    refused_everywhere(&router.url(), &ca_file, key, "has expired").await;
+    refused_everywhere(&router.url(), &ca_file, key, why).await;
     router.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_is_named() {
+    refused_certificate(
+        "tls-expired",
+        &["127.0.0.1"],
+        Validity::Expired,
+        "has expired",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_host_name_is_named() {
-    let dir = scratch("tls-host");
-    let ca = TestCa::new("router CA").unwrap();
-    let issued = ca.issue(&["router.example"], Validity::Current).unwrap();
-    let key = GatewayKeyPair::generate();
-    let router = router_with(&dir, &issued.cert_pem, &issued.key_pem, &key).await;
-    let ca_file = dir.join("ca.pem");
-    write_file(&ca_file, ca.pem(), 0o644).unwrap();
-    refused_everywhere(
-        &router.url(),
-        &ca_file,
-        key,
+    refused_certificate(
+        "tls-host",
+        &["router.example"],
+        Validity::Current,
         "not valid for the host name in the router URL",
     )
     .await;
-    router.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

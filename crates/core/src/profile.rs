@@ -47,11 +47,7 @@ impl ClientProfile {
         let mut profile: ClientProfile = toml::from_str(&text)
             .map_err(|e| CoreError::Profile(format!("{}: {e}", path.display())))?;
         // A relative ca_file is relative to the profile's directory.
-        if let (Some(ca), Some(dir)) = (&mut profile.ca_file, path.parent()) {
-            if ca.is_relative() {
-                *ca = dir.join(&*ca);
-            }
-        }
+        sallyport_ops::relative_to_config(path, profile.ca_file.as_mut());
         profile.validate().map_err(|e| match e {
             CoreError::Profile(m) => CoreError::Profile(format!("{}: {m}", path.display())),
             other => other,

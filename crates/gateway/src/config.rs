@@ -101,19 +101,14 @@ impl GatewayConfig {
             .map_err(|e| GatewayError::Config(format!("cannot read {}: {e}", path.display())))?;
         let in_file = |e: String| GatewayError::Config(format!("{}: {e}", path.display()));
         let mut config = Self::parse(&text).map_err(in_file)?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let relative_to_dir = |file: &mut PathBuf| {
-            if file.is_relative() {
-                *file = dir.join(&*file);
-            }
-        };
-        relative_to_dir(&mut config.key_file);
-        if let Some(ca) = &mut config.ca_file {
-            relative_to_dir(ca);
-        }
-        if let Some(log) = &mut config.connection_log {
-            relative_to_dir(log);
-        }
+        let files = [Some(&mut config.key_file), config.ca_file.as_mut()];
+        sallyport_ops::relative_to_config(
+            path,
+            files
+                .into_iter()
+                .flatten()
+                .chain(config.connection_log.as_mut()),
+        );
         config.check_files().map_err(in_file)?;
         Ok(config)
     }
@@ -125,15 +120,7 @@ impl GatewayConfig {
             sallyport_ops::tls::check_ca_file("ca_file", ca).map_err(|e| e.to_string())?;
         }
         if let Some(log) = &self.connection_log {
-            if !log
-                .parent()
-                .is_some_and(|dir| dir.as_os_str().is_empty() || dir.is_dir())
-            {
-                return Err(format!(
-                    "connection_log {}: its directory does not exist",
-                    log.display()
-                ));
-            }
+            sallyport_ops::jsonl::check_directory("connection_log", log)?;
         }
         Ok(())
     }

@@ -34,6 +34,24 @@ fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
     options.open(path)
 }
 
+/// Check, at start, that the log `path` (named by the setting `field`) can be created: its
+/// directory exists.
+pub fn check_directory(field: &str, path: &Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} {}: the directory {} does not exist",
+            path.display(),
+            dir.display()
+        ))
+    }
+}
+
 impl JsonLines {
     /// Open (creating if need be) `path` for appending; its directory must exist.
     pub fn open(path: &Path) -> std::io::Result<Self> {

@@ -17,3 +17,19 @@ pub mod tls;
 
 pub use rustls;
 pub use tokio_rustls;
+
+use std::path::{Path, PathBuf};
+
+/// Make each of `files`, named in the configuration file `config_file`, relative to that
+/// file's directory when it is relative.
+pub fn relative_to_config<'a>(
+    config_file: &Path,
+    files: impl IntoIterator<Item = &'a mut PathBuf>,
+) {
+    let dir = config_file.parent().unwrap_or(Path::new("."));
+    for file in files {
+        if file.is_relative() {
+            *file = dir.join(&*file);
+        }
+    }
+}

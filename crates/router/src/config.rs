@@ -149,19 +149,11 @@ impl RouterConfig {
             other => other,
         };
         let mut config = Self::parse(&text).map_err(in_file)?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let relative_to_dir = |file: &mut PathBuf| {
-            if file.is_relative() {
-                *file = dir.join(&*file);
-            }
-        };
-        if let Some(tls) = &mut config.tls {
-            relative_to_dir(&mut tls.cert_file);
-            relative_to_dir(&mut tls.key_file);
-        }
-        if let Some(audit) = &mut config.audit_log {
-            relative_to_dir(audit);
-        }
+        let tls = config
+            .tls
+            .iter_mut()
+            .flat_map(|tls| [&mut tls.cert_file, &mut tls.key_file]);
+        sallyport_ops::relative_to_config(path, tls.chain(config.audit_log.as_mut()));
         config.check_files().map_err(in_file)?;
         Ok(config)
     }
@@ -174,17 +166,8 @@ impl RouterConfig {
                 .map_err(|e| RouterError::Config(e.to_string()))?;
         }
         if let Some(audit) = &self.audit_log {
-            let dir = match audit.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir,
-                _ => Path::new("."),
-            };
-            if !dir.is_dir() {
-                return Err(RouterError::Config(format!(
-                    "audit_log {}: the directory {} does not exist",
-                    audit.display(),
-                    dir.display()
-                )));
-            }
+            sallyport_ops::jsonl::check_directory("audit_log", audit)
+                .map_err(RouterError::Config)?;
         }
         Ok(())
     }

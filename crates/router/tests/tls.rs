@@ -58,6 +58,42 @@ async fn read_all<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, within: Durat
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// An old CA whose certificate the router serves from `dir`, and a new CA (also written to
+/// `new-ca.pem`) for the certificate that replaces it.
+struct ChangeOfCa {
+    files: sallyport_ops::pki::ServerFiles,
+    old: TestCa,
+    new: TestCa,
+    new_ca_file: PathBuf,
+}
+
+fn change_of_ca(dir: &Path) -> ChangeOfCa {
+    let (old, new) = (
+        TestCa::new("old CA").unwrap(),
+        TestCa::new("new CA").unwrap(),
+    );
+    let files = old
+        .write_server_files(dir, &["127.0.0.1"], Validity::Current)
+        .unwrap();
+    let new_ca_file = dir.join("new-ca.pem");
+    write_file(&new_ca_file, new.pem(), 0o644).unwrap();
+    ChangeOfCa {
+        files,
+        old,
+        new,
+        new_ca_file,
+    }
+}
+
+impl ChangeOfCa {
+    /// Replace the router's certificate files with a certificate of the new CA.
+    fn replace_files(&self) {
+        let issued = self.new.issue(&["127.0.0.1"], Validity::Current).unwrap();
+        write_file(&self.files.cert_file, &issued.cert_pem, 0o644).unwrap();
+        write_file(&self.files.key_file, &issued.key_pem, 0o600).unwrap();
+    }
+}
+
 async fn tls_router(dir: &Path, extra: &str) -> sallyport_router::RouterHandle {
     router_from(&tls_config_with(1, 2, &serving(dir, extra))).await
 }
@@ -114,18 +150,12 @@ async fn the_guards_hold_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_serves_the_new_certificate_and_keeps_the_gateway() {
     let dir = scratch("reload");
-    let (old_ca, new_ca) = (
-        TestCa::new("old CA").unwrap(),
-        TestCa::new("new CA").unwrap(),
-    );
-    let files = old_ca
-        .write_server_files(&dir, &["127.0.0.1"], Validity::Current)
-        .unwrap();
+    let change = change_of_ca(&dir);
+    let (files, new_ca_file) = (&change.files, &change.new_ca_file);
     // The gateway trusts both, as during a planned change of CA.
     let both = dir.join("both.pem");
-    write_file(&both, &format!("{}{}", old_ca.pem(), new_ca.pem()), 0o644).unwrap();
-    let new_ca_file = dir.join("new-ca.pem");
-    write_file(&new_ca_file, new_ca.pem(), 0o644).unwrap();
+    let pems = format!("{}{}", change.old.pem(), change.new.pem());
+    write_file(&both, &pems, 0o644).unwrap();
     let audit = dir.join("audit.jsonl");
     let router = router_from(&tls_config_with(
         10,
@@ -152,15 +182,13 @@ async fn a_reload_serves_the_new_certificate_and_keeps_the_gateway() {
     assert_eq!(welcome["reports"], true, "{welcome}");
 
     // The new certificate, from the new CA, replaces the files; then the reload.
-    let issued = new_ca.issue(&["127.0.0.1"], Validity::Current).unwrap();
-    write_file(&files.cert_file, &issued.cert_pem, 0o644).unwrap();
-    write_file(&files.key_file, &issued.key_pem, 0o600).unwrap();
+    change.replace_files();
     assert!(
-        tls_connect(router.addr, &new_ca_file).await.is_err(),
+        tls_connect(router.addr, new_ca_file).await.is_err(),
         "not before the reload"
     );
     router.reload().unwrap();
-    assert!(tls_connect(router.addr, &new_ca_file).await.is_ok());
+    assert!(tls_connect(router.addr, new_ca_file).await.is_ok());
     let err = tls_connect(router.addr, &files.ca_file).await.unwrap_err();
     let why = sallyport_ops::tls::explain(&err);
     assert!(why.contains("not signed by a trusted CA"), "{why}");
@@ -172,7 +200,7 @@ async fn a_reload_serves_the_new_certificate_and_keeps_the_gateway() {
         err.contains("tls.key_file") && err.contains("router.key"),
         "{err}"
     );
-    assert!(tls_connect(router.addr, &new_ca_file).await.is_ok());
+    assert!(tls_connect(router.addr, new_ca_file).await.is_ok());
 
     // The gateway's socket from before the reload still carries the router's messages: it
     // announces a resource, and a client's message for it is forwarded on it.
@@ -183,7 +211,7 @@ async fn a_reload_serves_the_new_certificate_and_keeps_the_gateway() {
         .await
         .unwrap();
     let http = reqwest::Client::builder()
-        .tls_backend_preconfigured((*client_tls(&new_ca_file)).clone())
+        .tls_backend_preconfigured((*client_tls(new_ca_file)).clone())
         .build()
         .unwrap();
     let post = http
@@ -217,15 +245,8 @@ async fn a_reload_serves_the_new_certificate_and_keeps_the_gateway() {
 #[test]
 fn sighup_reloads_the_running_binary() {
     let dir = scratch("sighup");
-    let (old_ca, new_ca) = (
-        TestCa::new("old CA").unwrap(),
-        TestCa::new("new CA").unwrap(),
-    );
-    let files = old_ca
-        .write_server_files(&dir, &["127.0.0.1"], Validity::Current)
-        .unwrap();
-    let new_ca_file = dir.join("new-ca.pem");
-    write_file(&new_ca_file, new_ca.pem(), 0o644).unwrap();
+    let change = change_of_ca(&dir);
+    let (files, new_ca_file) = (&change.files, &change.new_ca_file);
     let (child, addr) = child_router(
         env!("CARGO_BIN_EXE_sallyport-router"),
         &tls_config_with(10, 30, &serving(&dir, "")),
@@ -233,16 +254,14 @@ fn sighup_reloads_the_running_binary() {
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     assert!(runtime.block_on(tls_connect(addr, &files.ca_file)).is_ok());
-    let issued = new_ca.issue(&["127.0.0.1"], Validity::Current).unwrap();
-    write_file(&files.cert_file, &issued.cert_pem, 0o644).unwrap();
-    write_file(&files.key_file, &issued.key_pem, 0o600).unwrap();
+    change.replace_files();
     // SAFETY: signalling the child process this test started.
     unsafe {
         libc::kill(child.0.id() as libc::pid_t, libc::SIGHUP);
     }
     // The signal is handled asynchronously: wait (bounded) for the new certificate.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while runtime.block_on(tls_connect(addr, &new_ca_file)).is_err() {
+    while runtime.block_on(tls_connect(addr, new_ca_file)).is_err() {
         assert!(
             std::time::Instant::now() < deadline,
             "the router did not reload on SIGHUP"

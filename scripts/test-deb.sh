@@ -159,6 +159,10 @@ async def main():
 asyncio.run(main())
 EOF
 pids+=($!)
+for _ in $(seq 1 100); do  # until the echo server listens
+  (exec 3<>"/dev/tcp/127.0.0.1/$echo_port") 2>/dev/null && break
+  sleep 0.1
+done
 
 # The value of KEY in the [Service] section of a unit file.
 unit_value() { sed -n "s/^$2=//p" "/lib/systemd/system/$1.service" | tail -n 1; }

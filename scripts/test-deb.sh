@@ -79,6 +79,10 @@ installed() {
   [ "$(dpkg-query -W -f='${Status}\n' sallyport-router sallyport-gateway | sort -u)" = "install ok installed" ]
 }
 check "dpkg -i installs both packages" installed
+if command -v systemd-analyze >/dev/null 2>&1; then
+  check "systemd-analyze verify accepts both units" systemd-analyze verify \
+    /lib/systemd/system/sallyport-router.service /lib/systemd/system/sallyport-gateway.service
+fi
 check "the packages create the sallyport user and /etc/sallyport (root:sallyport 0750)" \
   bash -c "getent passwd sallyport >/dev/null && [ \"\$(stat -c %U:%G:%a $etc)\" = root:sallyport:750 ]"
 

@@ -95,19 +95,22 @@ struct Launch {
 
 /// A launch never reported closed (its gateway died, say) is forgotten after this long.
 const LAUNCH_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A user's sign-in from an address is written once, and again only after this long without
+/// one from there: clients refresh their resource list every few seconds.
+const SIGN_IN_QUIET: Duration = Duration::from_secs(3600);
 
 /// The audit trail of a running router; does nothing without `audit_log`.
+#[derive(Default)]
 pub(crate) struct Audit {
     log: Option<JsonLines>,
     launches: Mutex<HashMap<String, Launch>>,
+    /// When each user last signed in from each address.
+    signed_in: Mutex<HashMap<(String, Option<IpAddr>), Instant>>,
 }
 
 impl Audit {
     pub fn disabled() -> Self {
-        Self {
-            log: None,
-            launches: Mutex::default(),
-        }
+        Self::default()
     }
 
     pub fn open(path: Option<&Path>) -> Result<Self, RouterError> {
@@ -120,7 +123,7 @@ impl Audit {
             .transpose()?;
         Ok(Self {
             log,
-            launches: Mutex::default(),
+            ..Self::default()
         })
     }
 
@@ -136,6 +139,26 @@ impl Audit {
     pub fn record(&self, record: &AuditRecord) {
         if let Some(log) = &self.log {
             log.append(record);
+        }
+    }
+
+    /// A client's token was accepted for its resource list: a `sign_in`, unless the same user
+    /// signed in from the same address less than [`SIGN_IN_QUIET`] before.
+    pub fn signed_in(&self, user: &str, source: Option<IpAddr>) {
+        if !self.enabled() {
+            return;
+        }
+        let now = Instant::now();
+        let previous = self
+            .signed_in
+            .lock()
+            .unwrap()
+            .insert((user.to_owned(), source), now);
+        if previous.is_none_or(|at| now.duration_since(at) >= SIGN_IN_QUIET) {
+            self.record(&AuditRecord {
+                user: Some(user.to_owned()),
+                ..AuditRecord::new(events::SIGN_IN).source(source)
+            });
         }
     }
 
@@ -198,6 +221,10 @@ impl Audit {
             .lock()
             .unwrap()
             .retain(|_, l| l.at.elapsed() < LAUNCH_MEMORY);
+        self.signed_in
+            .lock()
+            .unwrap()
+            .retain(|_, at| at.elapsed() < SIGN_IN_QUIET);
     }
 }
 
@@ -320,6 +347,20 @@ mod tests {
         let (records, unreadable) = read(&path, &AuditQuery::default()).unwrap();
         assert_eq!(unreadable, 0);
         assert_eq!(records.len(), 3);
+        // A client refreshing its list signs in once per address.
+        let (here, there) = (Some([10, 0, 0, 1].into()), Some([10, 0, 0, 2].into()));
+        for source in [here, here, there, here] {
+            audit.signed_in("alice", source);
+        }
+        let query = AuditQuery::default();
+        let sign_ins: Vec<_> = read(&path, &query)
+            .unwrap()
+            .0
+            .into_iter()
+            .filter(|r| r.event == events::SIGN_IN)
+            .map(|r| r.source.unwrap())
+            .collect();
+        assert_eq!(sign_ins, ["10.0.0.1", "10.0.0.2"]);
         assert_eq!(records[0].event, events::TUBE_CONNECTED);
         assert_eq!(records[0].user.as_deref(), Some("alice"));
         assert_eq!(records[0].reason, None, "a connect has no reason");

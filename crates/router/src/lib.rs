@@ -561,10 +561,7 @@ async fn list_resources(
     let client = shared
         .client_for_token(&headers)
         .ok_or_else(|| shared.unauthorized(source))?;
-    shared.audit.record(&AuditRecord {
-        user: Some(client.name.clone()),
-        ..AuditRecord::new(events::SIGN_IN).source(source)
-    });
+    shared.audit.signed_in(&client.name, source);
     let online: Vec<String> = shared.gateways.lock().unwrap().keys().cloned().collect();
     let announced = shared.announced.lock().unwrap();
     let mut resources: Vec<ResourceInfo> = announced

@@ -347,20 +347,6 @@ mod tests {
         let (records, unreadable) = read(&path, &AuditQuery::default()).unwrap();
         assert_eq!(unreadable, 0);
         assert_eq!(records.len(), 3);
-        // A client refreshing its list signs in once per address.
-        let (here, there) = (Some([10, 0, 0, 1].into()), Some([10, 0, 0, 2].into()));
-        for source in [here, here, there, here] {
-            audit.signed_in("alice", source);
-        }
-        let query = AuditQuery::default();
-        let sign_ins: Vec<_> = read(&path, &query)
-            .unwrap()
-            .0
-            .into_iter()
-            .filter(|r| r.event == events::SIGN_IN)
-            .map(|r| r.source.unwrap())
-            .collect();
-        assert_eq!(sign_ins, ["10.0.0.1", "10.0.0.2"]);
         assert_eq!(records[0].event, events::TUBE_CONNECTED);
         assert_eq!(records[0].user.as_deref(), Some("alice"));
         assert_eq!(records[0].reason, None, "a connect has no reason");
@@ -386,6 +372,20 @@ mod tests {
             ..AuditQuery::default()
         };
         assert!(read(&path, &future).unwrap().0.is_empty());
+        // A client refreshing its list signs in once per address.
+        let (here, there) = (Some([10, 0, 0, 1].into()), Some([10, 0, 0, 2].into()));
+        for source in [here, here, there, here] {
+            audit.signed_in("alice", source);
+        }
+        let query = AuditQuery::default();
+        let sign_ins: Vec<_> = read(&path, &query)
+            .unwrap()
+            .0
+            .into_iter()
+            .filter(|r| r.event == events::SIGN_IN)
+            .map(|r| r.source.unwrap())
+            .collect();
+        assert_eq!(sign_ins, ["10.0.0.1", "10.0.0.2"]);
         std::fs::write(&path, "{\"ts\":\"x\"}\nnot json\n").unwrap();
         assert_eq!(read(&path, &AuditQuery::default()).unwrap().1, 2);
         let line = format_record(&records[1]);

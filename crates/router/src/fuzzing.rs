@@ -38,7 +38,7 @@ fn fuzzer() -> &'static Fuzzer {
                 token: "client-token".into(),
                 resources: vec!["*".into()],
             }],
-            ..RouterConfig::parse("").expect("the default configuration is valid")
+            ..RouterConfig::default()
         };
         let stopper = sallyport_kit::Stopper::new();
         let shared = Shared::new(config, stopper.shutdown());

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 # Targets and tools of the end-to-end tests; they are started by the tests themselves.
 ensure_debian_packages openssh-server openssh-client postgresql postgresql-client \
-  keyutils dbus gnome-keyring pkg-config coturn
+  keyutils dbus gnome-keyring pkg-config coturn redis-server
 
 # The kernel keyring needs a session keyring the process possesses (a login session's is
 # not, on a headless machine): run under a new one.

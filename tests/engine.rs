@@ -237,6 +237,7 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
     let gateway = sallyport_gateway::spawn(
         sallyport_gateway::GatewayConfig {
             router_url: router.url(),
+            router_urls: Vec::new(),
             ca_file: Some(pki.ca_file().to_owned()),
             connection_log: None,
             gateway_id: "dc1".into(),
@@ -290,6 +291,7 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
     let launcher = sallyport_core::Launcher::new(
         sallyport_core::ClientProfile {
             router_url: router.url(),
+            router_urls: Vec::new(),
             ca_file: Some(pki.ca_file().to_owned()),
             token: None,
             gateways: [("dc1".to_owned(), public.to_base64())].into(),

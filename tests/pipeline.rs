@@ -103,6 +103,7 @@ async fn a_gateway_that_comes_up_during_the_catchup_window_is_reached_on_attempt
     .unwrap();
     let profile = ClientProfile {
         router_url: router.url(),
+        router_urls: Vec::new(),
         ca_file: Some(pki.ca_file().to_owned()),
         token: None,
         gateways: [("late".to_owned(), key.public().to_base64())].into(),
@@ -124,6 +125,7 @@ async fn a_gateway_that_comes_up_during_the_catchup_window_is_reached_on_attempt
     let mut stream = launcher.checkpoints().subscribe();
     let gateway_config = GatewayConfig {
         router_url: router.url(),
+        router_urls: Vec::new(),
         ca_file: Some(pki.ca_file().to_owned()),
         connection_log: None,
         gateway_id: "late".into(),

@@ -14,6 +14,9 @@ use crate::error::{CoreError, Result};
 pub struct ClientProfile {
     /// `https://HOST[:PORT]`, or `http://` for a router on loopback.
     pub router_url: String,
+    /// More routers of the same fleet, tried in turn when the one in use cannot be reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub router_urls: Vec<String>,
     /// PEM file of the CA(s) to trust for the router's certificate instead of the system's
     /// roots (the lab writes its own and names it here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -45,6 +48,7 @@ impl ClientProfile {
     pub fn new(router_url: &str) -> Self {
         Self {
             router_url: router_url.to_owned(),
+            router_urls: Vec::new(),
             ca_file: None,
             token: None,
             gateways: Default::default(),
@@ -85,6 +89,10 @@ impl ClientProfile {
     pub fn validate(&self) -> Result<()> {
         sallyport_ops::tls::check_router_url(&self.router_url)
             .map_err(|e| CoreError::Profile(format!("router_url {:?}: {e}", self.router_url)))?;
+        for (i, url) in self.router_urls.iter().enumerate() {
+            sallyport_ops::tls::check_router_url(url)
+                .map_err(|e| CoreError::Profile(format!("router_urls[{i}] {url:?}: {e}")))?;
+        }
         if let Some(ca) = &self.ca_file {
             sallyport_ops::tls::check_ca_file("ca_file", ca)
                 .map_err(|e| CoreError::Profile(e.to_string()))?;

@@ -72,10 +72,39 @@ impl SendFailure {
     }
 }
 
+/// The routers of a fleet, in the profile's order, and the one in use: after a failure to
+/// reach it, the next one (shared by every clone, so the listener follows the HTTP side).
+struct Routers {
+    urls: Vec<String>,
+    current: std::sync::atomic::AtomicUsize,
+}
+
+impl Routers {
+    fn base(&self) -> String {
+        let at = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        self.urls[at % self.urls.len()].clone()
+    }
+
+    /// `base` could not be reached: use the next router, unless another task moved on already.
+    fn fail_over(&self, base: &str) {
+        use std::sync::atomic::Ordering;
+        let at = self.current.load(Ordering::Relaxed);
+        if self.urls.len() > 1 && self.urls[at % self.urls.len()] == base {
+            let _ = self.current.compare_exchange(
+                at,
+                (at + 1) % self.urls.len(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            tracing::warn!(from = base, to = %self.base(), "router unreachable; failing over");
+        }
+    }
+}
+
 /// The router's HTTP API for one token.
 #[derive(Clone)]
 pub struct RouterApi {
-    base: String,
+    routers: Arc<Routers>,
     token: String,
     http: reqwest::Client,
     /// How the router's certificate is checked, for the WebSocket as for HTTP (`None` for a
@@ -91,7 +120,16 @@ impl RouterApi {
 
     /// A client for `profile`'s router, trusting its `ca_file` if it names one.
     pub fn for_profile(profile: &crate::ClientProfile, token: &str) -> Result<Self> {
-        Self::with_ca_file(&profile.router_url, token, profile.ca_file.as_deref())
+        let mut api = Self::with_ca_file(&profile.router_url, token, profile.ca_file.as_deref())?;
+        let urls = std::iter::once(&profile.router_url)
+            .chain(&profile.router_urls)
+            .map(|url| url.trim_end_matches('/').to_owned())
+            .collect();
+        api.routers = Arc::new(Routers {
+            urls,
+            current: Default::default(),
+        });
+        Ok(api)
     }
 
     /// A client that trusts the CAs in `ca_file` (the profile's key of that name), or the
@@ -114,29 +152,36 @@ impl RouterApi {
             .build()
             .map_err(|e| CoreError::Profile(format!("cannot build an HTTP client: {e}")))?;
         Ok(Self {
-            base,
+            routers: Arc::new(Routers {
+                urls: vec![base],
+                current: Default::default(),
+            }),
             token: token.to_owned(),
             http,
             tls,
         })
     }
 
-    /// The router's base URL.
-    pub fn url(&self) -> &str {
-        &self.base
+    /// The base URL of the router in use.
+    pub fn url(&self) -> String {
+        self.routers.base()
     }
 
     pub async fn resources(&self) -> Result<Vec<ResourceInfo>> {
+        let base = self.routers.base();
         let response = self
             .http
-            .get(format!("{}/v1/resources", self.base))
+            .get(format!("{base}/v1/resources"))
             .bearer_auth(&self.token)
             .timeout(Duration::from_secs(10))
             .send()
             .await
-            .map_err(|e| CoreError::RouterUnreachable {
-                url: self.base.clone(),
-                message: sallyport_ops::tls::explain(&e),
+            .map_err(|e| {
+                self.routers.fail_over(&base);
+                CoreError::RouterUnreachable {
+                    url: base.clone(),
+                    message: sallyport_ops::tls::explain(&e),
+                }
             })?;
         let status = response.status().as_u16();
         if status != 200 {
@@ -162,17 +207,21 @@ impl RouterApi {
         message: &ClientMessage,
         deadline: Duration,
     ) -> Result<ClientReply, SendFailure> {
+        let base = self.routers.base();
         let response = self
             .http
-            .post(format!("{}/v1/gateways/{gateway}/messages", self.base))
+            .post(format!("{base}/v1/gateways/{gateway}/messages"))
             .bearer_auth(&self.token)
             .json(message)
             .timeout(deadline)
             .send()
             .await
-            .map_err(|e| self.failure(&e))?;
+            .map_err(|e| self.failure(&base, &e))?;
         let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(|e| self.failure(&e))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.failure(&base, &e))?;
         if status != 200 {
             let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
             return Err(SendFailure::Http {
@@ -189,17 +238,15 @@ impl RouterApi {
 
     /// A failed exchange, typed: a timeout, a certificate the client refuses, or another
     /// connection failure; the message names the router.
-    fn failure(&self, e: &reqwest::Error) -> SendFailure {
+    /// A connection failure moves on to the next router of the profile, if it has several.
+    fn failure(&self, base: &str, e: &reqwest::Error) -> SendFailure {
         if e.is_timeout() {
             SendFailure::Timeout
         } else if let Some(tls) = sallyport_ops::tls::tls_failure(e) {
-            SendFailure::Tls(format!("router {}: {tls}", self.base))
+            SendFailure::Tls(format!("router {base}: {tls}"))
         } else {
-            SendFailure::Connection(format!(
-                "router {}: {}",
-                self.base,
-                sallyport_ops::tls::explain(e)
-            ))
+            self.routers.fail_over(base);
+            SendFailure::Connection(format!("router {base}: {}", sallyport_ops::tls::explain(e)))
         }
     }
 
@@ -231,7 +278,8 @@ impl RouterApi {
     /// Events arrive on the returned receiver; dropping it closes the socket.
     pub fn listen(&self, conversation_id: &str) -> mpsc::UnboundedReceiver<SignalEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let base = self.base.clone();
+        let base = self.routers.base();
+        let routers = self.routers.clone();
         let token = self.token.clone();
         let conversation_id = conversation_id.to_owned();
         let tls = self.tls.clone();
@@ -241,6 +289,8 @@ impl RouterApi {
                 _ = tx.closed() => Ok(()),
             };
             if let Err(message) = outcome {
+                // Subscribing again (the client does) goes to the next router.
+                routers.fail_over(&base);
                 let _ = tx.send(SignalEvent::Lost(format!("router {base}: {message}")));
             }
         });

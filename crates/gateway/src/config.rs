@@ -11,6 +11,10 @@ use crate::GatewayError;
 pub struct GatewayConfig {
     /// Base URL of the router: `https://host:port`, or `http://` for a router on loopback.
     pub router_url: String,
+    /// More routers of the same fleet, tried in turn after `router_url` when the one in use
+    /// fails or goes away (one URL behind a load balancer does as well).
+    #[serde(default)]
+    pub router_urls: Vec<String>,
     /// PEM file of the CA(s) to trust for the router's certificate, instead of the system's
     /// roots. Relative paths are relative to the configuration file.
     #[serde(default)]
@@ -125,6 +129,13 @@ impl GatewayConfig {
         Ok(())
     }
 
+    /// Every router to try, in order: `router_url`, then `router_urls`.
+    pub fn routers(&self) -> Vec<&str> {
+        std::iter::once(self.router_url.as_str())
+            .chain(self.router_urls.iter().map(String::as_str))
+            .collect()
+    }
+
     pub fn parse(text: &str) -> Result<Self, String> {
         let config: GatewayConfig = toml::from_str(text)
             .map_err(|e| sallyport_protocol::config_error_at(text, e.span(), e.message()))?;
@@ -136,6 +147,10 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), String> {
         sallyport_ops::tls::check_router_url(&self.router_url)
             .map_err(|e| format!("router_url {:?}: {e}", self.router_url))?;
+        for (i, url) in self.router_urls.iter().enumerate() {
+            sallyport_ops::tls::check_router_url(url)
+                .map_err(|e| format!("router_urls[{i}] {url:?}: {e}"))?;
+        }
         if !sallyport_protocol::valid_resource_name(&self.gateway_id) {
             return Err(format!(
                 "gateway_id {:?} {}",

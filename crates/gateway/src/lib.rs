@@ -147,7 +147,7 @@ impl GatewayHandle {
 /// for an `https` router, a connection log that cannot be opened.
 pub fn spawn(config: GatewayConfig, key: GatewayKeyPair) -> Result<GatewayHandle, GatewayError> {
     config.validate().map_err(GatewayError::Config)?;
-    let tls = if config.router_url.starts_with("https:") {
+    let tls = if config.routers().iter().any(|url| url.starts_with("https:")) {
         let tls = sallyport_ops::tls::client_config("ca_file", config.ca_file.as_deref())
             .map_err(|e| GatewayError::Config(e.to_string()))?;
         Some(Arc::new(tls))
@@ -196,18 +196,28 @@ async fn run(
     last_error: watch::Sender<Option<String>>,
 ) {
     let mut backoff = Duration::from_millis(200);
+    // The routers of the fleet, in turn: a router that fails or goes away is followed by the
+    // next one, at once; the backoff grows only once all of them failed.
+    let routers: Vec<String> = gateway
+        .config
+        .routers()
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    let mut at = 0;
     loop {
         if shutdown.is_shutdown() {
             break;
         }
         // connect_once watches the shutdown itself, so it can say goodbye while connected.
-        let result = connect_once(&gateway, &online, &mut shutdown).await;
+        let result = connect_once(&gateway, &routers[at], &online, &mut shutdown).await;
         if shutdown.is_shutdown() {
             break;
         }
         online.send_replace(false);
         *gateway.outbound.lock().unwrap() = None;
         last_error.send_replace(result.as_ref().err().map(|e| e.to_string()));
+        let failed = result.is_err();
         match result {
             Ok(()) => {
                 tracing::warn!("router connection closed; reconnecting");
@@ -218,11 +228,19 @@ async fn run(
             }
             Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "router connection failed"),
         }
+        at = (at + 1) % routers.len();
+        let wait = if routers.len() > 1 && at != 0 {
+            Duration::from_millis(50)
+        } else {
+            backoff
+        };
         tokio::select! {
-            _ = tokio::time::sleep(jitter(backoff)) => {}
+            _ = tokio::time::sleep(jitter(wait)) => {}
             _ = shutdown.recv() => break,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+        if failed && at == 0 {
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
     }
     // Whatever is left (shut down while disconnected) still gets its peers closed.
     close_all(&gateway).await;
@@ -250,11 +268,12 @@ fn jitter(base: Duration) -> Duration {
 /// One connection to the router, from hello to close.
 async fn connect_once(
     gateway: &Arc<Gateway>,
+    router_url: &str,
     online: &watch::Sender<bool>,
     shutdown: &mut Shutdown,
 ) -> Result<(), GatewayError> {
     let connected = sallyport_kit::connect(
-        &gateway.config.router_url,
+        router_url,
         sallyport_protocol::GATEWAY_WS_PATH,
         &gateway.config.token,
         gateway.tls.clone(),
@@ -267,10 +286,7 @@ async fn connect_once(
                 "token contains invalid characters".into(),
             ))
         }
-        Err(e) => {
-            let router_url = &gateway.config.router_url;
-            return Err(GatewayError::Router(format!("{router_url}: {e}")));
-        }
+        Err(e) => return Err(GatewayError::Router(format!("{router_url}: {e}"))),
     };
     let (mut sink, mut stream) = socket.split();
 

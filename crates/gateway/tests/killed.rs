@@ -109,6 +109,7 @@ target = "{echo_addr}"
         .unwrap();
     let profile = ClientProfile {
         router_url: format!("https://{}", proxy.addr()),
+        router_urls: Vec::new(),
         ca_file: Some(tls.ca_file.clone()),
         token: Some(client_token.clone()),
         gateways: [("gw".to_owned(), key.public().to_base64())].into(),

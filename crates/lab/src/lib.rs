@@ -206,6 +206,7 @@ impl Lab {
 
         let gateway_config = GatewayConfig {
             router_url: router.url(),
+            router_urls: Vec::new(),
             ca_file: Some(files.ca_file.clone()),
             connection_log: Some(connection_log.clone()),
             gateway_id: LAB_GATEWAY.into(),
@@ -234,6 +235,7 @@ impl Lab {
         }
         let profile = ClientProfile {
             router_url: router.url(),
+            router_urls: Vec::new(),
             ca_file: Some(files.ca_file.clone()),
             token: Some(client_token.clone()),
             gateways: [(LAB_GATEWAY.to_owned(), public_key.to_base64())].into(),

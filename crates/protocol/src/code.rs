@@ -45,6 +45,8 @@ registry! {
     ControllerDown = "controller_down",
     /// The gateway did not answer a forwarded message in time.
     RrcTimeout = "rrc_timeout",
+    /// The routers' shared store (Redis) did not answer: the fleet cannot route for now.
+    FleetUnavailable = "fleet_unavailable",
     /// The gateway cannot serve the message yet (its answer is not ready, it is stopping).
     BadState = "bad_state",
     SealRejected = "seal_rejected",
@@ -166,7 +168,7 @@ impl Code {
             TooLarge => 413,
             RequestTimeout | HeaderTimeout => 408,
             TooManyConnections | SessionLimit => 429,
-            Overloaded | ControllerDown => 503,
+            Overloaded | ControllerDown | FleetUnavailable => 503,
             RrcTimeout => 504,
             Internal => 500,
             BadState | Normal | TargetRefused | TargetTimeout | TargetUnreachable | TargetError
@@ -187,7 +189,8 @@ impl Code {
     pub fn is_transient(self) -> bool {
         use Code::*;
         match self {
-            ControllerDown | RrcTimeout | BadState | Overloaded | Timeout | ConnectionError => true,
+            ControllerDown | RrcTimeout | BadState | Overloaded | Timeout | ConnectionError
+            | FleetUnavailable => true,
             Unauthorized | Forbidden | UnknownGateway | UnknownResource | Malformed | NotFound
             | TooLarge | SealRejected | InvalidKey | HeaderTimeout | RequestTimeout
             | TooManyConnections | UnsupportedVersion | Internal | Normal | TargetRefused
@@ -223,7 +226,8 @@ impl Code {
             ControllerDown | GatewayLost => {
                 "The resource's gateway is offline; try again when its dot is green."
             }
-            RrcTimeout | BadState | Timeout | WebrtcTimeout | Overloaded | TooManyConnections => {
+            RrcTimeout | BadState | Timeout | WebrtcTimeout | Overloaded | TooManyConnections
+            | FleetUnavailable => {
                 "The gateway or the router did not answer in time; try again."
             }
             SealRejected | InvalidKey => {

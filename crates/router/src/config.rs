@@ -55,6 +55,18 @@ pub struct RouterConfig {
     /// without `[tls]`: tokens must never cross a network in clear.
     #[serde(default)]
     pub plain_http: bool,
+    /// `redis://HOST:PORT[/DB]` of the Redis this router shares with the other routers of its
+    /// fleet (PROTOCOL.md, "Fleet"). Absent: this router is the only one.
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// This router's name in the fleet (letters, digits, `.`, `_`, `-`; unique per router).
+    /// Absent: the host name and a random suffix, new at every start.
+    #[serde(default)]
+    pub router_id: Option<String>,
+    /// The prefix of every Redis key and channel of the fleet (several fleets may share one
+    /// Redis under different prefixes).
+    #[serde(default = "default_fleet_prefix")]
+    pub fleet_prefix: String,
     /// Append one JSON line per event here (PROTOCOL.md section 9). Absent: no audit trail.
     #[serde(default)]
     pub audit_log: Option<PathBuf>,
@@ -105,6 +117,10 @@ pub struct ClientEntry {
     /// Resource names or patterns (`*` matches any run of characters) this client may launch.
     #[serde(default)]
     pub resources: Vec<String>,
+}
+
+fn default_fleet_prefix() -> String {
+    "sallyport".into()
 }
 
 fn default_listen() -> SocketAddr {
@@ -185,8 +201,45 @@ impl RouterConfig {
     }
 
     /// Check every field; the message names the field (`gateways[1].public_key`, ...).
+    /// This router's name in the fleet: `router_id`, or the host name with a random suffix.
+    pub fn router_id(&self) -> String {
+        self.router_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| fleet_name_ok(h))
+                .unwrap_or_else(|| "router".into());
+            format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+        })
+    }
+
     pub fn validate(&self) -> Result<(), RouterError> {
         let bad = |field: String, why: String| Err(RouterError::Config(format!("{field}: {why}")));
+        if let Some(url) = &self.redis_url {
+            if !url.starts_with("redis://") {
+                return bad(
+                    "redis_url".into(),
+                    format!("{url:?} must start with redis:// (keep Redis on a private network)"),
+                );
+            }
+        }
+        if let Some(id) = &self.router_id {
+            if !fleet_name_ok(id) {
+                return bad(
+                    "router_id".into(),
+                    format!("{id:?} must be 1-64 letters, digits, '.', '_' or '-'"),
+                );
+            }
+        }
+        if !fleet_name_ok(&self.fleet_prefix) {
+            return bad(
+                "fleet_prefix".into(),
+                format!(
+                    "{:?} must be 1-64 letters, digits, '.', '_' or '-'",
+                    self.fleet_prefix
+                ),
+            );
+        }
         let mut tokens = std::collections::HashSet::new();
         let mut ids = std::collections::HashSet::new();
         for (i, g) in self.gateways.iter().enumerate() {
@@ -322,6 +375,14 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
     go(pattern.as_bytes(), name.as_bytes())
 }
 
+/// A router id or key prefix: safe inside a Redis key and a log line.
+fn fleet_name_ok(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,5 +512,22 @@ mod tests {
             "{err}"
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_fleet_settings_are_checked() {
+        let parse = |extra: &str| RouterConfig::parse(&format!("plain_http = true\n{extra}"));
+        let ok = parse("redis_url = \"redis://127.0.0.1:6379\"\nrouter_id = \"r-1\"").unwrap();
+        assert_eq!(ok.router_id(), "r-1");
+        assert_eq!(ok.fleet_prefix, "sallyport");
+        let err = parse("redis_url = \"http://127.0.0.1:6379\"").unwrap_err();
+        assert!(err.to_string().contains("redis_url"), "{err}");
+        let err = parse("router_id = \"a b\"").unwrap_err();
+        assert!(err.to_string().contains("router_id"), "{err}");
+        let err = parse("fleet_prefix = \"x:y\"").unwrap_err();
+        assert!(err.to_string().contains("fleet_prefix"), "{err}");
+        // Without a router_id, each start names itself anew.
+        let unnamed = parse("").unwrap();
+        assert_ne!(unnamed.router_id(), unnamed.router_id());
     }
 }

@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod config;
 mod conn;
+mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 mod metrics;
@@ -76,6 +77,9 @@ pub enum RouterError {
     ControllerDown(String),
     #[error("gateway {0:?} did not answer within {1} ms")]
     Timeout(String, u64),
+    /// The fleet's Redis did not answer (only with `redis_url`).
+    #[error("the routers' shared store is unavailable: {0}")]
+    FleetUnavailable(String),
     /// An error the gateway itself returned, relayed with its code.
     #[error("gateway: {message}")]
     Gateway { code: Code, message: String },
@@ -97,6 +101,7 @@ impl RouterError {
             RouterError::UnsupportedVersion(_) => Code::UnsupportedVersion,
             RouterError::ControllerDown(_) => Code::ControllerDown,
             RouterError::Timeout(..) => Code::RrcTimeout,
+            RouterError::FleetUnavailable(_) => Code::FleetUnavailable,
             RouterError::Gateway { code, .. } => *code,
         }
     }
@@ -180,6 +185,9 @@ pub(crate) struct Shared {
     metrics: Metrics,
     /// Turns true when the router shuts down; every WebSocket then closes (1001).
     shutdown: sallyport_kit::Shutdown,
+    /// With `redis_url`: the other routers, through Redis (fleet.rs). `None`: this router is
+    /// the only one, and everything lives in the maps above.
+    fleet: Option<Arc<fleet::Fleet>>,
 }
 
 impl Shared {
@@ -202,6 +210,7 @@ impl Shared {
             next_id: AtomicU64::new(1),
             metrics: Metrics::default(),
             shutdown,
+            fleet: None,
         }
     }
 
@@ -308,6 +317,18 @@ impl Shared {
     /// the client subscribes. Only the gateway the conversation was sent to may stream into it.
     fn route_stream(&self, gateway_id: &str, event: ClientWsEvent, conversation_id: &str) {
         let mut conversations = self.conversations.lock().unwrap();
+        if let Some(fleet) = &self.fleet {
+            // In a fleet the subscriber may be on another router, or subscribe there later:
+            // only a subscriber here, of a conversation bound here to this gateway, is served
+            // directly; the rest goes through Redis, in order.
+            let here = conversations.get(conversation_id).is_some_and(|c| {
+                c.subscriber.is_some() && c.gateway.as_deref() == Some(gateway_id)
+            });
+            if !here {
+                fleet.stream(gateway_id, conversation_id, &event);
+                return;
+            }
+        }
         let Some(conversation) = conversations.get_mut(conversation_id) else {
             self.metrics.failure(Code::UnknownConversation);
             return;
@@ -344,7 +365,97 @@ impl Shared {
         }
     }
 
-    /// Resolves once the router is shutting down.
+    /// Messages for `conversation_id` that came through the fleet: to its subscriber here.
+    pub(crate) fn deliver(&self, conversation_id: &str, events: Vec<ClientWsEvent>) {
+        let conversations = self.conversations.lock().unwrap();
+        let Some((_, tx)) = conversations
+            .get(conversation_id)
+            .and_then(|c| c.subscriber.as_ref())
+        else {
+            return;
+        };
+        for event in events {
+            if tx.try_send(event).is_ok() {
+                self.metrics.streamed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.metrics.failure(Code::ClientSlow);
+            }
+        }
+    }
+
+    /// The conversations a socket here is subscribed to.
+    pub(crate) fn subscribed_conversations(&self) -> Vec<String> {
+        self.conversations
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, c)| c.subscriber.is_some())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Tell the subscriber of one conversation that its gateway is gone.
+    pub(crate) fn notify_gateway_lost(&self, conversation_id: &str, gateway_id: &str) {
+        let conversations = self.conversations.lock().unwrap();
+        if let Some((_, tx)) = conversations
+            .get(conversation_id)
+            .and_then(|c| c.subscriber.as_ref())
+        {
+            let _ = tx.try_send(ClientWsEvent::GatewayLost {
+                conversation_id: conversation_id.to_owned(),
+                gateway: gateway_id.to_owned(),
+            });
+        }
+    }
+
+    /// The gateway connected to another router of the fleet: a socket of it still here is
+    /// an old one; close it as replaced.
+    pub(crate) fn replace_gateway(&self, gateway_id: &str) {
+        let previous = self.gateways.lock().unwrap().remove(gateway_id);
+        if let Some(previous) = previous {
+            previous.replaced.notify_one();
+            previous.pending.lock().unwrap().clear();
+        }
+    }
+
+    /// Send `forward` to a gateway connected here and wait for its reply: `controller_down`
+    /// if it is not (or goes away meanwhile), `rrc_timeout` after `timeout_ms`.
+    pub(crate) async fn forward_local(
+        &self,
+        gateway_id: &str,
+        timeout_ms: u64,
+        mut forward: RouterToGateway,
+    ) -> Result<GatewayOutcome, RouterError> {
+        let link = self
+            .gateways
+            .lock()
+            .unwrap()
+            .get(gateway_id)
+            .cloned()
+            .ok_or_else(|| RouterError::ControllerDown(gateway_id.to_owned()))?;
+        let request_id = self.next_id();
+        if let RouterToGateway::Forward { request_id: id, .. } = &mut forward {
+            *id = request_id;
+        }
+        let (reply_tx, reply_rx) = oneshot::channel();
+        link.pending.lock().unwrap().insert(request_id, reply_tx);
+        // However this ends (reply, timeout, the client hanging up), forget the waiter.
+        let _pending = PendingGuard {
+            link: &link,
+            request_id,
+        };
+        if link.outbound.try_send(forward).is_err() {
+            return Err(RouterError::ControllerDown(gateway_id.to_owned()));
+        }
+        self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(Duration::from_millis(timeout_ms), reply_rx).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            // The gateway went away while we waited.
+            Ok(Err(_)) => Err(RouterError::ControllerDown(gateway_id.to_owned())),
+            Err(_) => Err(RouterError::Timeout(gateway_id.to_owned(), timeout_ms)),
+        }
+    }
+
     /// A handle on the router's stop; holding it holds the stop open.
     pub(crate) fn shutdown(&self) -> sallyport_kit::Shutdown {
         self.shutdown.clone()
@@ -467,7 +578,28 @@ pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> Result<RouterHan
     let mut shared = Shared::new(config, stopper.shutdown());
     shared.tls = tls.map(Arc::new);
     shared.audit = audit;
+    let fleet_writes = match &shared.config.redis_url {
+        Some(url) => {
+            let (fleet, writes) = fleet::Fleet::new(
+                url,
+                shared.config.router_id(),
+                shared.config.fleet_prefix.clone(),
+            )?;
+            shared.fleet = Some(fleet);
+            Some(writes)
+        }
+        None => None,
+    };
     let shared = Arc::new(shared);
+    if let (Some(fleet), Some(writes)) = (&shared.fleet, fleet_writes) {
+        tracing::info!(router = %fleet.router_id, "router joins the fleet");
+        tokio::spawn(fleet::run(
+            Arc::downgrade(&shared),
+            fleet.clone(),
+            writes,
+            stopper.shutdown(),
+        ));
+    }
     let sweeper = {
         let shared = Arc::downgrade(&shared);
         tokio::spawn(async move {
@@ -524,7 +656,13 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn metrics_text(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let gateways = shared.gateways.lock().unwrap().len();
+    let mut gateways = shared.gateways.lock().unwrap().len();
+    // In a fleet, the gateways connected to any router (this one's own count if Redis is down).
+    if let Some(fleet) = &shared.fleet {
+        if let Ok((online, _)) = fleet_gateways(&shared, fleet).await {
+            gateways = online.len();
+        }
+    }
     let conversations = shared.conversations.lock().unwrap().len();
     let connections = shared.connections.open();
     (
@@ -534,6 +672,33 @@ async fn metrics_text(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         )],
         shared.metrics.render(gateways, conversations, connections),
     )
+}
+
+/// The fleet's view of the configured gateways: which are connected to any router, and what
+/// each announced last (the configuration's declared resources for one that never did).
+async fn fleet_gateways(
+    shared: &Shared,
+    fleet: &fleet::Fleet,
+) -> Result<(Vec<String>, HashMap<String, Vec<AnnouncedResource>>), RouterError> {
+    let ids: Vec<String> = shared
+        .config
+        .gateways
+        .iter()
+        .map(|g| g.id.clone())
+        .collect();
+    let states = fleet.gateways(&ids).await?;
+    let declared = shared.announced.lock().unwrap().clone();
+    let mut online = Vec::new();
+    let mut announced = HashMap::new();
+    for (id, (is_online, resources)) in ids.into_iter().zip(states) {
+        if is_online {
+            online.push(id.clone());
+        }
+        if let Some(list) = resources.or_else(|| declared.get(&id).cloned()) {
+            announced.insert(id, list);
+        }
+    }
+    Ok((online, announced))
 }
 
 async fn list_resources(
@@ -546,8 +711,13 @@ async fn list_resources(
         .client_for_token(&headers)
         .ok_or_else(|| shared.unauthorized(source))?;
     shared.audit.signed_in(&client.name, source);
-    let online: Vec<String> = shared.gateways.lock().unwrap().keys().cloned().collect();
-    let announced = shared.announced.lock().unwrap();
+    let (online, announced) = match &shared.fleet {
+        None => (
+            shared.gateways.lock().unwrap().keys().cloned().collect(),
+            shared.announced.lock().unwrap().clone(),
+        ),
+        Some(fleet) => fleet_gateways(&shared, fleet).await?,
+    };
     let mut resources: Vec<ResourceInfo> = announced
         .iter()
         .flat_map(|(gateway, list)| {
@@ -680,19 +850,30 @@ async fn forward(
         }
     }
     let message = shared.check_message(client, &gateway_id, &body)?;
-    let link = shared
-        .gateways
-        .lock()
-        .unwrap()
-        .get(&gateway_id)
-        .cloned()
-        .ok_or_else(|| RouterError::ControllerDown(gateway_id.clone()))?;
-    let serves_resource = shared
-        .announced
-        .lock()
-        .unwrap()
-        .get(&gateway_id)
-        .is_some_and(|list| list.iter().any(|r| r.name == message.resource));
+    let here = shared.gateways.lock().unwrap().contains_key(&gateway_id);
+    // In a fleet, a gateway not connected here may be on another router.
+    let elsewhere = match (&shared.fleet, here) {
+        (Some(fleet), false) => match fleet.gateway_router(&gateway_id).await? {
+            Some(router) if router != fleet.router_id => Some((fleet.clone(), router)),
+            _ => None,
+        },
+        _ => None,
+    };
+    if !here && elsewhere.is_none() {
+        return Err(RouterError::ControllerDown(gateway_id));
+    }
+    let serves_resource = match &elsewhere {
+        None => shared
+            .announced
+            .lock()
+            .unwrap()
+            .get(&gateway_id)
+            .is_some_and(|list| list.iter().any(|r| r.name == message.resource)),
+        Some((fleet, _)) => fleet.gateways(std::slice::from_ref(&gateway_id)).await?[0]
+            .1
+            .as_ref()
+            .is_some_and(|list| list.iter().any(|r| r.name == message.resource)),
+    };
     if !serves_resource {
         return Err(RouterError::UnknownResource(format!(
             "gateway {gateway_id:?} does not serve resource {:?}",
@@ -701,6 +882,16 @@ async fn forward(
     }
 
     shared.claim(&message.conversation_id, &client.name)?;
+    if let Some(fleet) = &shared.fleet {
+        fleet
+            .claim(
+                &message.conversation_id,
+                &client.name,
+                Some(&gateway_id),
+                false,
+            )
+            .await?;
+    }
     if let Some(c) = shared
         .conversations
         .lock()
@@ -714,33 +905,34 @@ async fn forward(
         .timeout_ms
         .unwrap_or(shared.config.default_timeout_ms)
         .clamp(1, shared.config.max_timeout_ms);
-    let request_id = shared.next_id();
-    let (reply_tx, reply_rx) = oneshot::channel();
-    link.pending.lock().unwrap().insert(request_id, reply_tx);
-    // However this handler ends (reply, timeout, the client hanging up), forget the waiter.
-    let _pending = PendingGuard {
-        link: &link,
-        request_id,
-    };
     let forward = RouterToGateway::Forward {
-        request_id,
+        // Set by whichever router sends it on the gateway's socket.
+        request_id: 0,
         conversation_id: message.conversation_id.clone(),
         resource: message.resource.clone(),
         kind: message.kind,
         stream_response: message.stream_response,
         payload: message.payload,
     };
-    if link.outbound.try_send(forward).is_err() {
-        return Err(RouterError::ControllerDown(gateway_id));
-    }
-    shared.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
-
-    let outcome = tokio::time::timeout(Duration::from_millis(timeout_ms), reply_rx).await;
-    let outcome = match outcome {
-        Ok(Ok(outcome)) => outcome,
-        // The gateway went away while we waited.
-        Ok(Err(_)) => return Err(RouterError::ControllerDown(gateway_id)),
-        Err(_) => return Err(RouterError::Timeout(gateway_id, timeout_ms)),
+    let outcome = match elsewhere {
+        None => {
+            shared
+                .forward_local(&gateway_id, timeout_ms, forward)
+                .await?
+        }
+        Some((fleet, router)) => {
+            let request_id = shared.next_id();
+            let reply = fleet
+                .forward_remote(&router, &gateway_id, request_id, timeout_ms, forward)
+                .await?;
+            let waited = tokio::time::timeout(Duration::from_millis(timeout_ms), reply).await;
+            fleet.forget_remote(request_id);
+            match waited {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) => return Err(RouterError::ControllerDown(gateway_id)),
+                Err(_) => return Err(RouterError::Timeout(gateway_id, timeout_ms)),
+            }
+        }
     };
     match outcome {
         GatewayOutcome::Ok { payload } => {
@@ -758,6 +950,9 @@ async fn forward(
                     .lock()
                     .unwrap()
                     .remove(&message.conversation_id);
+                if let Some(fleet) = &shared.fleet {
+                    fleet.forget(&message.conversation_id);
+                }
             }
             Ok(Json(ClientReply {
                 conversation_id: message.conversation_id,

@@ -164,6 +164,9 @@ fn detach(shared: &Shared, socket_id: u64, conversation_id: &str) {
         {
             conversation.subscriber = None;
             conversation.touched = std::time::Instant::now();
+            if let Some(fleet) = &shared.fleet {
+                fleet.detach(conversation_id);
+            }
         }
     }
 }
@@ -171,14 +174,14 @@ fn detach(shared: &Shared, socket_id: u64, conversation_id: &str) {
 /// The one loop of both sockets: queued frames out, pings out (and a socket silent for three
 /// pings closed), frames in handed to `on_text`, and the close when the router stops (1001),
 /// when `displaced` resolves with a reason, or when a frame breaks the protocol (1008).
-async fn socket_loop<Si, St, E, T>(
+async fn socket_loop<'s, Si, St, E, T>(
     shared: &Shared,
     peer: &str,
     sink: &mut Si,
     stream: &mut St,
     outbound: &mut mpsc::Receiver<T>,
     displaced: impl std::future::Future<Output = &'static str>,
-    mut on_text: impl FnMut(&str) -> Step,
+    mut on_text: impl FnMut(&str) -> Step<'s>,
 ) where
     Si: Sink<Message> + Unpin,
     St: Stream<Item = Result<Message, E>> + Unpin,
@@ -227,8 +230,12 @@ async fn socket_loop<Si, St, E, T>(
                     }
                 };
                 let step = on_text(&text);
+                let reply = match step.defer {
+                    Some(work) => Some(work.await),
+                    None => step.reply,
+                };
                 // Sent before anything queued on `outbound`, so an ack precedes the backlog.
-                if let Some(reply) = step.reply {
+                if let Some(reply) = reply {
                     if sink.send(reply).await.is_err() {
                         break;
                     }
@@ -243,9 +250,22 @@ async fn socket_loop<Si, St, E, T>(
 }
 
 /// What the socket loop does after one text frame: send `reply`, then close if `close`.
-pub(crate) struct Step {
+pub(crate) struct Step<'a> {
     pub reply: Option<Message>,
     pub close: Option<&'static str>,
+    /// Work that needs the fleet's Redis: awaited in the loop (this socket's frames stay in
+    /// order), and what it returns is the reply.
+    pub defer: Option<std::pin::Pin<Box<dyn std::future::Future<Output = Message> + Send + 'a>>>,
+}
+
+impl Step<'_> {
+    fn reply(reply: Message) -> Self {
+        Step {
+            reply: Some(reply),
+            close: None,
+            defer: None,
+        }
+    }
 }
 
 fn client_error(code: Code, message: String, conversation_id: Option<&str>) -> Message {
@@ -257,14 +277,14 @@ fn client_error(code: Code, message: String, conversation_id: Option<&str>) -> M
 }
 
 /// Handle one text frame from a client socket.
-pub(crate) fn client_frame(
-    shared: &Shared,
-    client: &str,
+pub(crate) fn client_frame<'a>(
+    shared: &'a Shared,
+    client: &'a str,
     socket_id: u64,
     tx: &mpsc::Sender<ClientWsEvent>,
     subscriptions: &mut HashSet<String>,
     text: &str,
-) -> Step {
+) -> Step<'a> {
     let request = match serde_json::from_str::<ClientWsRequest>(text) {
         Ok(request) => request,
         Err(e) => {
@@ -276,6 +296,7 @@ pub(crate) fn client_frame(
                     None,
                 )),
                 close: Some("malformed frame"),
+                defer: None,
             };
         }
     };
@@ -290,6 +311,21 @@ pub(crate) fn client_frame(
                 format!("at most {MAX_SUBSCRIPTIONS_PER_SOCKET} subscriptions per socket"),
                 Some(&conversation_id),
             )
+        }
+        ClientWsRequest::Subscribe { conversation_id } if shared.fleet.is_some() => {
+            subscriptions.insert(conversation_id.clone());
+            let tx = tx.clone();
+            return Step {
+                reply: None,
+                close: None,
+                defer: Some(Box::pin(subscribe_in_fleet(
+                    shared,
+                    client,
+                    socket_id,
+                    tx,
+                    conversation_id,
+                ))),
+            };
         }
         ClientWsRequest::Subscribe { conversation_id } => {
             match subscribe(shared, client, socket_id, tx, &conversation_id) {
@@ -309,12 +345,43 @@ pub(crate) fn client_frame(
             return Step {
                 reply: None,
                 close: None,
+                defer: None,
             };
         }
     };
-    Step {
-        reply: Some(reply),
-        close: None,
+    Step::reply(reply)
+}
+
+/// Subscribe in a fleet: the claim holds across every router (and names this one as the
+/// subscriber's), then what the gateway streamed before, through any router, follows the ack.
+async fn subscribe_in_fleet(
+    shared: &Shared,
+    client: &str,
+    socket_id: u64,
+    tx: mpsc::Sender<ClientWsEvent>,
+    conversation_id: String,
+) -> Message {
+    let fleet = shared.fleet.clone().expect("only called in a fleet");
+    let subscribed = async {
+        if !sallyport_protocol::valid_conversation_id(&conversation_id) {
+            return Err(RouterError::Malformed(format!(
+                "conversation_id {}",
+                sallyport_protocol::CONVERSATION_ID_RULE
+            )));
+        }
+        fleet.claim(&conversation_id, client, None, true).await?;
+        subscribe(shared, client, socket_id, &tx, &conversation_id)
+    };
+    match subscribed.await {
+        Ok(()) => {
+            let waiting = fleet.drain(&conversation_id).await;
+            shared.deliver(&conversation_id, waiting);
+            json_text(&ClientWsEvent::Subscribed { conversation_id })
+        }
+        Err(e) => {
+            shared.metrics.failure(e.code());
+            client_error(e.code(), e.to_string(), Some(&conversation_id))
+        }
     }
 }
 
@@ -354,6 +421,9 @@ fn unsubscribe(shared: &Shared, socket_id: u64, conversation_id: &str) {
         .is_some_and(|(id, _)| *id == socket_id);
     if held {
         conversations.remove(conversation_id);
+        if let Some(fleet) = &shared.fleet {
+            fleet.forget(conversation_id);
+        }
     }
 }
 
@@ -502,7 +572,7 @@ pub(crate) async fn serve_gateway<Si, St, E>(
     tracing::info!(gateway = %gateway_id, "gateway connected");
     shared.audit.record(&gateway_record(
         events::GATEWAY_CONNECTED,
-        &gateway_id,
+        gateway_id,
         source,
     ));
     if sink
@@ -531,6 +601,7 @@ pub(crate) async fn serve_gateway<Si, St, E>(
         Ok(()) => Step {
             reply: None,
             close: None,
+            defer: None,
         },
         Err(e) => {
             shared.metrics.failure(Code::Malformed);
@@ -542,6 +613,7 @@ pub(crate) async fn serve_gateway<Si, St, E>(
             Step {
                 reply: Some(json_text(&error)),
                 close: Some("malformed frame"),
+                defer: None,
             }
         }
     };
@@ -594,6 +666,9 @@ pub(crate) fn gateway_frame(
                 .iter()
                 .all(|r| sallyport_protocol::valid_resource_name(&r.name))
             {
+                if let Some(fleet) = &shared.fleet {
+                    fleet.gateway_present(gateway_id, link.connection, resources.clone());
+                }
                 shared
                     .announced
                     .lock()
@@ -640,6 +715,9 @@ pub(crate) fn register(
         pending: Default::default(),
         replaced: replaced.clone(),
     });
+    if let Some(fleet) = &shared.fleet {
+        fleet.gateway_present(gateway_id, link.connection, resources.clone());
+    }
     shared
         .announced
         .lock()
@@ -669,8 +747,11 @@ fn unregister(shared: &Shared, gateway_id: &str, link: &Arc<GatewayLink>) {
     link.pending.lock().unwrap().clear();
     // Not replaced by a newer connection of its own: tell the clients of its conversations
     // now, rather than leave them to find out from a silent tube.
-    if gone {
-        shared.gateway_lost(gateway_id);
+    match (&shared.fleet, gone) {
+        // The fleet tells every router's subscribers, this one's too.
+        (Some(fleet), true) => fleet.gateway_gone(gateway_id, link.connection),
+        (None, true) => shared.gateway_lost(gateway_id),
+        (_, false) => {}
     }
 }
 

@@ -190,6 +190,7 @@ webrtc_udp = ["127.0.0.1:0"]
     pub fn profile(&self, router_url: &str) -> ClientProfile {
         ClientProfile {
             router_url: router_url.to_owned(),
+            router_urls: Vec::new(),
             ca_file: None,
             token: Some(self.client_token.clone()),
             gateways: [(GATEWAY.to_owned(), self.gateway_key.clone())].into(),

@@ -1,0 +1,790 @@
+//! The fleet: routers that share one Redis, so that a client and the gateway it launches
+//! through may be connected to different routers (docs/PROTOCOL.md section "Fleet").
+//!
+//! What lives in Redis (every key under the configured prefix `P`, `sallyport` by default):
+//!
+//! | key or channel | holds | expiry |
+//! |---|---|---|
+//! | `P:gw:{gateway}` | the router holding the gateway's socket: `{"router", "connection"}` | 15 s, refreshed every 5 s |
+//! | `P:res:{gateway}` | the resources the gateway last announced (JSON list) | 7 days, refreshed with the above |
+//! | `P:conv:{conversation}` | hash: `client` (owner), `gateway`, `router` (the subscriber's) | 600 s after the last use |
+//! | `P:stream:{conversation}` | list: the gateway's streamed messages not yet delivered (at most 64) | 600 s |
+//! | channel `P:router:{router}` | `forward`, `reply` and `wake` messages to one router | - |
+//! | channel `P:fleet` | `gateway_online` and `gateway_lost`, to every router | - |
+//!
+//! Order: a gateway's streamed messages go through one writer task per router, in the order
+//! the gateway sent them; each is appended to its conversation's list and the subscriber's
+//! router is woken; that router drains the list in its one subscriber task. So messages
+//! arrive in order, and those sent before the client subscribed wait in the list.
+//!
+//! Redis down: requests that need it fail with `fleet_unavailable` (503, transient: the
+//! client's offer retry tries again), the router keeps serving what it holds itself, and
+//! every connection to Redis is made again with a backoff, the presence keys rewritten.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncCommands;
+use sallyport_protocol::{AnnouncedResource, ClientWsEvent, Code, GatewayOutcome, RouterToGateway};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{RouterError, Shared};
+
+/// How long a gateway's presence key lives without a refresh: a router that dies takes its
+/// gateways off the fleet's list within this.
+const PRESENCE_TTL_SECS: u64 = 15;
+const PRESENCE_REFRESH: Duration = Duration::from_secs(5);
+const RESOURCES_TTL_SECS: u64 = 7 * 24 * 3600;
+/// The conversation's records expire like the router's own idle sweep.
+const CONVERSATION_TTL_SECS: u64 = 600;
+const STREAM_CAP: usize = 64;
+/// A Redis command that takes longer than this fails (a stuck Redis must not hold requests).
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// A message on a router's own channel.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ToRouter {
+    /// Send `forward` to `gateway` (connected here) and publish its reply to `origin`.
+    Forward {
+        origin: String,
+        request_id: u64,
+        gateway: String,
+        timeout_ms: u64,
+        forward: RouterToGateway,
+    },
+    Reply {
+        request_id: u64,
+        outcome: GatewayOutcome,
+    },
+    /// Messages wait in the conversation's list.
+    Wake { conversation_id: String },
+}
+
+/// A message to every router.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ToFleet {
+    /// The gateway's socket is now on `router`: another router holding an older one closes it.
+    GatewayOnline {
+        gateway: String,
+        router: String,
+        connection: u64,
+    },
+    /// The gateway's socket dropped and no newer one took its place.
+    GatewayLost { gateway: String, router: String },
+}
+
+/// The presence key's value.
+#[derive(Debug, Serialize, Deserialize)]
+struct Presence {
+    router: String,
+    connection: u64,
+}
+
+/// What the writer task does, in order.
+pub(crate) enum Write {
+    Present {
+        gateway: String,
+        connection: u64,
+        resources: Vec<AnnouncedResource>,
+    },
+    Gone {
+        gateway: String,
+        connection: u64,
+    },
+    Stream {
+        gateway: String,
+        conversation_id: String,
+        event: String,
+    },
+    Detach {
+        conversation_id: String,
+    },
+    Forget {
+        conversation_id: String,
+    },
+}
+
+/// A forward sent to a gateway on another router, waiting for its reply.
+struct RemoteWait {
+    gateway: String,
+    via: String,
+    reply: oneshot::Sender<GatewayOutcome>,
+}
+
+pub(crate) struct Fleet {
+    pub(crate) router_id: String,
+    prefix: String,
+    client: redis::Client,
+    /// Made once Redis first answers (the router starts without it), then reconnecting by
+    /// itself.
+    conn: tokio::sync::OnceCell<ConnectionManager>,
+    writes: mpsc::UnboundedSender<Write>,
+    /// Forwards this router sent to other routers, by request id.
+    remote: Mutex<HashMap<u64, RemoteWait>>,
+    /// The connection number of each gateway connected here (for the presence refresh).
+    local: Mutex<HashMap<String, (u64, Vec<AnnouncedResource>)>>,
+    pub(crate) published: AtomicU64,
+}
+
+impl Fleet {
+    /// Check the URL; connections are made in the background by [`Fleet::run`].
+    pub(crate) fn new(
+        url: &str,
+        router_id: String,
+        prefix: String,
+    ) -> Result<(Arc<Fleet>, mpsc::UnboundedReceiver<Write>), RouterError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| RouterError::Config(format!("redis_url {url:?}: {e}")))?;
+        let (writes, rx) = mpsc::unbounded_channel();
+        let fleet = Arc::new(Fleet {
+            router_id,
+            prefix,
+            client,
+            conn: tokio::sync::OnceCell::new(),
+            writes,
+            remote: Mutex::new(HashMap::new()),
+            local: Mutex::new(HashMap::new()),
+            published: AtomicU64::new(0),
+        });
+        Ok((fleet, rx))
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}:{kind}:{id}", self.prefix)
+    }
+
+    fn router_channel(&self, router: &str) -> String {
+        format!("{}:router:{router}", self.prefix)
+    }
+
+    fn fleet_channel(&self) -> String {
+        format!("{}:fleet", self.prefix)
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, RouterError> {
+        self.conn
+            .get()
+            .cloned()
+            .ok_or_else(|| RouterError::FleetUnavailable("not connected to Redis yet".into()))
+    }
+
+    /// Run a command with the deadline; any failure reads as `fleet_unavailable`.
+    async fn call<T, F>(&self, f: impl FnOnce(ConnectionManager) -> F) -> Result<T, RouterError>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.conn().await?;
+        match tokio::time::timeout(REDIS_TIMEOUT, f(conn)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(RouterError::FleetUnavailable(e.to_string())),
+            Err(_) => Err(RouterError::FleetUnavailable(format!(
+                "Redis did not answer within {} s",
+                REDIS_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// Which router holds `gateway`'s socket, if any does.
+    pub(crate) async fn gateway_router(
+        &self,
+        gateway: &str,
+    ) -> Result<Option<String>, RouterError> {
+        let key = self.key("gw", gateway);
+        let value: Option<String> = self.call(|mut c| async move { c.get(key).await }).await?;
+        Ok(value
+            .and_then(|v| serde_json::from_str::<Presence>(&v).ok())
+            .map(|p| p.router))
+    }
+
+    /// For each of `gateways`: whether it is connected anywhere, and what it last announced.
+    pub(crate) async fn gateways(
+        &self,
+        gateways: &[String],
+    ) -> Result<Vec<(bool, Option<Vec<AnnouncedResource>>)>, RouterError> {
+        if gateways.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = gateways
+            .iter()
+            .flat_map(|g| [self.key("gw", g), self.key("res", g)])
+            .collect();
+        let values: Vec<Option<String>> =
+            self.call(|mut c| async move { c.mget(keys).await }).await?;
+        Ok(values
+            .chunks(2)
+            .map(|pair| {
+                let online = pair[0].is_some();
+                let resources = pair[1]
+                    .as_deref()
+                    .and_then(|r| serde_json::from_str(r).ok());
+                (online, resources)
+            })
+            .collect())
+    }
+
+    /// Claim `conversation_id` for `client` across the fleet, binding it to `gateway` and/or
+    /// to this router as the subscriber's when given. Another client's id is `forbidden`.
+    pub(crate) async fn claim(
+        &self,
+        conversation_id: &str,
+        client: &str,
+        gateway: Option<&str>,
+        subscriber_here: bool,
+    ) -> Result<(), RouterError> {
+        let script = redis::Script::new(
+            r"
+            local owner = redis.call('HGET', KEYS[1], 'client')
+            if owner and owner ~= ARGV[1] then return 0 end
+            redis.call('HSET', KEYS[1], 'client', ARGV[1])
+            if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'gateway', ARGV[3]) end
+            if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'router', ARGV[4]) end
+            redis.call('EXPIRE', KEYS[1], ARGV[2])
+            return 1",
+        );
+        let key = self.key("conv", conversation_id);
+        let router = if subscriber_here {
+            self.router_id.clone()
+        } else {
+            String::new()
+        };
+        let gateway = gateway.unwrap_or_default().to_owned();
+        let client = client.to_owned();
+        let claimed: i64 = self
+            .call(|mut c| async move {
+                script
+                    .key(key)
+                    .arg(client)
+                    .arg(CONVERSATION_TTL_SECS)
+                    .arg(gateway)
+                    .arg(router)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        if claimed == 0 {
+            return Err(RouterError::Forbidden(
+                "conversation belongs to another client".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The gateway a conversation is bound to, fleet-wide.
+    async fn conversation_gateway(&self, conversation_id: &str) -> Option<String> {
+        let key = self.key("conv", conversation_id);
+        self.call(|mut c| async move { c.hget(key, "gateway").await })
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The messages waiting for a conversation, taken off its list in order.
+    pub(crate) async fn drain(&self, conversation_id: &str) -> Vec<ClientWsEvent> {
+        let script = redis::Script::new(
+            r"
+            local items = redis.call('LRANGE', KEYS[1], 0, -1)
+            redis.call('DEL', KEYS[1])
+            return items",
+        );
+        let key = self.key("stream", conversation_id);
+        let items: Vec<String> = self
+            .call(|mut c| async move { script.key(key).invoke_async(&mut c).await })
+            .await
+            .unwrap_or_default();
+        items
+            .iter()
+            .filter_map(|item| serde_json::from_str(item).ok())
+            .collect()
+    }
+
+    /// Send a forward to the router holding `gateway`; the reply comes back on this router's
+    /// channel. `controller_down` when nobody holds it (or its router is gone).
+    pub(crate) async fn forward_remote(
+        &self,
+        router: &str,
+        gateway: &str,
+        request_id: u64,
+        timeout_ms: u64,
+        forward: RouterToGateway,
+    ) -> Result<oneshot::Receiver<GatewayOutcome>, RouterError> {
+        let (tx, rx) = oneshot::channel();
+        self.remote.lock().unwrap().insert(
+            request_id,
+            RemoteWait {
+                gateway: gateway.to_owned(),
+                via: router.to_owned(),
+                reply: tx,
+            },
+        );
+        let message = ToRouter::Forward {
+            origin: self.router_id.clone(),
+            request_id,
+            gateway: gateway.to_owned(),
+            timeout_ms,
+            forward,
+        };
+        let receivers = self.publish(&self.router_channel(router), &message).await;
+        match receivers {
+            Ok(n) if n > 0 => Ok(rx),
+            // Nobody listens on that router's channel: it is gone.
+            Ok(_) => {
+                self.remote.lock().unwrap().remove(&request_id);
+                Err(RouterError::ControllerDown(gateway.to_owned()))
+            }
+            Err(e) => {
+                self.remote.lock().unwrap().remove(&request_id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Forget a remote forward whose handler ended (answered, timed out, or hung up).
+    pub(crate) fn forget_remote(&self, request_id: u64) {
+        self.remote.lock().unwrap().remove(&request_id);
+    }
+
+    async fn publish<T: Serialize>(&self, channel: &str, message: &T) -> Result<i64, RouterError> {
+        let text = serde_json::to_string(message).expect("fleet messages serialize");
+        let channel = channel.to_owned();
+        self.published.fetch_add(1, Ordering::Relaxed);
+        self.call(|mut c| async move { c.publish(channel, text).await })
+            .await
+    }
+
+    /// A gateway connected here (or announced again).
+    pub(crate) fn gateway_present(
+        &self,
+        gateway: &str,
+        connection: u64,
+        resources: Vec<AnnouncedResource>,
+    ) {
+        self.local
+            .lock()
+            .unwrap()
+            .insert(gateway.to_owned(), (connection, resources.clone()));
+        let _ = self.writes.send(Write::Present {
+            gateway: gateway.to_owned(),
+            connection,
+            resources,
+        });
+    }
+
+    /// A gateway's socket here dropped.
+    pub(crate) fn gateway_gone(&self, gateway: &str, connection: u64) {
+        {
+            let mut local = self.local.lock().unwrap();
+            if local.get(gateway).is_some_and(|(c, _)| *c == connection) {
+                local.remove(gateway);
+            }
+        }
+        let _ = self.writes.send(Write::Gone {
+            gateway: gateway.to_owned(),
+            connection,
+        });
+    }
+
+    /// A gateway's streamed message for a conversation whose subscriber is not here.
+    pub(crate) fn stream(&self, gateway: &str, conversation_id: &str, event: &ClientWsEvent) {
+        let _ = self.writes.send(Write::Stream {
+            gateway: gateway.to_owned(),
+            conversation_id: conversation_id.to_owned(),
+            event: serde_json::to_string(event).expect("events serialize"),
+        });
+    }
+
+    /// The subscriber's socket here dropped: the conversation waits for it elsewhere.
+    pub(crate) fn detach(&self, conversation_id: &str) {
+        let _ = self.writes.send(Write::Detach {
+            conversation_id: conversation_id.to_owned(),
+        });
+    }
+
+    /// The conversation is over (closed or unsubscribed).
+    pub(crate) fn forget(&self, conversation_id: &str) {
+        let _ = self.writes.send(Write::Forget {
+            conversation_id: conversation_id.to_owned(),
+        });
+    }
+
+    async fn write(&self, write: Write) -> Result<(), RouterError> {
+        match write {
+            Write::Present {
+                gateway,
+                connection,
+                resources,
+            } => {
+                self.write_presence(&gateway, connection, &resources)
+                    .await?;
+                let online = ToFleet::GatewayOnline {
+                    gateway,
+                    router: self.router_id.clone(),
+                    connection,
+                };
+                self.publish(&self.fleet_channel(), &online).await?;
+            }
+            Write::Gone {
+                gateway,
+                connection,
+            } => {
+                // Only if the key still names this connection: a newer one elsewhere stays.
+                let script = redis::Script::new(
+                    r"
+                    if redis.call('GET', KEYS[1]) == ARGV[1] then
+                        redis.call('DEL', KEYS[1])
+                        return 1
+                    end
+                    return 0",
+                );
+                let key = self.key("gw", &gateway);
+                let mine = self.presence(connection);
+                let removed: i64 = self
+                    .call(
+                        |mut c| async move { script.key(key).arg(mine).invoke_async(&mut c).await },
+                    )
+                    .await?;
+                if removed == 1 {
+                    let lost = ToFleet::GatewayLost {
+                        gateway,
+                        router: self.router_id.clone(),
+                    };
+                    self.publish(&self.fleet_channel(), &lost).await?;
+                }
+            }
+            Write::Stream {
+                gateway,
+                conversation_id,
+                event,
+            } => {
+                let script = redis::Script::new(
+                    r"
+                    local gw = redis.call('HGET', KEYS[1], 'gateway')
+                    if not gw then return -1 end
+                    if gw ~= ARGV[1] then return -2 end
+                    redis.call('RPUSH', KEYS[2], ARGV[2])
+                    redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+                    redis.call('EXPIRE', KEYS[2], ARGV[4])
+                    redis.call('EXPIRE', KEYS[1], ARGV[4])
+                    local router = redis.call('HGET', KEYS[1], 'router')
+                    if router then redis.call('PUBLISH', ARGV[5] .. router, ARGV[6]) end
+                    return 1",
+                );
+                let wake = serde_json::to_string(&ToRouter::Wake {
+                    conversation_id: conversation_id.clone(),
+                })
+                .expect("fleet messages serialize");
+                let keys = (
+                    self.key("conv", &conversation_id),
+                    self.key("stream", &conversation_id),
+                );
+                let channel_prefix = format!("{}:router:", self.prefix);
+                let outcome: i64 = self
+                    .call(|mut c| async move {
+                        script
+                            .key(keys.0)
+                            .key(keys.1)
+                            .arg(gateway)
+                            .arg(event)
+                            .arg(STREAM_CAP)
+                            .arg(CONVERSATION_TTL_SECS)
+                            .arg(channel_prefix)
+                            .arg(wake)
+                            .invoke_async(&mut c)
+                            .await
+                    })
+                    .await?;
+                if outcome == -1 {
+                    return Err(RouterError::Gateway {
+                        code: Code::UnknownConversation,
+                        message: conversation_id,
+                    });
+                }
+                if outcome == -2 {
+                    return Err(RouterError::Forbidden(conversation_id));
+                }
+            }
+            Write::Detach { conversation_id } => {
+                let script = redis::Script::new(
+                    r"
+                    if redis.call('HGET', KEYS[1], 'router') == ARGV[1] then
+                        redis.call('HDEL', KEYS[1], 'router')
+                    end
+                    return 1",
+                );
+                let key = self.key("conv", &conversation_id);
+                let me = self.router_id.clone();
+                let _: i64 = self
+                    .call(|mut c| async move { script.key(key).arg(me).invoke_async(&mut c).await })
+                    .await?;
+            }
+            Write::Forget { conversation_id } => {
+                let keys = [
+                    self.key("conv", &conversation_id),
+                    self.key("stream", &conversation_id),
+                ];
+                let _: i64 = self.call(|mut c| async move { c.del(&keys).await }).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn presence(&self, connection: u64) -> String {
+        serde_json::to_string(&Presence {
+            router: self.router_id.clone(),
+            connection,
+        })
+        .expect("presence serializes")
+    }
+
+    async fn write_presence(
+        &self,
+        gateway: &str,
+        connection: u64,
+        resources: &[AnnouncedResource],
+    ) -> Result<(), RouterError> {
+        let presence = (self.key("gw", gateway), self.presence(connection));
+        let announced = (
+            self.key("res", gateway),
+            serde_json::to_string(resources).expect("resources serialize"),
+        );
+        self.call(|mut c| async move {
+            redis::pipe()
+                .set_ex(presence.0, presence.1, PRESENCE_TTL_SECS)
+                .ignore()
+                .set_ex(announced.0, announced.1, RESOURCES_TTL_SECS)
+                .ignore()
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+}
+
+/// The fleet's background work, for the router's life: connect (again and again), keep the
+/// presence keys fresh, write in order, and hear this router's and the fleet's channels.
+pub(crate) async fn run(
+    shared: Weak<Shared>,
+    fleet: Arc<Fleet>,
+    writes: mpsc::UnboundedReceiver<Write>,
+    mut shutdown: sallyport_kit::Shutdown,
+) {
+    let connect = async {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_max_delay(RECONNECT_MAX);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match ConnectionManager::new_with_config(fleet.client.clone(), config.clone()).await {
+                Ok(conn) => {
+                    let _ = fleet.conn.set(conn);
+                    tracing::info!(router = %fleet.router_id, "fleet: connected to Redis");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "fleet: Redis unreachable");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RECONNECT_MAX);
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = connect => {}
+        _ = shutdown.recv() => return,
+    }
+    tokio::select! {
+        _ = writer(&fleet, writes) => {}
+        _ = refresh(&fleet) => {}
+        _ = listen(&shared, &fleet) => {}
+        _ = shutdown.recv() => {}
+    }
+}
+
+async fn writer(fleet: &Fleet, mut writes: mpsc::UnboundedReceiver<Write>) {
+    while let Some(write) = writes.recv().await {
+        if let Err(e) = fleet.write(write).await {
+            tracing::warn!(error = %e, "fleet: a write to Redis failed");
+        }
+    }
+}
+
+/// Rewrite the presence of every gateway connected here, well within its expiry (and after
+/// a Redis restart that lost them).
+async fn refresh(fleet: &Fleet) {
+    let mut tick = tokio::time::interval(PRESENCE_REFRESH);
+    loop {
+        tick.tick().await;
+        let local: Vec<_> = fleet
+            .local
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(g, (c, r))| (g.clone(), *c, r.clone()))
+            .collect();
+        for (gateway, connection, resources) in local {
+            if let Err(e) = fleet.write_presence(&gateway, connection, &resources).await {
+                tracing::warn!(error = %e, %gateway, "fleet: presence not refreshed");
+                break;
+            }
+        }
+    }
+}
+
+/// Hear this router's channel and the fleet's, subscribing again whenever the connection
+/// drops.
+async fn listen(shared: &Weak<Shared>, fleet: &Arc<Fleet>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let pubsub = tokio::time::timeout(REDIS_TIMEOUT, fleet.client.get_async_pubsub()).await;
+        let mut pubsub = match pubsub {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "fleet: cannot subscribe");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+                continue;
+            }
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+                continue;
+            }
+        };
+        let channels = [
+            fleet.router_channel(&fleet.router_id),
+            fleet.fleet_channel(),
+        ];
+        if pubsub.subscribe(&channels).await.is_err() {
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        tracing::info!(router = %fleet.router_id, "fleet: subscribed");
+        let mut messages = pubsub.into_on_message();
+        while let Some(message) = messages.next().await {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let payload = message.get_payload_bytes();
+            if message.get_channel_name() == channels[1] {
+                match serde_json::from_slice::<ToFleet>(payload) {
+                    Ok(event) => on_fleet_event(&shared, fleet, event).await,
+                    Err(e) => tracing::warn!(error = %e, "fleet: unreadable fleet message"),
+                }
+            } else {
+                match serde_json::from_slice::<ToRouter>(payload) {
+                    Ok(message) => on_router_message(&shared, fleet, message).await,
+                    Err(e) => tracing::warn!(error = %e, "fleet: unreadable router message"),
+                }
+            }
+        }
+        tracing::warn!("fleet: subscription lost; subscribing again");
+    }
+}
+
+async fn on_router_message(shared: &Arc<Shared>, fleet: &Arc<Fleet>, message: ToRouter) {
+    match message {
+        ToRouter::Forward {
+            origin,
+            request_id,
+            gateway,
+            timeout_ms,
+            forward,
+        } => {
+            // Answered in its own task: a slow gateway must not hold this channel.
+            let shared = shared.clone();
+            let fleet = fleet.clone();
+            tokio::spawn(async move {
+                let outcome = shared
+                    .forward_local(&gateway, timeout_ms, forward)
+                    .await
+                    .unwrap_or_else(|e| GatewayOutcome::Error {
+                        code: e.code(),
+                        message: e.to_string(),
+                    });
+                let reply = ToRouter::Reply {
+                    request_id,
+                    outcome,
+                };
+                if let Err(e) = fleet.publish(&fleet.router_channel(&origin), &reply).await {
+                    tracing::warn!(error = %e, %origin, "fleet: reply not sent");
+                }
+            });
+        }
+        ToRouter::Reply {
+            request_id,
+            outcome,
+        } => {
+            if let Some(wait) = fleet.remote.lock().unwrap().remove(&request_id) {
+                let _ = wait.reply.send(outcome);
+            }
+        }
+        ToRouter::Wake { conversation_id } => {
+            let events = fleet.drain(&conversation_id).await;
+            shared.deliver(&conversation_id, events);
+        }
+    }
+}
+
+async fn on_fleet_event(shared: &Arc<Shared>, fleet: &Fleet, event: ToFleet) {
+    match event {
+        ToFleet::GatewayOnline {
+            gateway,
+            router,
+            connection,
+        } => {
+            if router == fleet.router_id {
+                return;
+            }
+            // A newer socket elsewhere: an older one here is a connection that did not notice
+            // it is gone.
+            shared.replace_gateway(&gateway);
+            fleet.fail_remote(&gateway, |via| via != router);
+            tracing::debug!(%gateway, %router, connection, "fleet: gateway online elsewhere");
+        }
+        ToFleet::GatewayLost { gateway, router } => {
+            fleet.fail_remote(&gateway, |via| via == router);
+            // Tell this router's subscribers of that gateway's conversations.
+            let subscribed = shared.subscribed_conversations();
+            for conversation_id in subscribed {
+                if fleet
+                    .conversation_gateway(&conversation_id)
+                    .await
+                    .as_deref()
+                    == Some(gateway.as_str())
+                {
+                    shared.notify_gateway_lost(&conversation_id, &gateway);
+                }
+            }
+        }
+    }
+}
+
+impl Fleet {
+    /// Answer the waiting forwards to `gateway` sent through a router that no longer holds
+    /// it: `controller_down` at once (transient), rather than a timeout.
+    fn fail_remote(&self, gateway: &str, stale: impl Fn(&str) -> bool) {
+        let mut remote = self.remote.lock().unwrap();
+        let ids: Vec<u64> = remote
+            .iter()
+            .filter(|(_, w)| w.gateway == gateway && stale(&w.via))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(wait) = remote.remove(&id) {
+                let _ = wait.reply.send(GatewayOutcome::Error {
+                    code: Code::ControllerDown,
+                    message: format!("gateway {gateway:?} moved to another router"),
+                });
+            }
+        }
+    }
+}

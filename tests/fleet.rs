@@ -1,0 +1,340 @@
+//! A fleet of three router processes on one real Redis (Debian's `redis-server`, started here
+//! on loopback): a client on router A launches through a gateway connected to router C; C is
+//! killed, the tube already up keeps carrying bytes, and a launch started right then succeeds
+//! once the gateway is on router B; ownership of a conversation holds across routers; Redis
+//! restarted, the routers reconnect and the fleet launches again without a router restarted.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use sallyport_core::{Launcher, Profile, StickyPorts};
+use sallyport_protocol::GatewayPublicKey;
+use sallyport_tests::{echo_target, echo_through, pki, request, scratch, websocket, Pki};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+const ALICE: &str = "alice-fleet-token";
+const BOB: &str = "bob-fleet-token";
+const GATEWAY_TOKEN: &str = "fleet-gateway-token";
+
+/// `redis-server` on a free loopback port, without persistence (a restart loses every key,
+/// the hardest case for the fleet), killed when dropped.
+struct Redis {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+impl Redis {
+    async fn start(port: u16) -> Redis {
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server (Debian's redis-server package; scripts/test.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await {
+                let mut pong = [0u8; 7];
+                if stream.write_all(b"PING\r\n").await.is_ok()
+                    && stream.read_exact(&mut pong).await.is_ok()
+                    && &pong == b"+PONG\r\n"
+                {
+                    return Redis { child, port };
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not answer");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+        let _ = self.child.wait().await;
+    }
+}
+
+/// A `sallyport-router` process of the fleet, killed when dropped.
+struct Router {
+    child: tokio::process::Child,
+    url: String,
+}
+
+fn router_binary() -> PathBuf {
+    // target/debug/deps/fleet-HASH → target/debug/sallyport-router, built with the workspace.
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("sallyport-router");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p sallyport-router`",
+        binary.display()
+    );
+    binary
+}
+
+impl Router {
+    async fn start(
+        name: &str,
+        dir: &Path,
+        pki: &Pki,
+        redis: &str,
+        key: &GatewayPublicKey,
+    ) -> Router {
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                r#"listen = "127.0.0.1:0"
+redis_url = "{redis}"
+router_id = "{name}"
+[tls]
+cert_file = "{}"
+key_file = "{}"
+[[gateways]]
+id = "gw"
+token = "{GATEWAY_TOKEN}"
+public_key = "{}"
+[[clients]]
+name = "alice"
+token = "{ALICE}"
+resources = ["*"]
+[[clients]]
+name = "bob"
+token = "{BOB}"
+resources = ["*"]
+"#,
+                pki.files.cert_file.display(),
+                pki.files.key_file.display(),
+                key.to_base64()
+            ),
+        )
+        .unwrap();
+        let mut child = tokio::process::Command::new(router_binary())
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut banner = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut banner)
+            .await
+            .unwrap();
+        let url = banner
+            .split_whitespace()
+            .last()
+            .unwrap_or_else(|| panic!("no URL in {banner:?}"))
+            .to_owned();
+        Router { child, url }
+    }
+
+    async fn kill(mut self) {
+        let _ = self.child.kill().await;
+        let _ = self.child.wait().await;
+    }
+}
+
+async fn next_json(socket: &mut sallyport_tests::WebSocket) -> serde_json::Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("a frame in time")
+            .expect("the socket is open")
+            .unwrap();
+        if let Message::Text(text) = frame {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether the router at `url` lists the gateway's resource as online.
+async fn online_at(url: &str, ca: &Path) -> bool {
+    let list = sallyport_tests::http(ca)
+        .get(format!("{url}/v1/resources"))
+        .bearer_auth(ALICE)
+        .send()
+        .await;
+    match list {
+        Ok(response) => response
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|v| v["resources"].as_array().cloned())
+            .is_some_and(|r| r.iter().any(|r| r["name"] == "echo" && r["online"] == true)),
+        Err(_) => false,
+    }
+}
+
+async fn wait_online(url: &str, ca: &Path, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !online_at(url, ca).await {
+        assert!(
+            Instant::now() < deadline,
+            "{url} never listed the gateway online"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_of_three_routers_launches_across_routers_and_survives_a_router_and_redis() {
+    let dir = scratch("fleet");
+    let pki = pki("fleet");
+    let ca = pki.ca_file().to_owned();
+    let redis_port = free_port();
+    let redis = Redis::start(redis_port).await;
+    let key = sallyport_gateway::generate_key(&dir.join("gw.key")).unwrap();
+    let public = key.public();
+    let a = Router::start("router-a", &dir, &pki, &redis.url(), &public).await;
+    let b = Router::start("router-b", &dir, &pki, &redis.url(), &public).await;
+    let c = Router::start("router-c", &dir, &pki, &redis.url(), &public).await;
+
+    // The gateway prefers C, then B.
+    let echo = echo_target().await;
+    let key_file = dir.join("gw.key");
+    let gateway = sallyport_gateway::spawn(
+        sallyport_gateway::GatewayConfig::parse(&format!(
+            r#"router_url = "{}"
+router_urls = ["{}"]
+ca_file = "{}"
+gateway_id = "gw"
+token = "{GATEWAY_TOKEN}"
+key_file = "{}"
+webrtc_udp = ["127.0.0.1:0"]
+[[resources]]
+name = "echo"
+protocol = "tcp"
+target = "{echo}"
+"#,
+            c.url,
+            b.url,
+            ca.display(),
+            key_file.display()
+        ))
+        .unwrap(),
+        key,
+    )
+    .unwrap();
+    assert!(gateway.wait_online(Duration::from_secs(10)).await);
+    // Every router knows where it is, A and B through Redis.
+    for url in [&a.url, &b.url, &c.url] {
+        wait_online(url, &ca, Duration::from_secs(10)).await;
+    }
+    let metrics = sallyport_tests::metrics(&a.url, Some(&ca)).await;
+    assert!(
+        metrics.contains("sallyport_gateways_connected 1"),
+        "{metrics}"
+    );
+
+    // Alice, on A, launches through the gateway on C.
+    let profile = sallyport_core::ClientProfile {
+        ca_file: Some(ca.clone()),
+        gateways: [("gw".to_owned(), public.to_base64())].into(),
+        webrtc_udp: Some(vec!["127.0.0.1:0".into()]),
+        ..sallyport_core::ClientProfile::new(&a.url)
+    };
+    // One launcher per launch: each remembers its own local port.
+    let launcher = || {
+        let state = scratch("fleet-client");
+        Launcher::new(
+            profile.clone(),
+            ALICE,
+            StickyPorts::new(state.join("ports.json")),
+        )
+        .unwrap()
+        .with_state_dir(state)
+    };
+    let first = launcher()
+        .launch(request("echo", Profile::Fast))
+        .await
+        .expect("a launch on A through the gateway on C");
+    let (sent, received) = echo_through(first.local_port(), 1 << 20, 1).await;
+    assert_eq!(sent, received);
+
+    // A conversation Alice holds on A is not Bob's on B.
+    let subscribe = serde_json::json!({"type": "subscribe", "conversation_id": "fleet-owned-1"});
+    let mut alice = websocket(&a.url, sallyport_protocol::CLIENT_WS_PATH, Some(ALICE), &ca)
+        .await
+        .unwrap();
+    alice
+        .send(Message::Text(subscribe.to_string().into()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut alice).await["type"], "subscribed");
+    let mut bob = websocket(&b.url, sallyport_protocol::CLIENT_WS_PATH, Some(BOB), &ca)
+        .await
+        .unwrap();
+    bob.send(Message::Text(subscribe.to_string().into()))
+        .await
+        .unwrap();
+    let refused = next_json(&mut bob).await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+
+    // C dies. A launch started at once (the fleet still believes the gateway is on C)
+    // succeeds through the gateway's next router, B; the tube already up does not notice.
+    c.kill().await;
+    let second = launcher()
+        .launch(request("echo", Profile::Fast))
+        .await
+        .expect("a launch while the gateway moves from C to B");
+    let attempts: Vec<String> = second
+        .checkpoints()
+        .into_iter()
+        .map(|c| format!("{} +{:.0} ms", c.phase, c.step_ms))
+        .filter(|n| n.starts_with("gateway_offer_http"))
+        .collect();
+    eprintln!("the launch across C's death: {attempts:?}");
+    let (sent, received) = echo_through(second.local_port(), 1 << 20, 2).await;
+    assert_eq!(sent, received);
+    let (sent, received) = echo_through(first.local_port(), 1 << 20, 3).await;
+    assert_eq!(
+        sent, received,
+        "the first tube, peer to peer, outlives router C"
+    );
+
+    // Redis restarts empty: the routers reconnect, rewrite the gateway's presence, and a
+    // new launch works without restarting any router.
+    redis.stop().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let redis = Redis::start(redis_port).await;
+    wait_online(&a.url, &ca, Duration::from_secs(20)).await;
+    let third = launcher()
+        .launch(request("echo", Profile::Fast))
+        .await
+        .expect("a launch after Redis restarted");
+    let (sent, received) = echo_through(third.local_port(), 1 << 20, 4).await;
+    assert_eq!(sent, received);
+
+    for session in [first, second, third] {
+        session.close().await;
+    }
+    gateway.shutdown().await;
+    a.kill().await;
+    b.kill().await;
+    redis.stop().await;
+}

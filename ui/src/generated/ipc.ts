@@ -2,7 +2,7 @@
 // Regenerate with `SALLYPORT_WRITE_TYPES=1 cargo test -p sallyport-service`.
 
 /** Every code of the registry (`sallyport_protocol::Code`). */
-export type Code = "unauthorized" | "forbidden" | "unknown_gateway" | "unknown_resource" | "malformed" | "not_found" | "too_large" | "controller_down" | "rrc_timeout" | "bad_state" | "seal_rejected" | "invalid_key" | "header_timeout" | "request_timeout" | "too_many_connections" | "overloaded" | "unsupported_version" | "internal" | "normal" | "target_refused" | "target_timeout" | "target_unreachable" | "target_error" | "session_limit" | "closed_by_admin" | "gateway_shutdown" | "client_closed" | "protocol_error" | "network_failed" | "gateway_lost" | "closed" | "config_invalid" | "router_refused" | "unknown_conversation" | "client_slow" | "idle_timeout" | "evicted" | "tls_handshake" | "webrtc_error" | "invalid_sdp" | "invalid_candidate" | "webrtc_timeout" | "tube_closed" | "webrtc_failed" | "invalid_config" | "io_error" | "invalid_tunable" | "invalid_profile" | "missing_token" | "lab_failed" | "unknown_session" | "unknown_launch" | "unpinned_gateway" | "router_unreachable" | "http_error" | "timeout" | "connection_error" | "router_tls" | "empty_reply" | "port_taken" | "invalid_port" | "client_missing" | "client_failed" | "keyring_error" | "bench_failed" | "not_in_app" | "ipc_error" | "unrecognized";
+export type Code = "unauthorized" | "forbidden" | "unknown_gateway" | "unknown_resource" | "malformed" | "not_found" | "too_large" | "controller_down" | "rrc_timeout" | "fleet_unavailable" | "bad_state" | "seal_rejected" | "invalid_key" | "header_timeout" | "request_timeout" | "too_many_connections" | "overloaded" | "unsupported_version" | "internal" | "normal" | "target_refused" | "target_timeout" | "target_unreachable" | "target_error" | "session_limit" | "closed_by_admin" | "gateway_shutdown" | "client_closed" | "protocol_error" | "network_failed" | "gateway_lost" | "closed" | "config_invalid" | "router_refused" | "unknown_conversation" | "client_slow" | "idle_timeout" | "evicted" | "tls_handshake" | "webrtc_error" | "invalid_sdp" | "invalid_candidate" | "webrtc_timeout" | "tube_closed" | "webrtc_failed" | "invalid_config" | "io_error" | "invalid_tunable" | "invalid_profile" | "missing_token" | "lab_failed" | "unknown_session" | "unknown_launch" | "unpinned_gateway" | "router_unreachable" | "http_error" | "timeout" | "connection_error" | "router_tls" | "empty_reply" | "port_taken" | "invalid_port" | "client_missing" | "client_failed" | "keyring_error" | "bench_failed" | "not_in_app" | "ipc_error" | "unrecognized";
 
 export const CODES: readonly Code[] = [
   'unauthorized',
@@ -14,6 +14,7 @@ export const CODES: readonly Code[] = [
   'too_large',
   'controller_down',
   'rrc_timeout',
+  'fleet_unavailable',
   'bad_state',
   'seal_rejected',
   'invalid_key',
@@ -85,6 +86,7 @@ export const HINTS: Readonly<Record<Code, string>> = {
   too_large: "Open the launch's timeline and export a diagnostic bundle for support.",
   controller_down: "The resource's gateway is offline; try again when its dot is green.",
   rrc_timeout: "The gateway or the router did not answer in time; try again.",
+  fleet_unavailable: "The gateway or the router did not answer in time; try again.",
   bad_state: "The gateway or the router did not answer in time; try again.",
   seal_rejected: "The gateway's key does not match the key pinned in your profile.",
   invalid_key: "The gateway's key does not match the key pinned in your profile.",

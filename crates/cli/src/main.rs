@@ -104,6 +104,11 @@ enum Command {
         /// per profile.
         #[arg(long)]
         concurrent: Option<usize>,
+        /// With --concurrent: also run the burst through this many routers sharing one Redis
+        /// (a fleet; launches spread over them, one gateway), beside one router in the same
+        /// run.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+        routers: u64,
         /// Soak instead: this many launch/close cycles, then `--soak-connections` short
         /// connections through one session; prints what each process holds before and after.
         #[arg(long)]
@@ -186,6 +191,7 @@ async fn main() -> ExitCode {
             throughput,
             megabytes,
             concurrent,
+            routers,
             soak,
             soak_connections,
             out,
@@ -198,6 +204,7 @@ async fn main() -> ExitCode {
                 throughput,
                 megabytes,
                 concurrent,
+                routers: routers as usize,
                 soak: soak.map(|cycles| (cycles, soak_connections)),
             };
             match bench::run(options).await {

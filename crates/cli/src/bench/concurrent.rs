@@ -16,6 +16,8 @@ const IDLE: Duration = Duration::from_secs(10);
 
 #[derive(Serialize)]
 struct Report {
+    /// Routers the launches were spread over (more than one: a fleet on Redis).
+    routers: usize,
     launches: usize,
     failures: usize,
     failure_codes: Vec<String>,
@@ -35,28 +37,71 @@ struct Report {
     gateway_kib_per_session: f64,
 }
 
-pub async fn run(n: usize) -> Result<(String, serde_json::Value), String> {
+/// The burst through one router; with `routers` > 1, then the same burst spread over a fleet
+/// of that many, and the two p99s side by side.
+pub async fn run(n: usize, routers: usize) -> Result<(String, serde_json::Value), String> {
+    let (single_md, single) = burst(n, 1).await?;
+    if routers <= 1 {
+        return Ok((
+            single_md,
+            serde_json::to_value(&single).expect("serializable"),
+        ));
+    }
+    let (fleet_md, fleet) = burst(n, routers).await?;
+    let ratio = fleet.ready_ms.p99 / single.ready_ms.p99.max(f64::EPSILON);
+    let md = format!(
+        "{single_md}\n{fleet_md}\n## One router beside a fleet of {routers}, same run\n\n\
+         | routers | failures | ready p50 ms | ready p99 ms |\n|---|---|---|---|\n\
+         | 1 | {} | {:.1} | {:.1} |\n| {routers} | {} | {:.1} | {:.1} |\n\n\
+         p99 of the fleet / p99 of one router: **{ratio:.2}×**\n",
+        single.failures,
+        single.ready_ms.p50,
+        single.ready_ms.p99,
+        fleet.failures,
+        fleet.ready_ms.p50,
+        fleet.ready_ms.p99,
+    );
+    let json = serde_json::json!({
+        "single": single,
+        "fleet": fleet,
+        "p99_ratio": ratio,
+    });
+    Ok((md, json))
+}
+
+async fn burst(n: usize, routers: usize) -> Result<(String, Report), String> {
     let lab = ProcessLab::start(&LabOptions {
         max_sessions: n + 16,
+        routers,
         ..LabOptions::default()
     })
     .await?;
     let scratch = std::env::temp_dir().join(format!("sallyport-bench-{}", std::process::id()));
-    let launcher = Launcher::new(
-        lab.profile(&lab.router_url()),
-        &lab.client_token,
-        StickyPorts::new(scratch.join("ports.json")),
-    )
-    .map_err(|e| e.to_string())?
-    .with_state_dir(scratch.clone());
-    // Warm the resource cache so every launch starts from the same place.
-    launcher.resources().await.map_err(|e| e.to_string())?;
+    // One launcher per router; launch i goes through router i mod routers.
+    let launchers = lab
+        .router_urls()
+        .iter()
+        .enumerate()
+        .map(|(i, url)| {
+            Ok(Launcher::new(
+                lab.profile(url),
+                &lab.client_token,
+                StickyPorts::new(scratch.join(format!("ports-{i}.json"))),
+            )
+            .map_err(|e| e.to_string())?
+            .with_state_dir(scratch.clone()))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    // Warm the resource caches so every launch starts from the same place.
+    for launcher in &launchers {
+        launcher.resources().await.map_err(|e| e.to_string())?;
+    }
 
     let (router_before, gateway_before) = (lab.router_usage(), lab.gateway_usage());
-    eprintln!("{n} launches at once");
+    eprintln!("{n} launches at once through {routers} router(s)");
     let started = Instant::now();
-    let outcomes = join_all((0..n).map(|_| {
-        let launcher = &launcher;
+    let outcomes = join_all((0..n).map(|i| {
+        let launcher = &launchers[i % launchers.len()];
         async move {
             let mut request = LaunchRequest::new(ECHO, Tunables::from_env(Profile::Fast)?);
             request.client = ClientChoice::None;
@@ -108,6 +153,7 @@ pub async fn run(n: usize) -> Result<(String, serde_json::Value), String> {
     let connected = sessions.len().max(1) as f64;
 
     let report = Report {
+        routers,
         launches: n,
         failures: failure_codes.len(),
         failure_codes,
@@ -136,15 +182,23 @@ pub async fn run(n: usize) -> Result<(String, serde_json::Value), String> {
     lab.stop().await;
     let _ = std::fs::remove_dir_all(&scratch);
 
+    let setup = if routers > 1 {
+        format!(
+            "{routers} router processes in a fleet on one redis-server, the launches spread \
+             over them in turn, and one gateway process (connected to the first router)"
+        )
+    } else {
+        "One router and one gateway process".to_owned()
+    };
     let md = format!(
-        "## {n} launches at once\n\n\
-         One router and one gateway process; every launch of the `fast` profile started at the \
+        "## {n} launches at once, {routers} router(s)\n\n\
+         {setup}; every launch of the `fast` profile started at the \
          same moment from this process.\n\n\
          | launches | failures | ready p50 ms | ready p90 ms | ready p99 ms | burst s |\n\
          |---|---|---|---|---|---|\n\
          | {n} | {} | {:.1} | {:.1} | {:.1} | {:.2} |\n\n\
          | process | peak RSS MiB | CPU s during the burst |\n|---|---|---|\n\
-         | router | {:.1} | {:.2} |\n| gateway | {:.1} | {:.2} |\n\n\
+         | router(s) | {:.1} | {:.2} |\n| gateway | {:.1} | {:.2} |\n\n\
          Then all {} sessions connected and idle for {:.0} s:\n\n\
          | gateway CPU | bench (client) CPU | datagrams per session per second (both ways) | gateway memory per session |\n\
          |---|---|---|---|\n\
@@ -170,5 +224,5 @@ pub async fn run(n: usize) -> Result<(String, serde_json::Value), String> {
             format!("\nFailures:\n\n{}\n", report.failure_codes.iter().map(|c| format!("- {c}\n")).collect::<String>())
         }
     );
-    Ok((md, serde_json::to_value(&report).expect("serializable")))
+    Ok((md, report))
 }

@@ -30,6 +30,8 @@ pub struct Options {
     pub throughput: bool,
     pub megabytes: u64,
     pub concurrent: Option<usize>,
+    /// Routers of the fleet for `concurrent` (1: one router, no Redis).
+    pub routers: usize,
     /// Launch/close cycles and connections of a soak.
     pub soak: Option<(usize, usize)>,
 }
@@ -50,7 +52,7 @@ pub async fn run(options: Options) -> Result<ExitCode, String> {
         json.insert("throughput".into(), value);
     }
     if let Some(n) = options.concurrent {
-        let (section, value) = concurrent::run(n).await?;
+        let (section, value) = concurrent::run(n, options.routers).await?;
         md.push_str(&section);
         json.insert("concurrent".into(), value);
     }

@@ -24,13 +24,20 @@ pub struct LabOptions {
     /// `webrtc_ports` and `webrtc_advertise` of the gateway (a relayed path).
     pub nat: Option<((u16, u16), IpAddr)>,
     pub max_datagram: Option<usize>,
+    /// More than one: that many routers in a fleet on a `redis-server` the lab starts, the
+    /// gateway connected to the first (and failing over along the others).
+    pub routers: usize,
 }
 
 pub struct ProcessLab {
     dir: PathBuf,
     router: Child,
+    /// The fleet's other routers, and its Redis.
+    more_routers: Vec<Child>,
+    redis: Option<Child>,
     gateway: Child,
     pub router_addr: SocketAddr,
+    pub router_addrs: Vec<SocketAddr>,
     pub client_token: String,
     /// The sink target, for plain-TCP comparisons.
     pub sink: SocketAddr,
@@ -72,21 +79,38 @@ impl ProcessLab {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let (echo, sink, targets) = start_targets().await?;
 
-        let router_port = {
+        let free_port = || -> Result<u16, String> {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-            probe.local_addr().map_err(|e| e.to_string())?.port()
+            Ok(probe.local_addr().map_err(|e| e.to_string())?.port())
         };
-        let router_addr: SocketAddr = ([127, 0, 0, 1], router_port).into();
+        let router_count = options.routers.max(1);
+        let router_addrs = (0..router_count)
+            .map(|_| Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?))))
+            .collect::<Result<Vec<_>, String>>()?;
+        let router_addr = router_addrs[0];
+        let redis = if router_count > 1 {
+            let port = free_port()?;
+            Some((start_redis(port).await?, port))
+        } else {
+            None
+        };
         let gateway_token = secret();
         let client_token = secret();
         let key =
             sallyport_gateway::generate_key(&dir.join("gateway.key")).map_err(|e| e.to_string())?;
         let gateway_key = key.public().to_base64();
-        write(
-            &dir.join("router.toml"),
-            &format!(
-                r#"listen = "{router_addr}"
-# Loopback only, and the figures in docs/PERFORMANCE.md were taken without TLS.
+        for (i, addr) in router_addrs.iter().enumerate() {
+            let fleet = match &redis {
+                Some((_, port)) => {
+                    format!("redis_url = \"redis://127.0.0.1:{port}\"\nrouter_id = \"bench-{i}\"\n")
+                }
+                None => String::new(),
+            };
+            write(
+                &dir.join(format!("router-{i}.toml")),
+                &format!(
+                    r#"listen = "{addr}"
+{fleet}# Loopback only, and the figures in docs/PERFORMANCE.md were taken without TLS.
 plain_http = true
 # Every launch of the bench comes from this one address.
 max_connections_per_source = 4096
@@ -99,10 +123,17 @@ name = "bench"
 token = "{client_token}"
 resources = ["*"]
 "#
-            ),
-        )?;
+                ),
+            )?;
+        }
+        let more_urls = router_addrs[1..]
+            .iter()
+            .map(|a| format!("\"http://{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut gateway_toml = format!(
             r#"router_url = "http://{router_addr}"
+router_urls = [{more_urls}]
 gateway_id = "{GATEWAY}"
 token = "{gateway_token}"
 key_file = "gateway.key"
@@ -136,14 +167,19 @@ webrtc_udp = ["127.0.0.1:0"]
                 .spawn()
                 .map_err(|e| format!("cannot start {}: {e}", program.display()))
         };
-        let router = spawn(
-            binary("sallyport-router")?,
-            vec![
-                "--config".into(),
-                dir.join("router.toml").display().to_string(),
-            ],
-            "router.log",
-        )?;
+        let mut routers = (0..router_count)
+            .map(|i| {
+                spawn(
+                    binary("sallyport-router")?,
+                    vec![
+                        "--config".into(),
+                        dir.join(format!("router-{i}.toml")).display().to_string(),
+                    ],
+                    &format!("router-{i}.log"),
+                )
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let router = routers.remove(0);
         let gateway = spawn(
             binary("sallyport-gateway")?,
             vec![
@@ -156,8 +192,11 @@ webrtc_udp = ["127.0.0.1:0"]
         let lab = Self {
             dir,
             router,
+            more_routers: routers,
+            redis: redis.map(|(child, _)| child),
             gateway,
             router_addr,
+            router_addrs,
             client_token,
             sink,
             gateway_key,
@@ -167,23 +206,29 @@ webrtc_udp = ["127.0.0.1:0"]
         Ok(lab)
     }
 
-    /// Until the router lists the gateway's resources (it is connected and announced them).
+    /// Until every router lists the gateway's resources as online (it is connected, and the
+    /// fleet knows where).
     async fn wait_ready(&self) -> Result<(), String> {
-        let api = RouterApi::new(&format!("http://{}", self.router_addr), &self.client_token)
-            .map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(list) = api.resources().await {
-                if list.iter().any(|r| r.name == SINK) {
-                    return Ok(());
+        for addr in &self.router_addrs {
+            let api = RouterApi::new(&format!("http://{addr}"), &self.client_token)
+                .map_err(|e| e.to_string())?;
+            loop {
+                if let Ok(list) = api.resources().await {
+                    if list.iter().any(|r| r.name == SINK && r.online) {
+                        break;
+                    }
                 }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "the bench's routers and gateway did not come up; see the logs in {}",
+                        self.dir.display()
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(format!(
-            "the bench's router and gateway did not come up; see the logs in {}",
-            self.dir.display()
-        ))
+        Ok(())
     }
 
     /// A client profile for this lab, reaching the router at `router_url`.
@@ -205,6 +250,14 @@ webrtc_udp = ["127.0.0.1:0"]
         format!("http://{}", self.router_addr)
     }
 
+    /// Every router's URL, the first one's first.
+    pub fn router_urls(&self) -> Vec<String> {
+        self.router_addrs
+            .iter()
+            .map(|a| format!("http://{a}"))
+            .collect()
+    }
+
     pub fn router_pid(&self) -> Option<u32> {
         self.router.id()
     }
@@ -213,8 +266,16 @@ webrtc_udp = ["127.0.0.1:0"]
         self.gateway.id()
     }
 
+    /// The routers' together (one router's without a fleet).
     pub fn router_usage(&self) -> Usage {
-        self.router.id().map(usage).unwrap_or_default()
+        std::iter::once(&self.router)
+            .chain(&self.more_routers)
+            .filter_map(|r| r.id().map(usage))
+            .fold(Usage::default(), |total, u| Usage {
+                cpu_seconds: total.cpu_seconds + u.cpu_seconds,
+                rss_kib: total.rss_kib + u.rss_kib,
+                peak_rss_kib: total.peak_rss_kib + u.peak_rss_kib,
+            })
     }
 
     pub fn gateway_usage(&self) -> Usage {
@@ -224,7 +285,11 @@ webrtc_udp = ["127.0.0.1:0"]
     /// Stop both servers the way an operator would (SIGINT: they close their tubes and
     /// sockets), and remove the scratch directory.
     pub async fn stop(mut self) {
-        for child in [&mut self.gateway, &mut self.router] {
+        let children = std::iter::once(&mut self.gateway)
+            .chain(std::iter::once(&mut self.router))
+            .chain(self.more_routers.iter_mut())
+            .chain(self.redis.as_mut());
+        for child in children {
             if let Some(pid) = child.id() {
                 // SAFETY: signalling a child process we started and still own.
                 unsafe {
@@ -240,6 +305,32 @@ webrtc_udp = ["127.0.0.1:0"]
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `redis-server` on loopback at `port`, without persistence, answering PING.
+async fn start_redis(port: u16) -> Result<Child, String> {
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start redis-server (Debian's redis-server package): {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let mut pong = [0u8; 7];
+            if stream.write_all(b"PING\r\n").await.is_ok()
+                && stream.read_exact(&mut pong).await.is_ok()
+                && &pong == b"+PONG\r\n"
+            {
+                return Ok(child);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("redis-server did not answer on 127.0.0.1:{port}"))
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {

@@ -377,14 +377,18 @@ impl Fleet {
         });
     }
 
-    /// A gateway's socket here dropped.
-    pub(crate) fn gateway_gone(&self, gateway: &str, connection: u64) {
-        {
-            let mut local = self.local.lock().unwrap();
-            if local.get(gateway).is_some_and(|(c, _)| *c == connection) {
-                local.remove(gateway);
-            }
+    /// A gateway's socket here closed, whatever the reason: its presence is no longer this
+    /// router's to refresh.
+    pub(crate) fn gateway_closed(&self, gateway: &str, connection: u64) {
+        let mut local = self.local.lock().unwrap();
+        if local.get(gateway).is_some_and(|(c, _)| *c == connection) {
+            local.remove(gateway);
         }
+    }
+
+    /// A gateway's socket here dropped and no newer one of it took its place here.
+    pub(crate) fn gateway_gone(&self, gateway: &str, connection: u64) {
+        self.gateway_closed(gateway, connection);
         let _ = self.writes.send(Write::Gone {
             gateway: gateway.to_owned(),
             connection,
@@ -728,8 +732,11 @@ async fn on_router_message(shared: &Arc<Shared>, fleet: &Arc<Fleet>, message: To
             }
         }
         ToRouter::Wake { conversation_id } => {
-            let events = fleet.drain(&conversation_id).await;
-            shared.deliver(&conversation_id, events);
+            // A subscriber that left meanwhile leaves the list for its next socket.
+            if shared.subscribed_here(&conversation_id) {
+                let events = fleet.drain(&conversation_id).await;
+                shared.deliver(&conversation_id, events);
+            }
         }
     }
 }

@@ -383,6 +383,15 @@ impl Shared {
         }
     }
 
+    /// Whether a socket here is subscribed to `conversation_id`.
+    pub(crate) fn subscribed_here(&self, conversation_id: &str) -> bool {
+        self.conversations
+            .lock()
+            .unwrap()
+            .get(conversation_id)
+            .is_some_and(|c| c.subscriber.is_some())
+    }
+
     /// The conversations a socket here is subscribed to.
     pub(crate) fn subscribed_conversations(&self) -> Vec<String> {
         self.conversations

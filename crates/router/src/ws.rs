@@ -750,8 +750,10 @@ fn unregister(shared: &Shared, gateway_id: &str, link: &Arc<GatewayLink>) {
     match (&shared.fleet, gone) {
         // The fleet tells every router's subscribers, this one's too.
         (Some(fleet), true) => fleet.gateway_gone(gateway_id, link.connection),
+        // Replaced (here, or on another router): only stop refreshing its presence.
+        (Some(fleet), false) => fleet.gateway_closed(gateway_id, link.connection),
         (None, true) => shared.gateway_lost(gateway_id),
-        (_, false) => {}
+        (None, false) => {}
     }
 }
 

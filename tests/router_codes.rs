@@ -49,6 +49,7 @@ async fn bare_router() -> RouterHandle {
             name: "alice".into(),
             token: CLIENT_TOKEN.into(),
             resources: vec!["*".into()],
+            roles: vec![],
         }],
         ..RouterConfig::parse("").unwrap()
     };

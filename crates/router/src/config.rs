@@ -51,6 +51,9 @@ pub struct RouterConfig {
     pub gateways: Vec<GatewayEntry>,
     #[serde(default)]
     pub clients: Vec<ClientEntry>,
+    /// Launch reports (`[reports]`, see `reports.rs`).
+    #[serde(default)]
+    pub reports: crate::reports::ReportsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -76,6 +79,9 @@ pub struct ClientEntry {
     /// Resource names or patterns (`*` matches any run of characters) this client may launch.
     #[serde(default)]
     pub resources: Vec<String>,
+    /// Roles beyond launching: `support` reads every user's launch reports.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -202,7 +208,20 @@ impl RouterConfig {
             if !tokens.insert(c.token.as_str()) {
                 return bad(format!("{at}.token"), "is used twice".into());
             }
+            let roles = sallyport_protocol::report::ROLES;
+            if let Some((j, role)) = c
+                .roles
+                .iter()
+                .enumerate()
+                .find(|(_, r)| !roles.contains(&r.as_str()))
+            {
+                return bad(
+                    format!("{at}.roles[{j}]"),
+                    format!("{role:?} is not a role (known: {})", roles.join(", ")),
+                );
+            }
         }
+        self.reports.validate()?;
         let at_least = |field: &str, value: u64, min: u64| {
             if value < min {
                 bad(field.into(), format!("must be at least {min}"))
@@ -318,5 +337,22 @@ mod tests {
         assert!(error_of(&twice).contains("listed twice"));
         let err = error_of(&format!("idle_timeout_secs = 0\n{}", gateway("")));
         assert!(err.contains("idle_timeout_secs"), "{err}");
+    }
+
+    #[test]
+    fn roles_and_reports_are_checked() {
+        let client = "[[clients]]\nname = \"a\"\ntoken = \"client-token\"\n";
+        let err = error_of(&format!("{client}roles = [\"support\", \"admin\"]\n"));
+        assert!(
+            err.contains("clients[0].roles[1]") && err.contains("admin"),
+            "{err}"
+        );
+        let ok = RouterConfig::parse(&format!("{client}roles = [\"support\"]\n")).unwrap();
+        assert_eq!(ok.clients[0].roles, ["support"]);
+        assert!(!ok.reports.enabled, "reports are off unless configured");
+        let err = error_of("[reports]\nenabled = true\nmax_reports = 0\n");
+        assert!(err.contains("reports.max_reports"), "{err}");
+        let err = error_of("[reports]\nkeep = true\n");
+        assert!(err.contains("keep"), "{err}");
     }
 }

@@ -10,6 +10,7 @@ mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
 mod metrics;
+pub mod reports;
 mod ws;
 
 use std::collections::HashMap;
@@ -65,6 +66,10 @@ pub enum RouterError {
     ControllerDown(String),
     #[error("gateway {0:?} did not answer within {1} ms")]
     Timeout(String, u64),
+    #[error("this router keeps no launch reports")]
+    ReportsDisabled,
+    #[error("the launch report store failed: {0}")]
+    Store(String),
     /// An error the gateway itself returned, relayed with its code.
     #[error("gateway: {message}")]
     Gateway { code: Code, message: String },
@@ -86,6 +91,8 @@ impl RouterError {
             RouterError::UnsupportedVersion(_) => Code::UnsupportedVersion,
             RouterError::ControllerDown(_) => Code::ControllerDown,
             RouterError::Timeout(..) => Code::RrcTimeout,
+            RouterError::ReportsDisabled => Code::ReportsDisabled,
+            RouterError::Store(_) => Code::Internal,
             RouterError::Gateway { code, .. } => *code,
         }
     }
@@ -106,7 +113,10 @@ impl IntoResponse for RouterError {
         // another request, so say so, or a client's pool would reuse it and fail.
         let body_unread = matches!(
             self,
-            RouterError::Unauthorized | RouterError::TooLarge(_) | RouterError::RequestTimeout(_)
+            RouterError::Unauthorized
+                | RouterError::TooLarge(_)
+                | RouterError::RequestTimeout(_)
+                | RouterError::ReportsDisabled
         );
         let mut response = (self.status(), Json(body)).into_response();
         if body_unread {
@@ -164,6 +174,7 @@ pub(crate) struct Shared {
     conversations: Mutex<HashMap<String, Conversation>>,
     next_id: AtomicU64,
     metrics: Metrics,
+    reports: reports::Reports,
     /// Turns true when the router shuts down; every WebSocket then closes (1001).
     shutdown: sallyport_kit::Shutdown,
 }
@@ -178,6 +189,7 @@ impl Shared {
             .collect();
         Self {
             limits: conn::Limits::from_config(&config),
+            reports: reports::Reports::open_or_off(&config.reports),
             config,
             connections: Arc::default(),
             gateways: Mutex::new(HashMap::new()),
@@ -378,6 +390,8 @@ impl RouterHandle {
 /// Check `config`, bind `config.listen` and serve in the background.
 pub async fn spawn(config: RouterConfig) -> Result<RouterHandle, RouterError> {
     config.validate()?;
+    // A report store that cannot be opened is a configuration error, named, before serving.
+    drop(reports::Reports::open(&config.reports)?);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| RouterError::Bind(config.listen, e))?;
@@ -433,6 +447,7 @@ fn app(shared: Arc<Shared>) -> Router {
         .route("/v1/gateways/{id}/messages", post(forward_message))
         .route("/v1/ws/client", get(ws::client_socket))
         .route("/v1/ws/gateway", get(ws::gateway_socket))
+        .merge(reports::routes())
         .fallback(|| async { RouterError::NoSuchEndpoint })
         .with_state(shared)
 }

@@ -687,6 +687,7 @@ mod tests {
                 name: "alice".into(),
                 token: "alice-token".into(),
                 resources: vec!["*".into()],
+                roles: vec![],
             }],
             ..RouterConfig::parse("").unwrap()
         };

@@ -97,7 +97,7 @@ describe('where the time goes, per gateway', () => {
     expect(dc2.segments[1]!.start).toBeCloseTo(22 / 422);
     expect(dc2.segments[1]!.width).toBeCloseTo(400 / 422);
     for (const r of chart.rows) {
-      const end = r.segments.at(-1)!;
+      const end = r.segments[r.segments.length - 1]!;
       expect(end.start + end.width).toBeLessThanOrEqual(1 + 1e-9);
     }
   });

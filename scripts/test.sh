@@ -19,5 +19,9 @@ keyctl session - cargo test --workspace --exclude sallyport-app --locked "$@"
 # against the lab: any behaviour that differs from the documents fails.
 tests/interop/run.sh target/debug/sallyport --strict
 
+# The router and gateway as Debian packages: built, installed with dpkg -i, configured as
+# docs/DEPLOY.md says, started as their systemd units run them, launched through over TLS.
+./scripts/test-deb.sh target/debug/sallyport
+
 # The desktop app: UI unit tests and the real binary end to end.
 ./scripts/test-app.sh

@@ -10,7 +10,7 @@ use sallyport_protocol::{
 };
 use sallyport_router::config::{ClientEntry, GatewayEntry};
 use sallyport_router::RouterConfig;
-use sallyport_tests::{echo_through, lab, launcher, request};
+use sallyport_tests::{echo_through, lab, lab_api, launcher, pki, request};
 
 const MIB: usize = 1024 * 1024;
 
@@ -114,7 +114,7 @@ async fn start_message(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_offer_gets_the_same_answer() {
     let lab = lab(vec![]).await;
-    let api = RouterApi::new(&lab.router.url(), &lab.client_token).unwrap();
+    let api = lab_api(&lab);
     let key =
         sallyport_protocol::GatewayPublicKey::from_base64(&lab.profile.gateways["lab"]).unwrap();
     let conversation = uuid::Uuid::new_v4().simple().to_string();
@@ -139,7 +139,7 @@ async fn a_repeated_offer_gets_the_same_answer() {
     );
     assert_eq!(first.kind, "answer");
     assert_eq!(first, second, "the same answer, not a second peer");
-    let metrics = sallyport_tests::metrics(&lab.router.url()).await;
+    let metrics = sallyport_tests::metrics(&lab.router.url(), Some(&lab.ca_file)).await;
     assert!(
         metrics.contains("sallyport_messages_forwarded_total 2"),
         "{metrics}"
@@ -151,7 +151,7 @@ async fn a_repeated_offer_gets_the_same_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_sealed_payload_is_refused_by_the_gateway() {
     let lab = lab(vec![]).await;
-    let api = RouterApi::new(&lab.router.url(), &lab.client_token).unwrap();
+    let api = lab_api(&lab);
     let key =
         sallyport_protocol::GatewayPublicKey::from_base64(&lab.profile.gateways["lab"]).unwrap();
     let conversation = uuid::Uuid::new_v4().simple().to_string();
@@ -215,8 +215,10 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
     let echo_addr = sallyport_tests::echo_target().await;
     let key = GatewayKeyPair::generate();
     let public = key.public();
+    let pki = pki("reconnect-tls");
     let config = RouterConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        tls: pki.tls(),
         gateways: vec![GatewayEntry {
             id: "dc1".into(),
             token: "dc1-gateway-token".into(),
@@ -229,13 +231,15 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
             resources: vec!["*".into()],
             roles: vec![],
         }],
-        ..RouterConfig::parse("").unwrap()
+        ..RouterConfig::default()
     };
     let router = sallyport_router::spawn(config.clone()).await.unwrap();
     let addr = router.addr;
     let gateway = sallyport_gateway::spawn(
         sallyport_gateway::GatewayConfig {
             router_url: router.url(),
+            ca_file: Some(pki.ca_file().to_owned()),
+            connection_log: None,
             gateway_id: "dc1".into(),
             token: "dc1-gateway-token".into(),
             key_file: "unused".into(),
@@ -254,7 +258,8 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
             }],
         },
         key,
-    );
+    )
+    .unwrap();
     assert!(gateway.wait_online(Duration::from_secs(10)).await);
 
     // The router goes away (closing every socket) and comes back on the same address.
@@ -265,7 +270,8 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
     })
     .await
     .unwrap();
-    let api = RouterApi::new(&router.url(), "alice-client-token").unwrap();
+    let api =
+        RouterApi::with_ca_file(&router.url(), "alice-client-token", Some(pki.ca_file())).unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let online = api
@@ -285,6 +291,7 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
     let launcher = sallyport_core::Launcher::new(
         sallyport_core::ClientProfile {
             router_url: router.url(),
+            ca_file: Some(pki.ca_file().to_owned()),
             token: None,
             gateways: [("dc1".to_owned(), public.to_base64())].into(),
             webrtc_udp: Some(vec!["127.0.0.1:0".into()]),

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sallyport_core::router_api::RouterApi;
 use sallyport_protocol::{
     AnswerBody, CandidatesBody, ClientMessage, ConversationKeys, GatewayPublicKey, IceCandidate,
     MessageKind, StartBody, PROTOCOL_VERSION,
@@ -33,7 +32,7 @@ fn without_candidates(sdp: &str) -> String {
 
 async fn launch(mode: Candidates) {
     let lab = lab(vec![]).await;
-    let api = RouterApi::new(&lab.router.url(), &lab.client_token).unwrap();
+    let api = sallyport_tests::lab_api(&lab);
     let key = GatewayPublicKey::from_base64(&lab.profile.gateways["lab"]).unwrap();
     let conversation = uuid::Uuid::new_v4().simple().to_string();
     let keys = ConversationKeys::for_client(&key, &conversation);

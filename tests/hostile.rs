@@ -1,6 +1,7 @@
 //! A leaked gateway token against the real gateway: an impostor that holds the token but not
 //! the key, flapping while clients launch, never takes the gateway's place.
 
+use std::path::Path;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -11,8 +12,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// One impostor connection with the lab gateway's token: answers the challenge with a key of
 /// its own and returns the router's verdict.
-async fn impostor_attempt(url: &str, token: &str) -> serde_json::Value {
-    let mut socket = gateway_socket(url, token).await;
+async fn impostor_attempt(url: &str, token: &str, ca_file: &Path) -> serde_json::Value {
+    let mut socket = gateway_socket(url, token, Some(ca_file)).await;
     let challenge = next_text(&mut socket).await;
     let proof = GatewayKeyPair::generate()
         .prove(
@@ -49,10 +50,11 @@ async fn a_flapping_impostor_with_the_token_fails_no_launch() {
     let lab = lab(vec![]).await;
     let url = lab.router.url();
     let token = lab.gateway_token.clone();
+    let ca_file = lab.ca_file.clone();
     let impostor = tokio::spawn(async move {
         let mut verdicts = Vec::new();
         for _ in 0..12 {
-            verdicts.push(impostor_attempt(&url, &token).await);
+            verdicts.push(impostor_attempt(&url, &token, &ca_file).await);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         verdicts
@@ -72,8 +74,7 @@ async fn a_flapping_impostor_with_the_token_fails_no_launch() {
         assert_eq!(verdict["code"], Code::Unauthorized.as_str(), "{verdict}");
     }
     // The impostor's announced resource never reached the list.
-    let api =
-        sallyport_core::router_api::RouterApi::new(&lab.router.url(), &lab.client_token).unwrap();
+    let api = sallyport_tests::lab_api(&lab);
     let resources = api.resources().await.unwrap();
     assert!(resources.iter().all(|r| r.name != "trap" && r.online));
     lab.shutdown().await;

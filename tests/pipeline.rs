@@ -79,8 +79,10 @@ async fn a_gateway_that_comes_up_during_the_catchup_window_is_reached_on_attempt
     // The router knows the resource before its gateway ever connects.
     let target_addr = sallyport_tests::echo_target().await;
     let key = GatewayKeyPair::generate();
+    let pki = sallyport_tests::pki("late");
     let router = sallyport_router::spawn(RouterConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        tls: pki.tls(),
         gateways: vec![GatewayEntry {
             id: "late".into(),
             token: "late-gateway-token".into(),
@@ -96,12 +98,13 @@ async fn a_gateway_that_comes_up_during_the_catchup_window_is_reached_on_attempt
             resources: vec!["late-*".into()],
             roles: vec![],
         }],
-        ..RouterConfig::parse("").unwrap()
+        ..RouterConfig::default()
     })
     .await
     .unwrap();
     let profile = ClientProfile {
         router_url: router.url(),
+        ca_file: Some(pki.ca_file().to_owned()),
         token: None,
         gateways: [("late".to_owned(), key.public().to_base64())].into(),
         webrtc_udp: Some(vec!["127.0.0.1:0".into()]),
@@ -123,6 +126,8 @@ async fn a_gateway_that_comes_up_during_the_catchup_window_is_reached_on_attempt
     let mut stream = launcher.checkpoints().subscribe();
     let gateway_config = GatewayConfig {
         router_url: router.url(),
+        ca_file: Some(pki.ca_file().to_owned()),
+        connection_log: None,
         gateway_id: "late".into(),
         token: "late-gateway-token".into(),
         key_file: "unused".into(),
@@ -145,7 +150,8 @@ async fn a_gateway_that_comes_up_during_the_catchup_window_is_reached_on_attempt
             let c = stream.recv().await.unwrap();
             if c.phase == names::GATEWAY_OFFER_BACKEND_CATCHUP_DELAY_START {
                 let reason = c.detail.clone().unwrap_or_default();
-                return (sallyport_gateway::spawn(gateway_config, key), reason);
+                let gateway = sallyport_gateway::spawn(gateway_config, key).unwrap();
+                return (gateway, reason);
             }
         }
     });

@@ -23,7 +23,8 @@ fn mute_key() -> GatewayKeyPair {
 }
 
 /// A router with one client and two gateways: `ghost` never connects, `mute` connects (when a
-/// test plays it) and never answers.
+/// test plays it) and never answers. Plain HTTP on loopback: the codes are the subject here
+/// (tests/tls.rs covers the transport).
 async fn bare_router() -> RouterHandle {
     let config = RouterConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -51,7 +52,7 @@ async fn bare_router() -> RouterHandle {
             resources: vec!["*".into()],
             roles: vec![],
         }],
-        ..RouterConfig::parse("").unwrap()
+        ..RouterConfig::parse("plain_http = true").unwrap()
     };
     sallyport_router::spawn(config).await.unwrap()
 }
@@ -172,7 +173,7 @@ async fn the_resource_list_needs_a_token() {
 async fn a_websocket_without_a_token_is_refused_with_401() {
     let router = bare_router().await;
     let no_token =
-        sallyport_kit::connect(&router.url(), sallyport_protocol::CLIENT_WS_PATH, "").await;
+        sallyport_kit::connect(&router.url(), sallyport_protocol::CLIENT_WS_PATH, "", None).await;
     match no_token {
         Err(sallyport_kit::ConnectError::Handshake(
             tokio_tungstenite::tungstenite::Error::Http(response),
@@ -184,7 +185,7 @@ async fn a_websocket_without_a_token_is_refused_with_401() {
 
 /// Play the `mute` gateway: answer the challenge, announce `slow`, and never answer.
 async fn mute_gateway(router: &RouterHandle) -> sallyport_kit::WebSocket {
-    let mut mute = gateway_socket(&router.url(), "mute-gateway-token").await;
+    let mut mute = gateway_socket(&router.url(), "mute-gateway-token", None).await;
     let challenge: serde_json::Value =
         serde_json::from_str(mute.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
     assert_eq!(challenge["type"], "challenge");
@@ -244,7 +245,7 @@ async fn the_resource_list_shows_each_gateway_s_online_state() {
 async fn refusals_are_counted_by_code() {
     let router = bare_router().await;
     post(&router, "ghost", CLIENT_TOKEN, json(&start("db", 1000))).await;
-    let metrics = sallyport_tests::metrics(&router.url()).await;
+    let metrics = sallyport_tests::metrics(&router.url(), None).await;
     assert!(
         metrics.contains("sallyport_failures_total{code=\"controller_down\"} 1"),
         "{metrics}"
@@ -274,6 +275,7 @@ async fn a_garbage_client_frame_is_answered_malformed_and_closed_as_a_policy_vio
         &router.url(),
         sallyport_protocol::CLIENT_WS_PATH,
         CLIENT_TOKEN,
+        None,
     )
     .await
     .unwrap();

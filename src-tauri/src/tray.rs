@@ -1,5 +1,6 @@
 //! The tray: recent resources (one click relaunches), active sessions (one click closes),
-//! open the window, quit. Rebuilt whenever sessions or the history change.
+//! sessions that ended by themselves and why (one click dismisses), open the window, quit.
+//! Rebuilt whenever sessions or the history change.
 
 use std::sync::{Arc, Mutex};
 
@@ -53,7 +54,10 @@ pub fn model(service: &Service) -> Vec<Entry> {
     }
     entries.push(Entry::Separator);
     entries.push(Entry::Header("Active sessions".into()));
-    let sessions = service.sessions();
+    let (ended, sessions): (Vec<_>, Vec<_>) = service
+        .sessions()
+        .into_iter()
+        .partition(|s| s.ended.is_some());
     if sessions.is_empty() {
         entries.push(Entry::Header("  (none)".into()));
     }
@@ -67,6 +71,16 @@ pub fn model(service: &Service) -> Vec<Entry> {
                 ),
                 _ => format!("Close {} (127.0.0.1:{})", s.resource, s.local_port),
             },
+        });
+    }
+    if !ended.is_empty() {
+        entries.push(Entry::Header("Ended".into()));
+    }
+    for s in ended {
+        let reason = s.ended.map_or("", |e| e.code.as_str()).replace('_', " ");
+        entries.push(Entry::Item {
+            id: format!("close:{}", s.launch_id),
+            label: format!("Dismiss {} (ended: {reason})", s.resource),
         });
     }
     entries.push(Entry::Separator);

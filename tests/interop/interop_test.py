@@ -29,7 +29,8 @@ aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
 
 from sallyport_client import (  # noqa: E402
     DATA, EOF, INITIAL_WINDOW, MAX_DATA, OPEN, RESET, SHUTDOWN, WINDOW,
-    ConnReset, HttpError, Router, Seal, Tube, b64e, frame, set_large_dtls_records,
+    ConnReset, HttpError, Router, Seal, Tube, b64e, client_session, frame,
+    set_large_dtls_records, use_ca_file,
 )
 
 RESULTS: list[tuple[str, str, str]] = []  # (status, name, detail)
@@ -59,6 +60,8 @@ class Ctx:
     def __init__(self, profile: dict):
         self.url = profile["router_url"]
         self.token = profile["token"]
+        if profile.get("ca_file"):
+            use_ca_file(profile["ca_file"])
         gws = profile["gateways"]
         self.gw_keys = dict(gws)
         self.router = Router(self.url, self.token)
@@ -281,7 +284,7 @@ async def t_ws_client(ctx: Ctx):
         await sock.close()
     # no token on the WS upgrade -> 401 JSON
     import aiohttp
-    async with aiohttp.ClientSession() as s:
+    async with client_session() as s:
         try:
             await s.ws_connect(r.url.replace("http", "ws", 1) + "/v1/ws/client")
             record(False, "WS upgrade without token -> 401", "upgrade succeeded")

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import ssl
 import struct
 import time
 from dataclasses import dataclass, field
@@ -145,11 +146,25 @@ class HttpError(Exception):
         return self.body.get("code") if isinstance(self.body, dict) else None
 
 
+# TLS (README, profile keys): the router serves https and wss; the profile's `ca_file`
+# names the CA to trust instead of the system's roots (`sallyport lab` writes its own).
+SSL_CONTEXT: ssl.SSLContext | bool = True
+
+
+def use_ca_file(path: str) -> None:
+    global SSL_CONTEXT
+    SSL_CONTEXT = ssl.create_default_context(cafile=path)
+
+
+def client_session(**kw) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=SSL_CONTEXT), **kw)
+
+
 class Router:
     def __init__(self, url: str, token: str):
         self.url = url.rstrip("/")
         self.token = token
-        self.http = aiohttp.ClientSession(
+        self.http = client_session(
             headers={"Authorization": f"Bearer {token}"},
             timeout=aiohttp.ClientTimeout(total=90),
         )
@@ -167,7 +182,7 @@ class Router:
             kw["data"] = compact(data)
             hdrs.setdefault("Content-Type", "application/json")
         if not auth:
-            sess = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=90))
+            sess = client_session(timeout=aiohttp.ClientTimeout(total=90))
         else:
             sess = self.http
         try:

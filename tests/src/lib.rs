@@ -1,9 +1,14 @@
-//! Helpers shared by the end-to-end tests: a lab, a launcher for it, byte pumps.
+//! Helpers shared by the end-to-end tests: a lab, a launcher for it, byte pumps, and TLS for
+//! tests that build their own router.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sallyport_core::router_api::RouterApi;
 use sallyport_core::{ClientChoice, LaunchRequest, Launcher, Profile, StickyPorts, Tunables};
 use sallyport_lab::{Lab, LabOptions};
+use sallyport_ops::pki::{ServerFiles, TestCa, Validity};
+use sallyport_router::config::TlsFiles;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -107,19 +112,124 @@ pub async fn echo_target() -> std::net::SocketAddr {
     addr
 }
 
-/// A raw WebSocket to the router's gateway endpoint with `token`, to play a gateway by hand.
-pub async fn gateway_socket(url: &str, token: &str) -> sallyport_kit::WebSocket {
-    sallyport_kit::connect(url, sallyport_protocol::GATEWAY_WS_PATH, token)
+/// A CA and a router certificate for loopback, in a scratch directory of its own.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub files: ServerFiles,
+    pub ca: TestCa,
+}
+
+/// A fresh CA with a certificate for `localhost`, `127.0.0.1` and `::1`.
+pub fn pki(name: &str) -> Pki {
+    let dir = scratch(name);
+    let ca = TestCa::new("test CA").unwrap();
+    let files = ca
+        .write_server_files(&dir, &["localhost", "127.0.0.1", "::1"], Validity::Current)
+        .unwrap();
+    Pki { dir, files, ca }
+}
+
+impl Pki {
+    /// The router's `[tls]`.
+    pub fn tls(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert_file: self.files.cert_file.clone(),
+            key_file: self.files.key_file.clone(),
+        })
+    }
+
+    pub fn ca_file(&self) -> &Path {
+        &self.files.ca_file
+    }
+}
+
+/// An HTTP client trusting only the CA in `ca_file`, for raw requests.
+pub fn http(ca_file: &Path) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(
+            sallyport_ops::tls::client_config("ca_file", Some(ca_file)).unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+/// The router API of the lab, as its profile describes it.
+pub fn lab_api(lab: &Lab) -> RouterApi {
+    RouterApi::for_profile(&lab.profile, &lab.client_token).unwrap()
+}
+
+pub use sallyport_kit::WebSocket;
+
+/// A raw WebSocket to `path` on the router at `url` (`https://`), with `token` if any,
+/// trusting the CA in `ca_file`.
+pub async fn websocket(
+    url: &str,
+    path: &str,
+    token: Option<&str>,
+    ca_file: &Path,
+) -> Result<WebSocket, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = sallyport_protocol::websocket_url(url, path)
+        .into_client_request()
+        .unwrap();
+    if let Some(token) = token {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    let tls = sallyport_ops::tls::client_config("ca_file", Some(ca_file)).unwrap();
+    let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(tls));
+    tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector))
+        .await
+        .map(|(socket, _)| socket)
+}
+
+/// A raw WebSocket to the router's gateway endpoint with `token`, to play a gateway by hand;
+/// an `https` router's certificate is checked against the CA in `ca_file`.
+pub async fn gateway_socket(url: &str, token: &str, ca_file: Option<&Path>) -> WebSocket {
+    let tls = ca_file.map(|ca| {
+        std::sync::Arc::new(sallyport_ops::tls::client_config("ca_file", Some(ca)).unwrap())
+    });
+    sallyport_kit::connect(url, sallyport_protocol::GATEWAY_WS_PATH, token, tls)
         .await
         .unwrap()
 }
 
-/// The router's `/metrics` text.
-pub async fn metrics(router_url: &str) -> String {
-    reqwest::get(format!("{router_url}/metrics"))
+/// The router's `/metrics` text (an `https` router's certificate checked against `ca_file`).
+pub async fn metrics(router_url: &str, ca_file: Option<&Path>) -> String {
+    let client = match ca_file {
+        Some(ca) => http(ca),
+        None => reqwest::Client::new(),
+    };
+    client
+        .get(format!("{router_url}/metrics"))
+        .send()
         .await
         .unwrap()
         .text()
         .await
         .unwrap()
+}
+
+/// The lines of the audit log at `path` until `done` holds for them (at most 15 s: the
+/// gateway's reports arrive after the launches they describe).
+pub async fn audit_until(
+    path: &Path,
+    done: impl Fn(&[sallyport_router::audit::AuditRecord]) -> bool,
+) -> Vec<sallyport_router::audit::AuditRecord> {
+    let query = sallyport_router::audit::AuditQuery::default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (records, unreadable) = sallyport_router::audit::read(path, &query).unwrap();
+        assert_eq!(
+            unreadable,
+            0,
+            "every line of {} is a record",
+            path.display()
+        );
+        if done(&records) || std::time::Instant::now() > deadline {
+            return records;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -257,10 +257,16 @@ async fn lab(
     extra: Vec<(String, String, String)>,
     demo: Option<String>,
 ) -> Result<ExitCode, CoreError> {
+    // Beside the profile, which names the CA written there.
+    let lab_dir = match profile_path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join("lab"),
+        _ => PathBuf::from("lab"),
+    };
     let lab = Lab::start(LabOptions {
         router_listen: listen,
         include_local_services: local_services,
         extra_resources: extra,
+        dir: Some(lab_dir),
         ..LabOptions::default()
     })
     .await
@@ -270,6 +276,8 @@ async fn lab(
         "sallyport lab: router {} with gateway \"lab\"",
         lab.router.url()
     );
+    println!("  TLS: the router's CA is {}", lab.ca_file.display());
+    println!("  audit log: {}", lab.audit_log.display());
     for r in &lab.resources {
         println!(
             "  resource {:<16} {:<10} -> {}",
@@ -347,7 +355,7 @@ fn login(profile_path: &std::path::Path, token_env: &str) -> Result<ExitCode, Co
         return Err(CoreError::MissingToken);
     }
     // Check it against the router before keeping it.
-    let api = sallyport_core::router_api::RouterApi::new(&profile.router_url, &token)?;
+    let api = sallyport_core::router_api::RouterApi::for_profile(&profile, &token)?;
     let rt = tokio::runtime::Handle::current();
     let count = tokio::task::block_in_place(|| rt.block_on(api.resources()))?.len();
     let keyring = sallyport_core::secrets::store_token(&profile.router_url, &token)?;

@@ -27,7 +27,7 @@ pub use error::{CoreError, Result};
 pub use native_client::{ClientChoice, ClientOption, Face};
 pub use pipeline::{LaunchRequest, Launched, Launcher};
 pub use profile::{ClientProfile, StickyPorts};
-pub use session::{Session, SessionEnd, SessionInfo, SessionState};
+pub use session::{Session, SessionEnd, SessionEnded, SessionInfo, SessionState};
 pub use tube::TubeConfig;
 pub use tunables::{Profile, Tunables};
 

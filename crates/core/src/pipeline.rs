@@ -96,7 +96,7 @@ impl Launcher {
     pub fn new(profile: ClientProfile, token: &str, ports: StickyPorts) -> Result<Self> {
         profile.validate()?;
         Ok(Self {
-            api: RouterApi::new(&profile.router_url, token)?,
+            api: RouterApi::for_profile(&profile, token)?,
             tube_config: profile.tube_config(),
             profile,
             cache: Arc::new(ResourceCache::new(CACHE_TTL)),

@@ -12,7 +12,12 @@ use crate::error::{CoreError, Result};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientProfile {
+    /// `https://HOST[:PORT]`, or `http://` for a router on loopback.
     pub router_url: String,
+    /// PEM file of the CA(s) to trust for the router's certificate instead of the system's
+    /// roots (the lab writes its own and names it here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// The router token, for scripts and the lab. Otherwise `sallyport login` keeps it in the
     /// OS keyring, or `SALLYPORT_TOKEN` provides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,6 +53,7 @@ impl ClientProfile {
     pub fn new(router_url: &str) -> Self {
         Self {
             router_url: router_url.to_owned(),
+            ca_file: None,
             token: None,
             gateways: Default::default(),
             webrtc_udp: None,
@@ -65,8 +71,10 @@ impl ClientProfile {
                 path.display()
             ))
         })?;
-        let profile: ClientProfile = toml::from_str(&text)
+        let mut profile: ClientProfile = toml::from_str(&text)
             .map_err(|e| CoreError::Profile(format!("{}: {e}", path.display())))?;
+        // A relative ca_file is relative to the profile's directory.
+        sallyport_ops::relative_to_config(path, profile.ca_file.as_mut());
         profile.validate().map_err(|e| match e {
             CoreError::Profile(m) => CoreError::Profile(format!("{}: {m}", path.display())),
             other => other,
@@ -84,15 +92,12 @@ impl ClientProfile {
     }
 
     pub fn validate(&self) -> Result<()> {
-        url::Url::parse(&self.router_url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| {
-                CoreError::Profile(format!(
-                    "router_url {:?} must be an http:// or https:// URL",
-                    self.router_url
-                ))
-            })?;
+        sallyport_ops::tls::check_router_url(&self.router_url)
+            .map_err(|e| CoreError::Profile(format!("router_url {:?}: {e}", self.router_url)))?;
+        if let Some(ca) = &self.ca_file {
+            sallyport_ops::tls::check_ca_file("ca_file", ca)
+                .map_err(|e| CoreError::Profile(e.to_string()))?;
+        }
         for (id, key) in &self.gateways {
             GatewayPublicKey::from_base64(key)
                 .map_err(|e| CoreError::Profile(format!("gateways.{id}: {e}")))?;
@@ -232,6 +237,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("router_url"));
+        let bad: ClientProfile =
+            toml::from_str("router_url = \"http://router.example\"\n").unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("router_url") && err.contains("https"), "{err}");
+        let bad: ClientProfile = toml::from_str(
+            "router_url = \"https://router.example\"\nca_file = \"/nonexistent/ca.pem\"\n",
+        )
+        .unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("ca_file") && err.contains("/nonexistent/ca.pem"),
+            "{err}"
+        );
     }
 
     #[test]

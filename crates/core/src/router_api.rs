@@ -1,6 +1,8 @@
 //! Talking to the router: the HTTP API (resources, messages) and the client WebSocket on
 //! which the router acknowledges a subscription and streams the gateway's messages.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -30,6 +32,9 @@ pub enum SendFailure {
     Timeout,
     /// The connection to the router failed (refused, reset, DNS).
     Connection(String),
+    /// The router's certificate is not acceptable (untrusted, expired, another host name):
+    /// a retry cannot mend it.
+    Tls(String),
     /// The router answered 200 without the payload a non-streamed start must carry.
     EmptyReply,
 }
@@ -40,6 +45,7 @@ impl SendFailure {
             SendFailure::Http { code, .. } => *code,
             SendFailure::Timeout => Code::Timeout,
             SendFailure::Connection(_) => Code::ConnectionError,
+            SendFailure::Tls(_) => Code::RouterTls,
             SendFailure::EmptyReply => Code::EmptyReply,
         }
     }
@@ -50,7 +56,7 @@ impl SendFailure {
                 status, message, ..
             } => format!("HTTP {status}: {message}"),
             SendFailure::Timeout => "no reply from the router in time".into(),
-            SendFailure::Connection(m) => m.clone(),
+            SendFailure::Connection(m) | SendFailure::Tls(m) => m.clone(),
             SendFailure::EmptyReply => "the router's reply carried no answer".into(),
         }
     }
@@ -75,21 +81,52 @@ pub struct RouterApi {
     base: String,
     token: String,
     http: reqwest::Client,
+    /// How the router's certificate is checked, for the WebSocket as for HTTP (`None` for a
+    /// plain `http://` router).
+    tls: Option<Arc<sallyport_ops::rustls::ClientConfig>>,
 }
 
 impl RouterApi {
+    /// A client that trusts the system's root certificates.
     pub fn new(base_url: &str, token: &str) -> Result<Self> {
-        let http = reqwest::Client::builder()
+        Self::with_ca_file(base_url, token, None)
+    }
+
+    /// A client for `profile`'s router, trusting its `ca_file` if it names one.
+    pub fn for_profile(profile: &crate::ClientProfile, token: &str) -> Result<Self> {
+        Self::with_ca_file(&profile.router_url, token, profile.ca_file.as_deref())
+    }
+
+    /// A client that trusts the CAs in `ca_file` (the profile's key of that name), or the
+    /// system's roots without one.
+    pub fn with_ca_file(base_url: &str, token: &str, ca_file: Option<&Path>) -> Result<Self> {
+        let base = base_url.trim_end_matches('/').to_owned();
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        let tls = if base.starts_with("https:") {
+            let config = sallyport_ops::tls::client_config("ca_file", ca_file)
+                .map_err(|e| CoreError::Profile(e.to_string()))?;
+            builder = builder.tls_backend_preconfigured(config.clone());
+            Some(Arc::new(config))
+        } else {
+            None
+        };
+        let http = builder
             .build()
             .map_err(|e| CoreError::Profile(format!("cannot build an HTTP client: {e}")))?;
         Ok(Self {
-            base: base_url.trim_end_matches('/').to_owned(),
+            base,
             token: token.to_owned(),
             http,
+            tls,
         })
+    }
+
+    /// The router's base URL.
+    pub fn url(&self) -> &str {
+        &self.base
     }
 
     pub async fn resources(&self) -> Result<Vec<ResourceInfo>> {
@@ -116,7 +153,7 @@ impl RouterApi {
             .timeout(Duration::from_secs(10))
             .send()
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(sallyport_ops::tls::explain(&e)))?;
         let status = response.status().as_u16();
         if status != 200 {
             let body = response.json::<ErrorBody>().await.ok();
@@ -174,13 +211,7 @@ impl RouterApi {
             .timeout(within)
             .send()
             .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    SendFailure::Timeout
-                } else {
-                    SendFailure::Connection(e.to_string())
-                }
-            })?;
+            .map_err(|e| self.failure(&e))?;
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(());
@@ -208,21 +239,9 @@ impl RouterApi {
             .timeout(deadline)
             .send()
             .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    SendFailure::Timeout
-                } else {
-                    SendFailure::Connection(e.to_string())
-                }
-            })?;
+            .map_err(|e| self.failure(&e))?;
         let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(|e| {
-            if e.is_timeout() {
-                SendFailure::Timeout
-            } else {
-                SendFailure::Connection(e.to_string())
-            }
-        })?;
+        let bytes = response.bytes().await.map_err(|e| self.failure(&e))?;
         if status != 200 {
             let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
             return Err(SendFailure::Http {
@@ -235,6 +254,22 @@ impl RouterApi {
             });
         }
         serde_json::from_slice(&bytes).map_err(|_| SendFailure::EmptyReply)
+    }
+
+    /// A failed exchange, typed: a timeout, a certificate the client refuses, or another
+    /// connection failure; the message names the router.
+    fn failure(&self, e: &reqwest::Error) -> SendFailure {
+        if e.is_timeout() {
+            SendFailure::Timeout
+        } else if let Some(tls) = sallyport_ops::tls::tls_failure(e) {
+            SendFailure::Tls(format!("router {}: {tls}", self.base))
+        } else {
+            SendFailure::Connection(format!(
+                "router {}: {}",
+                self.base,
+                sallyport_ops::tls::explain(e)
+            ))
+        }
     }
 
     /// Tell the gateway (best effort, within 3 s) that the client is done with a conversation.
@@ -268,13 +303,14 @@ impl RouterApi {
         let base = self.base.clone();
         let token = self.token.clone();
         let conversation_id = conversation_id.to_owned();
+        let tls = self.tls.clone();
         tokio::spawn(async move {
             let outcome = tokio::select! {
-                r = run_listener(&base, &token, &conversation_id, &tx) => r,
+                r = run_listener(&base, &token, &conversation_id, tls, &tx) => r,
                 _ = tx.closed() => Ok(()),
             };
             if let Err(message) = outcome {
-                let _ = tx.send(SignalEvent::Lost(message));
+                let _ = tx.send(SignalEvent::Lost(format!("router {base}: {message}")));
             }
         });
         rx
@@ -303,9 +339,10 @@ async fn run_listener(
     base: &str,
     token: &str,
     conversation_id: &str,
+    tls: Option<Arc<sallyport_ops::rustls::ClientConfig>>,
     tx: &mpsc::UnboundedSender<SignalEvent>,
 ) -> std::result::Result<(), String> {
-    let socket = sallyport_kit::connect(base, sallyport_protocol::CLIENT_WS_PATH, token)
+    let socket = sallyport_kit::connect(base, sallyport_protocol::CLIENT_WS_PATH, token, tls)
         .await
         .map_err(|e| e.to_string())?;
     let (mut sink, mut stream) = socket.split();

@@ -68,6 +68,35 @@ pub struct SessionInfo {
     pub bytes_out: u64,
     pub started_unix_ms: u64,
     pub ready_ms: f64,
+    /// Set once the session has ended by itself (not closed by the user): why, and when. The
+    /// app keeps such a session in its list until the user dismisses it, so an end is seen.
+    pub ended: Option<SessionEnded>,
+}
+
+/// How a session that ended by itself ended.
+#[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
+pub struct SessionEnded {
+    /// The close reason (`gateway_lost`, `gateway_shutdown`, `network_failed`, ...): the UI
+    /// shows its hint from the registry.
+    pub code: Code,
+    pub at_unix_ms: u64,
+}
+
+impl SessionEnd {
+    /// What a list shows of this end: nothing when the user closed the session or its client
+    /// exited (both expected), the reason when the tube ended under it.
+    pub fn unexpected(&self) -> Option<SessionEnded> {
+        match self {
+            SessionEnd::TubeEnded { reason } => Some(SessionEnded {
+                code: *reason,
+                at_unix_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+            }),
+            SessionEnd::ClientExited { .. } | SessionEnd::Closed => None,
+        }
+    }
 }
 
 pub(crate) struct SessionParts {
@@ -221,6 +250,7 @@ impl Session {
                 .iter()
                 .find(|c| c.phase == names::READY)
                 .map_or(0.0, |c| c.total_ms),
+            ended: None,
         }
     }
 

@@ -9,8 +9,16 @@ use crate::GatewayError;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
-    /// Base URL of the router, `http://host:port` or `https://host:port`.
+    /// Base URL of the router: `https://host:port`, or `http://` for a router on loopback.
     pub router_url: String,
+    /// PEM file of the CA(s) to trust for the router's certificate, instead of the system's
+    /// roots. Relative paths are relative to the configuration file.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Append one JSON line per connection to a target (and per tube connected and closed)
+    /// here. Relative paths are relative to the configuration file.
+    #[serde(default)]
+    pub connection_log: Option<PathBuf>,
     /// This gateway's id, as the router's configuration names it.
     pub gateway_id: String,
     /// The gateway token the router expects for `gateway_id`.
@@ -91,14 +99,30 @@ impl GatewayConfig {
     pub fn load(path: &Path) -> Result<Self, GatewayError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| GatewayError::Config(format!("cannot read {}: {e}", path.display())))?;
-        let mut config = Self::parse(&text)
-            .map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))?;
-        if config.key_file.is_relative() {
-            if let Some(dir) = path.parent() {
-                config.key_file = dir.join(&config.key_file);
-            }
-        }
+        let in_file = |e: String| GatewayError::Config(format!("{}: {e}", path.display()));
+        let mut config = Self::parse(&text).map_err(in_file)?;
+        let files = [Some(&mut config.key_file), config.ca_file.as_mut()];
+        sallyport_ops::relative_to_config(
+            path,
+            files
+                .into_iter()
+                .flatten()
+                .chain(config.connection_log.as_mut()),
+        );
+        config.check_files().map_err(in_file)?;
         Ok(config)
+    }
+
+    /// Check the files the configuration names (other than the key, which `run` reads): the CA
+    /// file holds certificates, the connection log's directory exists.
+    pub fn check_files(&self) -> Result<(), String> {
+        if let Some(ca) = &self.ca_file {
+            sallyport_ops::tls::check_ca_file("ca_file", ca).map_err(|e| e.to_string())?;
+        }
+        if let Some(log) = &self.connection_log {
+            sallyport_ops::jsonl::check_directory("connection_log", log)?;
+        }
+        Ok(())
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -110,15 +134,8 @@ impl GatewayConfig {
 
     /// Check every field; the message names the field (`resources[1].target`, ...).
     pub fn validate(&self) -> Result<(), String> {
-        url::Url::parse(&self.router_url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| {
-                format!(
-                    "router_url {:?} must be an http:// or https:// URL",
-                    self.router_url
-                )
-            })?;
+        sallyport_ops::tls::check_router_url(&self.router_url)
+            .map_err(|e| format!("router_url {:?}: {e}", self.router_url))?;
         if !sallyport_protocol::valid_resource_name(&self.gateway_id) {
             return Err(format!(
                 "gateway_id {:?} {}",
@@ -232,6 +249,13 @@ target = "127.0.0.1:7"
         assert!(err.contains("gopher"), "{err}");
         let err = GatewayConfig::parse(&GOOD.replace("http://", "ftp://")).unwrap_err();
         assert!(err.contains("router_url"), "{err}");
+        let err = GatewayConfig::parse(&GOOD.replace("http://127.0.0.1", "http://router.example"))
+            .unwrap_err();
+        assert!(err.contains("router_url") && err.contains("https"), "{err}");
+        assert!(
+            GatewayConfig::parse(&GOOD.replace("http://127.0.0.1", "https://router.example"))
+                .is_ok()
+        );
         let err = GatewayConfig::parse(&format!("webrtc_udp = [\"not-an-address\"]\n{GOOD}"))
             .unwrap_err();
         assert!(
@@ -296,6 +320,13 @@ target = "127.0.0.1:7"
         let err = GatewayConfig::load(&path).unwrap_err().to_string();
         assert!(
             err.contains("gateway.toml") && err.contains("gateway_id"),
+            "{err}"
+        );
+        std::fs::write(&path, format!("ca_file = \"no-such-ca.pem\"\n{GOOD}")).unwrap();
+        let err = GatewayConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("gateway.toml: ca_file")
+                && err.contains(&dir.join("no-such-ca.pem").display().to_string()),
             "{err}"
         );
         let _ = std::fs::remove_dir_all(dir);

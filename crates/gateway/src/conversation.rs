@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sallyport_protocol::{
     AnswerBody, CandidatesBody, CloseBody, CloseReason, Code, ConversationKeys, GatewayOutcome,
@@ -13,6 +13,7 @@ use sallyport_tube::{ByteCounters, Connection, ConnectionEnd, Tube, TubeEvent};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Mutex};
 
+use crate::record::Event;
 use crate::{error, Gateway, ResourceConfig};
 
 /// How long a non-streamed start waits for ICE gathering before answering with what it has.
@@ -29,6 +30,7 @@ pub(crate) struct Conversation {
     gathered: watch::Receiver<bool>,
     pub bytes: Arc<ByteCounters>,
     closed: AtomicBool,
+    created: Instant,
 }
 
 #[derive(Default)]
@@ -150,6 +152,7 @@ async fn create(
         gathered: gathered_rx,
         bytes: Arc::new(ByteCounters::default()),
         closed: AtomicBool::new(false),
+        created: Instant::now(),
     });
     tracing::info!(target = %conversation.resource.target, "new conversation");
     tokio::spawn(drive(conversation.clone(), events, gathered_tx));
@@ -164,8 +167,15 @@ async fn drive(
 ) {
     let ended = conversation.tube.ended();
     tokio::pin!(ended);
+    let connected = channel_open(conversation.tube.status());
+    tokio::pin!(connected);
+    let mut reported = false;
     let end = loop {
         tokio::select! {
+            _ = &mut connected, if !reported => {
+                reported = true;
+                conversation.record(Event::TubeConnected);
+            }
             event = events.recv() => match event {
                 Some(TubeEvent::LocalCandidate(candidate)) => {
                     let mut signalling = conversation.signalling.lock().await;
@@ -204,9 +214,23 @@ async fn drive(
     conversation.close(reason).await;
 }
 
+/// Resolves once the tube's data channel is open (never, if the tube goes first).
+async fn channel_open(mut status: watch::Receiver<sallyport_tube::Status>) {
+    if status.wait_for(|s| s.channel_open.is_some()).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 impl Conversation {
     fn gateway(&self) -> Option<Arc<Gateway>> {
         self.gateway.upgrade()
+    }
+
+    /// Write `event` down at the gateway (its log, and the router's audit trail).
+    fn record(&self, event: Event) {
+        if let Some(gateway) = self.gateway() {
+            gateway.record(&self.id, &self.resource, event);
+        }
     }
 
     pub(crate) fn open_start(
@@ -314,14 +338,23 @@ impl Conversation {
                 let _ = stream.set_nodelay(true);
                 connection.accept();
                 tracing::info!(conn, "connection bridged to target");
+                self.record(Event::TargetConnected { conn });
+                let since = Instant::now();
                 let end = connection.bridge(stream, self.bytes.clone()).await;
                 tracing::info!(conn, ?end, "connection ended");
+                let duration = since.elapsed();
+                self.record(Event::TargetClosed {
+                    conn,
+                    end,
+                    duration,
+                });
                 if end == ConnectionEnd::LocalFailed {
                     tracing::info!(conn, "the target reset the connection");
                 }
             }
             Err(reason) => {
                 tracing::warn!(conn, reason = reason.as_str(), target = %self.resource.target, "cannot reach target");
+                self.record(Event::TargetFailed { conn, reason });
                 connection.refuse(reason);
             }
         }
@@ -343,6 +376,12 @@ impl Conversation {
         // a network failure.
         self.tube.shutdown(reason).await;
         tracing::info!(reason = reason.as_str(), "conversation closed");
+        self.record(Event::SessionClosed {
+            reason,
+            bytes_from_client: self.bytes.from_tube.load(Ordering::Relaxed),
+            bytes_to_client: self.bytes.to_tube.load(Ordering::Relaxed),
+            duration: self.created.elapsed(),
+        });
     }
 }
 

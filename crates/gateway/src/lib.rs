@@ -3,6 +3,7 @@
 
 pub mod config;
 mod conversation;
+mod record;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,6 +75,12 @@ pub fn generate_key(path: &std::path::Path) -> Result<GatewayKeyPair, GatewayErr
 pub(crate) struct Gateway {
     pub config: GatewayConfig,
     pub key: GatewayKeyPair,
+    /// How the router's certificate is checked (`None` for a plain `http://` router).
+    pub tls: Option<Arc<sallyport_ops::rustls::ClientConfig>>,
+    /// `connection_log`, if configured.
+    pub connection_log: Option<sallyport_ops::jsonl::JsonLines>,
+    /// Reports for the router's audit trail; locked before `outbound`.
+    pub reports: std::sync::Mutex<record::Reports>,
     /// Each conversation's slot, claimed under the lock and filled outside it.
     pub conversations: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Conversation>>>>>,
     /// Outbound frames to the router, replaced on every reconnect.
@@ -109,10 +116,17 @@ pub struct GatewayHandle {
     stopper: Stopper,
     task: tokio::task::JoinHandle<()>,
     online: watch::Receiver<bool>,
+    last_error: watch::Receiver<Option<String>>,
     pub public_key: sallyport_protocol::GatewayPublicKey,
 }
 
 impl GatewayHandle {
+    /// Why the last attempt to connect to the router failed, if it did (cleared once
+    /// connected).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.borrow().clone()
+    }
+
     /// Wait until the router has welcomed this gateway.
     pub async fn wait_online(&self, timeout: Duration) -> bool {
         let mut online = self.online.clone();
@@ -129,26 +143,58 @@ impl GatewayHandle {
 }
 
 /// Start the gateway in the background: it connects to the router and keeps reconnecting.
-pub fn spawn(config: GatewayConfig, key: GatewayKeyPair) -> GatewayHandle {
+/// Fails at once on what a retry cannot mend: a CA file that does not load, no system roots
+/// for an `https` router, a connection log that cannot be opened.
+pub fn spawn(config: GatewayConfig, key: GatewayKeyPair) -> Result<GatewayHandle, GatewayError> {
+    config.validate().map_err(GatewayError::Config)?;
+    let tls = if config.router_url.starts_with("https:") {
+        let tls = sallyport_ops::tls::client_config("ca_file", config.ca_file.as_deref())
+            .map_err(|e| GatewayError::Config(e.to_string()))?;
+        Some(Arc::new(tls))
+    } else {
+        None
+    };
+    let connection_log = config
+        .connection_log
+        .as_deref()
+        .map(|path| {
+            sallyport_ops::jsonl::JsonLines::open(path).map_err(|e| {
+                GatewayError::Config(format!(
+                    "connection_log {}: cannot open: {e}",
+                    path.display()
+                ))
+            })
+        })
+        .transpose()?;
     let stopper = Stopper::new();
     let (online_tx, online_rx) = watch::channel(false);
+    let (error_tx, error_rx) = watch::channel(None);
     let public_key = key.public();
     let gateway = Arc::new(Gateway {
         config,
         key,
+        tls,
+        connection_log,
+        reports: Default::default(),
         conversations: Mutex::new(HashMap::new()),
         outbound: std::sync::Mutex::new(None),
     });
-    let task = tokio::spawn(run(gateway, stopper.shutdown(), online_tx));
-    GatewayHandle {
+    let task = tokio::spawn(run(gateway, stopper.shutdown(), online_tx, error_tx));
+    Ok(GatewayHandle {
         stopper,
         task,
         online: online_rx,
+        last_error: error_rx,
         public_key,
-    }
+    })
 }
 
-async fn run(gateway: Arc<Gateway>, mut shutdown: Shutdown, online: watch::Sender<bool>) {
+async fn run(
+    gateway: Arc<Gateway>,
+    mut shutdown: Shutdown,
+    online: watch::Sender<bool>,
+    last_error: watch::Sender<Option<String>>,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
         if shutdown.is_shutdown() {
@@ -161,6 +207,7 @@ async fn run(gateway: Arc<Gateway>, mut shutdown: Shutdown, online: watch::Sende
         }
         online.send_replace(false);
         *gateway.outbound.lock().unwrap() = None;
+        last_error.send_replace(result.as_ref().err().map(|e| e.to_string()));
         match result {
             Ok(()) => {
                 tracing::warn!("router connection closed; reconnecting");
@@ -210,6 +257,7 @@ async fn connect_once(
         &gateway.config.router_url,
         sallyport_protocol::GATEWAY_WS_PATH,
         &gateway.config.token,
+        gateway.tls.clone(),
     )
     .await;
     let socket = match connected {
@@ -219,7 +267,10 @@ async fn connect_once(
                 "token contains invalid characters".into(),
             ))
         }
-        Err(e) => return Err(GatewayError::Router(e.to_string())),
+        Err(e) => {
+            let router_url = &gateway.config.router_url;
+            return Err(GatewayError::Router(format!("{router_url}: {e}")));
+        }
     };
     let (mut sink, mut stream) = socket.split();
 
@@ -253,17 +304,27 @@ async fn connect_once(
     sink.send(text(&hello))
         .await
         .map_err(|e| GatewayError::Router(e.to_string()))?;
-    match next_frame(&mut stream).await? {
-        RouterToGateway::Welcome { .. } => {}
+    let accepts_reports = match next_frame(&mut stream).await? {
+        RouterToGateway::Welcome { reports, .. } => reports,
         RouterToGateway::Error { code, message } => {
             return Err(GatewayError::Refused { code, message })
         }
         _ => return Err(GatewayError::Router("expected a welcome".into())),
-    }
+    };
     tracing::info!(gateway = %gateway.config.gateway_id, "connected to router");
 
     let (tx, mut rx) = mpsc::channel::<GatewayToRouter>(1024);
-    *gateway.outbound.lock().unwrap() = Some(tx);
+    {
+        // Reports kept while disconnected go first, in order, before any newer one.
+        let mut reports = gateway.reports.lock().unwrap();
+        reports.accepted = accepts_reports;
+        for report in std::mem::take(&mut reports.unsent) {
+            if accepts_reports {
+                let _ = tx.try_send(GatewayToRouter::Report(report));
+            }
+        }
+        *gateway.outbound.lock().unwrap() = Some(tx);
+    }
     online.send_replace(true);
 
     loop {

@@ -76,7 +76,10 @@ async fn main() -> ExitCode {
                 Err(e) => return fail(&e),
             };
             println!("gateway {} public key: {}", config.gateway_id, key.public());
-            let gateway = sallyport_gateway::spawn(config, key);
+            let gateway = match sallyport_gateway::spawn(config, key) {
+                Ok(gateway) => gateway,
+                Err(e) => return fail(&e),
+            };
             stop_requested().await;
             gateway.shutdown().await;
             ExitCode::SUCCESS

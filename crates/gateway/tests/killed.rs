@@ -48,9 +48,16 @@ async fn killed_gateway_is_reported(cut_client_socket: bool) {
 
     let key = sallyport_gateway::generate_key(&dir.join("gw.key")).unwrap();
     let (gateway_token, client_token) = (secret(), secret());
+    let ca = sallyport_ops::pki::TestCa::new("test CA").unwrap();
+    let tls = ca
+        .write_server_files(&dir, &["127.0.0.1"], sallyport_ops::pki::Validity::Current)
+        .unwrap();
     let router = sallyport_router::spawn(
         RouterConfig::parse(&format!(
             r#"listen = "127.0.0.1:0"
+[tls]
+cert_file = "{}"
+key_file = "{}"
 [[gateways]]
 id = "gw"
 token = "{gateway_token}"
@@ -60,6 +67,8 @@ name = "user"
 token = "{client_token}"
 resources = ["*"]
 "#,
+            tls.cert_file.display(),
+            tls.key_file.display(),
             key.public().to_base64()
         ))
         .unwrap(),
@@ -70,6 +79,7 @@ resources = ["*"]
         dir.join("gateway.toml"),
         format!(
             r#"router_url = "{}"
+ca_file = "ca.pem"
 gateway_id = "gw"
 token = "{gateway_token}"
 key_file = "gw.key"
@@ -93,13 +103,13 @@ target = "{echo_addr}"
         .unwrap();
 
     // The client reaches the router through a proxy that can drop its connections.
-    let router_addr: std::net::SocketAddr =
-        router.url().trim_start_matches("http://").parse().unwrap();
+    let router_addr: std::net::SocketAddr = router.addr;
     let proxy = TcpDelayProxy::start(router_addr, Duration::ZERO)
         .await
         .unwrap();
     let profile = ClientProfile {
-        router_url: format!("http://{}", proxy.addr()),
+        router_url: format!("https://{}", proxy.addr()),
+        ca_file: Some(tls.ca_file.clone()),
         token: Some(client_token.clone()),
         gateways: [("gw".to_owned(), key.public().to_base64())].into(),
         webrtc_udp: Some(vec!["127.0.0.1:0".into()]),

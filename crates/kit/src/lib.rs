@@ -6,7 +6,10 @@
 //! * [`connect`]: one authenticated WebSocket connect (bearer token, no Nagle, a deadline) for
 //!   the client, the gateway and the tests.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use sallyport_ops::rustls;
 
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -114,7 +117,11 @@ impl std::fmt::Display for ConnectError {
         match self {
             ConnectError::Token => f.write_str("the token contains characters a header cannot"),
             ConnectError::Url(e) => write!(f, "not a router URL: {e}"),
-            ConnectError::Handshake(e) => write!(f, "cannot open the router websocket: {e}"),
+            ConnectError::Handshake(e) => write!(
+                f,
+                "cannot open the router websocket: {}",
+                sallyport_ops::tls::explain(e)
+            ),
             ConnectError::TimedOut => write!(
                 f,
                 "the router websocket did not open within {} s",
@@ -127,8 +134,14 @@ impl std::fmt::Display for ConnectError {
 impl std::error::Error for ConnectError {}
 
 /// Open the WebSocket at `path` of the router at `http_base` (`http://` or `https://`),
-/// authenticated with `token`. No Nagle: small signalling frames must not wait for an ACK.
-pub async fn connect(http_base: &str, path: &str, token: &str) -> Result<WebSocket, ConnectError> {
+/// authenticated with `token`, checking an `https` router's certificate with `tls` (the
+/// system's roots when `None`). No Nagle: small signalling frames must not wait for an ACK.
+pub async fn connect(
+    http_base: &str,
+    path: &str,
+    token: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<WebSocket, ConnectError> {
     let url = sallyport_protocol::websocket_url(http_base, path);
     let mut request = url
         .into_client_request()
@@ -137,7 +150,9 @@ pub async fn connect(http_base: &str, path: &str, token: &str) -> Result<WebSock
         .parse()
         .map_err(|_| ConnectError::Token)?;
     request.headers_mut().insert("authorization", bearer);
-    let handshake = tokio_tungstenite::connect_async_with_config(request, None, true);
+    let connector = tls.map(tokio_tungstenite::Connector::Rustls);
+    let handshake =
+        tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector);
     let (socket, _) = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
         .await
         .map_err(|_| ConnectError::TimedOut)?

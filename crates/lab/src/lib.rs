@@ -1,13 +1,20 @@
 //! The embedded default: a router, a gateway and demo targets, all on loopback, with a client
 //! profile for them. The CLI's `lab`, the app's first start and the tests use it.
+//!
+//! The router serves TLS with a certificate from a CA the lab makes at start. The lab writes
+//! into its directory (`LabOptions::dir`, or a fresh temporary one it removes at shutdown):
+//! `ca.pem` (what clients trust: the profile names it as `ca_file`), `router.crt`,
+//! `router.key`, `audit.jsonl` (the router's audit trail) and `gateway-connections.jsonl` (the
+//! gateway's log of connections to targets).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use sallyport_core::ClientProfile;
 use sallyport_gateway::{GatewayConfig, GatewayHandle, ResourceConfig};
 use sallyport_protocol::GatewayKeyPair;
-use sallyport_router::config::{ClientEntry, GatewayEntry};
+use sallyport_router::config::{ClientEntry, GatewayEntry, TlsFiles};
 use sallyport_router::reports::ReportsConfig;
 use sallyport_router::{RouterConfig, RouterHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,6 +38,9 @@ pub struct LabOptions {
     /// The gateway behind a 1:1 NAT: its tubes' ports and the address it announces (tests put
     /// a relay there to make the path slow or silent).
     pub gateway_nat: Option<((u16, u16), std::net::IpAddr)>,
+    /// Where the lab writes its CA, certificate, key and logs (created if need be); `None`: a
+    /// temporary directory, removed at shutdown.
+    pub dir: Option<PathBuf>,
 }
 
 impl Default for LabOptions {
@@ -41,6 +51,7 @@ impl Default for LabOptions {
             extra_resources: Vec::new(),
             max_sessions: None,
             gateway_nat: None,
+            dir: None,
         }
     }
 }
@@ -54,6 +65,16 @@ pub struct Lab {
     /// The lab gateway's router token (tests use it to play an impostor that has only it).
     pub gateway_token: String,
     pub resources: Vec<ResourceConfig>,
+    /// The lab's directory (see the module's documentation).
+    pub dir: PathBuf,
+    /// The CA the router's certificate comes from (the profile's `ca_file`).
+    pub ca_file: PathBuf,
+    /// The router's audit trail.
+    pub audit_log: PathBuf,
+    /// The gateway's log of connections to targets.
+    pub connection_log: PathBuf,
+    /// The directory is the lab's own: removed at shutdown.
+    temporary: bool,
     echo: tokio::task::JoinHandle<()>,
 }
 
@@ -61,8 +82,47 @@ fn secret() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// The names the lab's router certificate is valid for: loopback, and the listen address.
+fn certificate_names(listen: SocketAddr) -> Vec<String> {
+    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).into();
+    let ip = listen.ip().to_string();
+    if !names.contains(&ip) {
+        names.push(ip);
+    }
+    names
+}
+
 impl Lab {
     pub async fn start(options: LabOptions) -> Result<Self, String> {
+        let temporary = options.dir.is_none();
+        let dir = options.dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("sallyport-lab-{}", uuid::Uuid::new_v4().simple()))
+        });
+        let started = Self::start_in(options, dir.clone(), temporary).await;
+        if started.is_err() && temporary {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        started
+    }
+
+    async fn start_in(options: LabOptions, dir: PathBuf, temporary: bool) -> Result<Self, String> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create the lab directory {}: {e}", dir.display()))?;
+        let ca = sallyport_ops::pki::TestCa::new("Sallyport lab CA")
+            .map_err(|e| format!("cannot make the lab's CA: {e}"))?;
+        let names = certificate_names(options.router_listen);
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let files = ca
+            .write_server_files(&dir, &names, sallyport_ops::pki::Validity::Current)
+            .map_err(|e| {
+                format!(
+                    "cannot write the lab's certificate in {}: {e}",
+                    dir.display()
+                )
+            })?;
+        let audit_log = dir.join("audit.jsonl");
+        let connection_log = dir.join("gateway-connections.jsonl");
+
         let echo_listener = TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| format!("cannot start the demo echo target: {e}"))?;
@@ -120,9 +180,13 @@ impl Lab {
         let client_token = secret();
         let key = GatewayKeyPair::generate();
         let public_key = key.public();
-        let router_config = RouterConfig::parse("").map_err(|e| e.to_string())?;
         let router_config = RouterConfig {
             listen: options.router_listen,
+            tls: Some(TlsFiles {
+                cert_file: files.cert_file.clone(),
+                key_file: files.key_file.clone(),
+            }),
+            audit_log: Some(audit_log.clone()),
             gateways: vec![GatewayEntry {
                 id: LAB_GATEWAY.into(),
                 token: gateway_token.clone(),
@@ -142,7 +206,7 @@ impl Lab {
                 enabled: true,
                 ..ReportsConfig::default()
             },
-            ..router_config
+            ..RouterConfig::default()
         };
         let router = sallyport_router::spawn(router_config)
             .await
@@ -150,6 +214,8 @@ impl Lab {
 
         let gateway_config = GatewayConfig {
             router_url: router.url(),
+            ca_file: Some(files.ca_file.clone()),
+            connection_log: Some(connection_log.clone()),
             gateway_id: LAB_GATEWAY.into(),
             token: gateway_token.clone(),
             key_file: "unused-in-the-lab".into(),
@@ -165,12 +231,18 @@ impl Lab {
             webrtc_max_datagram: None,
             resources: resources.clone(),
         };
-        let gateway = sallyport_gateway::spawn(gateway_config, key);
+        let gateway = sallyport_gateway::spawn(gateway_config, key).map_err(|e| e.to_string())?;
         if !gateway.wait_online(Duration::from_secs(10)).await {
-            return Err("the lab gateway did not connect to the lab router".into());
+            let why = gateway.last_error().unwrap_or_else(|| "no answer".into());
+            gateway.shutdown().await;
+            router.shutdown().await;
+            return Err(format!(
+                "the lab gateway did not connect to the lab router: {why}"
+            ));
         }
         let profile = ClientProfile {
             router_url: router.url(),
+            ca_file: Some(files.ca_file.clone()),
             token: Some(client_token.clone()),
             gateways: [(LAB_GATEWAY.to_owned(), public_key.to_base64())].into(),
             webrtc_udp: Some(vec!["127.0.0.1:0".into()]),
@@ -186,6 +258,11 @@ impl Lab {
             client_token,
             gateway_token,
             resources,
+            dir,
+            ca_file: files.ca_file,
+            audit_log,
+            connection_log,
+            temporary,
             echo,
         })
     }
@@ -194,6 +271,9 @@ impl Lab {
         self.gateway.shutdown().await;
         self.router.shutdown().await;
         self.echo.abort();
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

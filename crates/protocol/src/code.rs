@@ -95,6 +95,8 @@ registry! {
     IdleTimeout = "idle_timeout",
     /// An idle connection let go to make room for a new one (metrics only).
     Evicted = "evicted",
+    /// A TLS handshake with the router failed (counted in the metrics; nothing is answered).
+    TlsHandshake = "tls_handshake",
 
     // The tube.
     WebrtcError = "webrtc_error",
@@ -125,6 +127,8 @@ registry! {
     Timeout = "timeout",
     /// The connection to the router failed (refused, reset, DNS).
     ConnectionError = "connection_error",
+    /// The router's TLS certificate was refused (unknown CA, expired, another host name).
+    RouterTls = "router_tls",
     /// A reply that should carry the gateway's answer carried none.
     EmptyReply = "empty_reply",
     PortTaken = "port_taken",
@@ -177,11 +181,11 @@ impl Code {
             | GatewayLost | Closed | WebrtcError | InvalidSdp | InvalidCandidate
             | WebrtcTimeout | TubeClosed | WebrtcFailed | InvalidConfig | Unrecognized => 502,
             ConfigInvalid | RouterRefused | UnknownConversation | ClientSlow | IdleTimeout
-            | Evicted | IoError | InvalidTunable | InvalidProfile | MissingToken | LabFailed
-            | UnknownSession | UnknownLaunch | UnpinnedGateway | RouterUnreachable | HttpError
-            | Timeout | ConnectionError | EmptyReply | PortTaken | InvalidPort | ClientMissing
-            | ClientFailed | KeyringError | BenchFailed | NotInApp | IpcError
-            | BundleUnsupported | BundleDamaged => 500,
+            | Evicted | TlsHandshake | IoError | InvalidTunable | InvalidProfile | MissingToken
+            | LabFailed | UnknownSession | UnknownLaunch | UnpinnedGateway | RouterUnreachable
+            | HttpError | Timeout | ConnectionError | RouterTls | EmptyReply | PortTaken
+            | InvalidPort | ClientMissing | ClientFailed | KeyringError | BenchFailed
+            | NotInApp | IpcError | BundleUnsupported | BundleDamaged => 500,
         }
     }
 
@@ -197,12 +201,12 @@ impl Code {
             | TargetTimeout | TargetUnreachable | TargetError | SessionLimit | ClosedByAdmin
             | GatewayShutdown | ClientClosed | ProtocolError | NetworkFailed | GatewayLost
             | Closed | ConfigInvalid | RouterRefused | UnknownConversation | ClientSlow
-            | IdleTimeout | Evicted | WebrtcError | InvalidSdp | InvalidCandidate
-            | WebrtcTimeout | TubeClosed | WebrtcFailed | InvalidConfig | IoError
-            | InvalidTunable | InvalidProfile | MissingToken | LabFailed | UnknownSession
-            | UnknownLaunch | UnpinnedGateway | RouterUnreachable | HttpError | EmptyReply
-            | PortTaken | InvalidPort | ClientMissing | ClientFailed | KeyringError
-            | BenchFailed | NotInApp | IpcError | Unrecognized | ReportsDisabled
+            | IdleTimeout | Evicted | TlsHandshake | WebrtcError | InvalidSdp
+            | InvalidCandidate | WebrtcTimeout | TubeClosed | WebrtcFailed | InvalidConfig
+            | IoError | InvalidTunable | InvalidProfile | MissingToken | LabFailed
+            | UnknownSession | UnknownLaunch | UnpinnedGateway | RouterUnreachable | RouterTls
+            | HttpError | EmptyReply | PortTaken | InvalidPort | ClientMissing | ClientFailed
+            | KeyringError | BenchFailed | NotInApp | IpcError | Unrecognized | ReportsDisabled
             | BundleUnsupported | BundleDamaged => false,
         }
     }
@@ -213,6 +217,9 @@ impl Code {
         match self {
             RouterUnreachable | ConnectionError => {
                 "Check the router URL in Settings (or the profile) and that the router is running."
+            }
+            RouterTls => {
+                "The router's certificate was refused: set the profile's ca_file to the CA that signed it, or check the router URL's host name."
             }
             Unauthorized => {
                 "The router refused the token: paste a valid one in Settings, or run `sallyport login`."
@@ -269,7 +276,7 @@ impl Code {
             Normal | ClientClosed | Closed => "The session was closed.",
             Unrecognized | Malformed | NotFound | TooLarge | HeaderTimeout | RequestTimeout
             | UnsupportedVersion | Internal | ProtocolError | ConfigInvalid | RouterRefused
-            | UnknownConversation | ClientSlow | IdleTimeout | Evicted | WebrtcError | InvalidSdp
+            | UnknownConversation | ClientSlow | IdleTimeout | Evicted | TlsHandshake | WebrtcError | InvalidSdp
             | InvalidCandidate | TubeClosed | InvalidConfig | IoError | HttpError | EmptyReply | BenchFailed
             | IpcError => "Open the launch's timeline and export a diagnostic bundle for support.",
         }

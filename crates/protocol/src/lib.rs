@@ -210,6 +210,49 @@ pub enum GatewayToRouter {
         kind: StreamKind,
         payload: SealedPayload,
     },
+    /// Unsealed facts about a conversation for the router's audit trail; sent only to a router
+    /// whose `welcome` said `reports: true`.
+    Report(ConversationReport),
+}
+
+/// What a gateway tells the router about one of its conversations (never a target address).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationReport {
+    pub conversation_id: String,
+    pub event: ReportEvent,
+    /// The resource's name.
+    pub resource: String,
+    /// `session_closed`: why the tube ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<CloseReason>,
+    /// `session_closed`: payload bytes the gateway received from the client and wrote to
+    /// targets, over all the tube's connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_from_client: Option<u64>,
+    /// `session_closed`: payload bytes the gateway read from targets and sent to the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_to_client: Option<u64>,
+    /// `session_closed`: milliseconds from the gateway accepting the offer to the tube's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportEvent {
+    /// The tube's data channel opened.
+    TubeConnected,
+    /// The tube ended.
+    SessionClosed,
+}
+
+impl ReportEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportEvent::TubeConnected => "tube_connected",
+            ReportEvent::SessionClosed => "session_closed",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -239,6 +282,10 @@ pub enum RouterToGateway {
     },
     Welcome {
         v: u16,
+        /// The router takes `report` frames (a router that does not say so closes the socket
+        /// on one).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reports: bool,
     },
     /// A client message to answer with a `Reply` carrying the same `request_id`.
     Forward {
@@ -662,6 +709,36 @@ mod tests {
         assert!(text.contains(r#""status":"error""#));
         let back: GatewayToRouter = serde_json::from_str(&text).unwrap();
         assert!(matches!(back, GatewayToRouter::Reply { request_id: 7, .. }));
+    }
+
+    #[test]
+    fn report_shape() {
+        let report = GatewayToRouter::Report(ConversationReport {
+            conversation_id: "c0ffee00-launch-1".into(),
+            event: ReportEvent::SessionClosed,
+            resource: "db".into(),
+            reason: Some(CloseReason::ClientClosed),
+            bytes_from_client: Some(5),
+            bytes_to_client: Some(7),
+            duration_ms: Some(1200),
+        });
+        let text = serde_json::to_string(&report).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"report","conversation_id":"c0ffee00-launch-1","event":"session_closed","resource":"db","reason":"client_closed","bytes_from_client":5,"bytes_to_client":7,"duration_ms":1200}"#
+        );
+        let back: GatewayToRouter = serde_json::from_str(
+            r#"{"type":"report","conversation_id":"c0ffee00-launch-1","event":"tube_connected","resource":"db"}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(back, GatewayToRouter::Report(r) if r.event == ReportEvent::TubeConnected && r.reason.is_none())
+        );
+        let welcome: RouterToGateway = serde_json::from_str(r#"{"type":"welcome","v":1}"#).unwrap();
+        assert!(matches!(
+            welcome,
+            RouterToGateway::Welcome { reports: false, .. }
+        ));
     }
 
     #[test]

@@ -252,14 +252,32 @@ pub struct Coturn {
 }
 
 impl Coturn {
-    /// Start it and wait until it answers a STUN binding request.
+    /// Start it and wait until it answers a STUN binding request. The port is chosen free
+    /// just before, so another process may take it first (the test suite opens many UDP
+    /// sockets at once): a server that does not answer within 5 s is replaced on a new port,
+    /// three times at most.
     pub async fn start() -> std::io::Result<Self> {
-        let port = {
-            let probe = std::net::UdpSocket::bind("127.0.0.1:0")?;
-            probe.local_addr()?.port()
-        };
+        let mut ports = Vec::new();
+        for _ in 0..3 {
+            let port = {
+                let probe = std::net::UdpSocket::bind("127.0.0.1:0")?;
+                probe.local_addr()?.port()
+            };
+            ports.push(port.to_string());
+            if let Some(coturn) = Self::start_on(port).await? {
+                return Ok(coturn);
+            }
+        }
+        Err(std::io::Error::other(format!(
+            "turnserver did not answer on 127.0.0.1, ports {}",
+            ports.join(", ")
+        )))
+    }
+
+    /// `None` when it does not answer on `port` within 5 s (it is killed then).
+    async fn start_on(port: u16) -> std::io::Result<Option<Self>> {
         let (username, password) = ("sallyport".to_owned(), "relay-secret".to_owned());
-        let child = tokio::process::Command::new("turnserver")
+        let mut child = tokio::process::Command::new("turnserver")
             .args([
                 "-n",
                 "--listening-ip=127.0.0.1",
@@ -291,23 +309,25 @@ impl Coturn {
             0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
         ];
         let mut buf = [0u8; 512];
-        for _ in 0..200 {
+        for _ in 0..100 {
+            if child.try_wait()?.is_some() {
+                break;
+            }
             probe.send_to(&request, ("127.0.0.1", port)).await?;
             if tokio::time::timeout(Duration::from_millis(50), probe.recv_from(&mut buf))
                 .await
                 .is_ok()
             {
-                return Ok(Self {
+                return Ok(Some(Self {
                     _child: child,
                     port,
                     username,
                     password,
-                });
+                }));
             }
         }
-        Err(std::io::Error::other(format!(
-            "turnserver did not answer on 127.0.0.1:{port}"
-        )))
+        let _ = child.kill().await;
+        Ok(None)
     }
 
     /// Its `turn:` URL.

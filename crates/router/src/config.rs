@@ -2,7 +2,7 @@
 //! each gateway's public key.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sallyport_protocol::GatewayPublicKey;
 use serde::Deserialize;
@@ -47,6 +47,17 @@ pub struct RouterConfig {
     /// At most this many connections from one source IP address (429 `too_many_connections`).
     #[serde(default = "default_max_connections_per_source")]
     pub max_connections_per_source: usize,
+    /// The certificate and key the router serves HTTPS and WSS with. Required unless
+    /// `plain_http` is set.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// Serve plain HTTP instead of TLS. Allowed only on a loopback `listen` address, and only
+    /// without `[tls]`: tokens must never cross a network in clear.
+    #[serde(default)]
+    pub plain_http: bool,
+    /// Append one JSON line per event here (PROTOCOL.md section 9). Absent: no audit trail.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
     #[serde(default)]
     pub gateways: Vec<GatewayEntry>,
     #[serde(default)]
@@ -54,6 +65,24 @@ pub struct RouterConfig {
     /// Launch reports (`[reports]`, see `reports.rs`).
     #[serde(default)]
     pub reports: crate::reports::ReportsConfig,
+}
+
+/// `[tls]`: PEM files, read at start and again on every reload (SIGHUP).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The router's certificate, then any intermediate certificates.
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+impl Default for RouterConfig {
+    /// Every setting at its default: no gateways, no clients, and neither `[tls]` nor
+    /// `plain_http`, which [`RouterConfig::validate`] requires one of.
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,13 +145,41 @@ fn default_max_connections_per_source() -> usize {
 }
 
 impl RouterConfig {
+    /// Read and check `path`. Relative file names in it are relative to its directory; the
+    /// files it names (certificate, key, audit log) are checked too.
     pub fn load(path: &Path) -> Result<Self, RouterError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| RouterError::Config(format!("cannot read {}: {e}", path.display())))?;
-        Self::parse(&text).map_err(|e| match e {
+        let in_file = |e: RouterError| match e {
             RouterError::Config(msg) => RouterError::Config(format!("{}: {msg}", path.display())),
             other => other,
-        })
+        };
+        let mut config = Self::parse(&text).map_err(in_file)?;
+        let tls = config
+            .tls
+            .iter_mut()
+            .flat_map(|tls| [&mut tls.cert_file, &mut tls.key_file]);
+        let files = tls
+            .chain(config.audit_log.as_mut())
+            .chain(config.reports.path.as_mut());
+        sallyport_ops::relative_to_config(path, files);
+        config.check_files().map_err(in_file)?;
+        Ok(config)
+    }
+
+    /// Check that the files the configuration names are usable: the certificate and key load
+    /// and belong together, and the audit log's directory exists (the reports' store is
+    /// opened, and named when it cannot be, as the router starts).
+    pub fn check_files(&self) -> Result<(), RouterError> {
+        if let Some(tls) = &self.tls {
+            sallyport_ops::tls::ServerTls::load(&tls.cert_file, &tls.key_file)
+                .map_err(|e| RouterError::Config(e.to_string()))?;
+        }
+        if let Some(audit) = &self.audit_log {
+            sallyport_ops::jsonl::check_directory("audit_log", audit)
+                .map_err(RouterError::Config)?;
+        }
+        Ok(())
     }
 
     pub fn parse(text: &str) -> Result<Self, RouterError> {
@@ -229,6 +286,30 @@ impl RouterConfig {
                 Ok(())
             }
         };
+        match (&self.tls, self.plain_http) {
+            (Some(_), true) => {
+                return bad(
+                    "plain_http".into(),
+                    "cannot be set together with [tls]: choose one".into(),
+                )
+            }
+            (None, false) => {
+                return bad(
+                    "tls".into(),
+                    "missing: set tls.cert_file and tls.key_file, or plain_http = true on a loopback listen address".into(),
+                )
+            }
+            (None, true) if !self.listen.ip().is_loopback() => {
+                return bad(
+                    "plain_http".into(),
+                    format!(
+                        "is allowed only on a loopback listen address, not {} (serve TLS with [tls])",
+                        self.listen
+                    ),
+                )
+            }
+            _ => {}
+        }
         at_least("default_timeout_ms", self.default_timeout_ms, 1)?;
         at_least("max_timeout_ms", self.max_timeout_ms, 1)?;
         at_least("max_body_bytes", self.max_body_bytes as u64, 1024)?;
@@ -280,10 +361,16 @@ mod tests {
 
     const KEY: &str = "pOCSkrZRwni5dyxWn1+puxPZBrRqtoyd+dwrRAn4ogk=";
 
-    fn gateway(extra: &str) -> String {
+    /// One `[[gateways]]` entry.
+    fn entry(extra: &str) -> String {
         format!(
             "[[gateways]]\nid = \"g\"\ntoken = \"gateway-token\"\npublic_key = \"{KEY}\"\n{extra}"
         )
+    }
+
+    /// A configuration serving plain HTTP on loopback with one gateway.
+    fn gateway(extra: &str) -> String {
+        format!("plain_http = true\n{}", entry(extra))
     }
 
     fn error_of(text: &str) -> String {
@@ -332,7 +419,7 @@ mod tests {
         let twice = format!(
             "{}{}",
             gateway(""),
-            gateway("").replace("gateway-token", "other-token")
+            entry("").replace("gateway-token", "other-token")
         );
         assert!(error_of(&twice).contains("listed twice"));
         let err = error_of(&format!("idle_timeout_secs = 0\n{}", gateway("")));
@@ -341,7 +428,7 @@ mod tests {
 
     #[test]
     fn roles_and_reports_are_checked() {
-        let client = "[[clients]]\nname = \"a\"\ntoken = \"client-token\"\n";
+        let client = "plain_http = true\n[[clients]]\nname = \"a\"\ntoken = \"client-token\"\n";
         let err = error_of(&format!("{client}roles = [\"support\", \"admin\"]\n"));
         assert!(
             err.contains("clients[0].roles[1]") && err.contains("admin"),
@@ -350,9 +437,59 @@ mod tests {
         let ok = RouterConfig::parse(&format!("{client}roles = [\"support\"]\n")).unwrap();
         assert_eq!(ok.clients[0].roles, ["support"]);
         assert!(!ok.reports.enabled, "reports are off unless configured");
-        let err = error_of("[reports]\nenabled = true\nmax_reports = 0\n");
+        let err = error_of("plain_http = true\n[reports]\nenabled = true\nmax_reports = 0\n");
         assert!(err.contains("reports.max_reports"), "{err}");
-        let err = error_of("[reports]\nkeep = true\n");
+        let err = error_of("plain_http = true\n[reports]\nkeep = true\n");
         assert!(err.contains("keep"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_only_when_asked_for_on_loopback() {
+        let err = error_of("");
+        assert!(err.contains("tls: missing"), "{err}");
+        let err = error_of("listen = \"0.0.0.0:8740\"\nplain_http = true\n");
+        assert!(
+            err.contains("plain_http") && err.contains("loopback") && err.contains("0.0.0.0:8740"),
+            "{err}"
+        );
+        let err =
+            error_of("plain_http = true\n[tls]\ncert_file = \"a.crt\"\nkey_file = \"a.key\"\n");
+        assert!(err.contains("plain_http") && err.contains("[tls]"), "{err}");
+        assert!(RouterConfig::parse("listen = \"[::1]:1\"\nplain_http = true\n").is_ok());
+        let tls = RouterConfig::parse(
+            "listen = \"0.0.0.0:443\"\n[tls]\ncert_file = \"a.crt\"\nkey_file = \"a.key\"\n",
+        )
+        .unwrap();
+        assert_eq!(tls.tls.unwrap().cert_file, PathBuf::from("a.crt"));
+    }
+
+    #[test]
+    fn load_names_the_file_a_setting_points_to() {
+        let dir =
+            std::env::temp_dir().join(format!("sallyport-router-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("router.toml");
+        std::fs::write(
+            &path,
+            "[tls]\ncert_file = \"missing.crt\"\nkey_file = \"missing.key\"\n",
+        )
+        .unwrap();
+        let err = RouterConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("router.toml: tls.cert_file")
+                && err.contains(&dir.join("missing.crt").display().to_string()),
+            "{err}"
+        );
+        std::fs::write(
+            &path,
+            "plain_http = true\naudit_log = \"nowhere/audit.jsonl\"\n",
+        )
+        .unwrap();
+        let err = RouterConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("router.toml: audit_log") && err.contains("nowhere"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

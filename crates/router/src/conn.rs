@@ -13,6 +13,11 @@
 //!   `header_read_timeout` (answering 408 `header_timeout` where a request had begun), or when
 //!   a kept-alive connection has had no request for `idle_timeout`.
 //!
+//! With TLS, the handshake runs under the same watchdog: it is part of the request head's time.
+//! A connection refused at accept is answered after a handshake (bounded in time), a request
+//! head that times out is answered through TLS, and a handshake that does not finish in time
+//! or fails is closed without an answer (there is no channel to answer on).
+//!
 //! Request bodies have their own idle timeout in the handler that reads them.
 
 use std::collections::HashMap;
@@ -32,6 +37,8 @@ use sallyport_protocol::{Code, ErrorBody};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::Shared;
@@ -335,16 +342,117 @@ impl Drop for Slot {
     }
 }
 
-/// The socket, noting reads for the watchdog and carrying the connection's slot, so that a
-/// WebSocket stays counted after the upgrade hands the socket over.
+/// A connection's byte stream: the socket itself, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Write a whole response without waiting (best effort), then close: for answers given
+    /// while the connection is being dropped.
+    fn write_now(self, response: &[u8]) {
+        match self {
+            Stream::Plain(stream) => {
+                let _ = stream.try_write(response);
+            }
+            Stream::Tls(mut tls) => {
+                use std::io::Write;
+                let (socket, session) = tls.get_mut();
+                let _ = session.writer().write_all(response);
+                session.send_close_notify();
+                let mut socket = NoWait(socket);
+                while session.wants_write() {
+                    if session.write_tls(&mut socket).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A socket written only as far as it takes bytes without waiting.
+struct NoWait<'a>(&'a TcpStream);
+
+impl std::io::Write for NoWait<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $stream:ident => $call:expr) => {
+        match $self.get_mut() {
+            Stream::Plain($stream) => {
+                let $stream = Pin::new($stream);
+                $call
+            }
+            Stream::Tls($stream) => {
+                let $stream = Pin::new($stream.as_mut());
+                $call
+            }
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_shutdown(cx))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// The connection's stream, noting reads for the watchdog and carrying the connection's slot,
+/// so that a WebSocket stays counted after the upgrade hands the stream over.
 struct Tracked {
     /// Taken out when the connection ends, for the lingering close.
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     slot: Slot,
 }
 
 impl Tracked {
-    fn stream(&mut self) -> Pin<&mut TcpStream> {
+    fn stream(&mut self) -> Pin<&mut Stream> {
         Pin::new(
             self.stream
                 .as_mut()
@@ -371,7 +479,7 @@ impl Drop for Tracked {
             // Best effort and non-blocking: nothing has been written on this connection yet.
             // A peer too slow to send a request head gets no lingering either.
             let (status, body) = (StatusCode::REQUEST_TIMEOUT, head_timeout_body());
-            let _ = stream.try_write(&raw_response(status, &body));
+            stream.write_now(&raw_response(status, &body));
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -388,9 +496,8 @@ impl Drop for Tracked {
     }
 }
 
-async fn linger(mut stream: TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _ = stream.shutdown().await;
+async fn linger(mut stream: Stream) {
+    let _ = tokio::time::timeout(LINGER, stream.shutdown()).await;
     let deadline = tokio::time::Instant::now() + LINGER;
     let mut buf = [0u8; 16 * 1024];
     let mut drained = 0;
@@ -489,13 +596,17 @@ pub(crate) async fn serve(listener: TcpListener, app: axum::Router, shared: Arc<
         // Signalling is small messages each way: Nagle's algorithm against delayed ACKs would
         // hold some of them back by ~40 ms.
         let _ = stream.set_nodelay(true);
+        let tls = shared.tls.as_ref().map(|tls| tls.acceptor());
         match shared.connections.admit(peer.ip(), &limits) {
             Ok(slot) => {
-                let io = Tracked {
-                    stream: Some(stream),
+                tasks.spawn(serve_connection(
+                    stream,
+                    tls,
                     slot,
-                };
-                tasks.spawn(serve_connection(io, app.clone(), shared.clone(), limits));
+                    app.clone(),
+                    shared.clone(),
+                    limits,
+                ));
             }
             Err(refusal) => {
                 shared.metrics.failure(refusal.response().1.code);
@@ -503,7 +614,7 @@ pub(crate) async fn serve(listener: TcpListener, app: axum::Router, shared: Arc<
                 if refusing.fetch_add(1, Ordering::AcqRel) < MAX_REFUSALS_IN_FLIGHT {
                     let shared = shared.clone();
                     tasks.spawn(async move {
-                        refuse(stream, peer, refusal).await;
+                        refuse(stream, tls, peer, refusal).await;
                         shared.connections.refusing.fetch_sub(1, Ordering::AcqRel);
                     });
                 } else {
@@ -518,11 +629,16 @@ pub(crate) async fn serve(listener: TcpListener, app: axum::Router, shared: Arc<
 }
 
 /// Answer a refused connection and close it, without reading its request (beyond draining
-/// what already arrived, so the close does not reset the answer away).
-async fn refuse(mut stream: TcpStream, peer: SocketAddr, refusal: Refusal) {
+/// what already arrived, so the close does not reset the answer away). With TLS, the answer
+/// needs a handshake first; all of it must fit in a second.
+async fn refuse(socket: TcpStream, tls: Option<TlsAcceptor>, peer: SocketAddr, refusal: Refusal) {
     tracing::debug!(%peer, ?refusal, "connection refused");
     let (status, body) = refusal.response();
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut stream = match tls {
+            Some(tls) => Stream::Tls(Box::new(tls.accept(socket).await?)),
+            None => Stream::Plain(socket),
+        };
         stream.write_all(&raw_response(status, &body)).await?;
         stream.shutdown().await?;
         let mut sink = [0u8; 4096];
@@ -532,13 +648,54 @@ async fn refuse(mut stream: TcpStream, peer: SocketAddr, refusal: Refusal) {
     .await;
 }
 
-async fn serve_connection(io: Tracked, app: axum::Router, shared: Arc<Shared>, limits: Limits) {
-    let state = io.slot.state.clone();
+/// The expiry's name among the failure metrics.
+fn expiry_code(expiry: Option<Expiry>) -> Code {
+    match expiry {
+        Some(Expiry::Head) => Code::HeaderTimeout,
+        Some(Expiry::Idle) => Code::IdleTimeout,
+        None => Code::Evicted,
+    }
+}
+
+async fn serve_connection(
+    socket: TcpStream,
+    tls: Option<TlsAcceptor>,
+    slot: Slot,
+    app: axum::Router,
+    shared: Arc<Shared>,
+    limits: Limits,
+) {
+    let state = slot.state.clone();
+    let stream = match tls {
+        None => Stream::Plain(socket),
+        // The handshake counts against the time for the first request head.
+        Some(tls) => tokio::select! {
+            accepted = tls.accept(socket) => match accepted {
+                Ok(stream) => Stream::Tls(Box::new(stream)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    shared.metrics.failure(Code::TlsHandshake);
+                    return;
+                }
+            },
+            expiry = watchdog(&state, &limits) => {
+                shared.metrics.failure(expiry_code(expiry));
+                return;
+            }
+            _ = shared.closing() => return,
+        },
+    };
+    let io = Tracked {
+        stream: Some(stream),
+        slot,
+    };
+    let source = crate::ClientAddr(state.source);
     let service = {
         let state = state.clone();
-        hyper::service::service_fn(move |request: Request<Incoming>| {
+        hyper::service::service_fn(move |mut request: Request<Incoming>| {
             let mut guard = state.begin();
             let app = app.clone();
+            request.extensions_mut().insert(source);
             async move {
                 let response: Response<Body> = app
                     .oneshot(request.map(Body::new))
@@ -567,12 +724,7 @@ async fn serve_connection(io: Tracked, app: axum::Router, shared: Arc<Shared>, l
                 return;
             }
             expiry = watchdog(&state, &limits) => {
-                let code = match expiry {
-                    Some(Expiry::Head) => Code::HeaderTimeout,
-                    Some(Expiry::Idle) => Code::IdleTimeout,
-                    None => Code::Evicted,
-                };
-                shared.metrics.failure(code);
+                shared.metrics.failure(expiry_code(expiry));
                 let began = state.requests.load(Ordering::Relaxed) == 0
                     || state.head_started_ms.load(Ordering::Relaxed) > 0;
                 if expiry == Some(Expiry::Head) && began {

@@ -39,7 +39,7 @@ fn fuzzer() -> &'static Fuzzer {
                 resources: vec!["*".into()],
                 roles: vec![],
             }],
-            ..RouterConfig::parse("").expect("the default configuration is valid")
+            ..RouterConfig::default()
         };
         let stopper = sallyport_kit::Stopper::new();
         let shared = Shared::new(config, stopper.shutdown());

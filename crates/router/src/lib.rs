@@ -5,6 +5,7 @@
 //! WebSocket subscribed to that conversation. Payloads are sealed end to end; the router sees
 //! only the envelope (conversation id, resource name, kind).
 
+pub mod audit;
 pub mod config;
 mod conn;
 #[doc(hidden)]
@@ -14,7 +15,7 @@ pub mod reports;
 mod ws;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,7 +25,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use http_body_util::BodyExt;
 use sallyport_protocol::{
     AnnouncedResource, ClientMessage, ClientReply, ClientWsEvent, Code, ErrorBody, GatewayOutcome,
@@ -33,9 +34,19 @@ use sallyport_protocol::{
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+use audit::{events, Audit, AuditRecord};
 pub use config::RouterConfig;
 pub use conn::{descriptor_limit, raise_descriptor_limit};
 use metrics::Metrics;
+use sallyport_ops::tls::ServerTls;
+
+/// The address a request came from, put in its extensions by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub IpAddr);
+
+fn source_of(addr: Option<Extension<ClientAddr>>) -> Option<IpAddr> {
+    addr.map(|Extension(ClientAddr(ip))| ip)
+}
 
 /// The router's error type; every variant has a stable code and an HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +177,9 @@ const CONVERSATION_IDLE_TTL: Duration = Duration::from_secs(600);
 
 pub(crate) struct Shared {
     config: RouterConfig,
+    /// The certificate in force, when the router serves TLS.
+    tls: Option<Arc<ServerTls>>,
+    audit: Audit,
     limits: conn::Limits,
     connections: Arc<conn::Connections>,
     gateways: Mutex<HashMap<String, Arc<GatewayLink>>>,
@@ -191,6 +205,8 @@ impl Shared {
             limits: conn::Limits::from_config(&config),
             reports: reports::Reports::open_or_off(&config.reports),
             config,
+            tls: None,
+            audit: Audit::disabled(),
             connections: Arc::default(),
             gateways: Mutex::new(HashMap::new()),
             announced: Mutex::new(declared),
@@ -268,6 +284,15 @@ impl Shared {
     fn fail(&self, err: RouterError) -> RouterError {
         self.metrics.failure(err.code());
         err
+    }
+
+    /// A request without a valid token: counted, and written to the audit trail.
+    fn unauthorized(&self, source: Option<IpAddr>) -> RouterError {
+        self.audit.record(&AuditRecord {
+            code: Some(Code::Unauthorized.to_string()),
+            ..AuditRecord::new(events::SIGN_IN_REFUSED).source(source)
+        });
+        self.fail(RouterError::Unauthorized)
     }
 
     /// Claim `conversation_id` for `client`, or refuse if another client holds it.
@@ -370,20 +395,55 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct RouterHandle {
     pub addr: SocketAddr,
     stopper: sallyport_kit::Stopper,
+    /// For `url` and `reload`; dropped before the stop waits (it holds a `Shutdown` too).
+    shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RouterHandle {
-    /// `http://ADDR`, the base URL clients and gateways use.
+    /// `https://ADDR` (or `http://ADDR` with `plain_http`), the base URL clients and gateways
+    /// use.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.shared.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// What SIGHUP does: read the certificate and key again (new connections get them;
+    /// connections already open, gateways' included, are kept) and reopen the audit log (after
+    /// a rotation). On an error the old certificate and log stay in use.
+    pub fn reload(&self) -> Result<(), RouterError> {
+        let mut problems = Vec::new();
+        if let Some(tls) = &self.shared.tls {
+            if let Err(e) = tls.reload() {
+                problems.push(e.to_string());
+            }
+        }
+        if let Err(e) = self.shared.audit.reopen() {
+            problems.push(format!("audit_log: cannot reopen: {e}"));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(RouterError::Config(problems.join("; ")))
+        }
     }
 
     /// Stop accepting, close every WebSocket (gateways then reconnect elsewhere or later),
     /// finish in-flight requests, and return once every connection and socket has let go.
     pub async fn shutdown(self) {
-        self.stopper.stop().await;
-        let _ = self.task.await;
+        let RouterHandle {
+            stopper,
+            shared,
+            task,
+            ..
+        } = self;
+        drop(shared);
+        stopper.stop().await;
+        let _ = task.await;
     }
 }
 
@@ -395,18 +455,33 @@ pub async fn spawn(config: RouterConfig) -> Result<RouterHandle, RouterError> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| RouterError::Bind(config.listen, e))?;
-    Ok(spawn_on(listener, config))
+    spawn_on(listener, config)
 }
 
-/// Serve on an already bound listener in the background.
-pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> RouterHandle {
+/// Serve on an already bound listener in the background: the configuration's certificate and
+/// audit log are loaded first.
+pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> Result<RouterHandle, RouterError> {
+    config.validate()?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|files| ServerTls::load(&files.cert_file, &files.key_file))
+        .transpose()
+        .map_err(|e| RouterError::Config(e.to_string()))?;
+    let audit = Audit::open(config.audit_log.as_deref())?;
+    if !audit.enabled() {
+        tracing::warn!("no audit_log in the configuration: launches are not audited");
+    }
     let addr = listener
         .local_addr()
         .expect("bound listener has an address");
     // Everything that holds the router's state holds a Shutdown through it: the stop returns
     // once the last connection and socket let go of it.
     let stopper = sallyport_kit::Stopper::new();
-    let shared = Arc::new(Shared::new(config, stopper.shutdown()));
+    let mut shared = Shared::new(config, stopper.shutdown());
+    shared.tls = tls.map(Arc::new);
+    shared.audit = audit;
+    let shared = Arc::new(shared);
     let sweeper = {
         let shared = Arc::downgrade(&shared);
         tokio::spawn(async move {
@@ -414,7 +489,10 @@ pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> RouterHandle {
             loop {
                 tick.tick().await;
                 match shared.upgrade() {
-                    Some(shared) => shared.sweep_idle_conversations(),
+                    Some(shared) => {
+                        shared.sweep_idle_conversations();
+                        shared.audit.sweep();
+                    }
                     None => break,
                 }
             }
@@ -422,21 +500,25 @@ pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> RouterHandle {
     };
     let app = app(shared.clone());
     let limits = shared.limits;
+    let tls = shared.tls.is_some();
+    let serving = shared.clone();
     let task = tokio::spawn(async move {
-        conn::serve(listener, app, shared).await;
+        conn::serve(listener, app, serving).await;
         sweeper.abort();
     });
     tracing::info!(
         %addr,
+        tls,
         max_connections = limits.max_total,
         max_connections_per_source = limits.max_per_source,
         "router listening"
     );
-    RouterHandle {
+    Ok(RouterHandle {
         addr,
         stopper,
+        shared,
         task,
-    }
+    })
 }
 
 fn app(shared: Arc<Shared>) -> Router {
@@ -471,11 +553,14 @@ async fn metrics_text(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn list_resources(
     State(shared): State<Arc<Shared>>,
+    addr: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
 ) -> Result<Json<ResourceList>, RouterError> {
+    let source = source_of(addr);
     let client = shared
         .client_for_token(&headers)
-        .ok_or_else(|| shared.fail(RouterError::Unauthorized))?;
+        .ok_or_else(|| shared.unauthorized(source))?;
+    shared.audit.signed_in(&client.name, source);
     let online: Vec<String> = shared.gateways.lock().unwrap().keys().cloned().collect();
     let announced = shared.announced.lock().unwrap();
     let mut resources: Vec<ResourceInfo> = announced
@@ -498,10 +583,24 @@ async fn list_resources(
 async fn forward_message(
     State(shared): State<Arc<Shared>>,
     Path(gateway_id): Path<String>,
+    addr: Option<Extension<ClientAddr>>,
     request: Request,
 ) -> Result<Json<ClientReply>, RouterError> {
-    let result = forward(&shared, gateway_id, request).await;
-    result.map_err(|e| shared.fail(e))
+    let source = source_of(addr);
+    let mut launch = None;
+    let result = forward(&shared, gateway_id, request, source, &mut launch).await;
+    if let (Some(launch), Err(e)) = (launch, &result) {
+        shared.audit.record(&AuditRecord {
+            code: Some(e.code().to_string()),
+            event: events::LAUNCH_REFUSED.into(),
+            source: None,
+            ..launch
+        });
+    }
+    match result {
+        Err(RouterError::Unauthorized) => Err(shared.unauthorized(source)),
+        result => result.map_err(|e| shared.fail(e)),
+    }
 }
 
 /// Read a request body of at most `max` bytes, each part within `idle` of the last. Called
@@ -538,10 +637,45 @@ async fn read_body(
     }
 }
 
+/// The audit record of a launch as far as it is known: a `start` whose ids are valid. What
+/// else a refused request held is not written down.
+fn launch_record(
+    client: &config::ClientEntry,
+    gateway_id: &str,
+    body: &[u8],
+    source: Option<IpAddr>,
+) -> Option<AuditRecord> {
+    // Owned strings: a borrowed one would fail on escapes, and an escaped id must not slip
+    // past the audit trail.
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        conversation_id: String,
+        resource: String,
+        kind: MessageKind,
+    }
+    let envelope: Envelope = serde_json::from_slice(body).ok()?;
+    let valid = envelope.kind == MessageKind::Start
+        && sallyport_protocol::valid_conversation_id(&envelope.conversation_id)
+        && sallyport_protocol::valid_resource_name(&envelope.resource)
+        && sallyport_protocol::valid_resource_name(gateway_id);
+    valid.then(|| {
+        AuditRecord::new(events::LAUNCH_REQUESTED)
+            .launch(
+                &client.name,
+                &envelope.resource,
+                gateway_id,
+                &envelope.conversation_id,
+            )
+            .source(source)
+    })
+}
+
 async fn forward(
     shared: &Arc<Shared>,
     gateway_id: String,
     request: Request,
+    source: Option<IpAddr>,
+    launch: &mut Option<AuditRecord>,
 ) -> Result<Json<ClientReply>, RouterError> {
     let (parts, body) = request.into_parts();
     let client = shared
@@ -554,6 +688,12 @@ async fn forward(
         shared.limits.idle,
     )
     .await?;
+    if shared.audit.enabled() {
+        *launch = launch_record(client, &gateway_id, &body, source);
+        if let Some(record) = launch {
+            shared.audit.record(record);
+        }
+    }
     let message = shared.check_message(client, &gateway_id, &body)?;
     let link = shared
         .gateways
@@ -619,6 +759,14 @@ async fn forward(
     };
     match outcome {
         GatewayOutcome::Ok { payload } => {
+            if message.kind == MessageKind::Start {
+                shared.audit.launched(
+                    &client.name,
+                    &message.resource,
+                    &gateway_id,
+                    &message.conversation_id,
+                );
+            }
             if message.kind == MessageKind::Close {
                 shared
                     .conversations

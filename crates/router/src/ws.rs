@@ -12,6 +12,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use sallyport_protocol::{
     AnnouncedResource, ClientWsEvent, ClientWsRequest, Code, GatewayChallenge, GatewayToRouter,
@@ -19,11 +20,14 @@ use sallyport_protocol::{
 };
 use tokio::sync::{mpsc, Notify};
 
-use crate::{GatewayLink, RouterError, Shared};
+use crate::audit::{events, AuditRecord};
+use crate::{source_of, ClientAddr, GatewayLink, RouterError, Shared};
 
 /// Close code for a frame that broke the protocol (RFC 6455 §7.4.1: 1008 policy violation).
 const CLOSE_PROTOCOL: u16 = 1008;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// After its Close frame, how long the router waits for the peer's.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// One client socket follows at most this many conversations.
 const MAX_SUBSCRIPTIONS_PER_SOCKET: usize = 64;
 
@@ -62,6 +66,28 @@ fn incoming<E>(frame: Option<Result<Message, E>>) -> Incoming {
     }
 }
 
+/// Send `frame` (a Close) and wait, briefly, for the peer's Close in reply (RFC 6455 §7.1.1:
+/// the server closes the connection once the handshake is done). Closing at once would cut
+/// the peer's reply off; over TLS, some clients take the close_notify that would follow right
+/// behind the Close frame for an abnormal end (1006) and never read the code.
+async fn close_with<S, R, E>(sink: &mut S, stream: &mut R, frame: Message)
+where
+    S: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, E>> + Unpin,
+{
+    if sink.send(frame).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// Close frame for a router shutting down (RFC 6455 §7.4.1: 1001 going away).
 fn going_away() -> Message {
     Message::Close(Some(CloseFrame {
@@ -77,11 +103,12 @@ fn upgrade(shared: &Shared, ws: WebSocketUpgrade) -> WebSocketUpgrade {
 
 pub(crate) async fn client_socket(
     State(shared): State<Arc<Shared>>,
+    addr: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     let Some(client) = shared.client_for_token(&headers) else {
-        return shared.fail(RouterError::Unauthorized).into_response();
+        return shared.unauthorized(source_of(addr)).into_response();
     };
     let name = client.name.clone();
     upgrade(&shared, ws)
@@ -171,11 +198,11 @@ async fn socket_loop<Si, St, E, T>(
                 }
             }
             _ = shutdown.recv() => {
-                let _ = sink.send(going_away()).await;
+                close_with(sink, stream, going_away()).await;
                 break;
             }
             reason = &mut displaced => {
-                let _ = sink.send(close_frame(reason)).await;
+                close_with(sink, stream, close_frame(reason)).await;
                 break;
             }
             _ = ping.tick() => {
@@ -195,7 +222,7 @@ async fn socket_loop<Si, St, E, T>(
                     Incoming::Ended => break,
                     Incoming::Binary => {
                         shared.metrics.failure(Code::Malformed);
-                        let _ = sink.send(close_frame("binary frames are not part of the protocol")).await;
+                        close_with(sink, stream, close_frame("binary frames are not part of the protocol")).await;
                         break;
                     }
                 };
@@ -207,7 +234,7 @@ async fn socket_loop<Si, St, E, T>(
                     }
                 }
                 if let Some(reason) = step.close {
-                    let _ = sink.send(close_frame(reason)).await;
+                    close_with(sink, stream, close_frame(reason)).await;
                     break;
                 }
             }
@@ -332,16 +359,25 @@ fn unsubscribe(shared: &Shared, socket_id: u64, conversation_id: &str) {
 
 pub(crate) async fn gateway_socket(
     State(shared): State<Arc<Shared>>,
+    addr: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let source = source_of(addr);
     let Some(gateway) = shared.gateway_for_token(&headers) else {
-        return shared.fail(RouterError::Unauthorized).into_response();
+        return shared.unauthorized(source).into_response();
     };
     let id = gateway.id.clone();
     upgrade(&shared, ws)
-        .on_upgrade(move |socket| run_gateway(shared, id, socket))
+        .on_upgrade(move |socket| run_gateway(shared, id, socket, source))
         .into_response()
+}
+
+fn gateway_record(event: &str, gateway_id: &str, source: Option<std::net::IpAddr>) -> AuditRecord {
+    AuditRecord {
+        gateway: Some(gateway_id.to_owned()),
+        ..AuditRecord::new(event).source(source)
+    }
 }
 
 /// A gateway link plus the signal that a newer connection of the same gateway replaced it.
@@ -412,15 +448,21 @@ pub(crate) fn check_hello(
     Ok(resources)
 }
 
-async fn run_gateway(shared: Arc<Shared>, gateway_id: String, socket: WebSocket) {
+async fn run_gateway(
+    shared: Arc<Shared>,
+    gateway_id: String,
+    socket: WebSocket,
+    source: Option<std::net::IpAddr>,
+) {
     let (mut sink, mut stream) = socket.split();
-    serve_gateway(&shared, &gateway_id, &mut sink, &mut stream).await;
+    serve_gateway(&shared, &gateway_id, source, &mut sink, &mut stream).await;
 }
 
 /// A gateway socket: the challenge and hello, then the one socket loop.
 pub(crate) async fn serve_gateway<Si, St, E>(
     shared: &Shared,
     gateway_id: &str,
+    source: Option<std::net::IpAddr>,
     sink: &mut Si,
     stream: &mut St,
 ) where
@@ -446,7 +488,11 @@ pub(crate) async fn serve_gateway<Si, St, E>(
         Ok(resources) => resources,
         Err((code, message)) => {
             tracing::warn!(gateway = %gateway_id, %code, %message, "gateway refused");
-            reject_gateway(shared, sink, code, &message).await;
+            shared.audit.record(&AuditRecord {
+                code: Some(code.to_string()),
+                ..gateway_record(events::GATEWAY_REFUSED, gateway_id, source)
+            });
+            reject_gateway(shared, sink, stream, code, &message).await;
             return;
         }
     };
@@ -454,14 +500,25 @@ pub(crate) async fn serve_gateway<Si, St, E>(
     let (tx, mut rx) = mpsc::channel::<RouterToGateway>(1024);
     let registered = register(shared, gateway_id, tx, resources);
     tracing::info!(gateway = %gateway_id, "gateway connected");
+    shared.audit.record(&gateway_record(
+        events::GATEWAY_CONNECTED,
+        &gateway_id,
+        source,
+    ));
     if sink
         .send(json_text(&RouterToGateway::Welcome {
             v: PROTOCOL_VERSION,
+            reports: true,
         }))
         .await
         .is_err()
     {
         unregister(shared, gateway_id, &registered.link);
+        shared.audit.record(&gateway_record(
+            events::GATEWAY_DISCONNECTED,
+            gateway_id,
+            source,
+        ));
         return;
     }
 
@@ -490,6 +547,11 @@ pub(crate) async fn serve_gateway<Si, St, E>(
     };
     socket_loop(shared, gateway_id, sink, stream, &mut rx, replaced, on_text).await;
     unregister(shared, gateway_id, &registered.link);
+    shared.audit.record(&gateway_record(
+        events::GATEWAY_DISCONNECTED,
+        gateway_id,
+        source,
+    ));
     tracing::info!(gateway = %gateway_id, "gateway disconnected");
 }
 
@@ -522,6 +584,11 @@ pub(crate) fn gateway_frame(
             };
             shared.route_stream(gateway_id, event, &conversation_id);
         }
+        GatewayToRouter::Report(report) => {
+            if let Err(code) = shared.audit.report(gateway_id, report) {
+                shared.metrics.failure(code);
+            }
+        }
         GatewayToRouter::Hello { resources, .. } => {
             if resources
                 .iter()
@@ -538,9 +605,15 @@ pub(crate) fn gateway_frame(
     Ok(())
 }
 
-async fn reject_gateway<S>(shared: &Shared, sink: &mut S, code: Code, message: &str)
-where
-    S: SinkExt<Message> + Unpin,
+async fn reject_gateway<S, R, E>(
+    shared: &Shared,
+    sink: &mut S,
+    stream: &mut R,
+    code: Code,
+    message: &str,
+) where
+    S: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, E>> + Unpin,
 {
     shared.metrics.failure(code);
     let error = RouterToGateway::Error {
@@ -548,7 +621,7 @@ where
         message: message.into(),
     };
     let _ = sink.send(json_text(&error)).await;
-    let _ = sink.send(close_frame(message)).await;
+    close_with(sink, stream, close_frame(message)).await;
 }
 
 /// Register a gateway whose key is proven. A live connection of the same gateway is replaced:
@@ -689,7 +762,7 @@ mod tests {
                 resources: vec!["*".into()],
                 roles: vec![],
             }],
-            ..RouterConfig::parse("").unwrap()
+            ..RouterConfig::parse("plain_http = true").unwrap()
         };
         let stopper = sallyport_kit::Stopper::new();
         (Arc::new(Shared::new(config, stopper.shutdown())), stopper)
@@ -710,7 +783,7 @@ mod tests {
         let task = {
             let shared = shared.clone();
             tokio::spawn(async move {
-                serve_gateway(&shared, "g", &mut sink, &mut stream).await;
+                serve_gateway(&shared, "g", None, &mut sink, &mut stream).await;
             })
         };
         let challenge = far.next_json().await;

@@ -246,6 +246,7 @@ async fn error_frames_on_the_client_socket_name_their_conversation() {
         &router.url(),
         sallyport_protocol::CLIENT_WS_PATH,
         CLIENT_TOKEN,
+        None,
     )
     .await
     .unwrap();

@@ -16,6 +16,7 @@ const BOB_TOKEN: &str = "bob-client-token";
 fn config(reports: &str) -> String {
     format!(
         r#"listen = "127.0.0.1:0"
+plain_http = true
 {reports}
 [[gateways]]
 id = "dc1"

@@ -21,7 +21,7 @@ use sallyport_core::logbuf::LaunchLogs;
 use sallyport_core::native_client;
 use sallyport_core::{
     Checkpoint, ClientChoice, ClientProfile, CoreError, Face, LaunchRequest, Launcher, Profile,
-    Session, SessionInfo, StickyPorts, Tunables,
+    Session, SessionInfo, SessionState, StickyPorts, Tunables,
 };
 use sallyport_lab::{Lab, LabOptions};
 use sallyport_protocol::report::{GroupBy, LaunchList, LaunchQuery, LaunchStats, WhoAmI};
@@ -117,6 +117,8 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_REPORTS_IN_FLIGHT: usize = 32;
 /// How long the app's state waits to learn the token's roles.
 const WHOAMI_TIMEOUT: Duration = Duration::from_secs(3);
+/// How many ended sessions the list keeps for the user to see.
+const MAX_ENDED: usize = 10;
 
 pub struct Service {
     home: PathBuf,
@@ -125,6 +127,10 @@ pub struct Service {
     connection: RwLock<Connection>,
     lab: tokio::sync::Mutex<Option<Lab>>,
     sessions: Mutex<Vec<Arc<Session>>>,
+    /// Sessions that ended by themselves (the gateway lost, the network gone), newest last,
+    /// until the user dismisses them: an end nobody saw would look like a session that was
+    /// never there. At most `MAX_ENDED`.
+    ended: Mutex<Vec<SessionInfo>>,
     history: History,
     logs: LaunchLogs,
     settings: Mutex<Settings>,
@@ -157,6 +163,7 @@ impl Service {
             connection: RwLock::new(connection),
             lab: tokio::sync::Mutex::new(lab),
             sessions: Mutex::new(Vec::new()),
+            ended: Mutex::new(Vec::new()),
             logs,
             settings: Mutex::new(settings),
             changed,
@@ -397,7 +404,23 @@ impl Service {
             }
         };
         tracing::info!(launch_id = session.launch_id(), ?end, "session ended");
-        self.end_session(session).await;
+        // Off the open list and onto the ended one in one step, so nobody ever sees it twice.
+        {
+            let mut sessions = self.sessions.lock().unwrap();
+            sessions.retain(|s| s.launch_id() != session.launch_id());
+            if let Some(ended) = end.unexpected() {
+                let mut ended_list = self.ended.lock().unwrap();
+                ended_list.push(SessionInfo {
+                    state: SessionState::Closed,
+                    ended: Some(ended),
+                    ..session.info()
+                });
+                let excess = ended_list.len().saturating_sub(MAX_ENDED);
+                ended_list.drain(..excess);
+            }
+        }
+        self.bump();
+        session.close().await;
     }
 
     /// Close a session and take it off the list (and so off the tray).
@@ -423,20 +446,33 @@ impl Service {
             .cloned()
     }
 
+    /// The open sessions, then those that ended by themselves and are not dismissed yet
+    /// (state `closed`, with `ended` saying why).
     pub fn sessions(&self) -> Vec<SessionInfo> {
-        self.sessions
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|s| s.info())
-            .collect()
+        // Both locks at once (in the order `supervise` takes them): one consistent picture.
+        let sessions = self.sessions.lock().unwrap();
+        let ended = self.ended.lock().unwrap();
+        let mut list: Vec<SessionInfo> = sessions.iter().map(|s| s.info()).collect();
+        list.extend(ended.iter().rev().cloned());
+        list
     }
 
+    /// Close an open session, or dismiss one that ended by itself.
     pub async fn close_session(&self, launch_id: &str) -> Result<()> {
-        let session = self
-            .session(launch_id)
-            .ok_or_else(|| CoreError::UnknownSession(launch_id.to_owned()))?;
-        self.end_session(&session).await;
+        if let Some(session) = self.session(launch_id) {
+            self.end_session(&session).await;
+            return Ok(());
+        }
+        let dismissed = {
+            let mut ended = self.ended.lock().unwrap();
+            let before = ended.len();
+            ended.retain(|s| s.launch_id != launch_id);
+            ended.len() != before
+        };
+        if !dismissed {
+            return Err(CoreError::UnknownSession(launch_id.to_owned()));
+        }
+        self.bump();
         Ok(())
     }
 

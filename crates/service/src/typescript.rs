@@ -6,7 +6,7 @@
 use sallyport_core::bundle::{BundleView, Tunable};
 use sallyport_core::checkpoint::names;
 use sallyport_core::history::{LaunchError, LaunchRecord, Outcome};
-use sallyport_core::{Checkpoint, ClientOption, Profile, SessionInfo, SessionState};
+use sallyport_core::{Checkpoint, ClientOption, Profile, SessionEnded, SessionInfo, SessionState};
 use sallyport_protocol::report::{
     GroupBy, LaunchList, LaunchQuery, LaunchStats, LaunchSummary, PhaseStats, ReportCheckpoint,
     TotalStats,
@@ -80,6 +80,7 @@ pub fn render() -> String {
     decl::<LaunchError>(&cfg, &mut out);
     decl::<Checkpoint>(&cfg, &mut out);
     decl::<SessionState>(&cfg, &mut out);
+    decl::<SessionEnded>(&cfg, &mut out);
     decl::<SessionInfo>(&cfg, &mut out);
     decl::<Outcome>(&cfg, &mut out);
     decl::<LaunchRecord>(&cfg, &mut out);

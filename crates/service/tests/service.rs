@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use sallyport_core::checkpoint::names;
 use sallyport_core::history::Outcome;
-use sallyport_core::{ClientChoice, ClientProfile, Face};
+use sallyport_core::{ClientChoice, ClientProfile, Face, SessionState};
 use sallyport_lab::{Lab, LabOptions};
 use sallyport_protocol::Code;
 use sallyport_service::{CommandError, Connect, LaunchOptions, Options, Service};
@@ -219,20 +219,34 @@ async fn a_profile_without_a_token_says_so_with_its_own_code() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_supervised_session_that_ends_by_itself_leaves_the_list() {
+async fn a_supervised_session_that_ends_by_itself_says_why_until_dismissed() {
     let lab = lab().await;
     let home = scratch("supervised");
     let service = Arc::new(cli_service(&lab, &home).await);
     let info = service.launch_supervised(echo(), |_| {}).await.unwrap();
     assert_eq!(service.sessions()[0].launch_id, info.launch_id);
+    assert_eq!(service.sessions()[0].ended, None);
     let mut changes = service.changes();
-    // The gateway goes away: the tube ends, and supervision takes the session off the list.
+    // The gateway stops: the tube ends, and the list says so (closed, and why).
     lab.shutdown().await;
-    tokio::time::timeout(std::time::Duration::from_secs(30), async {
-        while !service.sessions().is_empty() {
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            if let Some(s) = service.sessions().into_iter().find(|s| s.ended.is_some()) {
+                return s;
+            }
             changes.changed().await.unwrap();
         }
     })
     .await
-    .expect("the ended session leaves the list");
+    .expect("the ended session shows how it ended");
+    assert_eq!(ended.launch_id, info.launch_id);
+    assert_eq!(ended.state, SessionState::Closed);
+    assert_eq!(ended.ended.unwrap().code, Code::GatewayShutdown);
+    assert_eq!(service.sessions().len(), 1, "only the ended one");
+
+    // Dismissing it takes it off the list; a second dismissal names the unknown session.
+    service.close_session(&info.launch_id).await.unwrap();
+    assert!(service.sessions().is_empty());
+    let err = service.close_session(&info.launch_id).await.unwrap_err();
+    assert_eq!(err.code(), Code::UnknownSession);
 }

@@ -201,6 +201,7 @@ async function launch(args: Args): Promise<SessionInfo> {
     bytes_out: 0,
     started_unix_ms: start,
     ready_ms: cps[cps.length - 1]!.total_ms,
+    ended: null,
   };
   sessions.push(session);
   push();

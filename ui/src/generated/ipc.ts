@@ -2,7 +2,7 @@
 // Regenerate with `SALLYPORT_WRITE_TYPES=1 cargo test -p sallyport-service`.
 
 /** Every code of the registry (`sallyport_protocol::Code`). */
-export type Code = "unauthorized" | "forbidden" | "unknown_gateway" | "unknown_resource" | "malformed" | "not_found" | "too_large" | "controller_down" | "rrc_timeout" | "bad_state" | "seal_rejected" | "invalid_key" | "header_timeout" | "request_timeout" | "too_many_connections" | "overloaded" | "unsupported_version" | "internal" | "reports_disabled" | "normal" | "target_refused" | "target_timeout" | "target_unreachable" | "target_error" | "session_limit" | "closed_by_admin" | "gateway_shutdown" | "client_closed" | "protocol_error" | "network_failed" | "gateway_lost" | "closed" | "config_invalid" | "router_refused" | "unknown_conversation" | "client_slow" | "idle_timeout" | "evicted" | "webrtc_error" | "invalid_sdp" | "invalid_candidate" | "webrtc_timeout" | "tube_closed" | "webrtc_failed" | "invalid_config" | "io_error" | "invalid_tunable" | "invalid_profile" | "missing_token" | "lab_failed" | "unknown_session" | "unknown_launch" | "unpinned_gateway" | "router_unreachable" | "http_error" | "timeout" | "connection_error" | "empty_reply" | "port_taken" | "invalid_port" | "client_missing" | "client_failed" | "keyring_error" | "bench_failed" | "not_in_app" | "bundle_unsupported" | "bundle_damaged" | "ipc_error" | "unrecognized";
+export type Code = "unauthorized" | "forbidden" | "unknown_gateway" | "unknown_resource" | "malformed" | "not_found" | "too_large" | "controller_down" | "rrc_timeout" | "bad_state" | "seal_rejected" | "invalid_key" | "header_timeout" | "request_timeout" | "too_many_connections" | "overloaded" | "unsupported_version" | "internal" | "reports_disabled" | "normal" | "target_refused" | "target_timeout" | "target_unreachable" | "target_error" | "session_limit" | "closed_by_admin" | "gateway_shutdown" | "client_closed" | "protocol_error" | "network_failed" | "gateway_lost" | "closed" | "config_invalid" | "router_refused" | "unknown_conversation" | "client_slow" | "idle_timeout" | "evicted" | "tls_handshake" | "webrtc_error" | "invalid_sdp" | "invalid_candidate" | "webrtc_timeout" | "tube_closed" | "webrtc_failed" | "invalid_config" | "io_error" | "invalid_tunable" | "invalid_profile" | "missing_token" | "lab_failed" | "unknown_session" | "unknown_launch" | "unpinned_gateway" | "router_unreachable" | "http_error" | "timeout" | "connection_error" | "router_tls" | "empty_reply" | "port_taken" | "invalid_port" | "client_missing" | "client_failed" | "keyring_error" | "bench_failed" | "not_in_app" | "bundle_unsupported" | "bundle_damaged" | "ipc_error" | "unrecognized";
 
 export const CODES: readonly Code[] = [
   'unauthorized',
@@ -43,6 +43,7 @@ export const CODES: readonly Code[] = [
   'client_slow',
   'idle_timeout',
   'evicted',
+  'tls_handshake',
   'webrtc_error',
   'invalid_sdp',
   'invalid_candidate',
@@ -62,6 +63,7 @@ export const CODES: readonly Code[] = [
   'http_error',
   'timeout',
   'connection_error',
+  'router_tls',
   'empty_reply',
   'port_taken',
   'invalid_port',
@@ -115,6 +117,7 @@ export const HINTS: Readonly<Record<Code, string>> = {
   client_slow: "Open the launch's timeline and export a diagnostic bundle for support.",
   idle_timeout: "Open the launch's timeline and export a diagnostic bundle for support.",
   evicted: "Open the launch's timeline and export a diagnostic bundle for support.",
+  tls_handshake: "Open the launch's timeline and export a diagnostic bundle for support.",
   webrtc_error: "Open the launch's timeline and export a diagnostic bundle for support.",
   invalid_sdp: "Open the launch's timeline and export a diagnostic bundle for support.",
   invalid_candidate: "Open the launch's timeline and export a diagnostic bundle for support.",
@@ -134,6 +137,7 @@ export const HINTS: Readonly<Record<Code, string>> = {
   http_error: "Open the launch's timeline and export a diagnostic bundle for support.",
   timeout: "The gateway or the router did not answer in time; try again.",
   connection_error: "Check the router URL in Settings (or the profile) and that the router is running.",
+  router_tls: "The router's certificate was refused: set the profile's ca_file to the CA that signed it, or check the router URL's host name.",
   empty_reply: "Open the launch's timeline and export a diagnostic bundle for support.",
   port_taken: "Choose another local port for this resource.",
   invalid_port: "Choose a local port from 1024 to 65535, or leave it empty for a free one.",
@@ -241,6 +245,13 @@ at_unix_ms: number, };
 
 export type SessionState = "active" | "reconnecting" | "closing" | "closed";
 
+export type SessionEnded = { 
+/**
+ * The close reason (`gateway_lost`, `gateway_shutdown`, `network_failed`, ...): the UI
+ * shows its hint from the registry.
+ */
+code: Code, at_unix_ms: number, };
+
 export type SessionInfo = { launch_id: string, resource: string, protocol: string, gateway: string, local_port: number, state: SessionState, client: string | null, 
 /**
  * Bytes from the target to the local client.
@@ -249,7 +260,12 @@ bytes_in: number,
 /**
  * Bytes from the local client to the target.
  */
-bytes_out: number, started_unix_ms: number, ready_ms: number, };
+bytes_out: number, started_unix_ms: number, ready_ms: number, 
+/**
+ * Set once the session has ended by itself (not closed by the user): why, and when. The
+ * app keeps such a session in its list until the user dismisses it, so an end is seen.
+ */
+ended: SessionEnded | null, };
 
 export type Outcome = "ok" | "failed";
 

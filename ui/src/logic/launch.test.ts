@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { SessionInfo } from '../types';
-import { clientArgument, newestFirst, visibleSessions } from './launch';
+import { clientArgument, endedText, newestFirst, visibleSessions } from './launch';
 
 describe('clientArgument', () => {
   const choices = [
@@ -36,10 +36,19 @@ describe('visibleSessions', () => {
     bytes_out: 0,
     started_unix_ms: started,
     ready_ms: 1,
+    ended: null,
   });
   it('drops closed sessions and orders the rest oldest first', () => {
-    const out = visibleSessions([s('c', 'active', 30), s('a', 'closed', 10), s('b', 'closing', 20), s('d', 'active', 5)]);
+    const out = visibleSessions([s('c', 'active', 30), s('a', 'closed', 10), s('b', 'reconnecting', 20), s('d', 'active', 5)]);
     expect(out.map((x) => x.launch_id)).toEqual(['d', 'b', 'c']);
+  });
+  it('keeps sessions that ended by themselves after the open ones, latest end first', () => {
+    const lost = { ...s('e', 'closed', 1), ended: { code: 'gateway_lost' as const, at_unix_ms: 50 } };
+    const shut = { ...s('f', 'closed', 2), ended: { code: 'gateway_shutdown' as const, at_unix_ms: 60 } };
+    const out = visibleSessions([lost, s('a', 'active', 10), shut, s('x', 'closed', 3)]);
+    expect(out.map((x) => x.launch_id)).toEqual(['a', 'f', 'e']);
+    expect(endedText(lost)).toMatch(/^ended: gateway lost\. \S/);
+    expect(endedText(s('a', 'active', 10))).toBeNull();
   });
 });
 

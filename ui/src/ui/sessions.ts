@@ -1,7 +1,8 @@
-// Sessions: every open session from watch_sessions, with its port, live uptime, bytes and Close.
+// Sessions: every open session from watch_sessions, with its port, live uptime, bytes and Close;
+// then those that ended by themselves, saying why, until dismissed.
 import { closeSession, go } from '../actions';
 import { formatBytes, formatUptime } from '../logic/format';
-import { visibleSessions } from '../logic/launch';
+import { endedText, visibleSessions } from '../logic/launch';
 import { state, subscribe } from '../store';
 import type { SessionInfo } from '../types';
 import { copyText, h, replace, setText } from './dom';
@@ -113,11 +114,16 @@ export function mountSessions(section: HTMLElement): void {
     setText(row.client, s.client ?? 'no client');
     row.client.classList.toggle('muted', s.client === null);
     row.client.title = s.client ?? '';
-    const closing = s.state === 'closing' || state.closing.has(s.launch_id);
-    setText(row.state, closing ? 'closing' : s.state);
-    row.state.className = `pill pill-${closing ? 'closing' : s.state}`;
+    const ended = endedText(s);
+    const closing = !ended && (s.state === 'closing' || state.closing.has(s.launch_id));
+    const shown = ended ? 'ended' : closing ? 'closing' : s.state;
+    setText(row.state, shown);
+    row.state.className = `pill pill-${shown}`;
+    row.state.title = ended ?? '';
+    if (ended) setText(row.sub, ended);
+    row.el.classList.toggle('session-ended', ended !== null);
     row.close.disabled = closing;
-    setText(row.close, closing ? 'Closing…' : 'Close');
+    setText(row.close, ended ? 'Dismiss' : closing ? 'Closing…' : 'Close');
     setText(row.bytesIn, formatBytes(s.bytes_in));
     setText(row.bytesOut, formatBytes(s.bytes_out));
     row.bytesIn.title = `${s.bytes_in} bytes in`;
@@ -126,7 +132,8 @@ export function mountSessions(section: HTMLElement): void {
   };
 
   const tickRow = (row: Row) => {
-    setText(row.uptime, formatUptime(Date.now() - row.session.started_unix_ms));
+    const until = row.session.ended?.at_unix_ms ?? Date.now();
+    setText(row.uptime, formatUptime(until - row.session.started_unix_ms));
     row.uptime.title = `ready in ${Math.round(row.session.ready_ms)} ms; started ${new Date(row.session.started_unix_ms).toLocaleString()}`;
   };
 

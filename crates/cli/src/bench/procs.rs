@@ -86,6 +86,8 @@ impl ProcessLab {
             &dir.join("router.toml"),
             &format!(
                 r#"listen = "{router_addr}"
+# Loopback only, and the figures in docs/PERFORMANCE.md were taken without TLS.
+plain_http = true
 # Every launch of the bench comes from this one address.
 max_connections_per_source = 4096
 [[gateways]]
@@ -188,6 +190,7 @@ webrtc_udp = ["127.0.0.1:0"]
     pub fn profile(&self, router_url: &str) -> ClientProfile {
         ClientProfile {
             router_url: router_url.to_owned(),
+            ca_file: None,
             token: Some(self.client_token.clone()),
             gateways: [(GATEWAY.to_owned(), self.gateway_key.clone())].into(),
             webrtc_udp: Some(vec!["127.0.0.1:0".into()]),

@@ -22,8 +22,18 @@ pub fn gateway_key() -> GatewayKeyPair {
 }
 
 /// A configuration with one client and one gateway (`dc1`), the given timeouts, and `extra`
-/// settings on top.
+/// settings on top; plain HTTP on loopback, so the tests can speak raw HTTP (tests/tls.rs
+/// covers the same guards over TLS).
 pub fn config_with(header_secs: u64, idle_secs: u64, extra: &str) -> String {
+    tls_config_with(
+        header_secs,
+        idle_secs,
+        &format!("plain_http = true\n{extra}"),
+    )
+}
+
+/// As [`config_with`], but `extra` must say how to serve (`plain_http` or `[tls]`, last).
+pub fn tls_config_with(header_secs: u64, idle_secs: u64, extra: &str) -> String {
     format!(
         r#"listen = "127.0.0.1:0"
 header_read_timeout_secs = {header_secs}
@@ -198,7 +208,7 @@ pub fn child_router(binary: &str, config: &str, fd_limit: Option<u64>) -> (Child
     let _ = std::fs::remove_dir_all(dir);
     let addr = banner
         .trim()
-        .rsplit("http://")
+        .rsplit("://")
         .next()
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no address in {banner:?}"));
@@ -206,9 +216,14 @@ pub fn child_router(binary: &str, config: &str, fd_limit: Option<u64>) -> (Child
 }
 
 pub async fn gateway_socket(url: &str) -> Socket {
-    sallyport_kit::connect(url, sallyport_protocol::GATEWAY_WS_PATH, GATEWAY_TOKEN)
-        .await
-        .unwrap()
+    sallyport_kit::connect(
+        url,
+        sallyport_protocol::GATEWAY_WS_PATH,
+        GATEWAY_TOKEN,
+        None,
+    )
+    .await
+    .unwrap()
 }
 
 pub type Socket = sallyport_kit::WebSocket;

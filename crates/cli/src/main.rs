@@ -94,6 +94,12 @@ enum Command {
         #[arg(long)]
         log: bool,
     },
+    /// Write the diagnostic bundle of a launch in the history (the app's History has the same
+    /// Export) and print its path.
+    Export {
+        /// The launch's id (`sallyport launch --json` prints it; so does the history file).
+        launch_id: String,
+    },
     /// Every user's launch reports at the router (needs a token with the support role).
     Support {
         #[command(subcommand)]
@@ -176,6 +182,13 @@ async fn main() -> ExitCode {
         Command::Login { token_env } => login(&profile_path, &token_env),
         Command::Resources { json } => list_resources(&profile_path, json).await,
         Command::Timeline { file, width, log } => support::timeline(&file, width, log),
+        Command::Export { launch_id } => match service(&profile_path).await {
+            Ok(service) => service.export_bundle(&launch_id).await.map(|path| {
+                println!("{}", path.display());
+                ExitCode::SUCCESS
+            }),
+            Err(e) => Err(e),
+        },
         Command::Support { command } => match service(&profile_path).await {
             Ok(service) => support::run(&service, command).await,
             Err(e) => Err(e),

@@ -139,7 +139,7 @@ function renderChart(el: HTMLElement, model: ReturnType<typeof statsChart> | nul
   const findings = model.rows.flatMap((r) => r.slow.map((s) => ({ group: r.group!, s })));
   replace(
     el,
-    h('p', { class: 'sub' }, `Median of each phase ${per}, stacked in pipeline order; the top row is the whole fleet. Phases slower than the fleet's median are outlined.`),
+    h('p', { class: 'sub' }, `Median of each phase per ${per}, stacked in pipeline order; the top row is the whole fleet. Phases slower than the fleet's median are outlined.`),
     h('div', { class: 'sp-rows' }, model.rows.map((r) => chartRow(r, model))),
     findings.length > 0
       ? h(

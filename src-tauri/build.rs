@@ -13,6 +13,9 @@ fn main() {
             "get_settings",
             "save_settings",
             "export_bundle",
+            "open_bundle",
+            "support_launches",
+            "support_stats",
             "tray_menu_items",
         ]),
     ))

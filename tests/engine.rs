@@ -229,6 +229,7 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
             name: "alice".into(),
             token: "alice-client-token".into(),
             resources: vec!["*".into()],
+            roles: vec![],
         }],
         ..RouterConfig::default()
     };
@@ -299,6 +300,7 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
             ice_servers: vec![],
             relay_only: false,
             lab: false,
+            launch_reports: true,
         },
         "alice-client-token",
         sallyport_core::StickyPorts::new(dir.join("ports.json")),

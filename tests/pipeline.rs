@@ -96,6 +96,7 @@ async fn a_gateway_that_comes_up_during_the_catchup_window_is_reached_on_attempt
             name: "c".into(),
             token: "late-client-token".into(),
             resources: vec!["late-*".into()],
+            roles: vec![],
         }],
         ..RouterConfig::default()
     })
@@ -111,6 +112,7 @@ async fn a_gateway_that_comes_up_during_the_catchup_window_is_reached_on_attempt
         ice_servers: vec![],
         relay_only: false,
         lab: false,
+        launch_reports: true,
     };
     let dir = scratch("late");
     let launcher = Launcher::new(

@@ -50,6 +50,7 @@ async fn bare_router() -> RouterHandle {
             name: "alice".into(),
             token: CLIENT_TOKEN.into(),
             resources: vec!["*".into()],
+            roles: vec![],
         }],
         ..RouterConfig::parse("plain_http = true").unwrap()
     };

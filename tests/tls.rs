@@ -43,6 +43,7 @@ async fn router_with(
             name: "alice".into(),
             token: CLIENT_TOKEN.into(),
             resources: vec!["*".into()],
+            roles: vec![],
         }],
         ..RouterConfig::default()
     })

@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
+use sallyport_core::bundle::BundleView;
 use sallyport_core::history::LaunchRecord;
 use sallyport_core::{Checkpoint, ClientChoice, Profile, SessionInfo};
+use sallyport_protocol::report::{GroupBy, LaunchList, LaunchQuery, LaunchStats};
 use sallyport_service::{
     AppStateView, CommandError, LaunchOptions, ResourceView, Service, SettingsView,
 };
@@ -103,6 +105,32 @@ pub async fn save_settings(
 pub async fn export_bundle(service: Shared<'_>, launch_id: String) -> Result<String> {
     let path = service.export_bundle(&launch_id).await?;
     Ok(path.display().to_string())
+}
+
+/// Read and check a diagnostic bundle the user picked or dropped (the file's text).
+#[tauri::command(rename_all = "snake_case")]
+pub fn open_bundle(service: Shared<'_>, contents: String) -> Result<BundleView> {
+    Ok(service.open_bundle(contents.as_bytes())?)
+}
+
+/// Every user's launches at the router (support role).
+#[tauri::command(rename_all = "snake_case")]
+pub async fn support_launches(
+    service: Shared<'_>,
+    query: LaunchQuery,
+    limit: Option<u32>,
+) -> Result<LaunchList> {
+    Ok(service.support_launches(&query, limit).await?)
+}
+
+/// Per-phase percentiles at the router, grouped (support role).
+#[tauri::command(rename_all = "snake_case")]
+pub async fn support_stats(
+    service: Shared<'_>,
+    query: LaunchQuery,
+    group_by: GroupBy,
+) -> Result<LaunchStats> {
+    Ok(service.support_stats(&query, group_by).await?)
 }
 
 /// The tray menu as currently built: labels in order (for tests and support).

@@ -70,6 +70,9 @@ fn main() {
             commands::get_settings,
             commands::save_settings,
             commands::export_bundle,
+            commands::open_bundle,
+            commands::support_launches,
+            commands::support_stats,
             commands::tray_menu_items,
         ])
         .setup({

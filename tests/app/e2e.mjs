@@ -1,7 +1,9 @@
 // End-to-end test of the real app binary through tauri-driver and WebKitWebDriver, under Xvfb.
 // It clicks a demo resource of the embedded lab, watches the timeline fill with the real
 // checkpoints of a real launch, sends bytes through the session's port, checks the tray menu
-// after two launches, closes a session and sees it go, and takes screenshots for docs/.
+// after two launches, closes a session and sees it go, reads every launch's report back in the
+// Support panel, opens an exported bundle dropped on the window (and refuses a damaged or
+// foreign one), and takes screenshots for docs/.
 //
 // Usage: node tests/app/e2e.mjs APP_BINARY [SCREENSHOT_DIR]   (tauri-driver on :4444)
 import net from "node:net";
@@ -83,6 +85,12 @@ async function screenshot(name) {
   await sleep(1000); // the window's frame lags the DOM under Xvfb
   const png = await wd("GET", `/session/${sid}/screenshot`);
   fs.writeFileSync(path.join(shots, `${name}.png`), Buffer.from(png, "base64"));
+}
+// A file dropped on the window, as the drop handler receives it from a file manager.
+async function dropFile(name, text) {
+  await script(`const dt = new DataTransfer();
+    dt.items.add(new File([arguments[1]], arguments[0], { type: 'application/json' }));
+    window.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));`, [name, text]);
 }
 async function phasesShown() {
   return script(`return [...document.querySelectorAll('[data-testid="timeline"] [data-testid^="phase-"]')]
@@ -171,6 +179,7 @@ try {
     assert(!items.some((i) => i.startsWith("Close demo-echo")), `tray: ${items}`);
   });
 
+  let bundlePath;
   await check("history keeps both launches with their timelines", async () => {
     const history = await invoke("history");
     assert(history.length >= 2 && history.every((h) => h.outcome === "ok"), JSON.stringify(history).slice(0, 300));
@@ -179,6 +188,60 @@ try {
     assert(typeof bundle === "string" && fs.existsSync(bundle), `bundle: ${JSON.stringify(bundle)}`);
     const content = fs.readFileSync(bundle, "utf8");
     assert(content.includes("webrtc_data_plane_connected") && content.includes("WEBSOCKET_BACKEND_DELAY"), "bundle content");
+    bundlePath = bundle;
+  });
+
+  await check("the Support panel lists every launch the router was told of, each opens in the Timeline", async () => {
+    await click('[data-testid="nav-support"]');
+    const rows = await waitFor("two reported launches", async () => {
+      await click('[data-testid="support-refresh"]');
+      const ids = await script(`return [...document.querySelectorAll('[data-testid^="support-launch-"]')]
+        .map((r) => r.dataset.testid.slice("support-launch-".length));`);
+      return ids.length >= 2 ? ids : null;
+    });
+    const history = await invoke("history");
+    for (const h of history.slice(0, 2)) assert(rows.includes(h.launch_id), `${h.launch_id} not in ${rows}`);
+    await waitFor("the chart's fleet and lab rows", async () =>
+      (await textOf('[data-testid="support-fleet"]')) && (await textOf('[data-testid="support-group-lab"]')));
+    const table = await textOf('[data-testid="support-launches"]');
+    assert(table.includes("lab-user") && table.includes("demo-echo") && table.includes("demo-web"), `table: ${table}`);
+    await screenshot("support");
+    // A cell: WebKitWebDriver finds no point to click on a table row itself.
+    await click(`[data-testid="support-launch-${history[0].launch_id}"] td`);
+    await waitFor("the reported launch on the Timeline", () => textOf('[data-testid="timeline-reported"]'));
+    const phases = await phasesShown();
+    assert(phases.includes("answer_received") && phases.at(-1) === "ready", `phases: ${phases}`);
+  });
+
+  await check("a bundle dropped on the window opens in the Timeline, marked imported", async () => {
+    await dropFile(path.basename(bundlePath), fs.readFileSync(bundlePath, "utf8"));
+    await waitFor("the imported bundle", () => textOf('[data-testid="timeline-imported"]'));
+    const integrity = await textOf('[data-testid="bundle-integrity"]');
+    assert(integrity.includes("digest verified"), `integrity: ${integrity}`);
+    const tunables = await textOf('[data-testid="bundle-tunables"]');
+    assert(tunables.includes("WEBSOCKET_BACKEND_DELAY"), `tunables: ${tunables}`);
+    const phases = await phasesShown();
+    assert(phases.includes("webrtc_data_plane_connected") && phases.at(-1) === "ready", `phases: ${phases}`);
+    await screenshot("bundle");
+  });
+
+  await check("a damaged or foreign bundle is an error with its code, never a view", async () => {
+    const text = fs.readFileSync(bundlePath, "utf8");
+    for (const [name, content, code, why] of [
+      ["cut.json", text.slice(0, text.length / 2), "bundle_damaged", "truncated"],
+      ["changed.json", text.replace('"ready"', '"reedy"'), "bundle_damaged", "digest"],
+      ["newer.json", text.replace("diagnostic-bundle/v2", "diagnostic-bundle/v9"), "bundle_unsupported", "v9"],
+    ]) {
+      if (await textOf('[data-testid="error-banner"]')) await click('[aria-label="Dismiss error"]');
+      await waitFor("no error shown", async () => (await textOf('[data-testid="error-banner"]')) === null, 5000);
+      await dropFile(name, content);
+      await waitFor(`the ${code} error for ${name}`, async () => (await textOf('[data-testid="error-code"]')) === code, 10000);
+      const message = await textOf('[data-testid="error-message"]');
+      assert(message.includes(why), `${name}: ${message}`);
+      assert(await textOf('[data-testid="error-hint"]'), `${name}: no hint`);
+      const phases = await phasesShown();
+      assert(!phases.includes("reedy"), `${name} was drawn: ${phases}`);
+    }
   });
 } catch {
   // reported above

@@ -4,6 +4,7 @@ import * as api from './api';
 import { toCommandError } from './logic/errors';
 import { parsePort } from './logic/format';
 import { clientArgument, newestFirst } from './logic/launch';
+import { toQuery } from './logic/support';
 import { addCheckpoint, outcomeOf } from './logic/timeline';
 import { emit, state, type LiveLaunch, type PanelName } from './store';
 import { HINTS, type CommandError, type Profile } from './types';
@@ -25,6 +26,7 @@ export function go(panel: PanelName): void {
   if (panel === 'history' || panel === 'timeline') void refreshHistory();
   if (panel === 'resources') void refreshResources();
   if (panel === 'settings') void loadSettings();
+  if (panel === 'support') void refreshSupport();
 }
 
 export async function loadAppState(): Promise<void> {
@@ -152,6 +154,57 @@ export async function launch(resource: string, portText: string): Promise<void> 
 /** Shows a past launch (from history) on the Timeline. */
 export function showRecord(launchId: string): void {
   state.timeline = { kind: 'record', launchId };
+  state.panel = 'timeline';
+  emit('nav', 'timeline');
+}
+
+/** Largest file offered to the service as a bundle (the service checks again). */
+const MAX_BUNDLE_BYTES = 32 * 1024 * 1024;
+
+/** Opens a diagnostic bundle (picked or dropped) and shows its launch on the Timeline. */
+export async function openBundleFile(file: File): Promise<void> {
+  if (file.size > MAX_BUNDLE_BYTES) {
+    showError({
+      code: 'bundle_damaged',
+      message: `${file.name}: ${file.size} bytes is more than a bundle holds`,
+      hint: HINTS.bundle_damaged,
+    });
+    return;
+  }
+  try {
+    const bundle = await api.openBundle(await file.text());
+    state.imported = { bundle, fileName: file.name };
+    state.timeline = { kind: 'imported' };
+    state.panel = 'timeline';
+    if (state.error?.code === 'bundle_damaged' || state.error?.code === 'bundle_unsupported') state.error = null;
+    emit('nav', 'timeline', 'banner');
+  } catch (e) {
+    showError(e);
+  }
+}
+
+/** Loads the router's launch reports and their statistics for the Support panel's filter. */
+export async function refreshSupport(): Promise<void> {
+  const s = state.support;
+  s.loading = true;
+  emit('support');
+  const query = toQuery(s.filter, Date.now());
+  try {
+    const [list, stats] = await Promise.all([api.supportLaunches(query, 200), api.supportStats(query, s.groupBy)]);
+    s.launches = list.launches;
+    s.stats = stats;
+    s.loaded = true;
+  } catch (e) {
+    showError(e);
+  } finally {
+    s.loading = false;
+    emit('support', 'timeline');
+  }
+}
+
+/** Shows a reported launch (Support) on the Timeline. */
+export function showReport(key: string): void {
+  state.timeline = { kind: 'report', key };
   state.panel = 'timeline';
   emit('nav', 'timeline');
 }

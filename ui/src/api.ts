@@ -5,6 +5,11 @@ import { toCommandError } from './logic/errors';
 import { HINTS } from './types';
 import type {
   AppState,
+  BundleView,
+  GroupBy,
+  LaunchList,
+  LaunchQuery,
+  LaunchStats,
   Checkpoint,
   CommandError,
   LaunchRecord,
@@ -98,4 +103,19 @@ export function saveSettings(routerUrl: string, profile: Profile, token: string 
 /** Writes a support bundle for the launch; resolves to the path written. */
 export function exportBundle(launchId: string): Promise<string> {
   return call('export_bundle', { launch_id: launchId });
+}
+
+/** Reads and checks a diagnostic bundle's text (the service refuses a damaged or foreign one). */
+export function openBundle(contents: string): Promise<BundleView> {
+  return call('open_bundle', { contents });
+}
+
+/** Every user's launches at the router, newest first (support role). */
+export function supportLaunches(query: LaunchQuery, limit: number | null): Promise<LaunchList> {
+  return call('support_launches', { query, limit });
+}
+
+/** Per-phase percentiles at the router (support role). */
+export function supportStats(query: LaunchQuery, groupBy: GroupBy): Promise<LaunchStats> {
+  return call('support_stats', { query, group_by: groupBy });
 }

@@ -1,5 +1,5 @@
 import './styles.css';
-import { loadAppState, loadSettings, refreshHistory, refreshResources, showError, watchSessions } from './actions';
+import { loadAppState, loadSettings, openBundleFile, refreshHistory, refreshResources, showError, watchSessions } from './actions';
 import { inTauri } from './api';
 import { state } from './store';
 import { mountHistory } from './ui/history';
@@ -7,6 +7,7 @@ import { mountResources } from './ui/resources';
 import { mountSessions } from './ui/sessions';
 import { mountSettings } from './ui/settings';
 import { mountShell } from './ui/shell';
+import { mountSupport } from './ui/support';
 import { mountTimeline } from './ui/timeline';
 
 async function boot(): Promise<void> {
@@ -25,9 +26,27 @@ async function boot(): Promise<void> {
   mountTimeline(sections.timeline);
   mountSessions(sections.sessions);
   mountHistory(sections.history);
+  mountSupport(sections.support);
   mountSettings(sections.settings);
 
   window.addEventListener('unhandledrejection', (e) => showError(e.reason));
+  // A diagnostic bundle dropped anywhere on the window opens on the Timeline.
+  const dragging = (on: boolean) => document.body.classList.toggle('dropping', on);
+  window.addEventListener('dragover', (e) => {
+    if (!e.dataTransfer?.types.includes('Files')) return;
+    e.preventDefault();
+    e.dataTransfer.dropEffect = 'copy';
+    dragging(true);
+  });
+  window.addEventListener('dragleave', (e) => {
+    if (e.relatedTarget === null) dragging(false);
+  });
+  window.addEventListener('drop', (e) => {
+    e.preventDefault();
+    dragging(false);
+    const file = e.dataTransfer?.files[0];
+    if (file) void openBundleFile(file);
+  });
   if (!state.tauri) return;
 
   await Promise.all([loadAppState(), refreshResources(), refreshHistory(), loadSettings(), watchSessions()]);

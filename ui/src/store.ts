@@ -1,11 +1,12 @@
 // The app's state and a tiny publish/subscribe: panels subscribe to the topics they draw.
 // No DOM, no Tauri.
-import type { AppState, Checkpoint, CommandError, LaunchRecord, ResourceView, SessionInfo, Settings } from './types';
+import { EMPTY_FILTER, type SupportFilter } from './logic/support';
+import type { AppState, BundleView, Checkpoint, CommandError, LaunchRecord, LaunchStats, LaunchSummary, ResourceView, SessionInfo, Settings } from './types';
 
-export type PanelName = 'resources' | 'timeline' | 'sessions' | 'history' | 'settings';
-export const PANELS: readonly PanelName[] = ['resources', 'timeline', 'sessions', 'history', 'settings'];
+export type PanelName = 'resources' | 'timeline' | 'sessions' | 'history' | 'support' | 'settings';
+export const PANELS: readonly PanelName[] = ['resources', 'timeline', 'sessions', 'history', 'support', 'settings'];
 
-export type Topic = 'app' | 'nav' | 'banner' | 'resources' | 'timeline' | 'sessions' | 'history' | 'settings';
+export type Topic = 'app' | 'nav' | 'banner' | 'resources' | 'timeline' | 'sessions' | 'history' | 'support' | 'settings';
 
 /** A launch started from this window, drawn live as its checkpoints arrive. */
 export interface LiveLaunch {
@@ -19,8 +20,32 @@ export interface LiveLaunch {
   startedAt: number;
 }
 
-/** What the Timeline panel shows: a live launch of this window, or a past one from history. */
-export type TimelineSubject = { kind: 'live'; key: number } | { kind: 'record'; launchId: string } | null;
+/**
+ * What the Timeline panel shows: a live launch of this window, a past one from history, the
+ * launch of an opened bundle, or a launch reported to the router (Support).
+ */
+export type TimelineSubject =
+  | { kind: 'live'; key: number }
+  | { kind: 'record'; launchId: string }
+  | { kind: 'imported' }
+  | { kind: 'report'; key: string }
+  | null;
+
+/** An opened diagnostic bundle and the file it came from. */
+export interface Imported {
+  bundle: BundleView;
+  fileName: string;
+}
+
+/** The Support panel: the router's launch reports, filtered, and their statistics. */
+export interface SupportState {
+  filter: SupportFilter;
+  groupBy: 'gateway' | 'resource';
+  launches: LaunchSummary[];
+  stats: LaunchStats | null;
+  loaded: boolean;
+  loading: boolean;
+}
 
 export interface State {
   tauri: boolean;
@@ -47,6 +72,8 @@ export interface State {
   exported: Map<string, string>;
 
   settings: Settings | null;
+  imported: Imported | null;
+  support: SupportState;
 }
 
 export const state: State = {
@@ -67,6 +94,8 @@ export const state: State = {
   historyLoaded: false,
   exported: new Map(),
   settings: null,
+  imported: null,
+  support: { filter: { ...EMPTY_FILTER }, groupBy: 'gateway', launches: [], stats: null, loaded: false, loading: false },
 };
 
 type Listener = () => void;

@@ -1,6 +1,7 @@
 //! `sallyport`: the command line over the same core as the app.
 
 mod bench;
+mod support;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,6 +81,29 @@ enum Command {
         /// Print the session and its checkpoints as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Draw the launch of an exported diagnostic bundle: phases, step and total, a bar per
+    /// phase scaled to the terminal's width.
+    Timeline {
+        /// The bundle (a .json file the app's History exported).
+        file: PathBuf,
+        /// Columns to draw in (default: the terminal's width).
+        #[arg(long)]
+        width: Option<usize>,
+        /// Print the bundle's log lines too.
+        #[arg(long)]
+        log: bool,
+    },
+    /// Write the diagnostic bundle of a launch in the history (the app's History has the same
+    /// Export) and print its path.
+    Export {
+        /// The launch's id (`sallyport launch --json` prints it; so does the history file).
+        launch_id: String,
+    },
+    /// Every user's launch reports at the router (needs a token with the support role).
+    Support {
+        #[command(subcommand)]
+        command: support::SupportCommand,
     },
     /// Measure launches per profile (interleaved), throughput or many launches at once,
     /// against a real router and gateway started as processes on loopback.
@@ -162,6 +186,18 @@ async fn main() -> ExitCode {
         } => lab(&profile_path, listen, !no_local_services, resources, demo).await,
         Command::Login { token_env } => login(&profile_path, &token_env),
         Command::Resources { json } => list_resources(&profile_path, json).await,
+        Command::Timeline { file, width, log } => support::timeline(&file, width, log),
+        Command::Export { launch_id } => match service(&profile_path).await {
+            Ok(service) => service.export_bundle(&launch_id).await.map(|path| {
+                println!("{}", path.display());
+                ExitCode::SUCCESS
+            }),
+            Err(e) => Err(e),
+        },
+        Command::Support { command } => match service(&profile_path).await {
+            Ok(service) => support::run(&service, command).await,
+            Err(e) => Err(e),
+        },
         Command::Launch {
             resource,
             port,
@@ -381,7 +417,19 @@ async fn launch(
     let service = service(profile_path).await?;
     let resource = options.resource.clone();
     // Through the service, so the launch shows in the app's History too.
-    let session = service.launch(options, |_| {}).await?;
+    let session = match service.launch(options, |_| {}).await {
+        Ok(session) => session,
+        Err(e) => {
+            // The failure's report goes to the router before the process ends.
+            service.flush_reports(Duration::from_secs(3)).await;
+            return Err(e);
+        }
+    };
+    // A client that hands the session to another program (a browser) returns at once: the
+    // session lasts until Ctrl-C.
+    let hands_off = session
+        .client_command()
+        .is_some_and(sallyport_core::native_client::hands_off);
     if json {
         let out =
             serde_json::json!({ "session": session.info(), "checkpoints": session.checkpoints() });
@@ -397,6 +445,9 @@ async fn launch(
         );
         if let Some(cmd) = session.client_command() {
             eprintln!("sallyport: running {cmd}");
+            if hands_off {
+                eprintln!("sallyport: Ctrl-C closes the session");
+            }
         } else {
             eprintln!("sallyport: no client started; Ctrl-C closes the session");
         }
@@ -424,12 +475,13 @@ async fn launch(
         }
     };
     let end = tokio::select! {
-        end = session.wait() => end,
+        end = async { if hands_off { session.wait_tunnel().await } else { session.wait().await } } => end,
         _ = tokio::signal::ctrl_c() => SessionEnd::Closed,
         _ = async { if !json { report_states.await } std::future::pending::<()>().await } => unreachable!(),
     };
     let info = session.info();
     service.close_all().await;
+    service.flush_reports(Duration::from_secs(3)).await;
     if !json {
         let why = match &end {
             SessionEnd::ClientExited { code: Some(code) } => {

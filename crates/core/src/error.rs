@@ -63,6 +63,10 @@ pub enum CoreError {
     Client(String),
     #[error("keyring: {0}")]
     Keyring(String),
+    #[error("this diagnostic bundle cannot be opened: {0}")]
+    BundleUnsupported(String),
+    #[error("this diagnostic bundle is damaged: {0}")]
+    BundleDamaged(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -91,6 +95,8 @@ impl CoreError {
             CoreError::ClientMissing { .. } => Code::ClientMissing,
             CoreError::Client(_) => Code::ClientFailed,
             CoreError::Keyring(_) => Code::KeyringError,
+            CoreError::BundleUnsupported(_) => Code::BundleUnsupported,
+            CoreError::BundleDamaged(_) => Code::BundleDamaged,
             CoreError::Io(_) => Code::IoError,
         }
     }

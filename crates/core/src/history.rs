@@ -15,13 +15,8 @@ const MAX_RECORDS: usize = 500;
 
 pub use crate::checkpoint::LaunchError;
 
-/// How a launch ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Ok,
-    Failed,
-}
+/// How a launch ended (the same type the launch reports carry).
+pub use sallyport_protocol::report::Outcome;
 
 /// One launch as the history keeps it, whichever face (the app, the CLI) launched it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
@@ -34,6 +29,43 @@ pub struct LaunchRecord {
     pub error: Option<LaunchError>,
     pub checkpoints: Vec<Checkpoint>,
     pub total_ms: f64,
+}
+
+impl LaunchRecord {
+    /// The launch as the router's launch reports carry it: checkpoint names and times, the
+    /// attempt and the outcome's code; never a detail (addresses, ports, the client command)
+    /// or an error message.
+    pub fn report(&self) -> sallyport_protocol::report::LaunchReport {
+        use crate::checkpoint::names;
+        let gateway = self
+            .checkpoints
+            .iter()
+            .find(|c| c.phase == names::RESOURCE_RESOLVED || c.phase == names::LAUNCH_CACHE_HIT)
+            .and_then(|c| c.detail.clone());
+        sallyport_protocol::report::LaunchReport {
+            v: sallyport_protocol::PROTOCOL_VERSION,
+            launch_id: self.launch_id.clone(),
+            resource: self.resource.clone(),
+            gateway,
+            profile: self.profile.as_str().to_owned(),
+            outcome: self.outcome,
+            code: self.error.as_ref().map(|e| e.code),
+            started_unix_ms: self.started_unix_ms,
+            total_ms: self.total_ms,
+            checkpoints: self
+                .checkpoints
+                .iter()
+                .take(sallyport_protocol::report::MAX_REPORT_CHECKPOINTS)
+                .map(|c| sallyport_protocol::report::ReportCheckpoint {
+                    phase: c.phase.clone(),
+                    step_ms: c.step_ms,
+                    total_ms: c.total_ms,
+                    attempt: c.attempt,
+                })
+                .collect(),
+            client_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        }
+    }
 }
 
 pub struct History {
@@ -123,6 +155,33 @@ mod tests {
             checkpoints: vec![],
             total_ms: 5.0,
         }
+    }
+
+    #[test]
+    fn a_report_carries_no_detail_and_no_message() {
+        let mut r = record("abcd1234");
+        r.outcome = Outcome::Failed;
+        r.error = Some(LaunchError {
+            code: sallyport_protocol::Code::TargetRefused,
+            message: "10.0.0.5:5432 refused".into(),
+        });
+        r.checkpoints = vec![Checkpoint {
+            launch_id: "abcd1234".into(),
+            resource: "r".into(),
+            phase: "resource_resolved".into(),
+            step_ms: 1.0,
+            total_ms: 1.0,
+            attempt: None,
+            detail: Some("gw-1".into()),
+            error: None,
+            at_unix_ms: 0,
+        }];
+        let report = r.report();
+        assert_eq!(report.gateway.as_deref(), Some("gw-1"));
+        assert_eq!(report.code, Some(sallyport_protocol::Code::TargetRefused));
+        assert_eq!(report.validate(), Ok(()));
+        let json = serde_json::to_string(&report).unwrap();
+        assert!(!json.contains("10.0.0.5"), "{json}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod bundle;
 pub mod cache;
+pub mod chart;
 pub mod checkpoint;
 pub mod error;
 pub mod history;

@@ -37,6 +37,8 @@ fn known(protocol: &str) -> Option<Known> {
         "mysql" => ("mysql", "mysql -h {host} -P {port} --protocol=TCP", true),
         "kubernetes" => ("kubectl", "kubectl --kubeconfig {kubeconfig}", true),
         "rdp" => ("xfreerdp", "xfreerdp /v:{host}:{port}", false),
+        // The desktop's browser, through the tunnel's local port.
+        "http" => ("Open in browser", "xdg-open http://{host}:{port}/", false),
         _ => return None,
     };
     Some(Known {
@@ -49,6 +51,18 @@ fn known(protocol: &str) -> Option<Known> {
 /// Default command template per protocol, as the CLI runs it (in its own terminal).
 pub fn default_template(protocol: &str) -> Option<&'static str> {
     known(protocol).map(|k| k.template)
+}
+
+/// Programs that hand their argument to another application and return at once (the browser
+/// outlives `xdg-open`): a session started with one lasts until it is closed, not until the
+/// program exits.
+const OPENERS: &[&str] = &["xdg-open"];
+
+/// Whether `command` (a client command line) starts an opener (see [`OPENERS`]).
+pub fn hands_off(command: &str) -> bool {
+    let program = command.split_whitespace().next().unwrap_or_default();
+    let name = program.rsplit('/').next().unwrap_or_default();
+    OPENERS.contains(&name)
 }
 
 /// Where a client starts: in the caller's terminal (the CLI), or on a desktop where a text
@@ -257,6 +271,21 @@ mod tests {
         assert!(err.to_string().contains("definitely-not-a-program-xyz"));
         assert_eq!(prepare(&ClientChoice::Default, "tcp", "r").unwrap(), None);
         assert_eq!(prepare(&ClientChoice::None, "ssh", "r").unwrap(), None);
+    }
+
+    #[test]
+    fn an_http_resource_opens_in_the_browser() {
+        let template = default_template("http").unwrap();
+        let cmd = expand(template, Path::new("/usr/bin/xdg-open"), 8080, "web", None).unwrap();
+        assert_eq!(cmd.args, ["http://127.0.0.1:8080/"]);
+        assert!(hands_off(&cmd.display) && !hands_off("ssh -p 1 127.0.0.1"));
+        let choices = choices("http", Face::Desktop);
+        if find_program("xdg-open").is_some() {
+            assert_eq!(choices[0].label, "Open in browser");
+            assert_eq!(choices[0].template.as_deref(), Some(template));
+        } else {
+            assert_eq!(choices.len(), 1, "only the tunnel without xdg-open");
+        }
     }
 
     #[test]

@@ -121,6 +121,11 @@ impl Launcher {
         &self.bus
     }
 
+    /// The router's HTTP API for this launcher's token.
+    pub fn api(&self) -> &RouterApi {
+        &self.api
+    }
+
     pub fn cache(&self) -> &ResourceCache {
         &self.cache
     }

@@ -41,6 +41,14 @@ pub struct ClientProfile {
     /// Written by `sallyport lab` for its throwaway router; the app starts its own lab instead.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lab: bool,
+    /// Send the router a report of each launch (checkpoint names and times, the outcome's
+    /// code; docs/PROTOCOL.md section 3.2). `launch_reports = false` keeps them on this machine.
+    #[serde(default = "yes", skip_serializing_if = "Clone::clone")]
+    pub launch_reports: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl ClientProfile {
@@ -56,6 +64,7 @@ impl ClientProfile {
             ice_servers: Vec::new(),
             relay_only: false,
             lab: false,
+            launch_reports: true,
         }
     }
 

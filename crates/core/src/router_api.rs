@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use sallyport_protocol::report::{
+    self, GroupBy, LaunchList, LaunchQuery, LaunchReport, LaunchStats, WhoAmI,
+};
 use sallyport_protocol::{
     ClientMessage, ClientReply, ClientWsEvent, ClientWsRequest, Code, ErrorBody, ResourceInfo,
     ResourceList, SealedPayload, StreamKind,
@@ -168,20 +171,33 @@ impl RouterApi {
     }
 
     pub async fn resources(&self) -> Result<Vec<ResourceInfo>> {
+        let list: ResourceList = self.get("/v1/resources", &[]).await?;
+        Ok(list.resources)
+    }
+
+    /// GET `path` with `query` and read its JSON reply; a refusal is the router's code.
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&'static str, String)],
+    ) -> Result<T> {
         let base = self.routers.base();
+        let unreachable = |message: String| CoreError::RouterUnreachable {
+            url: base.clone(),
+            message,
+        };
+        let url = url::Url::parse_with_params(&format!("{base}{path}"), query)
+            .map_err(|e| unreachable(e.to_string()))?;
         let response = self
             .http
-            .get(format!("{base}/v1/resources"))
+            .get(url)
             .bearer_auth(&self.token)
             .timeout(Duration::from_secs(10))
             .send()
             .await
             .map_err(|e| {
                 self.routers.fail_over(&base);
-                CoreError::RouterUnreachable {
-                    url: base.clone(),
-                    message: sallyport_ops::tls::explain(&e),
-                }
+                unreachable(sallyport_ops::tls::explain(&e))
             })?;
         let status = response.status().as_u16();
         if status != 200 {
@@ -192,12 +208,66 @@ impl RouterApi {
                 message: body.map_or(format!("HTTP {status}"), |b| b.message),
             });
         }
-        let list: ResourceList = response.json().await.map_err(|e| CoreError::Router {
+        response.json().await.map_err(|e| CoreError::Router {
             status,
             code: Code::Malformed,
-            message: format!("unreadable resource list: {e}"),
-        })?;
-        Ok(list.resources)
+            message: format!("unreadable reply to {path}: {e}"),
+        })
+    }
+
+    /// Who this token is at the router: its client name, roles, and whether the router keeps
+    /// launch reports.
+    pub async fn whoami(&self) -> Result<WhoAmI> {
+        self.get(report::WHOAMI_PATH, &[]).await
+    }
+
+    /// Every user's launches matching `query`, newest first (support role).
+    pub async fn launches(&self, query: &LaunchQuery, limit: Option<u32>) -> Result<LaunchList> {
+        let mut parameters = query.parameters();
+        if let Some(limit) = limit {
+            parameters.push(("limit", limit.to_string()));
+        }
+        self.get(report::LAUNCHES_PATH, &parameters).await
+    }
+
+    /// Per-phase percentiles of the launches matching `query` (support role).
+    pub async fn launch_stats(
+        &self,
+        query: &LaunchQuery,
+        group_by: GroupBy,
+    ) -> Result<LaunchStats> {
+        let mut parameters = query.parameters();
+        parameters.push(("group_by", group_by.as_str().to_owned()));
+        self.get(report::LAUNCH_STATS_PATH, &parameters).await
+    }
+
+    /// Send a launch report, waiting at most `within`; the router's refusal comes back as its
+    /// code (a router that keeps no reports says `reports_disabled`).
+    pub async fn report_launch(
+        &self,
+        report: &LaunchReport,
+        within: Duration,
+    ) -> Result<(), SendFailure> {
+        let base = self.routers.base();
+        let response = self
+            .http
+            .post(format!("{base}{}", report::LAUNCHES_PATH))
+            .bearer_auth(&self.token)
+            .json(report)
+            .timeout(within)
+            .send()
+            .await
+            .map_err(|e| self.failure(&base, &e))?;
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let body = response.json::<ErrorBody>().await.ok();
+        Err(SendFailure::Http {
+            status,
+            code: body.as_ref().map_or(Code::HttpError, |b| b.code),
+            message: body.map_or(format!("HTTP {status}"), |b| b.message),
+        })
     }
 
     /// POST a message to a gateway through the router and return its reply.

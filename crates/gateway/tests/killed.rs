@@ -117,6 +117,7 @@ target = "{echo_addr}"
         ice_servers: Vec::new(),
         relay_only: false,
         lab: true,
+        launch_reports: true,
     };
     let launcher = Launcher::new(
         profile,

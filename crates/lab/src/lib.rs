@@ -15,6 +15,7 @@ use sallyport_core::ClientProfile;
 use sallyport_gateway::{GatewayConfig, GatewayHandle, ResourceConfig};
 use sallyport_protocol::GatewayKeyPair;
 use sallyport_router::config::{ClientEntry, GatewayEntry, TlsFiles};
+use sallyport_router::reports::ReportsConfig;
 use sallyport_router::{RouterConfig, RouterHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -142,7 +143,7 @@ impl Lab {
             },
             ResourceConfig {
                 name: DEMO_WEB.into(),
-                protocol: "tcp".into(),
+                protocol: "http".into(),
                 target: web_addr.to_string(),
             },
         ];
@@ -197,7 +198,14 @@ impl Lab {
                 name: "lab-user".into(),
                 token: client_token.clone(),
                 resources: vec!["*".into()],
+                // The lab's user is its own support desk: the Support panel shows in the lab.
+                roles: vec![sallyport_protocol::report::SUPPORT_ROLE.into()],
             }],
+            // Launch reports are on in the lab, kept in memory while it runs.
+            reports: ReportsConfig {
+                enabled: true,
+                ..ReportsConfig::default()
+            },
             ..RouterConfig::default()
         };
         let router = sallyport_router::spawn(router_config)
@@ -243,6 +251,7 @@ impl Lab {
             ice_servers: Vec::new(),
             relay_only: false,
             lab: true,
+            launch_reports: true,
         };
         Ok(Self {
             router,

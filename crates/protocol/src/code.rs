@@ -63,6 +63,8 @@ registry! {
     Overloaded = "overloaded",
     UnsupportedVersion = "unsupported_version",
     Internal = "internal",
+    /// This router keeps no launch reports (`[reports] enabled = false`).
+    ReportsDisabled = "reports_disabled",
 
     // Why a connection or a tube closed (`CloseReason`); `session_limit` is also an answer.
     Normal = "normal",
@@ -140,6 +142,11 @@ registry! {
     BenchFailed = "bench_failed",
     /// The UI runs outside the app (a plain browser): it has no backend to call.
     NotInApp = "not_in_app",
+    /// A diagnostic bundle of a kind or version this build does not read, or no bundle at all.
+    BundleUnsupported = "bundle_unsupported",
+    /// A diagnostic bundle cut short, changed after export (its digest does not match), or
+    /// not JSON.
+    BundleDamaged = "bundle_damaged",
     /// Tauri rejected a call itself (an unknown command, arguments that do not deserialize).
     IpcError = "ipc_error",
 }
@@ -163,7 +170,7 @@ impl Code {
         match self {
             Unauthorized => 401,
             Forbidden => 403,
-            UnknownGateway | UnknownResource | NotFound => 404,
+            UnknownGateway | UnknownResource | NotFound | ReportsDisabled => 404,
             Malformed | SealRejected | UnsupportedVersion | InvalidKey => 400,
             TooLarge => 413,
             RequestTimeout | HeaderTimeout => 408,
@@ -180,7 +187,7 @@ impl Code {
             | LabFailed | UnknownSession | UnknownLaunch | UnpinnedGateway | RouterUnreachable
             | HttpError | Timeout | ConnectionError | RouterTls | EmptyReply | PortTaken
             | InvalidPort | ClientMissing | ClientFailed | KeyringError | BenchFailed
-            | NotInApp | IpcError => 500,
+            | NotInApp | IpcError | BundleUnsupported | BundleDamaged => 500,
         }
     }
 
@@ -202,7 +209,8 @@ impl Code {
             | IoError | InvalidTunable | InvalidProfile | MissingToken | LabFailed
             | UnknownSession | UnknownLaunch | UnpinnedGateway | RouterUnreachable | RouterTls
             | HttpError | EmptyReply | PortTaken | InvalidPort | ClientMissing | ClientFailed
-            | KeyringError | BenchFailed | NotInApp | IpcError | Unrecognized => false,
+            | KeyringError | BenchFailed | NotInApp | IpcError | Unrecognized | ReportsDisabled
+            | BundleUnsupported | BundleDamaged => false,
         }
     }
 
@@ -222,7 +230,18 @@ impl Code {
             MissingToken => {
                 "Give a router token: in Settings, with `sallyport login`, or in SALLYPORT_TOKEN."
             }
-            Forbidden => "Your token may not launch this resource; ask an administrator.",
+            Forbidden => {
+                "Your token may not do this (launch this resource, or read launch reports without the support role); ask an administrator."
+            }
+            ReportsDisabled => {
+                "This router keeps no launch reports; its administrator can turn them on ([reports] enabled = true)."
+            }
+            BundleUnsupported => {
+                "Open the bundle with the Sallyport version that wrote it (named in the message), or ask for a bundle from this version."
+            }
+            BundleDamaged => {
+                "The file was cut short or changed after export; ask for the bundle again, sent as an attachment."
+            }
             ControllerDown | GatewayLost => {
                 "The resource's gateway is offline; try again when its dot is green."
             }

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod code;
 pub mod frame;
+pub mod report;
 pub mod seal;
 
 use serde::{Deserialize, Serialize};
@@ -529,7 +530,15 @@ pub const RESOURCE_NAME_RULE: &str =
 pub const CONVERSATION_ID_RULE: &str = "must be 8-64 characters of [A-Za-z0-9_-]";
 
 /// The protocols a resource may name; they tell the client which native client to start.
-pub const RESOURCE_PROTOCOLS: &[&str] = &["ssh", "postgres", "mysql", "kubernetes", "rdp", "tcp"];
+pub const RESOURCE_PROTOCOLS: &[&str] = &[
+    "ssh",
+    "postgres",
+    "mysql",
+    "kubernetes",
+    "rdp",
+    "http",
+    "tcp",
+];
 
 /// Check one local UDP address for WebRTC host candidates (`webrtc_udp` in the gateway's
 /// configuration and the client profile): an `IP:port` or `localhost:port`.

@@ -74,6 +74,9 @@ pub struct RouterConfig {
     pub gateways: Vec<GatewayEntry>,
     #[serde(default)]
     pub clients: Vec<ClientEntry>,
+    /// Launch reports (`[reports]`, see `reports.rs`).
+    #[serde(default)]
+    pub reports: crate::reports::ReportsConfig,
 }
 
 /// `[tls]`: PEM files, read at start and again on every reload (SIGHUP).
@@ -117,6 +120,9 @@ pub struct ClientEntry {
     /// Resource names or patterns (`*` matches any run of characters) this client may launch.
     #[serde(default)]
     pub resources: Vec<String>,
+    /// Roles beyond launching: `support` reads every user's launch reports.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 fn default_fleet_prefix() -> String {
@@ -169,13 +175,17 @@ impl RouterConfig {
             .tls
             .iter_mut()
             .flat_map(|tls| [&mut tls.cert_file, &mut tls.key_file]);
-        sallyport_ops::relative_to_config(path, tls.chain(config.audit_log.as_mut()));
+        let files = tls
+            .chain(config.audit_log.as_mut())
+            .chain(config.reports.path.as_mut());
+        sallyport_ops::relative_to_config(path, files);
         config.check_files().map_err(in_file)?;
         Ok(config)
     }
 
     /// Check that the files the configuration names are usable: the certificate and key load
-    /// and belong together, and the audit log's directory exists.
+    /// and belong together, and the audit log's directory exists (the reports' store is
+    /// opened, and named when it cannot be, as the router starts).
     pub fn check_files(&self) -> Result<(), RouterError> {
         if let Some(tls) = &self.tls {
             sallyport_ops::tls::ServerTls::load(&tls.cert_file, &tls.key_file)
@@ -308,7 +318,20 @@ impl RouterConfig {
             if !tokens.insert(c.token.as_str()) {
                 return bad(format!("{at}.token"), "is used twice".into());
             }
+            let roles = sallyport_protocol::report::ROLES;
+            if let Some((j, role)) = c
+                .roles
+                .iter()
+                .enumerate()
+                .find(|(_, r)| !roles.contains(&r.as_str()))
+            {
+                return bad(
+                    format!("{at}.roles[{j}]"),
+                    format!("{role:?} is not a role (known: {})", roles.join(", ")),
+                );
+            }
         }
+        self.reports.validate()?;
         let at_least = |field: &str, value: u64, min: u64| {
             if value < min {
                 bad(field.into(), format!("must be at least {min}"))
@@ -462,6 +485,23 @@ mod tests {
         assert!(error_of(&twice).contains("listed twice"));
         let err = error_of(&format!("idle_timeout_secs = 0\n{}", gateway("")));
         assert!(err.contains("idle_timeout_secs"), "{err}");
+    }
+
+    #[test]
+    fn roles_and_reports_are_checked() {
+        let client = "plain_http = true\n[[clients]]\nname = \"a\"\ntoken = \"client-token\"\n";
+        let err = error_of(&format!("{client}roles = [\"support\", \"admin\"]\n"));
+        assert!(
+            err.contains("clients[0].roles[1]") && err.contains("admin"),
+            "{err}"
+        );
+        let ok = RouterConfig::parse(&format!("{client}roles = [\"support\"]\n")).unwrap();
+        assert_eq!(ok.clients[0].roles, ["support"]);
+        assert!(!ok.reports.enabled, "reports are off unless configured");
+        let err = error_of("plain_http = true\n[reports]\nenabled = true\nmax_reports = 0\n");
+        assert!(err.contains("reports.max_reports"), "{err}");
+        let err = error_of("plain_http = true\n[reports]\nkeep = true\n");
+        assert!(err.contains("keep"), "{err}");
     }
 
     #[test]

@@ -37,6 +37,7 @@ fn fuzzer() -> &'static Fuzzer {
                 name: "fuzz".into(),
                 token: "client-token".into(),
                 resources: vec!["*".into()],
+                roles: vec![],
             }],
             ..RouterConfig::default()
         };

@@ -12,6 +12,7 @@ mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 mod metrics;
+pub mod reports;
 mod ws;
 
 use std::collections::HashMap;
@@ -80,6 +81,10 @@ pub enum RouterError {
     /// The fleet's Redis did not answer (only with `redis_url`).
     #[error("the routers' shared store is unavailable: {0}")]
     FleetUnavailable(String),
+    #[error("this router keeps no launch reports")]
+    ReportsDisabled,
+    #[error("the launch report store failed: {0}")]
+    Store(String),
     /// An error the gateway itself returned, relayed with its code.
     #[error("gateway: {message}")]
     Gateway { code: Code, message: String },
@@ -102,6 +107,8 @@ impl RouterError {
             RouterError::ControllerDown(_) => Code::ControllerDown,
             RouterError::Timeout(..) => Code::RrcTimeout,
             RouterError::FleetUnavailable(_) => Code::FleetUnavailable,
+            RouterError::ReportsDisabled => Code::ReportsDisabled,
+            RouterError::Store(_) => Code::Internal,
             RouterError::Gateway { code, .. } => *code,
         }
     }
@@ -122,7 +129,10 @@ impl IntoResponse for RouterError {
         // another request, so say so, or a client's pool would reuse it and fail.
         let body_unread = matches!(
             self,
-            RouterError::Unauthorized | RouterError::TooLarge(_) | RouterError::RequestTimeout(_)
+            RouterError::Unauthorized
+                | RouterError::TooLarge(_)
+                | RouterError::RequestTimeout(_)
+                | RouterError::ReportsDisabled
         );
         let mut response = (self.status(), Json(body)).into_response();
         if body_unread {
@@ -183,6 +193,7 @@ pub(crate) struct Shared {
     conversations: Mutex<HashMap<String, Conversation>>,
     next_id: AtomicU64,
     metrics: Metrics,
+    reports: reports::Reports,
     /// Turns true when the router shuts down; every WebSocket then closes (1001).
     shutdown: sallyport_kit::Shutdown,
     /// With `redis_url`: the other routers, through Redis (fleet.rs). `None`: this router is
@@ -200,6 +211,7 @@ impl Shared {
             .collect();
         Self {
             limits: conn::Limits::from_config(&config),
+            reports: reports::Reports::open_or_off(&config.reports),
             config,
             tls: None,
             audit: Audit::disabled(),
@@ -558,6 +570,8 @@ impl RouterHandle {
 /// Check `config`, bind `config.listen` and serve in the background.
 pub async fn spawn(config: RouterConfig) -> Result<RouterHandle, RouterError> {
     config.validate()?;
+    // A report store that cannot be opened is a configuration error, named, before serving.
+    drop(reports::Reports::open(&config.reports)?);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| RouterError::Bind(config.listen, e))?;
@@ -656,6 +670,7 @@ fn app(shared: Arc<Shared>) -> Router {
         .route("/v1/gateways/{id}/messages", post(forward_message))
         .route("/v1/ws/client", get(ws::client_socket))
         .route("/v1/ws/gateway", get(ws::gateway_socket))
+        .merge(reports::routes())
         .fallback(|| async { RouterError::NoSuchEndpoint })
         .with_state(shared)
 }

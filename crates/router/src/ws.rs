@@ -843,6 +843,7 @@ mod tests {
                 name: "alice".into(),
                 token: "alice-token".into(),
                 resources: vec!["*".into()],
+                roles: vec![],
             }],
             ..RouterConfig::parse("plain_http = true").unwrap()
         };

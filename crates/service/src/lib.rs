@@ -12,7 +12,9 @@ pub mod typescript;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use sallyport_core::bundle;
+use std::time::Duration;
+
+use sallyport_core::bundle::{self, BundleView};
 use sallyport_core::checkpoint::Observer;
 use sallyport_core::history::{History, LaunchError, LaunchRecord, Outcome};
 use sallyport_core::logbuf::LaunchLogs;
@@ -22,6 +24,8 @@ use sallyport_core::{
     Session, SessionInfo, SessionState, StickyPorts, Tunables,
 };
 use sallyport_lab::{Lab, LabOptions};
+use sallyport_protocol::report::{GroupBy, LaunchList, LaunchQuery, LaunchStats, WhoAmI};
+use sallyport_protocol::Code;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, RwLock};
 
@@ -101,8 +105,18 @@ struct Connection {
     router_url: String,
     token: String,
     lab: bool,
+    /// Send the router a report of each launch (the profile's `launch_reports`).
+    launch_reports: bool,
+    /// Who the token is at the router, once asked.
+    whoami: Arc<tokio::sync::OnceCell<WhoAmI>>,
 }
 
+/// A launch report goes out within this, or not at all.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Reports still being sent beyond this many are not started (a launch never waits for one).
+const MAX_REPORTS_IN_FLIGHT: usize = 32;
+/// How long the app's state waits to learn the token's roles.
+const WHOAMI_TIMEOUT: Duration = Duration::from_secs(3);
 /// How many ended sessions the list keeps for the user to see.
 const MAX_ENDED: usize = 10;
 
@@ -121,6 +135,8 @@ pub struct Service {
     logs: LaunchLogs,
     settings: Mutex<Settings>,
     changed: watch::Sender<u64>,
+    /// Launch reports on their way to the router.
+    reports: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Service {
@@ -151,6 +167,7 @@ impl Service {
             logs,
             settings: Mutex::new(settings),
             changed,
+            reports: Mutex::new(Vec::new()),
         })
     }
 
@@ -165,14 +182,74 @@ impl Service {
     }
 
     pub async fn app_state(&self) -> AppStateView {
-        let connection = self.connection.read().await;
+        let (router_url, lab, token_set) = {
+            let connection = self.connection.read().await;
+            let token_set = !connection.token.is_empty();
+            (connection.router_url.clone(), connection.lab, token_set)
+        };
+        let roles = match self.whoami().await {
+            Ok(me) => me.roles,
+            Err(e) => {
+                tracing::info!(code = %e.code(), error = %e, "the router did not say who this token is");
+                Vec::new()
+            }
+        };
         AppStateView {
-            router_url: connection.router_url.clone(),
+            router_url,
             profile: self.profile(),
-            lab: connection.lab,
-            token_set: !connection.token.is_empty(),
+            lab,
+            token_set,
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            support: roles
+                .iter()
+                .any(|r| r == sallyport_protocol::report::SUPPORT_ROLE),
+            roles,
         }
+    }
+
+    /// Who the token is at the router (asked once per connection, within a few seconds).
+    pub async fn whoami(&self) -> Result<WhoAmI> {
+        let (launcher, cell) = {
+            let connection = self.connection.read().await;
+            (connection.launcher.clone(), connection.whoami.clone())
+        };
+        let me = cell
+            .get_or_try_init(|| async {
+                tokio::time::timeout(WHOAMI_TIMEOUT, launcher.api().whoami())
+                    .await
+                    .map_err(|_| {
+                        CoreError::Timeout(WHOAMI_TIMEOUT, "the router to say who this token is")
+                    })?
+            })
+            .await?;
+        Ok(me.clone())
+    }
+
+    /// Every user's launches at the router matching `query`, newest first (support role).
+    pub async fn support_launches(
+        &self,
+        query: &LaunchQuery,
+        limit: Option<u32>,
+    ) -> Result<LaunchList> {
+        self.launcher().await.api().launches(query, limit).await
+    }
+
+    /// Per-phase percentiles of the launches matching `query`, grouped (support role).
+    pub async fn support_stats(
+        &self,
+        query: &LaunchQuery,
+        group_by: GroupBy,
+    ) -> Result<LaunchStats> {
+        self.launcher()
+            .await
+            .api()
+            .launch_stats(query, group_by)
+            .await
+    }
+
+    /// Read and check a diagnostic bundle (an exported file's bytes).
+    pub fn open_bundle(&self, bytes: &[u8]) -> Result<BundleView> {
+        bundle::read(bytes)
     }
 
     fn profile(&self) -> Profile {
@@ -258,10 +335,47 @@ impl Service {
         if let Err(e) = self.history.append(&record) {
             tracing::warn!(error = %e, "could not record the launch in the history");
         }
+        if self.connection.read().await.launch_reports {
+            self.send_report(&launcher, &record);
+        }
         let session = Arc::new(launched.result.inspect_err(|_| self.bump())?);
         self.sessions.lock().unwrap().push(session.clone());
         self.bump();
         Ok(session)
+    }
+
+    /// Send the router the launch's report in the background: never waited for by the launch,
+    /// given up after a few seconds, and its failure only logged.
+    fn send_report(&self, launcher: &Launcher, record: &LaunchRecord) {
+        let mut reports = self.reports.lock().unwrap();
+        reports.retain(|r| !r.is_finished());
+        if reports.len() >= MAX_REPORTS_IN_FLIGHT {
+            tracing::info!(launch_id = %record.launch_id, "launch report not sent: too many in flight");
+            return;
+        }
+        let api = launcher.api().clone();
+        let report = record.report();
+        reports.push(tokio::spawn(async move {
+            match api.report_launch(&report, REPORT_TIMEOUT).await {
+                Ok(()) => tracing::debug!(launch_id = %report.launch_id, "launch report sent"),
+                Err(e) if e.code() == Code::ReportsDisabled => {
+                    tracing::debug!("the router keeps no launch reports")
+                }
+                Err(e) => tracing::info!(
+                    launch_id = %report.launch_id,
+                    code = %e.code(),
+                    error = %e.message(),
+                    "launch report not sent"
+                ),
+            }
+        }));
+    }
+
+    /// Wait (at most `within`) for the launch reports still on their way; the CLI calls it
+    /// before it exits.
+    pub async fn flush_reports(&self, within: Duration) {
+        let pending: Vec<_> = self.reports.lock().unwrap().drain(..).collect();
+        let _ = tokio::time::timeout(within, futures_util::future::join_all(pending)).await;
     }
 
     /// Launch, and follow the session in the background until it ends by itself (then it
@@ -529,9 +643,11 @@ async fn open(home: &Path, connect: &Connect, lab_slot: &mut Option<Lab>) -> Res
         let launcher = Launcher::new(profile.clone(), &token, ports)?.with_state_dir(home.into());
         return Ok(Connection {
             launcher: Arc::new(launcher),
+            launch_reports: profile.launch_reports,
             router_url: profile.router_url,
             token,
             lab: false,
+            whoami: Arc::default(),
         });
     }
     if lab_slot.is_none() {
@@ -549,6 +665,8 @@ async fn open(home: &Path, connect: &Connect, lab_slot: &mut Option<Lab>) -> Res
         router_url: lab.router.url(),
         token: lab.client_token.clone(),
         lab: true,
+        launch_reports: lab.profile.launch_reports,
+        whoami: Arc::default(),
     })
 }
 

@@ -15,6 +15,10 @@ pub struct AppStateView {
     pub lab: bool,
     pub token_set: bool,
     pub version: String,
+    /// The token's roles at the router (`GET /v1/me`); empty when it could not say.
+    pub roles: Vec<String>,
+    /// The token has the `support` role: the Support panel shows.
+    pub support: bool,
 }
 
 #[derive(Debug, Clone, Serialize, ts_rs::TS)]

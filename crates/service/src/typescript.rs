@@ -3,9 +3,14 @@
 //! checked in as `ui/src/generated/ipc.ts`; the service's test `generated_typescript_is_fresh`
 //! fails when it is stale and rewrites it when `SALLYPORT_WRITE_TYPES=1`.
 
+use sallyport_core::bundle::{BundleView, Tunable};
 use sallyport_core::checkpoint::names;
 use sallyport_core::history::{LaunchError, LaunchRecord, Outcome};
 use sallyport_core::{Checkpoint, ClientOption, Profile, SessionEnded, SessionInfo, SessionState};
+use sallyport_protocol::report::{
+    GroupBy, LaunchList, LaunchQuery, LaunchStats, LaunchSummary, PhaseStats, ReportCheckpoint,
+    TotalStats,
+};
 use sallyport_protocol::Code;
 use ts_rs::{Config, TS};
 
@@ -84,6 +89,20 @@ pub fn render() -> String {
     decl::<AppStateView>(&cfg, &mut out);
     decl::<SettingsView>(&cfg, &mut out);
     decl::<CommandError>(&cfg, &mut out);
+    decl::<Tunable>(&cfg, &mut out);
+    decl::<BundleView>(&cfg, &mut out);
+    decl::<ReportCheckpoint>(&cfg, &mut out);
+    decl::<LaunchSummary>(&cfg, &mut out);
+    decl::<LaunchList>(&cfg, &mut out);
+    decl::<LaunchQuery>(&cfg, &mut out);
+    decl::<GroupBy>(&cfg, &mut out);
+    out.push_str(&format!(
+        "export const GROUP_BYS: readonly GroupBy[] = {};\n\n",
+        string_list([GroupBy::Phase, GroupBy::Gateway, GroupBy::Resource].map(GroupBy::as_str))
+    ));
+    decl::<PhaseStats>(&cfg, &mut out);
+    decl::<TotalStats>(&cfg, &mut out);
+    decl::<LaunchStats>(&cfg, &mut out);
     out.truncate(out.trim_end().len());
     out.push('\n');
     out

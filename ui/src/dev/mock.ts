@@ -213,7 +213,7 @@ export function installMockBackend(): void {
     const args = (payload ?? {}) as Args;
     switch (cmd) {
       case 'app_state':
-        return { router_url: settings.router_url, profile: settings.profile, lab: true, token_set: settings.token_set, version: '0.1.0-mock' } satisfies AppState;
+        return { router_url: settings.router_url, profile: settings.profile, lab: true, token_set: settings.token_set, version: '0.1.0-mock', roles: [], support: false } satisfies AppState;
       case 'list_resources':
         return resources.map((r) => ({ ...r }));
       case 'set_sticky_port': {

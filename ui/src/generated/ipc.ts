@@ -2,7 +2,7 @@
 // Regenerate with `SALLYPORT_WRITE_TYPES=1 cargo test -p sallyport-service`.
 
 /** Every code of the registry (`sallyport_protocol::Code`). */
-export type Code = "unauthorized" | "forbidden" | "unknown_gateway" | "unknown_resource" | "malformed" | "not_found" | "too_large" | "controller_down" | "rrc_timeout" | "fleet_unavailable" | "bad_state" | "seal_rejected" | "invalid_key" | "header_timeout" | "request_timeout" | "too_many_connections" | "overloaded" | "unsupported_version" | "internal" | "normal" | "target_refused" | "target_timeout" | "target_unreachable" | "target_error" | "session_limit" | "closed_by_admin" | "gateway_shutdown" | "client_closed" | "protocol_error" | "network_failed" | "gateway_lost" | "closed" | "config_invalid" | "router_refused" | "unknown_conversation" | "client_slow" | "idle_timeout" | "evicted" | "tls_handshake" | "webrtc_error" | "invalid_sdp" | "invalid_candidate" | "webrtc_timeout" | "tube_closed" | "webrtc_failed" | "invalid_config" | "io_error" | "invalid_tunable" | "invalid_profile" | "missing_token" | "lab_failed" | "unknown_session" | "unknown_launch" | "unpinned_gateway" | "router_unreachable" | "http_error" | "timeout" | "connection_error" | "router_tls" | "empty_reply" | "port_taken" | "invalid_port" | "client_missing" | "client_failed" | "keyring_error" | "bench_failed" | "not_in_app" | "ipc_error" | "unrecognized";
+export type Code = "unauthorized" | "forbidden" | "unknown_gateway" | "unknown_resource" | "malformed" | "not_found" | "too_large" | "controller_down" | "rrc_timeout" | "fleet_unavailable" | "bad_state" | "seal_rejected" | "invalid_key" | "header_timeout" | "request_timeout" | "too_many_connections" | "overloaded" | "unsupported_version" | "internal" | "reports_disabled" | "normal" | "target_refused" | "target_timeout" | "target_unreachable" | "target_error" | "session_limit" | "closed_by_admin" | "gateway_shutdown" | "client_closed" | "protocol_error" | "network_failed" | "gateway_lost" | "closed" | "config_invalid" | "router_refused" | "unknown_conversation" | "client_slow" | "idle_timeout" | "evicted" | "tls_handshake" | "webrtc_error" | "invalid_sdp" | "invalid_candidate" | "webrtc_timeout" | "tube_closed" | "webrtc_failed" | "invalid_config" | "io_error" | "invalid_tunable" | "invalid_profile" | "missing_token" | "lab_failed" | "unknown_session" | "unknown_launch" | "unpinned_gateway" | "router_unreachable" | "http_error" | "timeout" | "connection_error" | "router_tls" | "empty_reply" | "port_taken" | "invalid_port" | "client_missing" | "client_failed" | "keyring_error" | "bench_failed" | "not_in_app" | "bundle_unsupported" | "bundle_damaged" | "ipc_error" | "unrecognized";
 
 export const CODES: readonly Code[] = [
   'unauthorized',
@@ -24,6 +24,7 @@ export const CODES: readonly Code[] = [
   'overloaded',
   'unsupported_version',
   'internal',
+  'reports_disabled',
   'normal',
   'target_refused',
   'target_timeout',
@@ -72,13 +73,15 @@ export const CODES: readonly Code[] = [
   'keyring_error',
   'bench_failed',
   'not_in_app',
+  'bundle_unsupported',
+  'bundle_damaged',
   'ipc_error',
 ];
 
 /** Each code's hint, as the CLI and the app show it (`Code::hint`). */
 export const HINTS: Readonly<Record<Code, string>> = {
   unauthorized: "The router refused the token: paste a valid one in Settings, or run `sallyport login`.",
-  forbidden: "Your token may not launch this resource; ask an administrator.",
+  forbidden: "Your token may not do this (launch this resource, or read launch reports without the support role); ask an administrator.",
   unknown_gateway: "Refresh the resource list; it may have been removed.",
   unknown_resource: "Refresh the resource list; it may have been removed.",
   malformed: "Open the launch's timeline and export a diagnostic bundle for support.",
@@ -96,6 +99,7 @@ export const HINTS: Readonly<Record<Code, string>> = {
   overloaded: "The gateway or the router did not answer in time; try again.",
   unsupported_version: "Open the launch's timeline and export a diagnostic bundle for support.",
   internal: "Open the launch's timeline and export a diagnostic bundle for support.",
+  reports_disabled: "This router keeps no launch reports; its administrator can turn them on ([reports] enabled = true).",
   normal: "The session was closed.",
   target_refused: "The gateway cannot reach this resource's target; tell its administrator.",
   target_timeout: "The gateway cannot reach this resource's target; tell its administrator.",
@@ -144,6 +148,8 @@ export const HINTS: Readonly<Record<Code, string>> = {
   keyring_error: "The OS keyring is not available; unlock it and try again.",
   bench_failed: "Open the launch's timeline and export a diagnostic bundle for support.",
   not_in_app: "Open it through the Sallyport desktop app, where the UI can reach the launcher.",
+  bundle_unsupported: "Open the bundle with the Sallyport version that wrote it (named in the message), or ask for a bundle from this version.",
+  bundle_damaged: "The file was cut short or changed after export; ask for the bundle again, sent as an attachment.",
   ipc_error: "Open the launch's timeline and export a diagnostic bundle for support.",
   unrecognized: "Open the launch's timeline and export a diagnostic bundle for support.",
 };
@@ -283,8 +289,82 @@ export type AppStateView = { router_url: string, profile: Profile,
 /**
  * Launches go to the embedded lab.
  */
-lab: boolean, token_set: boolean, version: string, };
+lab: boolean, token_set: boolean, version: string, 
+/**
+ * The token's roles at the router (`GET /v1/me`); empty when it could not say.
+ */
+roles: Array<string>, 
+/**
+ * The token has the `support` role: the Support panel shows.
+ */
+support: boolean, };
 
 export type SettingsView = { router_url: string, profile: Profile, token_set: boolean, };
 
 export type CommandError = { code: Code, message: string, hint: string, };
+
+export type Tunable = { name: string, value: string, };
+
+export type BundleView = { kind: string, 
+/**
+ * Whether a digest vouched for the content (v2); a v1 bundle has none to check.
+ */
+verified: boolean, sallyport_version: string, protocol_version: number, os: string, arch: string, router_url: string, launch: LaunchRecord, tunables: Array<Tunable>, log: Array<string>, };
+
+export type ReportCheckpoint = { phase: string, step_ms: number, total_ms: number, attempt?: number, };
+
+export type LaunchSummary = { 
+/**
+ * The client name of the token that sent the report.
+ */
+user: string, launch_id: string, resource: string, gateway: string | null, profile: string, outcome: Outcome, code: Code | null, started_unix_ms: number, received_unix_ms: number, total_ms: number, 
+/**
+ * The highest offer attempt.
+ */
+attempts: number, checkpoints: Array<ReportCheckpoint>, client_version: string | null, };
+
+export type LaunchList = { launches: Array<LaunchSummary>, };
+
+export type LaunchQuery = { 
+/**
+ * The client name that sent the report.
+ */
+user: string | null, resource: string | null, gateway: string | null, outcome: Outcome | null, 
+/**
+ * Launches started at or after this time (milliseconds since the Unix epoch).
+ */
+since: number | null, };
+
+export type GroupBy = "phase" | "gateway" | "resource";
+
+export const GROUP_BYS: readonly GroupBy[] = [
+  'phase',
+  'gateway',
+  'resource',
+];
+
+export type PhaseStats = { 
+/**
+ * The gateway or resource (absent when grouped by phase).
+ */
+group?: string, phase: string, count: number, p50: number, p90: number, p99: number, 
+/**
+ * The median of this phase over every matching launch (the fleet), to compare with.
+ */
+fleet_p50: number, };
+
+export type TotalStats = { group?: string, count: number, p50: number, p90: number, p99: number, };
+
+export type LaunchStats = { group_by: GroupBy, 
+/**
+ * How many launches the figures are over.
+ */
+launches: number, 
+/**
+ * Per phase (and per group), in pipeline order of first appearance.
+ */
+phases: Array<PhaseStats>, 
+/**
+ * The launches' totals: the fleet's first (no group), then each group's.
+ */
+totals: Array<TotalStats>, };

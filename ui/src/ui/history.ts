@@ -1,5 +1,5 @@
 // History: past launches, newest first; a click shows one on the Timeline; Export writes a bundle.
-import { exportBundle, refreshHistory, showRecord } from '../actions';
+import { exportBundle, openBundleFile, refreshHistory, showRecord } from '../actions';
 import { formatAgo, formatMs } from '../logic/format';
 import { summarizeRetries } from '../logic/timeline';
 import { state, subscribe } from '../store';
@@ -33,13 +33,22 @@ export function mountHistory(section: HTMLElement): void {
   const empty = h('div', { class: 'empty' });
   const more = h('p', { class: 'muted small more' });
 
+  // Open a bundle someone sent: the file picker here, or a drop anywhere on the window.
+  const picker = h('input', { type: 'file', accept: '.json,application/json', hidden: true, 'data-testid': 'bundle-input' });
+  picker.addEventListener('change', () => {
+    const file = picker.files?.[0];
+    picker.value = '';
+    if (file) void openBundleFile(file);
+  });
+  const open = h('button', { class: 'btn', type: 'button', 'data-testid': 'open-bundle', title: 'Open a diagnostic bundle (or drop it on the window)', onclick: () => picker.click() }, icon('open', 16), 'Open bundle…');
+
   replace(
     section,
     h(
       'header',
       { class: 'panel-head' },
-      h('div', null, h('h1', null, 'History'), h('p', { class: 'sub' }, 'Past launches, newest first. Click one to see its timeline.')),
-      h('div', { class: 'panel-actions' }, h('button', { class: 'btn btn-ghost', type: 'button', onclick: () => void refreshHistory() }, 'Refresh')),
+      h('div', null, h('h1', null, 'History'), h('p', { class: 'sub' }, 'Past launches, newest first. Click one to see its timeline; open a bundle someone sent, or drop it on the window.')),
+      h('div', { class: 'panel-actions' }, open, picker, h('button', { class: 'btn btn-ghost', type: 'button', onclick: () => void refreshHistory() }, 'Refresh')),
     ),
     h('div', { class: 'card' }, table, empty, more),
   );

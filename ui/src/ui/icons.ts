@@ -13,6 +13,8 @@ const PATHS = {
   alert: 'M12 9v4M12 17h.01M10.3 3.9L2 18a2 2 0 0 0 1.7 3h16.6a2 2 0 0 0 1.7-3L13.7 3.9a2 2 0 0 0-3.4 0z',
   info: 'M12 22a10 10 0 1 0 0-20 10 10 0 0 0 0 20zM12 16v-4M12 8h.01',
   gate: 'M4 21V9l8-6 8 6v12M9 21v-6h6v6',
+  support: 'M4 19V10M10 19V5M16 19v-7M22 19H2',
+  open: 'M4 20h16M12 4v11M7 10l5 5 5-5',
 } as const;
 
 export type IconName = keyof typeof PATHS;

@@ -11,6 +11,7 @@ const LABELS: Record<PanelName, string> = {
   timeline: 'Timeline',
   sessions: 'Sessions',
   history: 'History',
+  support: 'Support',
   settings: 'Settings',
 };
 
@@ -59,6 +60,12 @@ export function mountShell(root: HTMLElement): Record<PanelName, HTMLElement> {
       else b.removeAttribute('aria-current');
     }
     for (const p of PANELS) sections[p].hidden = p !== state.panel;
+  };
+
+  // Support shows only for a token with the support role (the router says, through the service).
+  const renderSupportNav = () => {
+    const item = navButtons.find((b) => b.dataset.panel === 'support');
+    if (item) item.hidden = !state.app?.support;
   };
 
   const renderCounts = () => {
@@ -131,6 +138,7 @@ export function mountShell(root: HTMLElement): Record<PanelName, HTMLElement> {
   };
 
   subscribe('nav', renderNav);
+  subscribe('app', renderSupportNav);
   subscribe('app', renderApp);
   subscribe('app', renderCounts);
   subscribe('resources', renderCounts);

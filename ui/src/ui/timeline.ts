@@ -13,8 +13,9 @@ import {
   type Bar,
   type TimelineLayout,
 } from '../logic/timeline';
+import { reportCheckpoints, reportKey } from '../logic/support';
 import { shownLiveLaunch, state, subscribe } from '../store';
-import type { Checkpoint, LaunchError, LaunchRecord } from '../types';
+import { HINTS, type BundleView, type Checkpoint, type LaunchError, type LaunchRecord } from '../types';
 import { h, replace, setText } from './dom';
 
 interface Subject {
@@ -26,6 +27,8 @@ interface Subject {
   startedAt: number;
   profile: string | null;
   live: boolean;
+  /** Where the launch comes from, when not this machine's own. */
+  origin: { kind: 'history' } | { kind: 'imported'; bundle: BundleView; fileName: string } | { kind: 'report'; user: string; gateway: string | null } | null;
 }
 
 function currentSubject(): Subject | null {
@@ -43,10 +46,35 @@ function currentSubject(): Subject | null {
       startedAt: l.checkpoints[0] ? l.checkpoints[0].at_unix_ms - l.checkpoints[0].total_ms : l.startedAt,
       profile: state.app?.profile ?? null,
       live: true,
+      origin: null,
+    };
+  }
+  if (t.kind === 'imported') {
+    const i = state.imported;
+    if (!i) return null;
+    const r = i.bundle.launch;
+    return { ...recordSubject(r), origin: { kind: 'imported', bundle: i.bundle, fileName: i.fileName } };
+  }
+  if (t.kind === 'report') {
+    const l = state.support.launches.find((x) => reportKey(x) === t.key);
+    if (!l) return null;
+    return {
+      resource: l.resource,
+      launchId: l.launch_id,
+      checkpoints: reportCheckpoints(l),
+      status: l.outcome === 'ok' ? 'ok' : 'failed',
+      error: l.code ? { code: l.code, message: 'as reported to the router', hint: HINTS[l.code] } : null,
+      startedAt: l.started_unix_ms,
+      profile: l.profile,
+      live: false,
+      origin: { kind: 'report', user: l.user, gateway: l.gateway },
     };
   }
   const r = state.history.find((x) => x.launch_id === t.launchId);
-  if (!r) return null;
+  return r ? recordSubject(r) : null;
+}
+
+function recordSubject(r: LaunchRecord): Subject {
   return {
     resource: r.resource,
     launchId: r.launch_id,
@@ -56,6 +84,7 @@ function currentSubject(): Subject | null {
     startedAt: r.started_unix_ms,
     profile: r.profile,
     live: false,
+    origin: { kind: 'history' },
   };
 }
 
@@ -81,10 +110,18 @@ export function mountTimeline(section: HTMLElement): void {
       return;
     }
 
-    const sameResource = state.history.filter((r) => r.resource === s.resource);
-    const medians = phaseMedians(sameResource, s.launchId ?? undefined);
+    // Slow-phase hints against this machine's launches of the resource, or, for a reported
+    // launch, against the launches reported for it; an imported launch has nothing to compare.
+    const kind = s.origin?.kind;
+    const peers =
+      kind === 'report'
+        ? state.support.launches.filter((l) => l.resource === s.resource).map((l) => ({ launch_id: l.launch_id, checkpoints: reportCheckpoints(l) }))
+        : kind === 'imported'
+          ? []
+          : state.history.filter((r) => r.resource === s.resource);
+    const medians = phaseMedians(peers, s.launchId ?? undefined);
     const layout = layoutTimeline(s.checkpoints, { medians });
-    const earlier = earlierLaunches(state.history, s.resource, s.launchId ?? undefined, 8);
+    const earlier = kind === 'report' || kind === 'imported' ? [] : earlierLaunches(state.history, s.resource, s.launchId ?? undefined, 8);
     const status = s.status === 'running' && layout.outcome !== 'running' ? layout.outcome : s.status;
 
     const elapsed = status === 'running' ? h('span', { class: 'elapsed mono' }) : null;
@@ -115,7 +152,7 @@ export function mountTimeline(section: HTMLElement): void {
               h('span', { class: 'tl-resource' }, s.resource),
               statusPill(status),
               s.profile ? h('span', { class: 'chip' }, `profile ${s.profile}`) : null,
-              s.live ? null : h('span', { class: 'chip chip-muted' }, 'from history'),
+              originChip(s),
             ),
             h(
               'div',
@@ -170,6 +207,7 @@ export function mountTimeline(section: HTMLElement): void {
         ),
         sidePanel(s, layout, status, earlier),
       ),
+      s.origin?.kind === 'imported' ? bundleDetails(s.origin.bundle, s.origin.fileName) : null,
     );
   };
 
@@ -180,6 +218,39 @@ export function mountTimeline(section: HTMLElement): void {
 
   subscribe('timeline', render);
   render();
+}
+
+function originChip(s: Subject): HTMLElement | null {
+  const o = s.origin;
+  if (!o) return null;
+  if (o.kind === 'history') return h('span', { class: 'chip chip-muted' }, 'from history');
+  if (o.kind === 'imported') return h('span', { class: 'chip chip-import', 'data-testid': 'timeline-imported', title: o.fileName }, 'imported bundle');
+  return h('span', { class: 'chip chip-import', 'data-testid': 'timeline-reported' }, `reported by ${o.user}${o.gateway ? ` via ${o.gateway}` : ''}`);
+}
+
+/** An imported bundle's versions, tunables and log lines. */
+function bundleDetails(b: BundleView, fileName: string): HTMLElement {
+  return h(
+    'div',
+    { class: 'card bundle-details', 'data-testid': 'bundle-details' },
+    h('h2', null, 'Imported bundle'),
+    h(
+      'dl',
+      { class: 'kv' },
+      h('dt', null, 'file'),
+      h('dd', { class: 'mono' }, fileName),
+      h('dt', null, 'integrity'),
+      h('dd', { 'data-testid': 'bundle-integrity' }, b.verified ? 'digest verified: unchanged since export' : 'a v1 bundle: it has no digest to check'),
+      h('dt', null, 'written by'),
+      h('dd', { 'data-testid': 'bundle-version' }, `Sallyport ${b.sallyport_version} · protocol ${b.protocol_version} · ${b.os}/${b.arch}`),
+      h('dt', null, 'router'),
+      h('dd', { class: 'mono' }, b.router_url),
+    ),
+    h('h3', null, 'Tunables'),
+    h('div', { class: 'tunables', 'data-testid': 'bundle-tunables' }, b.tunables.map((t) => h('span', { class: 'chip mono' }, `${t.name}=${t.value}`))),
+    h('h3', null, `Log (${b.log.length} line${b.log.length === 1 ? '' : 's'})`),
+    b.log.length > 0 ? h('pre', { class: 'bundle-log', 'data-testid': 'bundle-log' }, b.log.join('\n')) : h('p', { class: 'muted small' }, 'The bundle has no log lines.'),
+  );
 }
 
 function header(s: Subject | null): HTMLElement {

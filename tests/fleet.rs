@@ -11,57 +11,14 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use sallyport_core::{Launcher, Profile, StickyPorts};
 use sallyport_protocol::GatewayPublicKey;
+use sallyport_relay::RedisServer;
 use sallyport_tests::{echo_target, echo_through, pki, request, scratch, websocket, Pki};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 
 const ALICE: &str = "alice-fleet-token";
 const BOB: &str = "bob-fleet-token";
 const GATEWAY_TOKEN: &str = "fleet-gateway-token";
-
-/// `redis-server` on a free loopback port, without persistence (a restart loses every key,
-/// the hardest case for the fleet), killed when dropped.
-struct Redis {
-    child: tokio::process::Child,
-    port: u16,
-}
-
-impl Redis {
-    async fn start(port: u16) -> Redis {
-        let child = tokio::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server (Debian's redis-server package; scripts/test.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await {
-                let mut pong = [0u8; 7];
-                if stream.write_all(b"PING\r\n").await.is_ok()
-                    && stream.read_exact(&mut pong).await.is_ok()
-                    && &pong == b"+PONG\r\n"
-                {
-                    return Redis { child, port };
-                }
-            }
-            assert!(Instant::now() < deadline, "redis-server did not answer");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
-        let _ = self.child.wait().await;
-    }
-}
 
 /// A `sallyport-router` process of the fleet, killed when dropped.
 struct Router {
@@ -206,7 +163,7 @@ async fn a_fleet_of_three_routers_launches_across_routers_and_survives_a_router_
     let pki = pki("fleet");
     let ca = pki.ca_file().to_owned();
     let redis_port = free_port();
-    let redis = Redis::start(redis_port).await;
+    let redis = RedisServer::start(redis_port).await.unwrap();
     let key = sallyport_gateway::generate_key(&dir.join("gw.key")).unwrap();
     let public = key.public();
     let a = Router::start("router-a", &dir, &pki, &redis.url(), &public).await;
@@ -321,7 +278,7 @@ target = "{echo}"
     // new launch works without restarting any router.
     redis.stop().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let redis = Redis::start(redis_port).await;
+    let redis = RedisServer::start(redis_port).await.unwrap();
     wait_online(&a.url, &ca, Duration::from_secs(20)).await;
     let third = launcher()
         .launch(request("echo", Profile::Fast))

@@ -336,6 +336,58 @@ impl Coturn {
     }
 }
 
+/// A `redis-server` (Debian's package) on loopback, without persistence (a restart loses every
+/// key), for the fleet's tests and bench; killed when dropped.
+pub struct RedisServer {
+    child: tokio::process::Child,
+    pub port: u16,
+}
+
+impl RedisServer {
+    /// Start it on `port` and wait until it answers PING.
+    pub async fn start(port: u16) -> std::io::Result<Self> {
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot start redis-server (Debian's redis-server package): {e}"),
+                )
+            })?;
+        for _ in 0..200 {
+            if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                let mut pong = [0u8; 7];
+                if stream.write_all(b"PING\r\n").await.is_ok()
+                    && stream.read_exact(&mut pong).await.is_ok()
+                    && &pong == b"+PONG\r\n"
+                {
+                    return Ok(Self { child, port });
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(std::io::Error::other(format!(
+            "redis-server did not answer on 127.0.0.1:{port}"
+        )))
+    }
+
+    /// Its `redis://` URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kill it and wait until it is gone.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+        let _ = self.child.wait().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

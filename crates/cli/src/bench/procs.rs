@@ -34,7 +34,7 @@ pub struct ProcessLab {
     router: Child,
     /// The fleet's other routers, and its Redis.
     more_routers: Vec<Child>,
-    redis: Option<Child>,
+    redis: Option<sallyport_relay::RedisServer>,
     gateway: Child,
     pub router_addr: SocketAddr,
     pub router_addrs: Vec<SocketAddr>,
@@ -90,7 +90,10 @@ impl ProcessLab {
         let router_addr = router_addrs[0];
         let redis = if router_count > 1 {
             let port = free_port()?;
-            Some((start_redis(port).await?, port))
+            let redis = sallyport_relay::RedisServer::start(port)
+                .await
+                .map_err(|e| e.to_string())?;
+            Some((redis, port))
         } else {
             None
         };
@@ -193,7 +196,7 @@ webrtc_udp = ["127.0.0.1:0"]
             dir,
             router,
             more_routers: routers,
-            redis: redis.map(|(child, _)| child),
+            redis: redis.map(|(redis, _)| redis),
             gateway,
             router_addr,
             router_addrs,
@@ -288,8 +291,7 @@ webrtc_udp = ["127.0.0.1:0"]
     pub async fn stop(mut self) {
         let children = std::iter::once(&mut self.gateway)
             .chain(std::iter::once(&mut self.router))
-            .chain(self.more_routers.iter_mut())
-            .chain(self.redis.as_mut());
+            .chain(self.more_routers.iter_mut());
         for child in children {
             if let Some(pid) = child.id() {
                 // SAFETY: signalling a child process we started and still own.
@@ -304,34 +306,11 @@ webrtc_udp = ["127.0.0.1:0"]
                 let _ = child.kill().await;
             }
         }
+        if let Some(redis) = self.redis.take() {
+            redis.stop().await;
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// `redis-server` on loopback at `port`, without persistence, answering PING.
-async fn start_redis(port: u16) -> Result<Child, String> {
-    let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .args(["--port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start redis-server (Debian's redis-server package): {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            let mut pong = [0u8; 7];
-            if stream.write_all(b"PING\r\n").await.is_ok()
-                && stream.read_exact(&mut pong).await.is_ok()
-                && &pong == b"+PONG\r\n"
-            {
-                return Ok(child);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(format!("redis-server did not answer on 127.0.0.1:{port}"))
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {

@@ -1,12 +1,15 @@
 // End-to-end test of the real app binary through tauri-driver and WebKitWebDriver, under Xvfb.
 // It clicks a demo resource of the embedded lab, watches the timeline fill with the real
 // checkpoints of a real launch, sends bytes through the session's port, checks the tray menu
-// after two launches, closes a session and sees it go, reads every launch's report back in the
+// after two launches, closes a session and sees it go, relaunches a resource and closes its
+// session with real clicks on the tray icon docked in a tray host (trayer, started by
+// scripts/test-app.sh) and on its menu's items, reads every launch's report back in the
 // Support panel, opens an exported bundle dropped on the window (and refuses a damaged or
 // foreign one), and takes screenshots for docs/.
 //
 // Usage: node tests/app/e2e.mjs APP_BINARY [SCREENSHOT_DIR]   (tauri-driver on :4444)
 import net from "node:net";
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 
@@ -99,7 +102,60 @@ async function phasesShown() {
 async function sessionRows() {
   return script(`return [...document.querySelectorAll('[data-testid^="session-"]:not([data-testid="session-port"])')]
     .map((r) => ({ id: r.dataset.testid.slice("session-".length),
+                   resource: r.querySelector('td .strong')?.textContent.trim() ?? "",
                    port: r.querySelector('[data-testid="session-port"]')?.textContent.trim() ?? "" }));`);
+}
+
+// The tray as a user reaches it. The icon is found docked in the tray host's panel (the app's
+// indicator falls back to XEmbed without a StatusNotifier host); a real right click on it (X
+// input through xdotool) opens the GTK menu; tray_menu.py reads where GTK drew each of its lines
+// (AT-SPI) and a real left click on a line chooses it.
+const xdotool = (...args) => execFileSync("xdotool", args, { encoding: "utf8", timeout: 20000 }).trim();
+const PYTHON = process.env.PYTHON ?? "/usr/bin/python3";
+const TRAY_MENU = path.join(path.dirname(new URL(import.meta.url).pathname), "tray_menu.py");
+const shownTrayMenu = () => JSON.parse(execFileSync(PYTHON, [TRAY_MENU], { encoding: "utf8", timeout: 20000 }));
+const geometry = (window) =>
+  Object.fromEntries(xdotool("getwindowgeometry", "--shell", window).split("\n").map((l) => l.split("=")).map(([k, v]) => [k, Number(v)]));
+const inside = (g, host) => g.X >= host.X && g.Y >= host.Y && g.X + g.WIDTH <= host.X + host.WIDTH && g.Y + g.HEIGHT <= host.Y + host.HEIGHT;
+function dockedTrayIcon() {
+  const panel = geometry(xdotool("search", "--onlyvisible", "--class", "trayer").split("\n")[0]);
+  for (const window of xdotool("search", "--onlyvisible", "--class", "tray-icon").split("\n")) {
+    const g = geometry(window);
+    if (g.WIDTH > 1 && inside(g, panel)) return g;
+  }
+  return null;
+}
+const clickAt = (x, y, button) => xdotool("mousemove", "--sync", String(Math.round(x)), String(Math.round(y)), "click", String(button));
+async function closeTrayMenu() {
+  for (let attempt = 0; attempt < 3 && shownTrayMenu().length; attempt++) {
+    xdotool("key", "Escape");
+    await waitFor("the tray menu to close", () => shownTrayMenu().length === 0, 2000).catch(() => clickAt(2, 876, 1));
+  }
+}
+// The menu's lines as shown after a right click on the icon; retried, a click can be lost while
+// the app rebuilds its menu.
+async function openTrayMenu(ready = () => true) {
+  const icon = await waitFor("the tray icon docked in the tray host", dockedTrayIcon);
+  let last = [];
+  for (let attempt = 0; attempt < 4; attempt++) {
+    await closeTrayMenu();
+    clickAt(icon.X + icon.WIDTH / 2, icon.Y + icon.HEIGHT / 2, 3);
+    const lines = await waitFor("the tray menu", () => {
+      last = shownTrayMenu();
+      return last.some((l) => l.label === "Quit") && ready(last) ? last : null;
+    }, 5000).catch(() => null);
+    if (lines) return lines;
+  }
+  throw new Error(`the tray menu did not open as expected; shown: ${JSON.stringify(last.map((l) => l.label))}`);
+}
+async function chooseFromTray(prefix) {
+  const lines = await openTrayMenu((shown) => shown.some((l) => l.enabled && l.label.startsWith(prefix)));
+  const line = lines.find((l) => l.enabled && l.label.startsWith(prefix));
+  const [x, y] = [line.x + line.width / 2, line.y + line.height / 2];
+  console.log(`# tray: a click on "${line.label}" at ${x},${y}, in a menu of ${lines.length} lines`);
+  clickAt(x, y, 1);
+  await waitFor("the tray menu to close after the click", () => shownTrayMenu().length === 0, 10000);
+  return line.label;
 }
 const textOf = async (css) => script("return document.querySelector(arguments[0])?.textContent ?? null;", [css]);
 function echo(port, message) {
@@ -179,10 +235,33 @@ try {
     assert(!items.some((i) => i.startsWith("Close demo-echo")), `tray: ${items}`);
   });
 
+  await check("the tray icon, docked in a tray host and clicked, relaunches a recent resource and closes its session", async () => {
+    const before = await sessionRows();
+    assert(before.length === 1 && before[0].resource === "demo-web", `sessions before: ${JSON.stringify(before)}`);
+    const shown = (await openTrayMenu()).map((l) => l.label);
+    assert(shown.includes("Launch demo-echo") && shown.includes("Launch demo-web"), `recent in the menu: ${shown}`);
+    assert(shown.filter((l) => l.startsWith("Close ")).length === 1 && shown.includes(`Close demo-web (127.0.0.1:${before[0].port})`), `menu: ${shown}`);
+    await closeTrayMenu();
+
+    assert((await chooseFromTray("Launch demo-echo")) === "Launch demo-echo", "the relaunch line");
+    const relaunched = await waitFor("the relaunched demo-echo session in the Sessions list", async () =>
+      (await sessionRows()).find((r) => r.resource === "demo-echo" && Number(r.port) > 0));
+    const reply = await echo(Number(relaunched.port), "relaunched from the tray\n");
+    assert(reply === "relaunched from the tray\n", `echo: ${JSON.stringify(reply)}`);
+
+    const closeLine = `Close demo-echo (127.0.0.1:${relaunched.port})`;
+    assert((await chooseFromTray(closeLine)) === closeLine, "the close line");
+    await waitFor("the session closed from the tray to leave the list", async () =>
+      !(await sessionRows()).some((r) => r.id === relaunched.id));
+    const after = (await openTrayMenu((l) => !l.some((x) => x.label.startsWith("Close demo-echo")))).map((l) => l.label);
+    assert(after.includes(`Close demo-web (127.0.0.1:${before[0].port})`), `menu after: ${after}`);
+    await closeTrayMenu();
+  });
+
   let bundlePath;
-  await check("history keeps both launches with their timelines", async () => {
+  await check("history keeps the three launches (two from the window, one from the tray) with their timelines", async () => {
     const history = await invoke("history");
-    assert(history.length >= 2 && history.every((h) => h.outcome === "ok"), JSON.stringify(history).slice(0, 300));
+    assert(history.length === 3 && history.every((h) => h.outcome === "ok"), JSON.stringify(history).slice(0, 300));
     assert(history[0].checkpoints.at(-1).phase === "ready", "a history timeline ends with ready");
     const bundle = await invoke("export_bundle", { launch_id: history[0].launch_id });
     assert(typeof bundle === "string" && fs.existsSync(bundle), `bundle: ${JSON.stringify(bundle)}`);
@@ -193,14 +272,13 @@ try {
 
   await check("the Support panel lists every launch the router was told of, each opens in the Timeline", async () => {
     await click('[data-testid="nav-support"]');
-    const rows = await waitFor("two reported launches", async () => {
+    const history = await invoke("history");
+    await waitFor("every launch as reported", async () => {
       await click('[data-testid="support-refresh"]');
       const ids = await script(`return [...document.querySelectorAll('[data-testid^="support-launch-"]')]
         .map((r) => r.dataset.testid.slice("support-launch-".length));`);
-      return ids.length >= 2 ? ids : null;
+      return history.every((h) => ids.includes(h.launch_id));
     });
-    const history = await invoke("history");
-    for (const h of history.slice(0, 2)) assert(rows.includes(h.launch_id), `${h.launch_id} not in ${rows}`);
     await waitFor("the chart's fleet and lab rows", async () =>
       (await textOf('[data-testid="support-fleet"]')) && (await textOf('[data-testid="support-group-lab"]')));
     const table = await textOf('[data-testid="support-launches"]');

@@ -13,6 +13,11 @@ fn main() {
             "get_settings",
             "save_settings",
             "export_bundle",
+            "import_profile",
+            "pinned_gateways",
+            "pin_gateway",
+            "unpin_gateway",
+            "sso_sign_in",
             "tray_menu_items",
         ]),
     ))

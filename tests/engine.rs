@@ -297,6 +297,7 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
             ice_servers: vec![],
             relay_only: false,
             lab: false,
+            sso: None,
         },
         "alice-client-token",
         sallyport_core::StickyPorts::new(dir.join("ports.json")),

@@ -110,6 +110,7 @@ async fn a_gateway_that_comes_up_during_the_catchup_window_is_reached_on_attempt
         ice_servers: vec![],
         relay_only: false,
         lab: false,
+        sso: None,
     };
     let dir = scratch("late");
     let launcher = Launcher::new(

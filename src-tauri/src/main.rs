@@ -70,6 +70,11 @@ fn main() {
             commands::get_settings,
             commands::save_settings,
             commands::export_bundle,
+            commands::import_profile,
+            commands::pinned_gateways,
+            commands::pin_gateway,
+            commands::unpin_gateway,
+            commands::sso_sign_in,
             commands::tray_menu_items,
         ])
         .setup({

@@ -1,12 +1,12 @@
 // What the panels ask for: each action calls the API, updates the state and says which topics
 // changed. Command errors go to the banner.
 import * as api from './api';
-import { toCommandError } from './logic/errors';
+import { pinQuestion, toCommandError } from './logic/errors';
 import { parsePort } from './logic/format';
 import { clientArgument, newestFirst } from './logic/launch';
 import { addCheckpoint, outcomeOf } from './logic/timeline';
 import { emit, state, type LiveLaunch, type PanelName } from './store';
-import { HINTS, type CommandError, type Profile } from './types';
+import { HINTS, type CommandError, type ImportView, type Profile } from './types';
 
 export function showError(e: unknown): void {
   state.error = toCommandError(e);
@@ -142,10 +142,53 @@ export async function launch(resource: string, portText: string): Promise<void> 
     live.status = 'failed';
     live.error = toCommandError(e);
     showError(live.error);
+    // Like SSH's first connection: show the fingerprint, pin only if the user accepts.
+    const offered = live.error.unpinned;
+    if (live.error.code === 'unpinned_gateway' && offered && window.confirm(pinQuestion(offered))) {
+      if (await pinGateway(offered.gateway, offered.key)) {
+        dismissError();
+        void launch(resource, portText);
+      }
+    }
   } finally {
     emit('timeline', 'resources');
     void refreshHistory();
     void refreshResources(true);
+  }
+}
+
+/** Pins a gateway's key; resolves true when pinned. */
+export async function pinGateway(gateway: string, key: string): Promise<boolean> {
+  try {
+    state.pins = await api.pinGateway(gateway.trim(), key.trim());
+    emit('settings');
+    return true;
+  } catch (e) {
+    showError(e);
+    return false;
+  }
+}
+
+export async function unpinGateway(gateway: string): Promise<void> {
+  try {
+    state.pins = await api.unpinGateway(gateway);
+    emit('settings');
+  } catch (e) {
+    showError(e);
+  }
+}
+
+/** Imports the profile file the user picked; resolves to what it set, or null. */
+export async function importProfile(file: File): Promise<ImportView | null> {
+  try {
+    const view = await api.importProfile(await file.text(), file.name);
+    state.pins = view.gateways;
+    await Promise.all([loadSettings(), loadAppState()]);
+    void refreshResources(true);
+    return view;
+  } catch (e) {
+    showError(e);
+    return null;
   }
 }
 
@@ -205,6 +248,7 @@ export async function exportBundle(launchId: string): Promise<void> {
 export async function loadSettings(): Promise<void> {
   try {
     state.settings = await api.getSettings();
+    state.pins = await api.pinnedGateways();
     emit('settings');
   } catch (e) {
     showError(e);

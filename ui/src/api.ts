@@ -7,7 +7,9 @@ import type {
   AppState,
   Checkpoint,
   CommandError,
+  ImportView,
   LaunchRecord,
+  PinnedGateway,
   Profile,
   ResourceView,
   SessionInfo,
@@ -98,4 +100,22 @@ export function saveSettings(routerUrl: string, profile: Profile, token: string 
 /** Writes a support bundle for the launch; resolves to the path written. */
 export function exportBundle(launchId: string): Promise<string> {
   return call('export_bundle', { launch_id: launchId });
+}
+
+/** Imports a distributed profile: the text of the file the user picked, and its name. */
+export function importProfile(text: string, name: string): Promise<ImportView> {
+  return call('import_profile', { text, name });
+}
+
+/** The pinned gateways with their key fingerprints. */
+export function pinnedGateways(): Promise<PinnedGateway[]> {
+  return call('pinned_gateways');
+}
+
+export function pinGateway(gateway: string, key: string): Promise<PinnedGateway[]> {
+  return call('pin_gateway', { gateway, key });
+}
+
+export function unpinGateway(gateway: string): Promise<PinnedGateway[]> {
+  return call('unpin_gateway', { gateway });
 }

@@ -1,6 +1,6 @@
 // The app's state and a tiny publish/subscribe: panels subscribe to the topics they draw.
 // No DOM, no Tauri.
-import type { AppState, Checkpoint, CommandError, LaunchRecord, ResourceView, SessionInfo, Settings } from './types';
+import type { AppState, Checkpoint, CommandError, LaunchRecord, PinnedGateway, ResourceView, SessionInfo, Settings } from './types';
 
 export type PanelName = 'resources' | 'timeline' | 'sessions' | 'history' | 'settings';
 export const PANELS: readonly PanelName[] = ['resources', 'timeline', 'sessions', 'history', 'settings'];
@@ -47,6 +47,8 @@ export interface State {
   exported: Map<string, string>;
 
   settings: Settings | null;
+  /** The pinned gateways with their fingerprints (Settings). */
+  pins: PinnedGateway[];
 }
 
 export const state: State = {
@@ -67,6 +69,7 @@ export const state: State = {
   historyLoaded: false,
   exported: new Map(),
   settings: null,
+  pins: [],
 };
 
 type Listener = () => void;

@@ -72,11 +72,15 @@ impl SendFailure {
     }
 }
 
+/// The bearer token requests carry; replaced in place when a single sign-on token is
+/// refreshed (clones of the API share it).
+pub type SharedToken = Arc<std::sync::RwLock<String>>;
+
 /// The router's HTTP API for one token.
 #[derive(Clone)]
 pub struct RouterApi {
     base: String,
-    token: String,
+    token: SharedToken,
     http: reqwest::Client,
     /// How the router's certificate is checked, for the WebSocket as for HTTP (`None` for a
     /// plain `http://` router).
@@ -115,10 +119,19 @@ impl RouterApi {
             .map_err(|e| CoreError::Profile(format!("cannot build an HTTP client: {e}")))?;
         Ok(Self {
             base,
-            token: token.to_owned(),
+            token: Arc::new(std::sync::RwLock::new(token.to_owned())),
             http,
             tls,
         })
+    }
+
+    /// The token, shared: writing a new one makes every later request carry it.
+    pub fn shared_token(&self) -> SharedToken {
+        self.token.clone()
+    }
+
+    fn token(&self) -> String {
+        self.token.read().unwrap().clone()
     }
 
     /// The router's base URL.
@@ -130,7 +143,7 @@ impl RouterApi {
         let response = self
             .http
             .get(format!("{}/v1/resources", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token())
             .timeout(Duration::from_secs(10))
             .send()
             .await
@@ -165,7 +178,7 @@ impl RouterApi {
         let response = self
             .http
             .post(format!("{}/v1/gateways/{gateway}/messages", self.base))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token())
             .json(message)
             .timeout(deadline)
             .send()
@@ -232,7 +245,7 @@ impl RouterApi {
     pub fn listen(&self, conversation_id: &str) -> mpsc::UnboundedReceiver<SignalEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
         let base = self.base.clone();
-        let token = self.token.clone();
+        let token = self.token();
         let conversation_id = conversation_id.to_owned();
         let tls = self.tls.clone();
         tokio::spawn(async move {

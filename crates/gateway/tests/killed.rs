@@ -116,6 +116,7 @@ target = "{echo_addr}"
         ice_servers: Vec::new(),
         relay_only: false,
         lab: true,
+        sso: None,
     };
     let launcher = Launcher::new(
         profile,

@@ -40,6 +40,8 @@ pub struct LabOptions {
     /// Where the lab writes its CA, certificate, key and logs (created if need be); `None`: a
     /// temporary directory, removed at shutdown.
     pub dir: Option<PathBuf>,
+    /// The router also accepts this OpenID provider's tokens (`[sso]`; the SSO tests).
+    pub sso: Option<sallyport_router::sso::SsoConfig>,
 }
 
 impl Default for LabOptions {
@@ -51,6 +53,7 @@ impl Default for LabOptions {
             max_sessions: None,
             gateway_nat: None,
             dir: None,
+            sso: None,
         }
     }
 }
@@ -198,6 +201,7 @@ impl Lab {
                 token: client_token.clone(),
                 resources: vec!["*".into()],
             }],
+            sso: options.sso.clone(),
             ..RouterConfig::default()
         };
         let router = sallyport_router::spawn(router_config)
@@ -241,6 +245,7 @@ impl Lab {
             ice_servers: Vec::new(),
             relay_only: false,
             lab: true,
+            sso: None,
         };
         Ok(Self {
             router,

@@ -79,6 +79,15 @@ impl GatewayPublicKey {
     pub fn to_base64(&self) -> String {
         B64.encode(self.0.as_bytes())
     }
+
+    /// The key's fingerprint as users compare it, in SSH's format: `SHA256:` and the
+    /// unpadded standard base64 of the SHA-256 of the 32 key bytes (43 characters).
+    pub fn fingerprint(&self) -> String {
+        use base64::engine::general_purpose::STANDARD_NO_PAD;
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.0.as_bytes());
+        format!("SHA256:{}", STANDARD_NO_PAD.encode(digest))
+    }
 }
 
 impl std::fmt::Display for GatewayPublicKey {

@@ -62,6 +62,9 @@ pub struct RouterConfig {
     pub gateways: Vec<GatewayEntry>,
     #[serde(default)]
     pub clients: Vec<ClientEntry>,
+    /// Single sign-on: OpenID Connect tokens of this issuer stand for clients (sso.rs).
+    #[serde(default)]
+    pub sso: Option<crate::sso::SsoConfig>,
 }
 
 /// `[tls]`: PEM files, read at start and again on every reload (SIGHUP).
@@ -187,6 +190,9 @@ impl RouterConfig {
     /// Check every field; the message names the field (`gateways[1].public_key`, ...).
     pub fn validate(&self) -> Result<(), RouterError> {
         let bad = |field: String, why: String| Err(RouterError::Config(format!("{field}: {why}")));
+        if let Some(sso) = &self.sso {
+            sso.validate().map_err(RouterError::Config)?;
+        }
         let mut tokens = std::collections::HashSet::new();
         let mut ids = std::collections::HashSet::new();
         for (i, g) in self.gateways.iter().enumerate() {

@@ -11,6 +11,7 @@ mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
 mod metrics;
+pub mod sso;
 mod ws;
 
 use std::collections::HashMap;
@@ -56,6 +57,9 @@ pub enum RouterError {
     Bind(SocketAddr, std::io::Error),
     #[error("missing or unknown token")]
     Unauthorized,
+    /// An OpenID token refused (sso.rs), with its own code.
+    #[error("{}", .0.message)]
+    Sso(sso::Refusal),
     #[error("{0}")]
     Forbidden(String),
     #[error("unknown gateway {0:?}")]
@@ -87,6 +91,7 @@ impl RouterError {
             RouterError::Config(_) => Code::ConfigInvalid,
             RouterError::Bind(..) => Code::Internal,
             RouterError::Unauthorized => Code::Unauthorized,
+            RouterError::Sso(refusal) => refusal.code,
             RouterError::Forbidden(_) => Code::Forbidden,
             RouterError::UnknownGateway(_) => Code::UnknownGateway,
             RouterError::UnknownResource(_) => Code::UnknownResource,
@@ -180,6 +185,8 @@ pub(crate) struct Shared {
     metrics: Metrics,
     /// Turns true when the router shuts down; every WebSocket then closes (1001).
     shutdown: sallyport_kit::Shutdown,
+    /// OpenID tokens' checks, when `[sso]` is configured.
+    sso: Option<sso::Sso>,
 }
 
 impl Shared {
@@ -190,6 +197,7 @@ impl Shared {
             .filter(|g| !g.resources.is_empty())
             .map(|g| (g.id.clone(), g.resources.clone()))
             .collect();
+        let sso = config.sso.clone().map(sso::Sso::new);
         Self {
             limits: conn::Limits::from_config(&config),
             config,
@@ -202,6 +210,7 @@ impl Shared {
             next_id: AtomicU64::new(1),
             metrics: Metrics::default(),
             shutdown,
+            sso,
         }
     }
 
@@ -246,12 +255,29 @@ impl Shared {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn client_for_token(&self, headers: &HeaderMap) -> Option<&config::ClientEntry> {
-        let token = bearer(headers)?;
-        self.config
+    /// The client a request's token names: a static `[[clients]]` token, or an OpenID token
+    /// of the `[sso]` issuer (sso.rs), which stands for a client named by its user claim.
+    async fn client_for_token(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<std::borrow::Cow<'_, config::ClientEntry>, RouterError> {
+        let token = bearer(headers).ok_or(RouterError::Unauthorized)?;
+        if let Some(client) = self
+            .config
             .clients
             .iter()
             .find(|c| constant_time_eq(c.token.as_bytes(), token.as_bytes()))
+        {
+            return Ok(std::borrow::Cow::Borrowed(client));
+        }
+        match &self.sso {
+            Some(sso) if sso::Sso::looks_like_jwt(token) => sso
+                .client(token)
+                .await
+                .map(std::borrow::Cow::Owned)
+                .map_err(RouterError::Sso),
+            _ => Err(RouterError::Unauthorized),
+        }
     }
 
     fn gateway_for_token(&self, headers: &HeaderMap) -> Option<&config::GatewayEntry> {
@@ -274,13 +300,14 @@ impl Shared {
         err
     }
 
-    /// A request without a valid token: counted, and written to the audit trail.
-    fn unauthorized(&self, source: Option<IpAddr>) -> RouterError {
+    /// A request without a valid token: counted, and written to the audit trail with the
+    /// refusal's code (`unauthorized`, or an OpenID token's: `token_expired`, ...).
+    fn unauthorized(&self, source: Option<IpAddr>, refusal: RouterError) -> RouterError {
         self.audit.record(&AuditRecord {
-            code: Some(Code::Unauthorized.to_string()),
+            code: Some(refusal.code().to_string()),
             ..AuditRecord::new(events::SIGN_IN_REFUSED).source(source)
         });
-        self.fail(RouterError::Unauthorized)
+        self.fail(refusal)
     }
 
     /// Claim `conversation_id` for `client`, or refuse if another client holds it.
@@ -542,9 +569,11 @@ async fn list_resources(
     headers: HeaderMap,
 ) -> Result<Json<ResourceList>, RouterError> {
     let source = source_of(addr);
-    let client = shared
-        .client_for_token(&headers)
-        .ok_or_else(|| shared.unauthorized(source))?;
+    let client = match shared.client_for_token(&headers).await {
+        Ok(client) => client,
+        Err(refusal) => return Err(shared.unauthorized(source, refusal)),
+    };
+    let client = client.as_ref();
     shared.audit.signed_in(&client.name, source);
     let online: Vec<String> = shared.gateways.lock().unwrap().keys().cloned().collect();
     let announced = shared.announced.lock().unwrap();
@@ -552,11 +581,19 @@ async fn list_resources(
         .iter()
         .flat_map(|(gateway, list)| {
             let is_online = online.contains(gateway);
+            // For display only: clients pin keys themselves and never trust this one unasked.
+            let key = shared
+                .config
+                .gateways
+                .iter()
+                .find(|g| &g.id == gateway)
+                .map(|g| g.public_key.clone());
             list.iter().map(move |r| ResourceInfo {
                 name: r.name.clone(),
                 protocol: r.protocol.clone(),
                 gateway: gateway.clone(),
                 online: is_online,
+                gateway_key: key.clone(),
             })
         })
         .filter(|r| Shared::may_launch(client, &r.name))
@@ -583,7 +620,9 @@ async fn forward_message(
         });
     }
     match result {
-        Err(RouterError::Unauthorized) => Err(shared.unauthorized(source)),
+        Err(e @ (RouterError::Unauthorized | RouterError::Sso(_))) => {
+            Err(shared.unauthorized(source, e))
+        }
         result => result.map_err(|e| shared.fail(e)),
     }
 }
@@ -663,9 +702,8 @@ async fn forward(
     launch: &mut Option<AuditRecord>,
 ) -> Result<Json<ClientReply>, RouterError> {
     let (parts, body) = request.into_parts();
-    let client = shared
-        .client_for_token(&parts.headers)
-        .ok_or(RouterError::Unauthorized)?;
+    let client = shared.client_for_token(&parts.headers).await?;
+    let client = client.as_ref();
     let body = read_body(
         &parts.headers,
         body,

@@ -2,7 +2,7 @@
 //! error shape every command rejects with. One naming convention across the IPC line:
 //! snake_case, as the core's types (and the history file) have always been.
 
-use sallyport_core::{ClientOption, CoreError, Profile};
+use sallyport_core::{ClientOption, CoreError, PinnedGateway, Profile, SsoSettings};
 use sallyport_protocol::Code;
 use serde::Serialize;
 
@@ -35,12 +35,26 @@ pub struct SettingsView {
     pub token_set: bool,
 }
 
+/// What a profile import changed, for the faces to show.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+pub struct ImportView {
+    pub router_url: String,
+    pub ca_file: Option<String>,
+    pub sso: Option<SsoSettings>,
+    pub gateways: Vec<PinnedGateway>,
+}
+
 /// A failure as both faces show it: the code, the message, and the code's hint.
 #[derive(Debug, Clone, PartialEq, Serialize, ts_rs::TS)]
 pub struct CommandError {
     pub code: Code,
     pub message: String,
     pub hint: String,
+    /// With `unpinned_gateway`: the key the router lists, to show and pin once the user
+    /// accepts its fingerprint (never pinned without asking).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub unpinned: Option<PinnedGateway>,
 }
 
 impl From<CoreError> for CommandError {
@@ -55,6 +69,7 @@ impl From<&CoreError> for CommandError {
             code: e.code(),
             message: e.to_string(),
             hint: e.hint().to_owned(),
+            unpinned: e.offered_key(),
         }
     }
 }

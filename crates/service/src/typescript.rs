@@ -9,7 +9,8 @@ use sallyport_core::{Checkpoint, ClientOption, Profile, SessionEnded, SessionInf
 use sallyport_protocol::Code;
 use ts_rs::{Config, TS};
 
-use crate::types::{AppStateView, CommandError, ResourceView, SettingsView};
+use crate::types::{AppStateView, CommandError, ImportView, ResourceView, SettingsView};
+use sallyport_core::{PinnedGateway, SsoSettings};
 
 /// Where the generated file lives, from the repository's root.
 pub const PATH: &str = "ui/src/generated/ipc.ts";
@@ -83,6 +84,9 @@ pub fn render() -> String {
     decl::<ResourceView>(&cfg, &mut out);
     decl::<AppStateView>(&cfg, &mut out);
     decl::<SettingsView>(&cfg, &mut out);
+    decl::<PinnedGateway>(&cfg, &mut out);
+    decl::<SsoSettings>(&cfg, &mut out);
+    decl::<ImportView>(&cfg, &mut out);
     decl::<CommandError>(&cfg, &mut out);
     out.truncate(out.trim_end().len());
     out.push('\n');

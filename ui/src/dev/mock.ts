@@ -250,6 +250,12 @@ export function installMockBackend(): void {
         if (typeof args.token === 'string') settings.token_set = args.token.length > 0;
         return null;
       }
+      case 'pinned_gateways':
+        return [{ gateway: 'lab', key: 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=', fingerprint: 'SHA256:Ea6Gl7dXmmhxR3pMSr3dWJpVm6FaCqNvGD0wH0aaL4U' }];
+      case 'pin_gateway':
+      case 'unpin_gateway':
+      case 'import_profile':
+        throw { code: 'invalid_profile', message: 'the mock backend is the embedded lab: it pins its own gateway', hint: '' };
       case 'export_bundle':
         return `/home/me/.local/share/sallyport/bundles/${String(args.launch_id)}.tar.gz`;
       default:

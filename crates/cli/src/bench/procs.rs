@@ -197,6 +197,7 @@ webrtc_udp = ["127.0.0.1:0"]
             ice_servers: Vec::new(),
             relay_only: false,
             lab: true,
+            sso: None,
         }
     }
 

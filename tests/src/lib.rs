@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: a lab, a launcher for it, byte pumps, and TLS for
 //! tests that build their own router.
 
+pub mod oidc;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

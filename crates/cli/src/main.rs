@@ -363,6 +363,11 @@ async fn lab(
         );
     }
     println!("profile written to {}", profile_path.display());
+    // What an administrator would hand out, to try `sallyport profile import` with.
+    let team = lab.dir.join("team.toml");
+    if std::fs::write(&team, lab.distributed_profile(None)).is_ok() {
+        println!("a profile to distribute: {}", team.display());
+    }
 
     if let Some(resource) = demo {
         let launcher = Launcher::new(

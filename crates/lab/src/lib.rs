@@ -263,6 +263,27 @@ impl Lab {
         })
     }
 
+    /// The profile an administrator of this lab would hand out (`sallyport profile import`):
+    /// the router URL, its CA inline, the gateway's key to pin, and `[sso]` when given.
+    pub fn distributed_profile(&self, sso: Option<&sallyport_core::SsoSettings>) -> String {
+        let ca = std::fs::read_to_string(&self.ca_file).unwrap_or_default();
+        let mut text = format!(
+            "router_url = \"{}\"\nca = \"\"\"\n{ca}\"\"\"\n",
+            self.router.url()
+        );
+        if let Some(sso) = sso {
+            text.push_str(&format!(
+                "[sso]\nissuer = \"{}\"\nclient_id = \"{}\"\n",
+                sso.issuer, sso.client_id
+            ));
+        }
+        text.push_str("[gateways]\n");
+        for (gateway, key) in &self.profile.gateways {
+            text.push_str(&format!("{gateway} = \"{key}\"\n"));
+        }
+        text
+    }
+
     pub async fn shutdown(self) {
         self.gateway.shutdown().await;
         self.router.shutdown().await;

@@ -356,13 +356,7 @@ async fn an_imported_profile_pins_its_gateways_and_the_app_launches_through_it()
     let lab = lab().await;
     let home = scratch("import-app");
     let key = lab.profile.gateway_key(sallyport_lab::LAB_GATEWAY).unwrap();
-    let ca = std::fs::read_to_string(&lab.ca_file).unwrap();
-    let distributed = format!(
-        "router_url = \"{}\"\nca = \"\"\"\n{ca}\"\"\"\n[gateways]\n{} = \"{}\"\n",
-        lab.router.url(),
-        sallyport_lab::LAB_GATEWAY,
-        key.to_base64()
-    );
+    let distributed = lab.distributed_profile(None);
     // The app, with nothing configured: its own lab, until the import.
     let service = Service::start(Options::new(
         home.clone(),

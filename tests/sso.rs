@@ -149,7 +149,8 @@ async fn a_user_in_the_group_signs_in_with_the_device_grant_and_launches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_signs_in_through_the_browser_and_keeps_its_tokens_in_the_keyring_only() {
-    let provider = Provider::start(600);
+    // carol's ID tokens live 4 s: the app must refresh them to keep launching.
+    let provider = Provider::start(4);
     let lab = sso_lab(&provider).await;
     let home = scratch("sso-app");
     // The administrator's profile, imported: the lab's router, its CA, the provider, the pin.
@@ -173,12 +174,18 @@ async fn the_app_signs_in_through_the_browser_and_keeps_its_tokens_in_the_keyrin
             .sso_sign_in_with(move |url| {
                 *opened.lock().unwrap() = url.to_owned();
                 let url = url.to_owned();
-                tokio::spawn(async move { oidc::sign_in_as(&url, "alice").await });
+                tokio::spawn(async move { oidc::sign_in_as(&url, "carol").await });
                 Ok(())
             })
             .await
             .unwrap();
     }
+    let settings = service.settings().await;
+    assert!(settings.signed_in, "{settings:?}");
+    assert_eq!(
+        settings.sso_issuer.as_deref(),
+        Some(provider.issuer.as_str())
+    );
     let url = opened.lock().unwrap().clone();
     assert!(
         url.contains("code_challenge_method=S256")
@@ -292,5 +299,52 @@ async fn expired_foreign_tampered_and_outsider_tokens_are_refused_with_their_cod
     let api = sallyport_core::router_api::RouterApi::for_profile(&lab.profile, &lab.client_token)
         .unwrap();
     assert!(!api.resources().await.unwrap().is_empty());
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_fetches_the_keys_again_when_the_provider_rotates_them() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let before = Provider::start_with(&[("PORT", &port)]);
+    let lab = Lab::start(LabOptions {
+        include_local_services: false,
+        sso: Some(SsoConfig {
+            jwks_refresh_secs: 1,
+            ..sso_config(&before)
+        }),
+        ..LabOptions::default()
+    })
+    .await
+    .expect("lab starts");
+    let old = browser_tokens(&before, "alice").await;
+    let api =
+        sallyport_core::router_api::RouterApi::for_profile(&lab.profile, &old.id_token).unwrap();
+    assert!(!api.resources().await.unwrap().is_empty());
+    drop(before);
+
+    // The same issuer with new keys, now signing with ES256: an unknown key id makes the
+    // router read the key set again (once the rate limit allows).
+    let after = Provider::start_with(&[("PORT", &port), ("OIDC_ALG", "ES256")]);
+    let new = browser_tokens(&after, "alice").await;
+    let header = sallyport_tests::jwt_header(&new.id_token);
+    assert_eq!(header["alg"], "ES256", "{header}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let api =
+        sallyport_core::router_api::RouterApi::for_profile(&lab.profile, &new.id_token).unwrap();
+    assert!(
+        !api.resources().await.unwrap().is_empty(),
+        "the new key is fetched"
+    );
+    // The old key is gone from the provider's set, so is its token's validity.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        refusal(&lab, &old.id_token).await,
+        (401, Code::BadSignature)
+    );
     lab.shutdown().await;
 }

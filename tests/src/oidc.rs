@@ -52,11 +52,17 @@ pub struct Provider {
 impl Provider {
     /// Users: alice (dba), bob (marketing), carol (dba, ID tokens of `short_ttl` seconds).
     pub fn start(short_ttl: u64) -> Provider {
+        Self::start_with(&[("OIDC_SHORT_TTL", &short_ttl.to_string())])
+    }
+
+    /// With server.mjs's environment: `PORT` (to start again at the same issuer URL, with
+    /// new keys), `OIDC_ALG` (`ES256` signs ID tokens with the P-256 key), `OIDC_SHORT_TTL`.
+    pub fn start_with(env: &[(&str, &str)]) -> Provider {
         install();
         let mut child = Command::new("node")
             .arg("server.mjs")
             .current_dir(oidc_dir())
-            .env("OIDC_SHORT_TTL", short_ttl.to_string())
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -267,3 +267,16 @@ export async function saveSettings(routerUrl: string, profile: Profile, token: s
   void refreshResources(true);
   return true;
 }
+
+/** Signs in through the browser (the provider's page opens there); resolves true when done. */
+export async function ssoSignIn(): Promise<boolean> {
+  try {
+    await api.ssoSignIn();
+  } catch (e) {
+    showError(e);
+    return false;
+  }
+  await Promise.all([loadSettings(), loadAppState()]);
+  void refreshResources(true);
+  return true;
+}

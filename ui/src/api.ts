@@ -119,3 +119,8 @@ export function pinGateway(gateway: string, key: string): Promise<PinnedGateway[
 export function unpinGateway(gateway: string): Promise<PinnedGateway[]> {
   return call('unpin_gateway', { gateway });
 }
+
+/** Signs in with the profile's OpenID provider in the system browser; resolves once done. */
+export function ssoSignIn(): Promise<void> {
+  return call('sso_sign_in');
+}

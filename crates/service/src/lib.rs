@@ -410,6 +410,8 @@ impl Service {
             router_url: connection.router_url.clone(),
             profile: self.profile(),
             token_set: !connection.token.is_empty(),
+            sso_issuer: self.user_profile().and_then(|p| p.sso).map(|s| s.issuer),
+            signed_in: connection.refresher.is_some(),
         }
     }
 
@@ -619,7 +621,8 @@ fn keep_fresh(
     tokio::spawn(async move {
         loop {
             let wait = tokens.remaining().saturating_sub(sso::REFRESH_MARGIN);
-            tokio::time::sleep(wait.max(std::time::Duration::from_secs(5))).await;
+            // Never more often than every 2 s, whatever the provider's lifetimes.
+            tokio::time::sleep(wait.max(std::time::Duration::from_secs(2))).await;
             match sso::current_tokens(&profile).await {
                 Ok(Some(fresh)) => {
                     *shared.write().unwrap() = fresh.id_token.clone();

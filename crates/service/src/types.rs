@@ -33,6 +33,10 @@ pub struct SettingsView {
     pub router_url: String,
     pub profile: Profile,
     pub token_set: bool,
+    /// The profile's OpenID provider, when it has one (Settings offers to sign in).
+    pub sso_issuer: Option<String>,
+    /// Launches carry a single sign-on token (kept fresh in the background).
+    pub signed_in: bool,
 }
 
 /// What a profile import changed, for the faces to show.

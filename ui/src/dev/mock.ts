@@ -59,6 +59,8 @@ const settings: Settings & { profile: AppState['profile'] } = {
   router_url: 'http://127.0.0.1:38211',
   profile: 'fast',
   token_set: true,
+  sso_issuer: null,
+  signed_in: false,
 };
 
 // Typical steps (ms) of the pipeline's own happy path.
@@ -252,6 +254,8 @@ export function installMockBackend(): void {
       }
       case 'pinned_gateways':
         return [{ gateway: 'lab', key: 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=', fingerprint: 'SHA256:Ea6Gl7dXmmhxR3pMSr3dWJpVm6FaCqNvGD0wH0aaL4U' }];
+      case 'sso_sign_in':
+        throw { code: 'invalid_profile', message: 'no sign-in provider: import your administrator’s profile first', hint: '' };
       case 'pin_gateway':
       case 'unpin_gateway':
       case 'import_profile':

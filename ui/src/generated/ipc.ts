@@ -301,7 +301,15 @@ export type AppStateView = { router_url: string, profile: Profile,
  */
 lab: boolean, token_set: boolean, version: string, };
 
-export type SettingsView = { router_url: string, profile: Profile, token_set: boolean, };
+export type SettingsView = { router_url: string, profile: Profile, token_set: boolean, 
+/**
+ * The profile's OpenID provider, when it has one (Settings offers to sign in).
+ */
+sso_issuer: string | null, 
+/**
+ * Launches carry a single sign-on token (kept fresh in the background).
+ */
+signed_in: boolean, };
 
 export type PinnedGateway = { gateway: string, 
 /**

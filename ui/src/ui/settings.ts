@@ -1,6 +1,6 @@
 // Settings: router URL, token (write-only), profile; a distributed profile's import; the
 // pinned gateways with their key fingerprints.
-import { importProfile, pinGateway, saveSettings, unpinGateway } from '../actions';
+import { importProfile, pinGateway, saveSettings, ssoSignIn, unpinGateway } from '../actions';
 import { state, subscribe } from '../store';
 import { PROFILES, type Profile } from '../types';
 import { h, replace, setText } from './dom';
@@ -79,6 +79,20 @@ export function mountSettings(section: HTMLElement): void {
     h('div', { class: 'field' }, h('label', { for: 'set-import' }, 'Import a profile'), importInput, h('p', { class: 'field-note' }, 'A profile file from your administrator: router URL, its CA, the sign-in provider and the gateways’ keys.'), importStatus),
   );
 
+  // Single sign-on with the profile's OpenID provider, in the system browser.
+  const ssoState = h('span', { class: 'chip', 'data-testid': 'sso-state' });
+  const ssoNote = h('p', { class: 'field-note' });
+  const ssoButton = h('button', { class: 'btn', type: 'button', 'data-testid': 'sso-sign-in' }, 'Sign in');
+  const ssoStatus = h('span', { class: 'save-status', role: 'status' });
+  ssoButton.addEventListener('click', async () => {
+    ssoButton.disabled = true;
+    setText(ssoStatus, 'Finish signing in in your browser…');
+    const ok = await ssoSignIn();
+    ssoButton.disabled = false;
+    setText(ssoStatus, ok ? 'Signed in' : '');
+  });
+  const ssoCard = h('div', { class: 'card form', hidden: true }, h('div', { class: 'field' }, h('label', null, 'Single sign-on ', ssoState), ssoNote), h('div', { class: 'form-actions' }, ssoButton, ssoStatus));
+
   // Pinned gateways: the keys offers are sealed to. Listed by fingerprint, as SSH shows them.
   const pinList = h('ul', { class: 'pin-list', 'data-testid': 'pin-list' });
   const pinId = h('input', { class: 'input mono', id: 'pin-gateway', placeholder: 'gateway id', spellcheck: 'false', autocomplete: 'off', 'data-testid': 'pin-gateway' });
@@ -104,6 +118,7 @@ export function mountSettings(section: HTMLElement): void {
     h('header', { class: 'panel-head' }, h('div', null, h('h1', null, 'Settings'), h('p', { class: 'sub' }, 'Where to launch from, and how.'))),
     labNote,
     form,
+    ssoCard,
     importCard,
     pinForm,
   );
@@ -124,8 +139,19 @@ export function mountSettings(section: HTMLElement): void {
     for (const el of [importInput, pinId, pinKey, pinAdd]) el.disabled = !state.tauri || (el !== importInput && disabled);
   };
 
+  const renderSso = () => {
+    const s = state.settings;
+    ssoCard.hidden = !s?.sso_issuer;
+    if (!s?.sso_issuer) return;
+    setText(ssoNote, `With ${s.sso_issuer}: the browser opens its sign-in page. Your session renews itself; its refresh token stays in the OS keyring.`);
+    setText(ssoState, s.signed_in ? 'signed in' : 'not signed in');
+    ssoState.className = s.signed_in ? 'chip chip-ok' : 'chip chip-warn';
+    ssoButton.disabled = !state.tauri;
+  };
+
   const render = () => {
     renderPins();
+    renderSso();
     const s = state.settings;
     labNote.hidden = !state.app?.lab;
     const tokenSet = s?.token_set ?? state.app?.token_set ?? false;

@@ -352,6 +352,17 @@ pub(crate) fn decode_32(text: &str, what: &'static str) -> Result<[u8; 32], Prot
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_fingerprint_is_ssh_s_sha256_format() {
+        let bytes: Vec<u8> = (0u8..32).collect();
+        let key = GatewayPublicKey::from_base64(&B64.encode(&bytes)).unwrap();
+        assert_eq!(
+            key.fingerprint(),
+            "SHA256:Yw3NKWbEM2aRElRIu7JbT/QSpJxzLbLIq8G4WBvXEN0"
+        );
+    }
+
     use super::*;
 
     fn pair(conv: &str) -> (GatewayKeyPair, ConversationKeys) {

@@ -509,7 +509,7 @@ pub(crate) async fn serve_gateway<Si, St, E>(
     tracing::info!(gateway = %gateway_id, "gateway connected");
     shared.audit.record(&gateway_record(
         events::GATEWAY_CONNECTED,
-        &gateway_id,
+        gateway_id,
         source,
     ));
     if sink

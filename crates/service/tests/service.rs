@@ -371,8 +371,7 @@ async fn an_imported_profile_pins_its_gateways_and_the_app_launches_through_it()
     let err = service
         .import_profile(&bad, std::path::Path::new("team.toml"))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(err.code(), Code::InvalidProfileImport);
     assert!(err.to_string().contains("team.toml: gateways.lab"), "{err}");
     assert!(!home.join("profile.toml").exists());

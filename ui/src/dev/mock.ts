@@ -253,7 +253,7 @@ export function installMockBackend(): void {
         return null;
       }
       case 'pinned_gateways':
-        return [{ gateway: 'lab', key: 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=', fingerprint: 'SHA256:Ea6Gl7dXmmhxR3pMSr3dWJpVm6FaCqNvGD0wH0aaL4U' }];
+        return [{ gateway: 'lab', key: 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=', fingerprint: 'SHA256:Yw3NKWbEM2aRElRIu7JbT/QSpJxzLbLIq8G4WBvXEN0' }];
       case 'sso_sign_in':
         throw { code: 'invalid_profile', message: 'no sign-in provider: import your administrator’s profile first', hint: '' };
       case 'pin_gateway':

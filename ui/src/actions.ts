@@ -2,6 +2,7 @@
 // changed. Command errors go to the banner.
 import * as api from './api';
 import { pinQuestion, toCommandError } from './logic/errors';
+import { ask } from './ui/confirm';
 import { parsePort } from './logic/format';
 import { clientArgument, newestFirst } from './logic/launch';
 import { addCheckpoint, outcomeOf } from './logic/timeline';
@@ -144,7 +145,7 @@ export async function launch(resource: string, portText: string): Promise<void> 
     showError(live.error);
     // Like SSH's first connection: show the fingerprint, pin only if the user accepts.
     const offered = live.error.unpinned;
-    if (live.error.code === 'unpinned_gateway' && offered && window.confirm(pinQuestion(offered))) {
+    if (live.error.code === 'unpinned_gateway' && offered && (await ask('Pin this gateway?', pinQuestion(offered), 'Pin and launch', 'Cancel'))) {
       if (await pinGateway(offered.gateway, offered.key)) {
         dismissError();
         void launch(resource, portText);

@@ -12,7 +12,7 @@ pub enum CoreError {
     #[error("profile: {0}")]
     Profile(String),
     #[error(
-        "no router token: run `sallyport login`, set SALLYPORT_TOKEN, or put token in the profile"
+        "no router token: sign in with `sallyport login --sso` (a profile with [sso]) or keep one with `sallyport login`, set SALLYPORT_TOKEN, or put token in the profile"
     )]
     MissingToken,
     #[error("the embedded lab could not start: {0}")]

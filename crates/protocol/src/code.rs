@@ -240,7 +240,7 @@ impl Code {
                 "The router refused the token: paste a valid one in Settings, or run `sallyport login`."
             }
             MissingToken => {
-                "Give a router token: in Settings, with `sallyport login`, or in SALLYPORT_TOKEN."
+                "Sign in (Settings, or `sallyport login --sso`), or give a router token: in Settings, with `sallyport login`, or in SALLYPORT_TOKEN."
             }
             Forbidden => "Your token may not launch this resource; ask an administrator.",
             ControllerDown | GatewayLost => {

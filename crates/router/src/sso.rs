@@ -289,8 +289,16 @@ impl Sso {
         Ok(keys)
     }
 
-    /// A JSON document, its size capped, within the fetch timeout.
+    /// A JSON document, its size capped, within the fetch timeout (the whole exchange, body
+    /// included: a provider that drips its answer is cut off).
     async fn get_json(&self, url: &str) -> Result<Value, Refusal> {
+        let limit = Duration::from_secs(self.config.fetch_timeout_secs);
+        tokio::time::timeout(limit, self.get_json_once(url))
+            .await
+            .unwrap_or_else(|_| Err(unavailable(url, "no complete answer in time")))
+    }
+
+    async fn get_json_once(&self, url: &str) -> Result<Value, Refusal> {
         let mut response = self
             .http
             .get(url)
@@ -417,6 +425,45 @@ mod tests {
         assert!(!Sso::looks_like_jwt("a-static-token"));
         assert!(!Sso::looks_like_jwt("a..b"));
         assert!(!Sso::looks_like_jwt("a.b.c.d"));
+    }
+
+    fn unsigned(issuer: &str) -> String {
+        let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        format!(
+            "{}.{}.{}",
+            b64(r#"{"alg":"RS256","kid":"k"}"#),
+            b64(&format!(
+                r#"{{"iss":"{issuer}","aud":"sallyport","sub":"x","exp":9999999999}}"#
+            )),
+            b64("sig")
+        )
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_never_answers_costs_one_fetch_timeout() {
+        // Accepts connections and holds them without a byte.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let sso = Sso::new(SsoConfig {
+            issuer: issuer.clone(),
+            fetch_timeout_secs: 1,
+            ..config()
+        });
+        let started = Instant::now();
+        let refusal = sso.client(&unsigned(&issuer)).await.unwrap_err();
+        assert_eq!(refusal.code, Code::SsoUnavailable, "{refusal:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        held.abort();
     }
 
     #[tokio::test]

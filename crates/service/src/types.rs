@@ -58,7 +58,7 @@ pub struct CommandError {
     /// accepts its fingerprint (never pinned without asking).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
-    pub unpinned: Option<PinnedGateway>,
+    pub unpinned: Option<Box<PinnedGateway>>,
 }
 
 impl From<CoreError> for CommandError {
@@ -73,7 +73,7 @@ impl From<&CoreError> for CommandError {
             code: e.code(),
             message: e.to_string(),
             hint: e.hint().to_owned(),
-            unpinned: e.offered_key(),
+            unpinned: e.offered_key().map(Box::new),
         }
     }
 }

@@ -139,7 +139,7 @@ export const HINTS: Readonly<Record<Code, string>> = {
   io_error: "Open the launch's timeline and export a diagnostic bundle for support.",
   invalid_tunable: "Fix the environment variable named in the message.",
   invalid_profile: "Fix the profile (router URL, pinned keys) in Settings or profile.toml.",
-  missing_token: "Give a router token: in Settings, with `sallyport login`, or in SALLYPORT_TOKEN.",
+  missing_token: "Sign in (Settings, or `sallyport login --sso`), or give a router token: in Settings, with `sallyport login`, or in SALLYPORT_TOKEN.",
   lab_failed: "The embedded lab could not start; see the message, free its port, and restart.",
   unknown_session: "That session has already ended; refresh the session list.",
   unknown_launch: "That launch is no longer in the history.",

@@ -130,13 +130,13 @@ export function mountSettings(section: HTMLElement): void {
         { class: 'pin', 'data-testid': 'pin' },
         h('span', { class: 'mono pin-gateway' }, p.gateway),
         h('span', { class: 'mono pin-fingerprint', title: p.key }, p.fingerprint),
-        h('button', { class: 'btn btn-small', type: 'button', 'data-testid': 'pin-remove', disabled: !state.tauri || !!state.app?.lab, onclick: () => void unpinGateway(p.gateway) }, 'Remove'),
+        h('button', { class: 'btn btn-small', type: 'button', 'data-testid': 'pin-remove', disabled: !state.tauri, onclick: () => void unpinGateway(p.gateway) }, 'Remove'),
       ),
     );
     if (items.length === 0) items.push(h('li', { class: 'pin pin-none' }, 'none'));
     replace(pinList, ...items);
-    const disabled = !state.tauri || !!state.app?.lab;
-    for (const el of [importInput, pinId, pinKey, pinAdd]) el.disabled = !state.tauri || (el !== importInput && disabled);
+    // In the embedded lab the service says why a pin cannot change (the lab pins its own).
+    for (const el of [importInput, pinId, pinKey, pinAdd]) el.disabled = !state.tauri;
   };
 
   const renderSso = () => {

@@ -256,6 +256,23 @@ async fn expired_foreign_tampered_and_outsider_tokens_are_refused_with_their_cod
     let tampered = format!("{head}.{}", String::from_utf8(sig).unwrap());
     assert_eq!(refusal(&lab, &tampered).await, (401, Code::BadSignature));
 
+    // A router that expects another audience (client id) refuses the same valid token.
+    let elsewhere = Lab::start(LabOptions {
+        include_local_services: false,
+        sso: Some(SsoConfig {
+            audience: "another-application".into(),
+            ..sso_config(&provider)
+        }),
+        ..LabOptions::default()
+    })
+    .await
+    .expect("lab starts");
+    assert_eq!(
+        refusal(&elsewhere, &alice.id_token).await,
+        (401, Code::WrongAudience)
+    );
+    elsewhere.shutdown().await;
+
     // The same user, signed in at another provider.
     let foreign = browser_tokens(&other, "alice").await;
     assert_eq!(

@@ -10,6 +10,14 @@ source scripts/lib.sh
 ensure_debian_packages openssh-server openssh-client postgresql postgresql-client \
   keyutils dbus gnome-keyring pkg-config coturn redis-server
 
+# The real OpenID provider of the single sign-on tests (tests/sso.rs starts it on loopback):
+# oidc-provider from the npm registry, at the version package-lock.json pins.
+command -v node >/dev/null && command -v npm >/dev/null || {
+  echo "the SSO tests need Node.js (node and npm) on PATH" >&2
+  exit 1
+}
+(cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
+
 # The kernel keyring needs a session keyring the process possesses (a login session's is
 # not, on a headless machine): run under a new one.
 # The app crate is left out here: it builds Tauri, and is tested by scripts/test-app.sh.

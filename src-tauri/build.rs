@@ -16,6 +16,11 @@ fn main() {
             "open_bundle",
             "support_launches",
             "support_stats",
+            "import_profile",
+            "pinned_gateways",
+            "pin_gateway",
+            "unpin_gateway",
+            "sso_sign_in",
             "tray_menu_items",
         ]),
     ))

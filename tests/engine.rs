@@ -301,6 +301,7 @@ async fn the_gateway_reconnects_when_the_router_comes_back() {
             relay_only: false,
             lab: false,
             launch_reports: true,
+            sso: None,
         },
         "alice-client-token",
         sallyport_core::StickyPorts::new(dir.join("ports.json")),

@@ -113,6 +113,7 @@ async fn a_gateway_that_comes_up_during_the_catchup_window_is_reached_on_attempt
         relay_only: false,
         lab: false,
         launch_reports: true,
+        sso: None,
     };
     let dir = scratch("late");
     let launcher = Launcher::new(
@@ -220,7 +221,8 @@ async fn a_non_transient_failure_is_not_retried_and_drops_the_cache() {
     assert_eq!(second.checkpoints()[0].phase, names::LAUNCH_CACHE_HIT);
     second.close().await;
 
-    // A wrongly pinned gateway key: the gateway refuses the seal (400), which is final.
+    // A wrongly pinned gateway key the router does not contradict: the gateway refuses the
+    // seal (400), which is final.
     let mut profile = lab.profile.clone();
     profile.gateways.insert(
         "lab".into(),
@@ -234,7 +236,19 @@ async fn a_non_transient_failure_is_not_retried_and_drops_the_cache() {
     )
     .unwrap()
     .with_state_dir(dir);
-    wrong.resources().await.unwrap();
+    // Listed as an older router lists them, without the gateway's key (with it, the client
+    // itself refuses the changed key before any offer: `gateway_key_changed`).
+    let listed: Vec<_> = wrong
+        .resources()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| sallyport_protocol::ResourceInfo {
+            gateway_key: None,
+            ..r
+        })
+        .collect();
+    wrong.cache().store_all(&listed);
     assert!(wrong.cache().contains(sallyport_lab::DEMO_ECHO));
     let mut stream = wrong.checkpoints().subscribe();
     let err = wrong

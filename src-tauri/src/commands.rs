@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use sallyport_core::bundle::BundleView;
 use sallyport_core::history::LaunchRecord;
+use sallyport_core::PinnedGateway;
 use sallyport_core::{Checkpoint, ClientChoice, Profile, SessionInfo};
 use sallyport_protocol::report::{GroupBy, LaunchList, LaunchQuery, LaunchStats};
 use sallyport_service::{
-    AppStateView, CommandError, LaunchOptions, ResourceView, Service, SettingsView,
+    AppStateView, CommandError, ImportView, LaunchOptions, ResourceView, Service, SettingsView,
 };
 use tauri::ipc::Channel;
 use tauri::State;
@@ -99,6 +100,40 @@ pub async fn save_settings(
     token: Option<String>,
 ) -> Result<()> {
     Ok(service.save_settings(&router_url, profile, token).await?)
+}
+
+/// Import a distributed profile: its text, as the Settings file picker read it, and its name.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn import_profile(service: Shared<'_>, text: String, name: String) -> Result<ImportView> {
+    Ok(service
+        .import_profile(&text, std::path::Path::new(&name))
+        .await?)
+}
+
+#[tauri::command(rename_all = "snake_case")]
+pub async fn pinned_gateways(service: Shared<'_>) -> Result<Vec<PinnedGateway>> {
+    Ok(service.pinned_gateways().await)
+}
+
+/// Pin a key: typed in Settings, or the one whose fingerprint the user accepted at launch.
+#[tauri::command(rename_all = "snake_case")]
+pub async fn pin_gateway(
+    service: Shared<'_>,
+    gateway: String,
+    key: String,
+) -> Result<Vec<PinnedGateway>> {
+    Ok(service.pin_gateway(&gateway, &key).await?)
+}
+
+#[tauri::command(rename_all = "snake_case")]
+pub async fn unpin_gateway(service: Shared<'_>, gateway: String) -> Result<Vec<PinnedGateway>> {
+    Ok(service.unpin_gateway(&gateway).await?)
+}
+
+/// Sign in with the profile's OpenID provider in the system browser (PKCE, loopback redirect).
+#[tauri::command(rename_all = "snake_case")]
+pub async fn sso_sign_in(service: Shared<'_>) -> Result<()> {
+    Ok(service.sso_sign_in().await?)
 }
 
 #[tauri::command(rename_all = "snake_case")]

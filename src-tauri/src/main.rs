@@ -73,6 +73,11 @@ fn main() {
             commands::open_bundle,
             commands::support_launches,
             commands::support_stats,
+            commands::import_profile,
+            commands::pinned_gateways,
+            commands::pin_gateway,
+            commands::unpin_gateway,
+            commands::sso_sign_in,
             commands::tray_menu_items,
         ])
         .setup({

@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: a lab, a launcher for it, byte pumps, and TLS for
 //! tests that build their own router.
 
+pub mod oidc;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -232,4 +234,14 @@ pub async fn audit_until(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The header of a JWT, decoded (no check of anything).
+pub fn jwt_header(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let part = token.split('.').next().unwrap_or_default();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
 }

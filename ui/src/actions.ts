@@ -1,13 +1,14 @@
 // What the panels ask for: each action calls the API, updates the state and says which topics
 // changed. Command errors go to the banner.
 import * as api from './api';
-import { toCommandError } from './logic/errors';
+import { pinQuestion, toCommandError } from './logic/errors';
+import { ask } from './ui/confirm';
 import { parsePort } from './logic/format';
 import { clientArgument, newestFirst } from './logic/launch';
 import { toQuery } from './logic/support';
 import { addCheckpoint, outcomeOf } from './logic/timeline';
 import { emit, state, type LiveLaunch, type PanelName } from './store';
-import { HINTS, type CommandError, type Profile } from './types';
+import { HINTS, type CommandError, type ImportView, type Profile } from './types';
 
 export function showError(e: unknown): void {
   state.error = toCommandError(e);
@@ -144,10 +145,53 @@ export async function launch(resource: string, portText: string): Promise<void> 
     live.status = 'failed';
     live.error = toCommandError(e);
     showError(live.error);
+    // Like SSH's first connection: show the fingerprint, pin only if the user accepts.
+    const offered = live.error.unpinned;
+    if (live.error.code === 'unpinned_gateway' && offered && (await ask('Pin this gateway?', pinQuestion(offered), 'Pin and launch', 'Cancel'))) {
+      if (await pinGateway(offered.gateway, offered.key)) {
+        dismissError();
+        void launch(resource, portText);
+      }
+    }
   } finally {
     emit('timeline', 'resources');
     void refreshHistory();
     void refreshResources(true);
+  }
+}
+
+/** Pins a gateway's key; resolves true when pinned. */
+export async function pinGateway(gateway: string, key: string): Promise<boolean> {
+  try {
+    state.pins = await api.pinGateway(gateway.trim(), key.trim());
+    emit('settings');
+    return true;
+  } catch (e) {
+    showError(e);
+    return false;
+  }
+}
+
+export async function unpinGateway(gateway: string): Promise<void> {
+  try {
+    state.pins = await api.unpinGateway(gateway);
+    emit('settings');
+  } catch (e) {
+    showError(e);
+  }
+}
+
+/** Imports the profile file the user picked; resolves to what it set, or null. */
+export async function importProfile(file: File): Promise<ImportView | null> {
+  try {
+    const view = await api.importProfile(await file.text(), file.name);
+    state.pins = view.gateways;
+    await Promise.all([loadSettings(), loadAppState()]);
+    void refreshResources(true);
+    return view;
+  } catch (e) {
+    showError(e);
+    return null;
   }
 }
 
@@ -258,6 +302,7 @@ export async function exportBundle(launchId: string): Promise<void> {
 export async function loadSettings(): Promise<void> {
   try {
     state.settings = await api.getSettings();
+    state.pins = await api.pinnedGateways();
     emit('settings');
   } catch (e) {
     showError(e);
@@ -268,6 +313,19 @@ export async function loadSettings(): Promise<void> {
 export async function saveSettings(routerUrl: string, profile: Profile, token: string): Promise<boolean> {
   try {
     await api.saveSettings(routerUrl.trim(), profile, token === '' ? null : token);
+  } catch (e) {
+    showError(e);
+    return false;
+  }
+  await Promise.all([loadSettings(), loadAppState()]);
+  void refreshResources(true);
+  return true;
+}
+
+/** Signs in through the browser (the provider's page opens there); resolves true when done. */
+export async function ssoSignIn(): Promise<boolean> {
+  try {
+    await api.ssoSignIn();
   } catch (e) {
     showError(e);
     return false;

@@ -12,7 +12,9 @@ import type {
   LaunchStats,
   Checkpoint,
   CommandError,
+  ImportView,
   LaunchRecord,
+  PinnedGateway,
   Profile,
   ResourceView,
   SessionInfo,
@@ -118,4 +120,27 @@ export function supportLaunches(query: LaunchQuery, limit: number | null): Promi
 /** Per-phase percentiles at the router (support role). */
 export function supportStats(query: LaunchQuery, groupBy: GroupBy): Promise<LaunchStats> {
   return call('support_stats', { query, group_by: groupBy });
+}
+
+/** Imports a distributed profile: the text of the file the user picked, and its name. */
+export function importProfile(text: string, name: string): Promise<ImportView> {
+  return call('import_profile', { text, name });
+}
+
+/** The pinned gateways with their key fingerprints. */
+export function pinnedGateways(): Promise<PinnedGateway[]> {
+  return call('pinned_gateways');
+}
+
+export function pinGateway(gateway: string, key: string): Promise<PinnedGateway[]> {
+  return call('pin_gateway', { gateway, key });
+}
+
+export function unpinGateway(gateway: string): Promise<PinnedGateway[]> {
+  return call('unpin_gateway', { gateway });
+}
+
+/** Signs in with the profile's OpenID provider in the system browser; resolves once done. */
+export function ssoSignIn(): Promise<void> {
+  return call('sso_sign_in');
 }

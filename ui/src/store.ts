@@ -1,7 +1,7 @@
 // The app's state and a tiny publish/subscribe: panels subscribe to the topics they draw.
 // No DOM, no Tauri.
 import { EMPTY_FILTER, type SupportFilter } from './logic/support';
-import type { AppState, BundleView, Checkpoint, CommandError, LaunchRecord, LaunchStats, LaunchSummary, ResourceView, SessionInfo, Settings } from './types';
+import type { AppState, BundleView, Checkpoint, CommandError, LaunchRecord, LaunchStats, LaunchSummary, PinnedGateway, ResourceView, SessionInfo, Settings } from './types';
 
 export type PanelName = 'resources' | 'timeline' | 'sessions' | 'history' | 'support' | 'settings';
 export const PANELS: readonly PanelName[] = ['resources', 'timeline', 'sessions', 'history', 'support', 'settings'];
@@ -74,6 +74,8 @@ export interface State {
   settings: Settings | null;
   imported: Imported | null;
   support: SupportState;
+  /** The pinned gateways with their fingerprints (Settings). */
+  pins: PinnedGateway[];
 }
 
 export const state: State = {
@@ -96,6 +98,7 @@ export const state: State = {
   settings: null,
   imported: null,
   support: { filter: { ...EMPTY_FILTER }, groupBy: 'gateway', launches: [], stats: null, loaded: false, loading: false },
+  pins: [],
 };
 
 type Listener = () => void;

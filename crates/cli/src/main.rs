@@ -49,11 +49,21 @@ enum Command {
         #[arg(long)]
         demo: Option<String>,
     },
-    /// Store the router token in the OS keyring.
+    /// Store the router token in the OS keyring, or sign in with the profile's OpenID
+    /// provider (`--sso`).
     Login {
         /// Read the token from this environment variable instead of standard input.
         #[arg(long, default_value = "SALLYPORT_TOKEN")]
         token_env: String,
+        /// Sign in with the profile's `[sso]` provider (device authorization grant: open the
+        /// printed URL in any browser and confirm the code).
+        #[arg(long)]
+        sso: bool,
+    },
+    /// The profile: import one an administrator distributed, list and change pinned gateways.
+    Profile {
+        #[command(subcommand)]
+        action: ProfileAction,
     },
     /// List the resources this token may launch.
     Resources {
@@ -145,6 +155,18 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ProfileAction {
+    /// Import a distributed profile (router URL, CA, OpenID provider, pinned gateway keys).
+    Import { file: PathBuf },
+    /// Show the router, the OpenID provider and the pinned gateways with their fingerprints.
+    Show,
+    /// Pin a gateway's public key (base64), as your administrator gave it.
+    Pin { gateway: String, key: String },
+    /// Remove a gateway's pin (its next launch asks again).
+    Unpin { gateway: String },
+}
+
 fn parse_resource(text: &str) -> Result<(String, String, String), String> {
     let (name, rest) = text
         .split_once('=')
@@ -184,7 +206,9 @@ async fn main() -> ExitCode {
             resources,
             demo,
         } => lab(&profile_path, listen, !no_local_services, resources, demo).await,
-        Command::Login { token_env } => login(&profile_path, &token_env),
+        Command::Login { sso: true, .. } => login_sso(&profile_path).await,
+        Command::Login { token_env, .. } => login(&profile_path, &token_env),
+        Command::Profile { action } => profile(&profile_path, action).await,
         Command::Resources { json } => list_resources(&profile_path, json).await,
         Command::Timeline { file, width, log } => support::timeline(&file, width, log),
         Command::Export { launch_id } => match service(&profile_path).await {
@@ -270,6 +294,83 @@ async fn service(profile_path: &std::path::Path) -> Result<Service, CoreError> {
     Service::start(Options::new(home, Face::Terminal, connect)).await
 }
 
+async fn profile(
+    profile_path: &std::path::Path,
+    action: ProfileAction,
+) -> Result<ExitCode, CoreError> {
+    // The core's own profile functions (the service's wrap the same ones): these need no
+    // router and no token, which a fresh import does not have yet.
+    use sallyport_core::import;
+    let profile = match action {
+        ProfileAction::Import { file } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| CoreError::ProfileImport {
+                file: file.display().to_string(),
+                message: format!("cannot read: {e}"),
+            })?;
+            let profile = import::import_profile(&text, &file, profile_path)?;
+            println!(
+                "imported {} into {}",
+                file.display(),
+                profile_path.display()
+            );
+            profile
+        }
+        ProfileAction::Show => ClientProfile::load(profile_path)?,
+        ProfileAction::Pin { gateway, key } => import::pin(profile_path, &gateway, &key)?,
+        ProfileAction::Unpin { gateway } => import::unpin(profile_path, &gateway)?,
+    };
+    println!("router: {}", profile.router_url);
+    if let Some(ca) = &profile.ca_file {
+        println!("router CA: {}", ca.display());
+    }
+    if let Some(sso) = &profile.sso {
+        println!(
+            "sign-in: {} (client {}): `sallyport login --sso`",
+            sso.issuer, sso.client_id
+        );
+    }
+    println!("pinned gateways:");
+    let pins = sallyport_core::PinnedGateway::list(&profile);
+    if pins.is_empty() {
+        println!("  (none)");
+    }
+    for pin in pins {
+        println!("  {:<16} {}", pin.gateway, pin.fingerprint);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Like SSH's first connection: show the fingerprint of the key the router lists for an
+/// unpinned gateway and ask whether to pin it. Only on a terminal; `false` otherwise.
+fn accept_gateway_key(pin: &sallyport_core::PinnedGateway) -> std::io::Result<bool> {
+    use std::io::{IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    eprintln!(
+        "The authenticity of gateway {:?} can't be established: its key is not pinned.",
+        pin.gateway
+    );
+    eprintln!(
+        "The router lists its key with fingerprint {}.",
+        pin.fingerprint
+    );
+    eprintln!("Compare it with the fingerprint your administrator gave you.");
+    loop {
+        eprint!("Pin this key and continue (yes/no)? ");
+        std::io::stderr().flush()?;
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line)? == 0 {
+            return Ok(false);
+        }
+        match line.trim().to_ascii_lowercase().as_str() {
+            "yes" => return Ok(true),
+            "no" | "" => return Ok(false),
+            _ => eprintln!("Please type 'yes' or 'no'."),
+        }
+    }
+}
+
 async fn lab(
     profile_path: &std::path::Path,
     listen: std::net::SocketAddr,
@@ -305,6 +406,11 @@ async fn lab(
         );
     }
     println!("profile written to {}", profile_path.display());
+    // What an administrator would hand out, to try `sallyport profile import` with.
+    let team = lab.dir.join("team.toml");
+    if std::fs::write(&team, lab.distributed_profile(None)).is_ok() {
+        println!("a profile to distribute: {}", team.display());
+    }
 
     if let Some(resource) = demo {
         let launcher = Launcher::new(
@@ -386,6 +492,40 @@ fn login(profile_path: &std::path::Path, token_env: &str) -> Result<ExitCode, Co
     Ok(ExitCode::SUCCESS)
 }
 
+/// `sallyport login --sso`: the device authorization grant (RFC 8628). The refresh token and
+/// the ID token go into the OS keyring, never a file; later commands refresh the ID token.
+async fn login_sso(profile_path: &std::path::Path) -> Result<ExitCode, CoreError> {
+    use sallyport_core::sso;
+    let profile = ClientProfile::load(profile_path)?;
+    let settings = profile.sso.clone().ok_or_else(|| {
+        CoreError::Profile(format!(
+            "{}: no [sso] section: import your administrator's profile (`sallyport profile import FILE`)",
+            profile_path.display()
+        ))
+    })?;
+    let client = sso::SsoClient::new(&settings)?;
+    let tokens = client
+        .device_login(|prompt| {
+            println!("To sign in, open {} in a browser", prompt.verification_uri);
+            println!("and enter the code {}", prompt.user_code);
+            if let Some(complete) = &prompt.verification_uri_complete {
+                println!("(or open {complete})");
+            }
+            println!("waiting for the confirmation ...");
+        })
+        .await?;
+    let keyring = sso::store(&profile.router_url, &tokens)?;
+    // Check it against the router before saying so.
+    let api = sallyport_core::router_api::RouterApi::for_profile(&profile, &tokens.id_token)?;
+    let count = api.resources().await?.len();
+    println!(
+        "signed in with {}; tokens kept in the {} ({count} resources visible; the sign-in is renewed before it expires)",
+        settings.issuer,
+        keyring.name()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn list_resources(profile_path: &std::path::Path, json: bool) -> Result<ExitCode, CoreError> {
     let resources = service(profile_path).await?.resources().await?;
     if json {
@@ -417,7 +557,23 @@ async fn launch(
     let service = service(profile_path).await?;
     let resource = options.resource.clone();
     // Through the service, so the launch shows in the app's History too.
-    let session = match service.launch(options, |_| {}).await {
+    let launched = match service.launch(options.clone(), |_| {}).await {
+        // A gateway whose key is not pinned yet: show its fingerprint and ask, as SSH does.
+        Err(e) if e.offered_key().is_some() => {
+            let pin = e.offered_key().expect("checked above");
+            if !accept_gateway_key(&pin)? {
+                return Err(e);
+            }
+            service.pin_gateway(&pin.gateway, &pin.key).await?;
+            eprintln!(
+                "sallyport: pinned gateway {:?} ({})",
+                pin.gateway, pin.fingerprint
+            );
+            service.launch(options, |_| {}).await
+        }
+        other => other,
+    };
+    let session = match launched {
         Ok(session) => session,
         Err(e) => {
             // The failure's report goes to the router before the process ends.

@@ -324,3 +324,66 @@ fn connect_timing_lines_and_tunable_errors_have_the_documented_shape() {
         "{stderr}"
     );
 }
+
+/// `sallyport` with `args` against `profile`, standard input not a terminal: (success, stdout,
+/// stderr).
+fn sallyport(home: &Path, profile: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sallyport"))
+        .env("SALLYPORT_HOME", home)
+        .arg("--profile-file")
+        .arg(profile)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("sallyport runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn an_unpinned_or_changed_gateway_key_is_refused_off_a_terminal_with_its_fingerprints() {
+    let home = scratch("pinning");
+    let _lab = start_lab(&home, &[]);
+    let mut profile = sallyport_core::ClientProfile::load(&home.join("profile.toml")).unwrap();
+    let real = profile.gateway_key("lab").unwrap();
+    profile.gateways.clear();
+    let unpinned = home.join("unpinned.toml");
+    profile.save(&unpinned).unwrap();
+
+    // No terminal to ask on: refused, with the code and the fingerprint to compare.
+    let (ok, _, stderr) = sallyport(&home, &unpinned, &["launch", "demo-echo", "--no-client"]);
+    assert!(!ok);
+    assert!(stderr.contains("error [unpinned_gateway]"), "{stderr}");
+    assert!(stderr.contains(&real.fingerprint()), "{stderr}");
+    let kept = sallyport_core::ClientProfile::load(&unpinned).unwrap();
+    assert!(kept.gateways.is_empty(), "nothing pinned unasked");
+
+    // Pinned by hand, as an administrator's key: listed by its fingerprint.
+    let (ok, stdout, stderr) = sallyport(
+        &home,
+        &unpinned,
+        &["profile", "pin", "lab", &real.to_base64()],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(&real.fingerprint()), "{stdout}");
+
+    // Another key pinned: the launch is refused, naming the gateway and both fingerprints.
+    let other = sallyport_protocol::GatewayKeyPair::generate().public();
+    let (ok, _, stderr) = sallyport(
+        &home,
+        &unpinned,
+        &["profile", "pin", "lab", &other.to_base64()],
+    );
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = sallyport(&home, &unpinned, &["launch", "demo-echo", "--no-client"]);
+    assert!(!ok);
+    assert!(stderr.contains("error [gateway_key_changed]"), "{stderr}");
+    for part in ["\"lab\"", &real.fingerprint(), &other.fingerprint()] {
+        assert!(stderr.contains(part), "{part} in {stderr}");
+    }
+    let (ok, stdout, _) = sallyport(&home, &unpinned, &["profile", "unpin", "lab"]);
+    assert!(ok && stdout.contains("(none)"), "{stdout}");
+}

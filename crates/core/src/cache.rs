@@ -58,6 +58,7 @@ mod tests {
             protocol: "tcp".into(),
             gateway: "g".into(),
             online: true,
+            gateway_key: None,
         }
     }
 

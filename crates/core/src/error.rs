@@ -12,7 +12,7 @@ pub enum CoreError {
     #[error("profile: {0}")]
     Profile(String),
     #[error(
-        "no router token: run `sallyport login`, set SALLYPORT_TOKEN, or put token in the profile"
+        "no router token: sign in with `sallyport login --sso` (a profile with [sso]) or keep one with `sallyport login`, set SALLYPORT_TOKEN, or put token in the profile"
     )]
     MissingToken,
     #[error("the embedded lab could not start: {0}")]
@@ -23,8 +23,22 @@ pub enum CoreError {
     UnknownLaunch(String),
     #[error("unknown resource {0:?}: the router lists no such resource for this token")]
     UnknownResource(String),
-    #[error("no pinned key for gateway {0:?}: add it to the profile's [gateways] table")]
-    UnpinnedGateway(String),
+    #[error("{}", unpinned_message(gateway, offered.as_deref()))]
+    UnpinnedGateway {
+        gateway: String,
+        /// The key the router lists for the gateway (base64), not trusted until accepted.
+        offered: Option<String>,
+    },
+    #[error("WARNING: the key of gateway {gateway:?} has changed: pinned {pinned}, the router now lists {listed}. Refused: someone may be impersonating the gateway, or it was given a new key")]
+    GatewayKeyChanged {
+        gateway: String,
+        pinned: String,
+        listed: String,
+    },
+    #[error("{file}: {message}")]
+    ProfileImport { file: String, message: String },
+    #[error("sign-in with {issuer}: {message}")]
+    Sso { issuer: String, message: String },
     #[error("router {url} is unreachable: {message}")]
     RouterUnreachable { url: String, message: String },
     #[error("router refused the request ({status} {code}): {message}")]
@@ -82,7 +96,10 @@ impl CoreError {
             CoreError::UnknownSession(_) => Code::UnknownSession,
             CoreError::UnknownLaunch(_) => Code::UnknownLaunch,
             CoreError::UnknownResource(_) => Code::UnknownResource,
-            CoreError::UnpinnedGateway(_) => Code::UnpinnedGateway,
+            CoreError::UnpinnedGateway { .. } => Code::UnpinnedGateway,
+            CoreError::GatewayKeyChanged { .. } => Code::GatewayKeyChanged,
+            CoreError::ProfileImport { .. } => Code::InvalidProfileImport,
+            CoreError::Sso { .. } => Code::SsoFailed,
             CoreError::RouterUnreachable { .. } => Code::RouterUnreachable,
             CoreError::Router { code, .. } => *code,
             CoreError::OfferFailed { code, .. } => *code,
@@ -101,9 +118,38 @@ impl CoreError {
         }
     }
 
+    /// For `unpinned_gateway`: the key the router lists, with its fingerprint, to ask about.
+    pub fn offered_key(&self) -> Option<crate::PinnedGateway> {
+        let CoreError::UnpinnedGateway {
+            gateway,
+            offered: Some(key),
+        } = self
+        else {
+            return None;
+        };
+        let parsed = sallyport_protocol::GatewayPublicKey::from_base64(key).ok()?;
+        Some(crate::PinnedGateway {
+            gateway: gateway.clone(),
+            key: parsed.to_base64(),
+            fingerprint: parsed.fingerprint(),
+        })
+    }
+
     /// What the user can do about it; the same sentence in the CLI and the app.
     pub fn hint(&self) -> &'static str {
         self.code().hint()
+    }
+}
+
+fn unpinned_message(gateway: &str, offered: Option<&str>) -> String {
+    match offered.and_then(|k| sallyport_protocol::GatewayPublicKey::from_base64(k).ok()) {
+        Some(key) => format!(
+            "gateway {gateway:?} is not pinned; the router lists its key with fingerprint {} (not trusted until you accept it)",
+            key.fingerprint()
+        ),
+        None => format!(
+            "no pinned key for gateway {gateway:?}, and the router lists none: pin it from your administrator (profile import, Settings, or `sallyport profile pin`)"
+        ),
     }
 }
 

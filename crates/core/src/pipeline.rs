@@ -126,6 +126,16 @@ impl Launcher {
         &self.api
     }
 
+    /// The token the launcher's requests carry (a refreshed sign-in replaces it in place).
+    pub fn shared_token(&self) -> crate::router_api::SharedToken {
+        self.api.shared_token()
+    }
+
+    /// The profile launches use (its pins, its router).
+    pub fn profile(&self) -> &ClientProfile {
+        &self.profile
+    }
+
     pub fn cache(&self) -> &ResourceCache {
         &self.cache
     }
@@ -227,7 +237,9 @@ impl Launcher {
     /// fails before any tunnel exists).
     async fn resolve(&self, request: &LaunchRequest, recorder: &Recorder) -> Result<Plan> {
         let (resource, checkpoint) = self.find_resource(&request.resource).await?;
-        let gateway_key = self.profile.gateway_key(&resource.gateway)?;
+        let gateway_key = self
+            .profile
+            .trusted_gateway_key(&resource.gateway, resource.gateway_key.as_deref())?;
         let client = native_client::prepare(&request.client, &resource.protocol, &resource.name)?;
         let listener = self.bind_local(&resource.name, request.port).await?;
         recorder.mark_with(checkpoint, None, Some(resource.gateway.clone()));

@@ -45,6 +45,45 @@ pub struct ClientProfile {
     /// code; docs/PROTOCOL.md section 3.2). `launch_reports = false` keeps them on this machine.
     #[serde(default = "yes", skip_serializing_if = "Clone::clone")]
     pub launch_reports: bool,
+    /// Single sign-on: the OpenID provider whose tokens the router accepts
+    /// (`sallyport login --sso`, or Sign in in the app's Settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso: Option<SsoSettings>,
+}
+
+/// The OpenID Connect provider users sign in with, and this application's client id there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ts_rs::TS)]
+#[serde(deny_unknown_fields)]
+pub struct SsoSettings {
+    /// The issuer URL (`https://...`; its `/.well-known/openid-configuration` is read).
+    pub issuer: String,
+    /// The client id registered at the provider for Sallyport (a public client).
+    pub client_id: String,
+    /// Scopes asked for (default `openid profile offline_access`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub scope: Option<String>,
+}
+
+impl SsoSettings {
+    pub const DEFAULT_SCOPE: &'static str = "openid profile offline_access";
+
+    pub fn scope(&self) -> &str {
+        self.scope.as_deref().unwrap_or(Self::DEFAULT_SCOPE)
+    }
+
+    /// `sso.issuer` and `sso.client_id` checked; the error names the field.
+    pub fn check(&self) -> std::result::Result<(), (&'static str, String)> {
+        sallyport_ops::tls::check_router_url(&self.issuer)
+            .map_err(|e| ("sso.issuer", format!("{:?}: {e}", self.issuer)))?;
+        if self.client_id.trim().is_empty() {
+            return Err(("sso.client_id", "is empty".into()));
+        }
+        if self.scope().split_whitespace().all(|s| s != "openid") {
+            return Err(("sso.scope", "must include `openid`".into()));
+        }
+        Ok(())
+    }
 }
 
 fn yes() -> bool {
@@ -65,6 +104,7 @@ impl ClientProfile {
             relay_only: false,
             lab: false,
             launch_reports: true,
+            sso: None,
         }
     }
 
@@ -107,8 +147,11 @@ impl ClientProfile {
                 .map_err(|e| CoreError::Profile(e.to_string()))?;
         }
         for (id, key) in &self.gateways {
-            GatewayPublicKey::from_base64(key)
-                .map_err(|e| CoreError::Profile(format!("gateways.{id}: {e}")))?;
+            check_pin(id, key).map_err(CoreError::Profile)?;
+        }
+        if let Some(sso) = &self.sso {
+            sso.check()
+                .map_err(|(field, e)| CoreError::Profile(format!("{field}: {e}")))?;
         }
         for (i, addr) in self.webrtc_udp.iter().flatten().enumerate() {
             sallyport_protocol::check_udp_bind(addr)
@@ -136,13 +179,50 @@ impl ClientProfile {
     }
 
     pub fn gateway_key(&self, gateway: &str) -> Result<GatewayPublicKey> {
-        let text = self
-            .gateways
-            .get(gateway)
-            .ok_or_else(|| CoreError::UnpinnedGateway(gateway.to_owned()))?;
-        GatewayPublicKey::from_base64(text)
-            .map_err(|e| CoreError::Profile(format!("gateways.{gateway}: {e}")))
+        self.trusted_gateway_key(gateway, None)
     }
+
+    /// The key to seal offers to `gateway`: the pinned one, and only that. `listed` is the key
+    /// the router lists for it (display only): when nothing is pinned its fingerprint goes
+    /// into the `unpinned_gateway` error, for the user to compare and accept (TOFU, like
+    /// SSH); when it differs from the pinned key the launch is refused (`gateway_key_changed`).
+    pub fn trusted_gateway_key(
+        &self,
+        gateway: &str,
+        listed: Option<&str>,
+    ) -> Result<GatewayPublicKey> {
+        let listed = listed.and_then(|k| GatewayPublicKey::from_base64(k).ok());
+        let Some(text) = self.gateways.get(gateway) else {
+            return Err(CoreError::UnpinnedGateway {
+                gateway: gateway.to_owned(),
+                offered: listed.map(|k| k.to_base64()),
+            });
+        };
+        let pinned = GatewayPublicKey::from_base64(text)
+            .map_err(|e| CoreError::Profile(format!("gateways.{gateway}: {e}")))?;
+        if let Some(listed) = listed {
+            if listed.to_base64() != pinned.to_base64() {
+                return Err(CoreError::GatewayKeyChanged {
+                    gateway: gateway.to_owned(),
+                    pinned: pinned.fingerprint(),
+                    listed: listed.fingerprint(),
+                });
+            }
+        }
+        Ok(pinned)
+    }
+}
+
+/// A pin as the profile holds it: a valid gateway id and base64 of a 32-byte key. The error
+/// names the field (`gateways.ID`).
+pub fn check_pin(gateway: &str, key: &str) -> std::result::Result<GatewayPublicKey, String> {
+    if !sallyport_protocol::valid_resource_name(gateway) {
+        return Err(format!(
+            "gateways.{gateway}: the gateway id {}",
+            sallyport_protocol::RESOURCE_NAME_RULE
+        ));
+    }
+    GatewayPublicKey::from_base64(key).map_err(|e| format!("gateways.{gateway}: {e}"))
 }
 
 /// `$SALLYPORT_HOME`, else `$XDG_CONFIG_HOME/sallyport`, else `~/.config/sallyport`.

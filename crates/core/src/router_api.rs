@@ -104,11 +104,15 @@ impl Routers {
     }
 }
 
+/// The bearer token requests carry; replaced in place when a single sign-on token is
+/// refreshed (clones of the API share it).
+pub type SharedToken = Arc<std::sync::RwLock<String>>;
+
 /// The router's HTTP API for one token.
 #[derive(Clone)]
 pub struct RouterApi {
     routers: Arc<Routers>,
-    token: String,
+    token: SharedToken,
     http: reqwest::Client,
     /// How the router's certificate is checked, for the WebSocket as for HTTP (`None` for a
     /// plain `http://` router).
@@ -159,10 +163,19 @@ impl RouterApi {
                 urls: vec![base],
                 current: Default::default(),
             }),
-            token: token.to_owned(),
+            token: Arc::new(std::sync::RwLock::new(token.to_owned())),
             http,
             tls,
         })
+    }
+
+    /// The token, shared: writing a new one makes every later request carry it.
+    pub fn shared_token(&self) -> SharedToken {
+        self.token.clone()
+    }
+
+    fn token(&self) -> String {
+        self.token.read().unwrap().clone()
     }
 
     /// The base URL of the router in use.
@@ -191,7 +204,7 @@ impl RouterApi {
         let response = self
             .http
             .get(url)
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token())
             .timeout(Duration::from_secs(10))
             .send()
             .await
@@ -252,7 +265,7 @@ impl RouterApi {
         let response = self
             .http
             .post(format!("{base}{}", report::LAUNCHES_PATH))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token())
             .json(report)
             .timeout(within)
             .send()
@@ -281,7 +294,7 @@ impl RouterApi {
         let response = self
             .http
             .post(format!("{base}/v1/gateways/{gateway}/messages"))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token())
             .json(message)
             .timeout(deadline)
             .send()
@@ -350,7 +363,7 @@ impl RouterApi {
         let (tx, rx) = mpsc::unbounded_channel();
         let base = self.routers.base();
         let routers = self.routers.clone();
-        let token = self.token.clone();
+        let token = self.token();
         let conversation_id = conversation_id.to_owned();
         let tls = self.tls.clone();
         tokio::spawn(async move {

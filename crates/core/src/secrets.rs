@@ -82,6 +82,18 @@ fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 
 /// Store the token for `router_url`; returns the keyring that took it.
 pub fn store_token(router_url: &str, token: &str) -> Result<Keyring, CoreError> {
+    store_secret(router_url, token)
+}
+
+/// The token stored for `router_url`, from the first keyring that has one.
+pub fn load_token(router_url: &str) -> Result<Option<String>, CoreError> {
+    load_secret(router_url)
+}
+
+/// Store a secret under `account` (the router URL for its token; the URL and a suffix for
+/// single sign-on's tokens, sso.rs); returns the keyring that took it.
+pub fn store_secret(account: &str, token: &str) -> Result<Keyring, CoreError> {
+    let router_url = account;
     off_runtime(|| {
         let mut failures = Vec::new();
         for (keyring, store) in stores()? {
@@ -99,8 +111,9 @@ pub fn store_token(router_url: &str, token: &str) -> Result<Keyring, CoreError> 
     })
 }
 
-/// The token stored for `router_url`, from the first keyring that has one.
-pub fn load_token(router_url: &str) -> Result<Option<String>, CoreError> {
+/// The secret stored under `account`, from the first keyring that has one.
+pub fn load_secret(account: &str) -> Result<Option<String>, CoreError> {
+    let router_url = account;
     off_runtime(|| {
         let mut failures = Vec::new();
         let mut answered = false;

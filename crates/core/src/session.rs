@@ -284,9 +284,19 @@ impl Session {
             });
         }
         let mut state = self.state.subscribe();
+        // A close on this side ends the tube too: when both are ready, or the tube's end is
+        // seen first while the session is already closing, it is the close, not an end by
+        // itself (which would be listed as one).
         tokio::select! {
-            end = self.tube.ended() => tube_end(end),
+            biased;
             _ = state.wait_for(|s| s.is_ending()) => SessionEnd::Closed,
+            end = self.tube.ended() => {
+                if self.state.borrow().is_ending() {
+                    SessionEnd::Closed
+                } else {
+                    tube_end(end)
+                }
+            }
         }
     }
 

@@ -118,6 +118,7 @@ target = "{echo_addr}"
         relay_only: false,
         lab: true,
         launch_reports: true,
+        sso: None,
     };
     let launcher = Launcher::new(
         profile,

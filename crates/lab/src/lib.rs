@@ -41,6 +41,8 @@ pub struct LabOptions {
     /// Where the lab writes its CA, certificate, key and logs (created if need be); `None`: a
     /// temporary directory, removed at shutdown.
     pub dir: Option<PathBuf>,
+    /// The router also accepts this OpenID provider's tokens (`[sso]`; the SSO tests).
+    pub sso: Option<sallyport_router::sso::SsoConfig>,
 }
 
 impl Default for LabOptions {
@@ -52,6 +54,7 @@ impl Default for LabOptions {
             max_sessions: None,
             gateway_nat: None,
             dir: None,
+            sso: None,
         }
     }
 }
@@ -206,6 +209,7 @@ impl Lab {
                 enabled: true,
                 ..ReportsConfig::default()
             },
+            sso: options.sso.clone(),
             ..RouterConfig::default()
         };
         let router = sallyport_router::spawn(router_config)
@@ -252,6 +256,7 @@ impl Lab {
             relay_only: false,
             lab: true,
             launch_reports: true,
+            sso: None,
         };
         Ok(Self {
             router,
@@ -267,6 +272,27 @@ impl Lab {
             temporary,
             echo,
         })
+    }
+
+    /// The profile an administrator of this lab would hand out (`sallyport profile import`):
+    /// the router URL, its CA inline, the gateway's key to pin, and `[sso]` when given.
+    pub fn distributed_profile(&self, sso: Option<&sallyport_core::SsoSettings>) -> String {
+        let ca = std::fs::read_to_string(&self.ca_file).unwrap_or_default();
+        let mut text = format!(
+            "router_url = \"{}\"\nca = \"\"\"\n{ca}\"\"\"\n",
+            self.router.url()
+        );
+        if let Some(sso) = sso {
+            text.push_str(&format!(
+                "[sso]\nissuer = \"{}\"\nclient_id = \"{}\"\n",
+                sso.issuer, sso.client_id
+            ));
+        }
+        text.push_str("[gateways]\n");
+        for (gateway, key) in &self.profile.gateways {
+            text.push_str(&format!("{gateway} = \"{key}\"\n"));
+        }
+        text
     }
 
     pub async fn shutdown(self) {

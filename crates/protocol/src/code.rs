@@ -65,6 +65,18 @@ registry! {
     Internal = "internal",
     /// This router keeps no launch reports (`[reports] enabled = false`).
     ReportsDisabled = "reports_disabled",
+    /// The OpenID token has expired (past `exp`, beyond the router's leeway).
+    TokenExpired = "token_expired",
+    /// The OpenID token was issued by another issuer than the router's `[sso] issuer`.
+    WrongIssuer = "wrong_issuer",
+    /// The OpenID token was issued for another audience (client id).
+    WrongAudience = "wrong_audience",
+    /// The OpenID token's signature does not verify with the issuer's keys.
+    BadSignature = "bad_signature",
+    /// The user's groups claim names no group of the router's `[[sso.groups]]`.
+    NotInGroup = "not_in_group",
+    /// The router cannot fetch the OpenID issuer's discovery document or keys.
+    SsoUnavailable = "sso_unavailable",
 
     // Why a connection or a tube closed (`CloseReason`); `session_limit` is also an answer.
     Normal = "normal",
@@ -121,7 +133,15 @@ registry! {
     UnknownSession = "unknown_session",
     /// No launch with this id in the history.
     UnknownLaunch = "unknown_launch",
+    /// The gateway's key is not pinned in the profile (the message carries the fingerprint
+    /// of the key the router lists for it, to compare before pinning).
     UnpinnedGateway = "unpinned_gateway",
+    /// The key the router lists for a gateway differs from the one pinned: refused.
+    GatewayKeyChanged = "gateway_key_changed",
+    /// A distributed profile (`sallyport profile import`) that does not validate.
+    InvalidProfileImport = "invalid_profile_import",
+    /// Sign-in with the OpenID provider failed (unreachable, refused, denied, expired code).
+    SsoFailed = "sso_failed",
     RouterUnreachable = "router_unreachable",
     /// The router answered with an error status and no readable `{code, message}`.
     HttpError = "http_error",
@@ -168,14 +188,14 @@ impl Code {
     pub fn http_status(self) -> u16 {
         use Code::*;
         match self {
-            Unauthorized => 401,
-            Forbidden => 403,
+            Unauthorized | TokenExpired | WrongIssuer | WrongAudience | BadSignature => 401,
+            Forbidden | NotInGroup => 403,
             UnknownGateway | UnknownResource | NotFound | ReportsDisabled => 404,
             Malformed | SealRejected | UnsupportedVersion | InvalidKey => 400,
             TooLarge => 413,
             RequestTimeout | HeaderTimeout => 408,
             TooManyConnections | SessionLimit => 429,
-            Overloaded | ControllerDown | FleetUnavailable => 503,
+            Overloaded | ControllerDown | FleetUnavailable | SsoUnavailable => 503,
             RrcTimeout => 504,
             Internal => 500,
             BadState | Normal | TargetRefused | TargetTimeout | TargetUnreachable | TargetError
@@ -187,7 +207,8 @@ impl Code {
             | LabFailed | UnknownSession | UnknownLaunch | UnpinnedGateway | RouterUnreachable
             | HttpError | Timeout | ConnectionError | RouterTls | EmptyReply | PortTaken
             | InvalidPort | ClientMissing | ClientFailed | KeyringError | BenchFailed
-            | NotInApp | IpcError | BundleUnsupported | BundleDamaged => 500,
+            | NotInApp | IpcError | BundleUnsupported | BundleDamaged | GatewayKeyChanged
+            | InvalidProfileImport | SsoFailed => 500,
         }
     }
 
@@ -197,7 +218,7 @@ impl Code {
         use Code::*;
         match self {
             ControllerDown | RrcTimeout | BadState | Overloaded | Timeout | ConnectionError
-            | FleetUnavailable => true,
+            | FleetUnavailable | SsoUnavailable => true,
             Unauthorized | Forbidden | UnknownGateway | UnknownResource | Malformed | NotFound
             | TooLarge | SealRejected | InvalidKey | HeaderTimeout | RequestTimeout
             | TooManyConnections | UnsupportedVersion | Internal | Normal | TargetRefused
@@ -210,7 +231,10 @@ impl Code {
             | UnknownSession | UnknownLaunch | UnpinnedGateway | RouterUnreachable | RouterTls
             | HttpError | EmptyReply | PortTaken | InvalidPort | ClientMissing | ClientFailed
             | KeyringError | BenchFailed | NotInApp | IpcError | Unrecognized | ReportsDisabled
-            | BundleUnsupported | BundleDamaged => false,
+            | BundleUnsupported | BundleDamaged | TokenExpired | WrongIssuer | WrongAudience
+            | BadSignature | NotInGroup | GatewayKeyChanged | InvalidProfileImport | SsoFailed => {
+                false
+            }
         }
     }
 
@@ -228,7 +252,7 @@ impl Code {
                 "The router refused the token: paste a valid one in Settings, or run `sallyport login`."
             }
             MissingToken => {
-                "Give a router token: in Settings, with `sallyport login`, or in SALLYPORT_TOKEN."
+                "Sign in (Settings, or `sallyport login --sso`), or give a router token: in Settings, with `sallyport login`, or in SALLYPORT_TOKEN."
             }
             Forbidden => {
                 "Your token may not do this (launch this resource, or read launch reports without the support role); ask an administrator."
@@ -252,7 +276,21 @@ impl Code {
             SealRejected | InvalidKey => {
                 "The gateway's key does not match the key pinned in your profile."
             }
-            UnpinnedGateway => "Pin the gateway's public key in the profile's [gateways] table.",
+            UnpinnedGateway => {
+                "Compare the fingerprint with the one your administrator gave you, then accept it (or `sallyport profile pin GATEWAY KEY`)."
+            }
+            GatewayKeyChanged => {
+                "The gateway's key differs from the pinned one: do not accept it until your administrator confirms the new fingerprint; then remove the old pin in Settings (or `sallyport profile unpin GATEWAY`)."
+            }
+            InvalidProfileImport => "Fix the field named in the message, or ask your administrator for a corrected profile.",
+            TokenExpired => "Your sign-in has expired: run `sallyport login --sso` (or sign in again in Settings).",
+            WrongIssuer | WrongAudience => {
+                "The token is from another identity provider or application: check the profile's [sso] issuer and client_id against the router's."
+            }
+            BadSignature => "The token's signature does not verify: sign in again; if it persists, tell an administrator.",
+            NotInGroup => "Your account is in no group this router admits; ask an administrator to add you.",
+            SsoUnavailable => "The router cannot reach the identity provider; try again shortly.",
+            SsoFailed => "Sign-in with the identity provider failed; see the message, then try again.",
             TargetRefused | TargetTimeout | TargetUnreachable | TargetError => {
                 "The gateway cannot reach this resource's target; tell its administrator."
             }

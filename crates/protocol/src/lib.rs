@@ -113,6 +113,10 @@ pub struct ResourceInfo {
     pub protocol: String,
     pub gateway: String,
     pub online: bool,
+    /// The gateway's public key as the router's configuration has it (base64), for display
+    /// only: a client shows its fingerprint before pinning it, and never trusts it unasked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -79,6 +79,15 @@ impl GatewayPublicKey {
     pub fn to_base64(&self) -> String {
         B64.encode(self.0.as_bytes())
     }
+
+    /// The key's fingerprint as users compare it, in SSH's format: `SHA256:` and the
+    /// unpadded standard base64 of the SHA-256 of the 32 key bytes (43 characters).
+    pub fn fingerprint(&self) -> String {
+        use base64::engine::general_purpose::STANDARD_NO_PAD;
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.0.as_bytes());
+        format!("SHA256:{}", STANDARD_NO_PAD.encode(digest))
+    }
 }
 
 impl std::fmt::Display for GatewayPublicKey {
@@ -343,6 +352,17 @@ pub(crate) fn decode_32(text: &str, what: &'static str) -> Result<[u8; 32], Prot
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_fingerprint_is_ssh_s_sha256_format() {
+        let bytes: Vec<u8> = (0u8..32).collect();
+        let key = GatewayPublicKey::from_base64(&B64.encode(&bytes)).unwrap();
+        assert_eq!(
+            key.fingerprint(),
+            "SHA256:Yw3NKWbEM2aRElRIu7JbT/QSpJxzLbLIq8G4WBvXEN0"
+        );
+    }
+
     use super::*;
 
     fn pair(conv: &str) -> (GatewayKeyPair, ConversationKeys) {

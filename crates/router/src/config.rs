@@ -77,6 +77,9 @@ pub struct RouterConfig {
     /// Launch reports (`[reports]`, see `reports.rs`).
     #[serde(default)]
     pub reports: crate::reports::ReportsConfig,
+    /// Single sign-on: OpenID Connect tokens of this issuer stand for clients (sso.rs).
+    #[serde(default)]
+    pub sso: Option<crate::sso::SsoConfig>,
 }
 
 /// `[tls]`: PEM files, read at start and again on every reload (SIGHUP).
@@ -249,6 +252,9 @@ impl RouterConfig {
                     self.fleet_prefix
                 ),
             );
+        }
+        if let Some(sso) = &self.sso {
+            sso.validate().map_err(RouterError::Config)?;
         }
         let mut tokens = std::collections::HashSet::new();
         let mut ids = std::collections::HashSet::new();

@@ -13,6 +13,7 @@ mod fleet;
 pub mod fuzzing;
 mod metrics;
 pub mod reports;
+pub mod sso;
 mod ws;
 
 use std::collections::HashMap;
@@ -58,6 +59,9 @@ pub enum RouterError {
     Bind(SocketAddr, std::io::Error),
     #[error("missing or unknown token")]
     Unauthorized,
+    /// An OpenID token refused (sso.rs), with its own code.
+    #[error("{}", .0.message)]
+    Sso(sso::Refusal),
     #[error("{0}")]
     Forbidden(String),
     #[error("unknown gateway {0:?}")]
@@ -96,6 +100,7 @@ impl RouterError {
             RouterError::Config(_) => Code::ConfigInvalid,
             RouterError::Bind(..) => Code::Internal,
             RouterError::Unauthorized => Code::Unauthorized,
+            RouterError::Sso(refusal) => refusal.code,
             RouterError::Forbidden(_) => Code::Forbidden,
             RouterError::UnknownGateway(_) => Code::UnknownGateway,
             RouterError::UnknownResource(_) => Code::UnknownResource,
@@ -199,6 +204,8 @@ pub(crate) struct Shared {
     /// With `redis_url`: the other routers, through Redis (fleet.rs). `None`: this router is
     /// the only one, and everything lives in the maps above.
     fleet: Option<Arc<fleet::Fleet>>,
+    /// OpenID tokens' checks, when `[sso]` is configured.
+    sso: Option<sso::Sso>,
 }
 
 impl Shared {
@@ -209,6 +216,7 @@ impl Shared {
             .filter(|g| !g.resources.is_empty())
             .map(|g| (g.id.clone(), g.resources.clone()))
             .collect();
+        let sso = config.sso.clone().map(sso::Sso::new);
         Self {
             limits: conn::Limits::from_config(&config),
             reports: reports::Reports::open_or_off(&config.reports),
@@ -223,6 +231,7 @@ impl Shared {
             metrics: Metrics::default(),
             shutdown,
             fleet: None,
+            sso,
         }
     }
 
@@ -267,12 +276,29 @@ impl Shared {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn client_for_token(&self, headers: &HeaderMap) -> Option<&config::ClientEntry> {
-        let token = bearer(headers)?;
-        self.config
+    /// The client a request's token names: a static `[[clients]]` token, or an OpenID token
+    /// of the `[sso]` issuer (sso.rs), which stands for a client named by its user claim.
+    async fn client_for_token(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<std::borrow::Cow<'_, config::ClientEntry>, RouterError> {
+        let token = bearer(headers).ok_or(RouterError::Unauthorized)?;
+        if let Some(client) = self
+            .config
             .clients
             .iter()
             .find(|c| constant_time_eq(c.token.as_bytes(), token.as_bytes()))
+        {
+            return Ok(std::borrow::Cow::Borrowed(client));
+        }
+        match &self.sso {
+            Some(sso) if sso::Sso::looks_like_jwt(token) => sso
+                .client(token)
+                .await
+                .map(std::borrow::Cow::Owned)
+                .map_err(RouterError::Sso),
+            _ => Err(RouterError::Unauthorized),
+        }
     }
 
     fn gateway_for_token(&self, headers: &HeaderMap) -> Option<&config::GatewayEntry> {
@@ -295,13 +321,14 @@ impl Shared {
         err
     }
 
-    /// A request without a valid token: counted, and written to the audit trail.
-    fn unauthorized(&self, source: Option<IpAddr>) -> RouterError {
+    /// A request without a valid token: counted, and written to the audit trail with the
+    /// refusal's code (`unauthorized`, or an OpenID token's: `token_expired`, ...).
+    fn unauthorized(&self, source: Option<IpAddr>, refusal: RouterError) -> RouterError {
         self.audit.record(&AuditRecord {
-            code: Some(Code::Unauthorized.to_string()),
+            code: Some(refusal.code().to_string()),
             ..AuditRecord::new(events::SIGN_IN_REFUSED).source(source)
         });
-        self.fail(RouterError::Unauthorized)
+        self.fail(refusal)
     }
 
     /// Claim `conversation_id` for `client`, or refuse if another client holds it.
@@ -731,9 +758,11 @@ async fn list_resources(
     headers: HeaderMap,
 ) -> Result<Json<ResourceList>, RouterError> {
     let source = source_of(addr);
-    let client = shared
-        .client_for_token(&headers)
-        .ok_or_else(|| shared.unauthorized(source))?;
+    let client = match shared.client_for_token(&headers).await {
+        Ok(client) => client,
+        Err(refusal) => return Err(shared.unauthorized(source, refusal)),
+    };
+    let client = client.as_ref();
     shared.audit.signed_in(&client.name, source);
     let (online, announced) = match &shared.fleet {
         None => (
@@ -746,11 +775,19 @@ async fn list_resources(
         .iter()
         .flat_map(|(gateway, list)| {
             let is_online = online.contains(gateway);
+            // For display only: clients pin keys themselves and never trust this one unasked.
+            let key = shared
+                .config
+                .gateways
+                .iter()
+                .find(|g| &g.id == gateway)
+                .map(|g| g.public_key.clone());
             list.iter().map(move |r| ResourceInfo {
                 name: r.name.clone(),
                 protocol: r.protocol.clone(),
                 gateway: gateway.clone(),
                 online: is_online,
+                gateway_key: key.clone(),
             })
         })
         .filter(|r| Shared::may_launch(client, &r.name))
@@ -777,7 +814,9 @@ async fn forward_message(
         });
     }
     match result {
-        Err(RouterError::Unauthorized) => Err(shared.unauthorized(source)),
+        Err(e @ (RouterError::Unauthorized | RouterError::Sso(_))) => {
+            Err(shared.unauthorized(source, e))
+        }
         result => result.map_err(|e| shared.fail(e)),
     }
 }
@@ -857,9 +896,8 @@ async fn forward(
     launch: &mut Option<AuditRecord>,
 ) -> Result<Json<ClientReply>, RouterError> {
     let (parts, body) = request.into_parts();
-    let client = shared
-        .client_for_token(&parts.headers)
-        .ok_or(RouterError::Unauthorized)?;
+    let client = shared.client_for_token(&parts.headers).await?;
+    let client = client.as_ref();
     let body = read_body(
         &parts.headers,
         body,

@@ -422,18 +422,19 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route(WHOAMI_PATH, get(whoami))
 }
 
-fn client<'a>(shared: &'a Shared, headers: &HeaderMap) -> Result<&'a ClientEntry, RouterError> {
-    shared
-        .client_for_token(headers)
-        .ok_or(RouterError::Unauthorized)
+async fn client<'a>(
+    shared: &'a Shared,
+    headers: &HeaderMap,
+) -> Result<std::borrow::Cow<'a, ClientEntry>, RouterError> {
+    shared.client_for_token(headers).await
 }
 
 /// A support token's client, once the token, the reports and the role are known good.
-fn support<'a>(
+async fn support<'a>(
     shared: &'a Shared,
     headers: &HeaderMap,
-) -> Result<(&'a ClientEntry, &'a Store), RouterError> {
-    let client = client(shared, headers)?;
+) -> Result<(std::borrow::Cow<'a, ClientEntry>, &'a Store), RouterError> {
+    let client = client(shared, headers).await?;
     let store = shared.reports.store()?;
     if !client.roles.iter().any(|r| r == SUPPORT_ROLE) {
         return Err(RouterError::Forbidden(format!(
@@ -448,7 +449,9 @@ async fn whoami(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
 ) -> Result<Json<WhoAmI>, RouterError> {
-    let client = client(&shared, &headers).map_err(|e| shared.fail(e))?;
+    let client = client(&shared, &headers)
+        .await
+        .map_err(|e| shared.fail(e))?;
     Ok(Json(WhoAmI {
         client: client.name.clone(),
         roles: client.roles.clone(),
@@ -466,7 +469,7 @@ async fn submit(
 
 async fn store_report(shared: &Shared, request: Request) -> Result<StatusCode, RouterError> {
     let (parts, body) = request.into_parts();
-    let client = client(shared, &parts.headers)?;
+    let client = client(shared, &parts.headers).await?;
     let store = shared.reports.store()?;
     let max = shared.reports.config.max_report_bytes;
     let body = crate::read_body(&parts.headers, body, max, shared.limits.idle).await?;
@@ -476,7 +479,7 @@ async fn store_report(shared: &Shared, request: Request) -> Result<StatusCode, R
         return Err(RouterError::UnsupportedVersion(report.v));
     }
     report.validate().map_err(RouterError::Malformed)?;
-    if !Shared::may_launch(client, &report.resource) {
+    if !Shared::may_launch(&client, &report.resource) {
         return Err(RouterError::Forbidden(format!(
             "client {:?} may not launch resource {:?}",
             client.name, report.resource
@@ -560,7 +563,7 @@ async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<LaunchList>, RouterError> {
     let result = async {
-        let (_, store) = support(&shared, &headers)?;
+        let (_, store) = support(&shared, &headers).await?;
         let known: Vec<&str> = FILTERS.iter().copied().chain(["limit"]).collect();
         let mut params = parameters(query.as_deref(), &known)?;
         let limit = match params.remove("limit") {
@@ -592,7 +595,7 @@ async fn launch_stats(
     RawQuery(query): RawQuery,
 ) -> Result<Json<LaunchStats>, RouterError> {
     let result = async {
-        let (_, store) = support(&shared, &headers)?;
+        let (_, store) = support(&shared, &headers).await?;
         let known: Vec<&str> = FILTERS.iter().copied().chain(["group_by"]).collect();
         let mut params = parameters(query.as_deref(), &known)?;
         let group_by = match params.remove("group_by") {

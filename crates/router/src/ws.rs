@@ -107,8 +107,13 @@ pub(crate) async fn client_socket(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let Some(client) = shared.client_for_token(&headers) else {
-        return shared.unauthorized(source_of(addr)).into_response();
+    let client = match shared.client_for_token(&headers).await {
+        Ok(client) => client,
+        Err(refusal) => {
+            return shared
+                .unauthorized(source_of(addr), refusal)
+                .into_response()
+        }
     };
     let name = client.name.clone();
     upgrade(&shared, ws)
@@ -435,7 +440,9 @@ pub(crate) async fn gateway_socket(
 ) -> Response {
     let source = source_of(addr);
     let Some(gateway) = shared.gateway_for_token(&headers) else {
-        return shared.unauthorized(source).into_response();
+        return shared
+            .unauthorized(source, RouterError::Unauthorized)
+            .into_response();
     };
     let id = gateway.id.clone();
     upgrade(&shared, ws)

@@ -19,9 +19,10 @@ use sallyport_core::checkpoint::Observer;
 use sallyport_core::history::{History, LaunchError, LaunchRecord, Outcome};
 use sallyport_core::logbuf::LaunchLogs;
 use sallyport_core::native_client;
+use sallyport_core::sso;
 use sallyport_core::{
-    Checkpoint, ClientChoice, ClientProfile, CoreError, Face, LaunchRequest, Launcher, Profile,
-    Session, SessionInfo, SessionState, StickyPorts, Tunables,
+    Checkpoint, ClientChoice, ClientProfile, CoreError, Face, LaunchRequest, Launcher,
+    PinnedGateway, Profile, Session, SessionInfo, SessionState, StickyPorts, Tunables,
 };
 use sallyport_lab::{Lab, LabOptions};
 use sallyport_protocol::report::{GroupBy, LaunchList, LaunchQuery, LaunchStats, WhoAmI};
@@ -30,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, RwLock};
 
 pub use sallyport_core::Result;
-pub use types::{AppStateView, CommandError, ResourceView, SettingsView};
+pub use types::{AppStateView, CommandError, ImportView, ResourceView, SettingsView};
 
 /// Where the service sends launches.
 #[derive(Debug, Clone)]
@@ -109,6 +110,16 @@ struct Connection {
     launch_reports: bool,
     /// Who the token is at the router, once asked.
     whoami: Arc<tokio::sync::OnceCell<WhoAmI>>,
+    /// Keeps a single sign-on token fresh; stopped with the connection.
+    refresher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(task) = &self.refresher {
+            task.abort();
+        }
+    }
 }
 
 /// A launch report goes out within this, or not at all.
@@ -513,6 +524,8 @@ impl Service {
             router_url: connection.router_url.clone(),
             profile: self.profile(),
             token_set: !connection.token.is_empty(),
+            sso_issuer: self.user_profile().and_then(|p| p.sso).map(|s| s.issuer),
+            signed_in: connection.refresher.is_some(),
         }
     }
 
@@ -551,6 +564,103 @@ impl Service {
             sallyport_core::secrets::store_token(router_url, token.trim())?;
         }
         client_profile.save(&profile_path)?;
+        self.reconnect().await
+    }
+
+    /// The pinned gateways with their fingerprints: the profile file's (a profile that is
+    /// not the lab's), else those of the router launches go to (the lab's own).
+    pub async fn pinned_gateways(&self) -> Vec<PinnedGateway> {
+        match self.user_profile() {
+            Some(profile) => PinnedGateway::list(&profile),
+            None => PinnedGateway::list(self.launcher().await.profile()),
+        }
+    }
+
+    /// The profile file launches read: the CLI's (whatever wrote it), or the app's when it is
+    /// not one `sallyport lab` wrote (the app runs its own lab instead of that one).
+    fn user_profile(&self) -> Option<ClientProfile> {
+        let profile = ClientProfile::load(&self.profile_path()).ok()?;
+        match self.connect {
+            Connect::Profile(_) => Some(profile),
+            Connect::RouterOrLab => Some(profile).filter(|p| !p.lab),
+        }
+    }
+
+    fn require_user_profile(&self) -> Result<()> {
+        match self.user_profile() {
+            Some(_) => Ok(()),
+            None => Err(CoreError::Profile(
+                "no router profile to pin into: import your administrator's profile, or set a router URL, first (the embedded lab pins its own gateway)".into(),
+            )),
+        }
+    }
+
+    /// Pin `key` for `gateway` (the user accepted its fingerprint, or typed the key an
+    /// administrator gave them); launches use it at once.
+    pub async fn pin_gateway(&self, gateway: &str, key: &str) -> Result<Vec<PinnedGateway>> {
+        self.require_user_profile()?;
+        let profile = sallyport_core::import::pin(&self.profile_path(), gateway, key)?;
+        tracing::info!(gateway, "gateway key pinned");
+        self.reconnect().await?;
+        Ok(PinnedGateway::list(&profile))
+    }
+
+    /// Remove the pin of `gateway`: its next launch asks again.
+    pub async fn unpin_gateway(&self, gateway: &str) -> Result<Vec<PinnedGateway>> {
+        self.require_user_profile()?;
+        let profile = sallyport_core::import::unpin(&self.profile_path(), gateway)?;
+        self.reconnect().await?;
+        Ok(PinnedGateway::list(&profile))
+    }
+
+    /// Import a profile an administrator distributed (its text; `origin` names it in errors
+    /// and anchors its relative `ca_file`), then connect to its router when a token is there.
+    pub async fn import_profile(&self, text: &str, origin: &Path) -> Result<ImportView> {
+        let profile = sallyport_core::import::import_profile(text, origin, &self.profile_path())?;
+        if let Err(e) = self.reconnect().await {
+            // The import stands; the router needs a token (or a sign-in) first.
+            tracing::info!(code = %e.code(), error = %e, "imported; not connected yet");
+        }
+        Ok(ImportView {
+            router_url: profile.router_url.clone(),
+            ca_file: profile.ca_file.as_ref().map(|p| p.display().to_string()),
+            sso: profile.sso.clone(),
+            gateways: PinnedGateway::list(&profile),
+        })
+    }
+
+    /// [`import_profile`](Self::import_profile) of a file.
+    pub async fn import_profile_file(&self, file: &Path) -> Result<ImportView> {
+        let text = std::fs::read_to_string(file).map_err(|e| CoreError::ProfileImport {
+            file: file.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
+        self.import_profile(&text, file).await
+    }
+
+    /// Sign in with the profile's OpenID provider through the system browser (authorization
+    /// code with PKCE and a loopback redirect), keep the tokens in the OS keyring, and connect
+    /// with them. What the app's Settings "Sign in" does.
+    pub async fn sso_sign_in(&self) -> Result<()> {
+        self.sso_sign_in_with(sso::open_in_browser).await
+    }
+
+    /// [`sso_sign_in`](Self::sso_sign_in) with another way to open the URL (tests drive the
+    /// provider's pages themselves).
+    pub async fn sso_sign_in_with(&self, open: impl FnOnce(&str) -> Result<()>) -> Result<()> {
+        let profile = self.user_profile().filter(|p| p.sso.is_some()).ok_or_else(|| {
+            CoreError::Profile(
+                "no sign-in provider: import your administrator's profile (its [sso] section) first".into(),
+            )
+        })?;
+        let settings = profile.sso.as_ref().expect("filtered above");
+        let tokens = sso::SsoClient::new(settings)?.browser_login(open).await?;
+        sso::store(&profile.router_url, &tokens)?;
+        self.reconnect().await
+    }
+
+    /// Open the connection anew (a changed profile or token).
+    async fn reconnect(&self) -> Result<()> {
         let mut lab = self.lab.lock().await;
         let connection = open(&self.home, &self.connect, &mut lab).await?;
         *self.connection.write().await = connection;
@@ -599,14 +709,53 @@ async fn resource_protocol(launcher: &Launcher, resource: &str) -> String {
     }
 }
 
-/// The router token for `profile`, or the error that says where to put one.
-pub fn token_for(profile: &ClientProfile) -> Result<String> {
-    sallyport_core::secrets::token_for(profile)?.ok_or(CoreError::MissingToken)
+/// The router token for `profile`, or the error that says where to put one: the profile's
+/// own or `SALLYPORT_TOKEN` when given, else a single sign-on token (refreshed if need be)
+/// when the profile has `[sso]` and the user signed in, else the keyring's static token. With
+/// a sign-in, its tokens come along so they can be kept fresh.
+pub async fn token_for(profile: &ClientProfile) -> Result<(String, Option<sso::Tokens>)> {
+    let explicit =
+        profile.token.is_some() || std::env::var("SALLYPORT_TOKEN").is_ok_and(|t| !t.is_empty());
+    if !explicit && profile.sso.is_some() {
+        if let Some(tokens) = sso::current_tokens(profile).await? {
+            return Ok((tokens.id_token.clone(), Some(tokens)));
+        }
+    }
+    let token = sallyport_core::secrets::token_for(profile)?.ok_or(CoreError::MissingToken)?;
+    Ok((token, None))
+}
+
+/// Refresh a sign-in's ID token before it expires, for as long as the connection lives;
+/// every later request carries the new one.
+fn keep_fresh(
+    profile: ClientProfile,
+    mut tokens: sso::Tokens,
+    shared: sallyport_core::router_api::SharedToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let wait = tokens.remaining().saturating_sub(sso::REFRESH_MARGIN);
+            // Never more often than every 2 s, whatever the provider's lifetimes.
+            tokio::time::sleep(wait.max(std::time::Duration::from_secs(2))).await;
+            match sso::current_tokens(&profile).await {
+                Ok(Some(fresh)) => {
+                    *shared.write().unwrap() = fresh.id_token.clone();
+                    tracing::info!(expires_in = ?fresh.remaining(), "signed-in token refreshed");
+                    tokens = fresh;
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(code = %e.code(), error = %e, "cannot refresh the sign-in");
+                    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                }
+            }
+        }
+    })
 }
 
 /// The user's router: a profile (not one `sallyport lab` wrote for its throwaway router) with
 /// a token; `None` means the app should start its own lab.
-fn configured_router(home: &Path) -> Option<(ClientProfile, String)> {
+async fn configured_router(home: &Path) -> Option<(ClientProfile, (String, Option<sso::Tokens>))> {
     let profile = match ClientProfile::load(&home.join("profile.toml")) {
         Ok(profile) if !profile.lab => profile,
         Ok(_) => return None,
@@ -615,7 +764,7 @@ fn configured_router(home: &Path) -> Option<(ClientProfile, String)> {
             return None;
         }
     };
-    match token_for(&profile) {
+    match token_for(&profile).await {
         Ok(token) => Some((profile, token)),
         Err(e) => {
             tracing::info!(code = %e.code(), error = %e, "no router token");
@@ -631,16 +780,18 @@ async fn open(home: &Path, connect: &Connect, lab_slot: &mut Option<Lab>) -> Res
     let router = match connect {
         Connect::Profile(path) => {
             let profile = ClientProfile::load(path)?;
-            let token = token_for(&profile)?;
+            let token = token_for(&profile).await?;
             Some((profile, token))
         }
-        Connect::RouterOrLab => configured_router(home),
+        Connect::RouterOrLab => configured_router(home).await,
     };
-    if let Some((profile, token)) = router {
+    if let Some((profile, (token, signed_in))) = router {
         if let Some(lab) = lab_slot.take() {
             lab.shutdown().await;
         }
         let launcher = Launcher::new(profile.clone(), &token, ports)?.with_state_dir(home.into());
+        let refresher =
+            signed_in.map(|tokens| keep_fresh(profile.clone(), tokens, launcher.shared_token()));
         return Ok(Connection {
             launcher: Arc::new(launcher),
             launch_reports: profile.launch_reports,
@@ -648,6 +799,7 @@ async fn open(home: &Path, connect: &Connect, lab_slot: &mut Option<Lab>) -> Res
             token,
             lab: false,
             whoami: Arc::default(),
+            refresher,
         });
     }
     if lab_slot.is_none() {
@@ -667,6 +819,7 @@ async fn open(home: &Path, connect: &Connect, lab_slot: &mut Option<Lab>) -> Res
         lab: true,
         launch_reports: lab.profile.launch_reports,
         whoami: Arc::default(),
+        refresher: None,
     })
 }
 

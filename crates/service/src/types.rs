@@ -2,7 +2,7 @@
 //! error shape every command rejects with. One naming convention across the IPC line:
 //! snake_case, as the core's types (and the history file) have always been.
 
-use sallyport_core::{ClientOption, CoreError, Profile};
+use sallyport_core::{ClientOption, CoreError, PinnedGateway, Profile, SsoSettings};
 use sallyport_protocol::Code;
 use serde::Serialize;
 
@@ -37,6 +37,19 @@ pub struct SettingsView {
     pub router_url: String,
     pub profile: Profile,
     pub token_set: bool,
+    /// The profile's OpenID provider, when it has one (Settings offers to sign in).
+    pub sso_issuer: Option<String>,
+    /// Launches carry a single sign-on token (kept fresh in the background).
+    pub signed_in: bool,
+}
+
+/// What a profile import changed, for the faces to show.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+pub struct ImportView {
+    pub router_url: String,
+    pub ca_file: Option<String>,
+    pub sso: Option<SsoSettings>,
+    pub gateways: Vec<PinnedGateway>,
 }
 
 /// A failure as both faces show it: the code, the message, and the code's hint.
@@ -45,6 +58,11 @@ pub struct CommandError {
     pub code: Code,
     pub message: String,
     pub hint: String,
+    /// With `unpinned_gateway`: the key the router lists, to show and pin once the user
+    /// accepts its fingerprint (never pinned without asking).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub unpinned: Option<Box<PinnedGateway>>,
 }
 
 impl From<CoreError> for CommandError {
@@ -59,6 +77,7 @@ impl From<&CoreError> for CommandError {
             code: e.code(),
             message: e.to_string(),
             hint: e.hint().to_owned(),
+            unpinned: e.offered_key().map(Box::new),
         }
     }
 }

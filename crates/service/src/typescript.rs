@@ -14,7 +14,8 @@ use sallyport_protocol::report::{
 use sallyport_protocol::Code;
 use ts_rs::{Config, TS};
 
-use crate::types::{AppStateView, CommandError, ResourceView, SettingsView};
+use crate::types::{AppStateView, CommandError, ImportView, ResourceView, SettingsView};
+use sallyport_core::{PinnedGateway, SsoSettings};
 
 /// Where the generated file lives, from the repository's root.
 pub const PATH: &str = "ui/src/generated/ipc.ts";
@@ -88,6 +89,9 @@ pub fn render() -> String {
     decl::<ResourceView>(&cfg, &mut out);
     decl::<AppStateView>(&cfg, &mut out);
     decl::<SettingsView>(&cfg, &mut out);
+    decl::<PinnedGateway>(&cfg, &mut out);
+    decl::<SsoSettings>(&cfg, &mut out);
+    decl::<ImportView>(&cfg, &mut out);
     decl::<CommandError>(&cfg, &mut out);
     decl::<Tunable>(&cfg, &mut out);
     decl::<BundleView>(&cfg, &mut out);

@@ -250,3 +250,175 @@ async fn a_supervised_session_that_ends_by_itself_says_why_until_dismissed() {
     let err = service.close_session(&info.launch_id).await.unwrap_err();
     assert_eq!(err.code(), Code::UnknownSession);
 }
+
+/// A profile of the lab's router with the lab's token and no pinned gateway (what a user has
+/// before a gateway's first launch), written outside `home`.
+fn unpinned_profile(lab: &Lab) -> PathBuf {
+    let path = scratch("unpinned").join("profile.toml");
+    let mut profile = lab.profile.clone();
+    profile.gateways.clear();
+    profile.save(&path).unwrap();
+    path
+}
+
+async fn service_on(profile: &std::path::Path, home: &std::path::Path) -> Service {
+    Service::start(Options::new(
+        home.to_owned(),
+        Face::Terminal,
+        Connect::Profile(profile.to_owned()),
+    ))
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpinned_gateway_shows_its_fingerprint_and_launches_once_pinned() {
+    let lab = lab().await;
+    let home = scratch("tofu");
+    let profile_path = unpinned_profile(&lab);
+    let service = service_on(&profile_path, &home).await;
+    let real = lab.profile.gateway_key(sallyport_lab::LAB_GATEWAY).unwrap();
+
+    // Not trusted on the router's word: refused, with the fingerprint to compare.
+    let err = service.launch(echo(), |_| {}).await.err().expect("refused");
+    assert_eq!(err.code(), Code::UnpinnedGateway);
+    let shown = CommandError::from(&err);
+    let offered = shown.unpinned.clone().expect("the router's key is offered");
+    assert_eq!(offered.gateway, sallyport_lab::LAB_GATEWAY);
+    assert_eq!(offered.fingerprint, real.fingerprint());
+    assert!(shown.message.contains(&real.fingerprint()), "{shown}");
+    assert!(service.pinned_gateways().await.is_empty());
+    let pinned = ClientProfile::load(&profile_path).unwrap();
+    assert!(pinned.gateways.is_empty(), "nothing pinned unasked");
+
+    // Accepted: pinned in the profile file, and the launch goes through.
+    let pins = service
+        .pin_gateway(&offered.gateway, &offered.key)
+        .await
+        .unwrap();
+    assert_eq!(pins.len(), 1);
+    assert_eq!(pins[0].fingerprint, real.fingerprint());
+    let session = service.launch(echo(), |_| {}).await.unwrap();
+    let (sent, received) = echo_through(session.local_port()).await;
+    assert_eq!(sent, received);
+    service.close_all().await;
+
+    // Removed: the next launch asks again.
+    assert!(service
+        .unpin_gateway(sallyport_lab::LAB_GATEWAY)
+        .await
+        .unwrap()
+        .is_empty());
+    let again = service.launch(echo(), |_| {}).await.err().expect("asks");
+    assert_eq!(again.code(), Code::UnpinnedGateway);
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_gateway_key_is_refused_naming_both_fingerprints() {
+    let lab = lab().await;
+    let home = scratch("changed");
+    let profile_path = unpinned_profile(&lab);
+    let other = sallyport_protocol::GatewayKeyPair::generate().public();
+    let mut profile = ClientProfile::load(&profile_path).unwrap();
+    profile
+        .gateways
+        .insert(sallyport_lab::LAB_GATEWAY.into(), other.to_base64());
+    profile.save(&profile_path).unwrap();
+    let service = service_on(&profile_path, &home).await;
+    let real = lab.profile.gateway_key(sallyport_lab::LAB_GATEWAY).unwrap();
+
+    let err = service.launch(echo(), |_| {}).await.err().expect("refused");
+    assert_eq!(err.code(), Code::GatewayKeyChanged);
+    let message = err.to_string();
+    for part in [
+        sallyport_lab::LAB_GATEWAY,
+        &other.fingerprint(),
+        &real.fingerprint(),
+    ] {
+        assert!(message.contains(part), "{part} in {message}");
+    }
+    assert!(
+        CommandError::from(&err).unpinned.is_none(),
+        "nothing offered"
+    );
+    // The pin stays as it was.
+    let kept = ClientProfile::load(&profile_path).unwrap();
+    assert_eq!(
+        kept.gateways.get(sallyport_lab::LAB_GATEWAY),
+        Some(&other.to_base64())
+    );
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_profile_pins_its_gateways_and_the_app_launches_through_it() {
+    let lab = lab().await;
+    let home = scratch("import-app");
+    let key = lab.profile.gateway_key(sallyport_lab::LAB_GATEWAY).unwrap();
+    let distributed = lab.distributed_profile(None);
+    // The app, with nothing configured: its own lab, until the import.
+    let service = Service::start(Options::new(
+        home.clone(),
+        Face::Desktop,
+        Connect::RouterOrLab,
+    ))
+    .await
+    .unwrap();
+    assert!(service.app_state().await.lab);
+    // A bad field is named, and nothing changes.
+    let bad = distributed.replace(&key.to_base64(), "bm90LWEta2V5");
+    let err = service
+        .import_profile(&bad, std::path::Path::new("team.toml"))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::InvalidProfileImport);
+    assert!(err.to_string().contains("team.toml: gateways.lab"), "{err}");
+    assert!(!home.join("profile.toml").exists());
+
+    let view = service
+        .import_profile(&distributed, std::path::Path::new("team.toml"))
+        .await
+        .unwrap();
+    assert_eq!(view.router_url, lab.router.url());
+    assert_eq!(view.gateways[0].fingerprint, key.fingerprint());
+    assert!(home.join("ca.pem").exists());
+    // No token yet: the imported router is not used, the pins are listed all the same.
+    assert_eq!(service.pinned_gateways().await, view.gateways);
+    // The token into the keyring, as Settings does: the app now uses the imported router.
+    service
+        .save_settings(
+            &lab.router.url(),
+            sallyport_core::Profile::Fast,
+            Some(lab.client_token.clone()),
+        )
+        .await
+        .unwrap();
+    let state = service.app_state().await;
+    assert!(!state.lab, "{state:?}");
+    assert_eq!(service.pinned_gateways().await, view.gateways, "pins kept");
+    let session = service.launch(echo(), |_| {}).await.unwrap();
+    let (sent, received) = echo_through(session.local_port()).await;
+    assert_eq!(sent, received);
+    service.close_all().await;
+    lab.shutdown().await;
+}
+
+/// Some bytes to the echo target through the session's port, and what came back.
+async fn echo_through(port: u16) -> (Vec<u8>, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sent = b"pinned and sealed\n".to_vec();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream.write_all(&sent).await.unwrap();
+    let mut received = vec![0u8; sent.len()];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_exact(&mut received),
+    )
+    .await
+    .expect("echo in time")
+    .unwrap();
+    (sent, received)
+}

@@ -59,6 +59,8 @@ const settings: Settings & { profile: AppState['profile'] } = {
   router_url: 'http://127.0.0.1:38211',
   profile: 'fast',
   token_set: true,
+  sso_issuer: null,
+  signed_in: false,
 };
 
 // Typical steps (ms) of the pipeline's own happy path.
@@ -250,6 +252,14 @@ export function installMockBackend(): void {
         if (typeof args.token === 'string') settings.token_set = args.token.length > 0;
         return null;
       }
+      case 'pinned_gateways':
+        return [{ gateway: 'lab', key: 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=', fingerprint: 'SHA256:Yw3NKWbEM2aRElRIu7JbT/QSpJxzLbLIq8G4WBvXEN0' }];
+      case 'sso_sign_in':
+        throw { code: 'invalid_profile', message: 'no sign-in provider: import your administrator’s profile first', hint: '' };
+      case 'pin_gateway':
+      case 'unpin_gateway':
+      case 'import_profile':
+        throw { code: 'invalid_profile', message: 'the mock backend is the embedded lab: it pins its own gateway', hint: '' };
       case 'export_bundle':
         return `/home/me/.local/share/sallyport/bundles/${String(args.launch_id)}.tar.gz`;
       default:

@@ -2,7 +2,7 @@
 // Regenerate with `SALLYPORT_WRITE_TYPES=1 cargo test -p sallyport-service`.
 
 /** Every code of the registry (`sallyport_protocol::Code`). */
-export type Code = "unauthorized" | "forbidden" | "unknown_gateway" | "unknown_resource" | "malformed" | "not_found" | "too_large" | "controller_down" | "rrc_timeout" | "fleet_unavailable" | "bad_state" | "seal_rejected" | "invalid_key" | "header_timeout" | "request_timeout" | "too_many_connections" | "overloaded" | "unsupported_version" | "internal" | "reports_disabled" | "normal" | "target_refused" | "target_timeout" | "target_unreachable" | "target_error" | "session_limit" | "closed_by_admin" | "gateway_shutdown" | "client_closed" | "protocol_error" | "network_failed" | "gateway_lost" | "closed" | "config_invalid" | "router_refused" | "unknown_conversation" | "client_slow" | "idle_timeout" | "evicted" | "tls_handshake" | "webrtc_error" | "invalid_sdp" | "invalid_candidate" | "webrtc_timeout" | "tube_closed" | "webrtc_failed" | "invalid_config" | "io_error" | "invalid_tunable" | "invalid_profile" | "missing_token" | "lab_failed" | "unknown_session" | "unknown_launch" | "unpinned_gateway" | "router_unreachable" | "http_error" | "timeout" | "connection_error" | "router_tls" | "empty_reply" | "port_taken" | "invalid_port" | "client_missing" | "client_failed" | "keyring_error" | "bench_failed" | "not_in_app" | "bundle_unsupported" | "bundle_damaged" | "ipc_error" | "unrecognized";
+export type Code = "unauthorized" | "forbidden" | "unknown_gateway" | "unknown_resource" | "malformed" | "not_found" | "too_large" | "controller_down" | "rrc_timeout" | "fleet_unavailable" | "bad_state" | "seal_rejected" | "invalid_key" | "header_timeout" | "request_timeout" | "too_many_connections" | "overloaded" | "unsupported_version" | "internal" | "reports_disabled" | "token_expired" | "wrong_issuer" | "wrong_audience" | "bad_signature" | "not_in_group" | "sso_unavailable" | "normal" | "target_refused" | "target_timeout" | "target_unreachable" | "target_error" | "session_limit" | "closed_by_admin" | "gateway_shutdown" | "client_closed" | "protocol_error" | "network_failed" | "gateway_lost" | "closed" | "config_invalid" | "router_refused" | "unknown_conversation" | "client_slow" | "idle_timeout" | "evicted" | "tls_handshake" | "webrtc_error" | "invalid_sdp" | "invalid_candidate" | "webrtc_timeout" | "tube_closed" | "webrtc_failed" | "invalid_config" | "io_error" | "invalid_tunable" | "invalid_profile" | "missing_token" | "lab_failed" | "unknown_session" | "unknown_launch" | "unpinned_gateway" | "gateway_key_changed" | "invalid_profile_import" | "sso_failed" | "router_unreachable" | "http_error" | "timeout" | "connection_error" | "router_tls" | "empty_reply" | "port_taken" | "invalid_port" | "client_missing" | "client_failed" | "keyring_error" | "bench_failed" | "not_in_app" | "bundle_unsupported" | "bundle_damaged" | "ipc_error" | "unrecognized";
 
 export const CODES: readonly Code[] = [
   'unauthorized',
@@ -25,6 +25,12 @@ export const CODES: readonly Code[] = [
   'unsupported_version',
   'internal',
   'reports_disabled',
+  'token_expired',
+  'wrong_issuer',
+  'wrong_audience',
+  'bad_signature',
+  'not_in_group',
+  'sso_unavailable',
   'normal',
   'target_refused',
   'target_timeout',
@@ -60,6 +66,9 @@ export const CODES: readonly Code[] = [
   'unknown_session',
   'unknown_launch',
   'unpinned_gateway',
+  'gateway_key_changed',
+  'invalid_profile_import',
+  'sso_failed',
   'router_unreachable',
   'http_error',
   'timeout',
@@ -100,6 +109,12 @@ export const HINTS: Readonly<Record<Code, string>> = {
   unsupported_version: "Open the launch's timeline and export a diagnostic bundle for support.",
   internal: "Open the launch's timeline and export a diagnostic bundle for support.",
   reports_disabled: "This router keeps no launch reports; its administrator can turn them on ([reports] enabled = true).",
+  token_expired: "Your sign-in has expired: run `sallyport login --sso` (or sign in again in Settings).",
+  wrong_issuer: "The token is from another identity provider or application: check the profile's [sso] issuer and client_id against the router's.",
+  wrong_audience: "The token is from another identity provider or application: check the profile's [sso] issuer and client_id against the router's.",
+  bad_signature: "The token's signature does not verify: sign in again; if it persists, tell an administrator.",
+  not_in_group: "Your account is in no group this router admits; ask an administrator to add you.",
+  sso_unavailable: "The router cannot reach the identity provider; try again shortly.",
   normal: "The session was closed.",
   target_refused: "The gateway cannot reach this resource's target; tell its administrator.",
   target_timeout: "The gateway cannot reach this resource's target; tell its administrator.",
@@ -130,11 +145,14 @@ export const HINTS: Readonly<Record<Code, string>> = {
   io_error: "Open the launch's timeline and export a diagnostic bundle for support.",
   invalid_tunable: "Fix the environment variable named in the message.",
   invalid_profile: "Fix the profile (router URL, pinned keys) in Settings or profile.toml.",
-  missing_token: "Give a router token: in Settings, with `sallyport login`, or in SALLYPORT_TOKEN.",
+  missing_token: "Sign in (Settings, or `sallyport login --sso`), or give a router token: in Settings, with `sallyport login`, or in SALLYPORT_TOKEN.",
   lab_failed: "The embedded lab could not start; see the message, free its port, and restart.",
   unknown_session: "That session has already ended; refresh the session list.",
   unknown_launch: "That launch is no longer in the history.",
-  unpinned_gateway: "Pin the gateway's public key in the profile's [gateways] table.",
+  unpinned_gateway: "Compare the fingerprint with the one your administrator gave you, then accept it (or `sallyport profile pin GATEWAY KEY`).",
+  gateway_key_changed: "The gateway's key differs from the pinned one: do not accept it until your administrator confirms the new fingerprint; then remove the old pin in Settings (or `sallyport profile unpin GATEWAY`).",
+  invalid_profile_import: "Fix the field named in the message, or ask your administrator for a corrected profile.",
+  sso_failed: "Sign-in with the identity provider failed; see the message, then try again.",
   router_unreachable: "Check the router URL in Settings (or the profile) and that the router is running.",
   http_error: "Open the launch's timeline and export a diagnostic bundle for support.",
   timeout: "The gateway or the router did not answer in time; try again.",
@@ -299,9 +317,48 @@ roles: Array<string>,
  */
 support: boolean, };
 
-export type SettingsView = { router_url: string, profile: Profile, token_set: boolean, };
+export type SettingsView = { router_url: string, profile: Profile, token_set: boolean, 
+/**
+ * The profile's OpenID provider, when it has one (Settings offers to sign in).
+ */
+sso_issuer: string | null, 
+/**
+ * Launches carry a single sign-on token (kept fresh in the background).
+ */
+signed_in: boolean, };
 
-export type CommandError = { code: Code, message: string, hint: string, };
+export type PinnedGateway = { gateway: string, 
+/**
+ * The public key, base64.
+ */
+key: string, 
+/**
+ * `SHA256:` and the unpadded base64 of the key's SHA-256, as SSH prints fingerprints.
+ */
+fingerprint: string, };
+
+export type SsoSettings = { 
+/**
+ * The issuer URL (`https://...`; its `/.well-known/openid-configuration` is read).
+ */
+issuer: string, 
+/**
+ * The client id registered at the provider for Sallyport (a public client).
+ */
+client_id: string, 
+/**
+ * Scopes asked for (default `openid profile offline_access`).
+ */
+scope?: string, };
+
+export type ImportView = { router_url: string, ca_file: string | null, sso: SsoSettings | null, gateways: Array<PinnedGateway>, };
+
+export type CommandError = { code: Code, message: string, hint: string, 
+/**
+ * With `unpinned_gateway`: the key the router lists, to show and pin once the user
+ * accepts its fingerprint (never pinned without asking).
+ */
+unpinned?: PinnedGateway, };
 
 export type Tunable = { name: string, value: string, };
 

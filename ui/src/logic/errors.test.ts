@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { toCommandError } from './errors';
+import { pinQuestion, toCommandError, toPinned } from './errors';
 
 describe('toCommandError', () => {
   it('passes a command error through', () => {
@@ -32,5 +32,24 @@ describe('toCommandError', () => {
     expect(toCommandError(new Error('nope'))).toMatchObject({ code: 'unrecognized', message: 'nope' });
     expect(toCommandError(42)).toMatchObject({ message: '42' });
     expect(toCommandError(null)).toMatchObject({ message: 'null' });
+  });
+});
+
+describe('unpinned gateways', () => {
+  const pin = { gateway: 'dc1', key: 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=', fingerprint: 'SHA256:abc' };
+  it('keeps the offered key of an unpinned_gateway error', () => {
+    const e = toCommandError({ code: 'unpinned_gateway', message: 'm', hint: 'h', unpinned: pin });
+    expect(e.code).toBe('unpinned_gateway');
+    expect(e.unpinned).toEqual(pin);
+  });
+  it('drops a malformed offer', () => {
+    expect(toPinned({ gateway: 'dc1', key: 'k' })).toBeNull();
+    expect(toPinned({ ...pin, fingerprint: 'MD5:x' })).toBeNull();
+    expect(toCommandError({ code: 'unpinned_gateway', message: 'm', unpinned: 'x' }).unpinned).toBeUndefined();
+  });
+  it('asks with the gateway and the fingerprint', () => {
+    const q = pinQuestion(pin);
+    expect(q).toContain('"dc1"');
+    expect(q).toContain('SHA256:abc');
   });
 });

@@ -1,5 +1,6 @@
-// Settings: router URL, token (write-only), profile.
-import { saveSettings } from '../actions';
+// Settings: router URL, token (write-only), profile; a distributed profile's import; the
+// pinned gateways with their key fingerprints.
+import { importProfile, pinGateway, saveSettings, ssoSignIn, unpinGateway } from '../actions';
 import { state, subscribe } from '../store';
 import { PROFILES, type Profile } from '../types';
 import { h, replace, setText } from './dom';
@@ -61,14 +62,96 @@ export function mountSettings(section: HTMLElement): void {
     }
   });
 
+  // A profile an administrator distributed: router, CA, sign-in provider, pinned keys.
+  const importInput = h('input', { class: 'input', type: 'file', id: 'set-import', accept: '.toml,text/plain', 'data-testid': 'settings-import' });
+  const importStatus = h('span', { class: 'save-status', role: 'status', 'data-testid': 'import-status' });
+  importInput.addEventListener('change', async () => {
+    const file = importInput.files?.[0];
+    if (!file) return;
+    setText(importStatus, 'Importing…');
+    const view = await importProfile(file);
+    importInput.value = '';
+    setText(importStatus, view ? `Imported: ${view.router_url}, ${view.gateways.length} pinned gateway(s)` : '');
+  });
+  const importCard = h(
+    'div',
+    { class: 'card form' },
+    h('div', { class: 'field' }, h('label', { for: 'set-import' }, 'Import a profile'), importInput, h('p', { class: 'field-note' }, 'A profile file from your administrator: router URL, its CA, the sign-in provider and the gateways’ keys.'), importStatus),
+  );
+
+  // Single sign-on with the profile's OpenID provider, in the system browser.
+  const ssoState = h('span', { class: 'chip', 'data-testid': 'sso-state' });
+  const ssoNote = h('p', { class: 'field-note' });
+  const ssoButton = h('button', { class: 'btn', type: 'button', 'data-testid': 'sso-sign-in' }, 'Sign in');
+  const ssoStatus = h('span', { class: 'save-status', role: 'status' });
+  ssoButton.addEventListener('click', async () => {
+    ssoButton.disabled = true;
+    setText(ssoStatus, 'Finish signing in in your browser…');
+    const ok = await ssoSignIn();
+    ssoButton.disabled = false;
+    setText(ssoStatus, ok ? 'Signed in' : '');
+  });
+  const ssoCard = h('div', { class: 'card form', hidden: true }, h('div', { class: 'field' }, h('label', null, 'Single sign-on ', ssoState), ssoNote), h('div', { class: 'form-actions' }, ssoButton, ssoStatus));
+
+  // Pinned gateways: the keys offers are sealed to. Listed by fingerprint, as SSH shows them.
+  const pinList = h('ul', { class: 'pin-list', 'data-testid': 'pin-list' });
+  const pinId = h('input', { class: 'input mono', id: 'pin-gateway', placeholder: 'gateway id', spellcheck: 'false', autocomplete: 'off', 'data-testid': 'pin-gateway' });
+  const pinKey = h('input', { class: 'input mono', id: 'pin-key', placeholder: 'public key (base64)', spellcheck: 'false', autocomplete: 'off', 'data-testid': 'pin-key' });
+  const pinAdd = h('button', { class: 'btn', type: 'submit', 'data-testid': 'pin-add' }, 'Pin');
+  const pinForm = h(
+    'form',
+    { class: 'card form', autocomplete: 'off', novalidate: true },
+    h('div', { class: 'field' }, h('label', null, 'Pinned gateways'), pinList, h('p', { class: 'field-note' }, 'Offers are sealed to these keys only. A gateway not listed asks before its first launch; a changed key is refused.')),
+    h('div', { class: 'field' }, h('label', { for: 'pin-gateway' }, 'Pin a gateway'), pinId, pinKey),
+    h('div', { class: 'form-actions' }, pinAdd),
+  );
+  pinForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    if (await pinGateway(pinId.value, pinKey.value)) {
+      pinId.value = '';
+      pinKey.value = '';
+    }
+  });
+
   replace(
     section,
     h('header', { class: 'panel-head' }, h('div', null, h('h1', null, 'Settings'), h('p', { class: 'sub' }, 'Where to launch from, and how.'))),
     labNote,
     form,
+    ssoCard,
+    importCard,
+    pinForm,
   );
 
+  const renderPins = () => {
+    const items = state.pins.map((p) =>
+      h(
+        'li',
+        { class: 'pin', 'data-testid': 'pin' },
+        h('span', { class: 'mono pin-gateway' }, p.gateway),
+        h('span', { class: 'mono pin-fingerprint', title: p.key }, p.fingerprint),
+        h('button', { class: 'btn btn-small', type: 'button', 'data-testid': 'pin-remove', disabled: !state.tauri, onclick: () => void unpinGateway(p.gateway) }, 'Remove'),
+      ),
+    );
+    if (items.length === 0) items.push(h('li', { class: 'pin pin-none' }, 'none'));
+    replace(pinList, ...items);
+    // In the embedded lab the service says why a pin cannot change (the lab pins its own).
+    for (const el of [importInput, pinId, pinKey, pinAdd]) el.disabled = !state.tauri;
+  };
+
+  const renderSso = () => {
+    const s = state.settings;
+    ssoCard.hidden = !s?.sso_issuer;
+    if (!s?.sso_issuer) return;
+    setText(ssoNote, `With ${s.sso_issuer}: the browser opens its sign-in page. Your session renews itself; its refresh token stays in the OS keyring.`);
+    setText(ssoState, s.signed_in ? 'signed in' : 'not signed in');
+    ssoState.className = s.signed_in ? 'chip chip-ok' : 'chip chip-warn';
+    ssoButton.disabled = !state.tauri;
+  };
+
   const render = () => {
+    renderPins();
+    renderSso();
     const s = state.settings;
     labNote.hidden = !state.app?.lab;
     const tokenSet = s?.token_set ?? state.app?.token_set ?? false;

@@ -247,6 +247,7 @@ webrtc_udp = ["127.0.0.1:0"]
             relay_only: false,
             lab: true,
             launch_reports: true,
+            sso: None,
         }
     }
 

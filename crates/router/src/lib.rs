@@ -355,19 +355,15 @@ impl Shared {
     /// Deliver a gateway's streamed message to the conversation's subscriber, or keep it until
     /// the client subscribes. Only the gateway the conversation was sent to may stream into it.
     fn route_stream(&self, gateway_id: &str, event: ClientWsEvent, conversation_id: &str) {
-        let mut conversations = self.conversations.lock().unwrap();
         if let Some(fleet) = &self.fleet {
-            // In a fleet the subscriber may be on another router, or subscribe there later:
-            // only a subscriber here, of a conversation bound here to this gateway, is served
-            // directly; the rest goes through Redis, in order.
-            let here = conversations.get(conversation_id).is_some_and(|c| {
-                c.subscriber.is_some() && c.gateway.as_deref() == Some(gateway_id)
-            });
-            if !here {
-                fleet.stream(gateway_id, conversation_id, &event);
-                return;
-            }
+            // In a fleet the subscriber may be on another router, or move to one: every
+            // message goes through the conversation's list in Redis, so none overtakes
+            // another, wherever the subscriber is (a shortcut for a subscriber here could
+            // pass a message still on its way to the list).
+            fleet.stream(gateway_id, conversation_id, &event);
+            return;
         }
+        let mut conversations = self.conversations.lock().unwrap();
         let Some(conversation) = conversations.get_mut(conversation_id) else {
             self.metrics.failure(Code::UnknownConversation);
             return;

@@ -22,7 +22,6 @@
 //! every connection to Redis is made again with a backoff, the presence keys rewritten.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -131,7 +130,6 @@ pub(crate) struct Fleet {
     remote: Mutex<HashMap<u64, RemoteWait>>,
     /// The connection number of each gateway connected here (for the presence refresh).
     local: Mutex<HashMap<String, (u64, Vec<AnnouncedResource>)>>,
-    pub(crate) published: AtomicU64,
 }
 
 impl Fleet {
@@ -152,7 +150,6 @@ impl Fleet {
             writes,
             remote: Mutex::new(HashMap::new()),
             local: Mutex::new(HashMap::new()),
-            published: AtomicU64::new(0),
         });
         Ok((fleet, rx))
     }
@@ -354,7 +351,6 @@ impl Fleet {
     async fn publish<T: Serialize>(&self, channel: &str, message: &T) -> Result<i64, RouterError> {
         let text = serde_json::to_string(message).expect("fleet messages serialize");
         let channel = channel.to_owned();
-        self.published.fetch_add(1, Ordering::Relaxed);
         self.call(|mut c| async move { c.publish(channel, text).await })
             .await
     }

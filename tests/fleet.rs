@@ -254,6 +254,7 @@ target = "{echo}"
 
     // C dies. A launch started at once (the fleet still believes the gateway is on C)
     // succeeds through the gateway's next router, B; the tube already up does not notice.
+    let c_url = c.url.clone();
     c.kill().await;
     let second = launcher()
         .launch(request("echo", Profile::Fast))
@@ -274,6 +275,26 @@ target = "{echo}"
         "the first tube, peer to peer, outlives router C"
     );
 
+    // A user whose profile names C first fails over to B, within the same launch.
+    let state = scratch("fleet-failover");
+    let failing_over = Launcher::new(
+        sallyport_core::ClientProfile {
+            router_url: c_url.clone(),
+            router_urls: vec![b.url.clone()],
+            ..profile.clone()
+        },
+        ALICE,
+        StickyPorts::new(state.join("ports.json")),
+    )
+    .unwrap()
+    .with_state_dir(state);
+    let fourth = failing_over
+        .launch(request("echo", Profile::Fast))
+        .await
+        .expect("a launch whose first router is down");
+    let (sent, received) = echo_through(fourth.local_port(), 1 << 20, 5).await;
+    assert_eq!(sent, received);
+
     // Redis restarts empty: the routers reconnect, rewrite the gateway's presence, and a
     // new launch works without restarting any router.
     redis.stop().await;
@@ -287,7 +308,7 @@ target = "{echo}"
     let (sent, received) = echo_through(third.local_port(), 1 << 20, 4).await;
     assert_eq!(sent, received);
 
-    for session in [first, second, third] {
+    for session in [first, second, third, fourth] {
         session.close().await;
     }
     gateway.shutdown().await;

@@ -194,24 +194,35 @@ impl RouterApi {
         path: &str,
         query: &[(&'static str, String)],
     ) -> Result<T> {
-        let base = self.routers.base();
-        let unreachable = |message: String| CoreError::RouterUnreachable {
-            url: base.clone(),
-            message,
+        // A GET changes nothing: a router that cannot be reached is followed by the next one
+        // of the profile at once, each tried once.
+        let mut tries = self.routers.urls.len();
+        let response = loop {
+            let base = self.routers.base();
+            let unreachable = |message: String| CoreError::RouterUnreachable {
+                url: base.clone(),
+                message,
+            };
+            let url = url::Url::parse_with_params(&format!("{base}{path}"), query)
+                .map_err(|e| unreachable(e.to_string()))?;
+            let sent = self
+                .http
+                .get(url)
+                .bearer_auth(self.token())
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            match sent {
+                Ok(response) => break response,
+                Err(e) => {
+                    self.routers.fail_over(&base);
+                    tries -= 1;
+                    if tries == 0 {
+                        return Err(unreachable(sallyport_ops::tls::explain(&e)));
+                    }
+                }
+            }
         };
-        let url = url::Url::parse_with_params(&format!("{base}{path}"), query)
-            .map_err(|e| unreachable(e.to_string()))?;
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(self.token())
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| {
-                self.routers.fail_over(&base);
-                unreachable(sallyport_ops::tls::explain(&e))
-            })?;
         let status = response.status().as_u16();
         if status != 200 {
             let body = response.json::<ErrorBody>().await.ok();

@@ -335,6 +335,11 @@ impl RouterApi {
     /// A connection failure moves on to the next router of the profile, if it has several.
     fn failure(&self, base: &str, e: &reqwest::Error) -> SendFailure {
         if e.is_timeout() {
+            // A router that does not even accept the connection (a host gone, packets dropped)
+            // is left for the next one too; one that is slow to answer is not.
+            if e.is_connect() {
+                self.routers.fail_over(base);
+            }
             SendFailure::Timeout
         } else if let Some(tls) = sallyport_ops::tls::tls_failure(e) {
             SendFailure::Tls(format!("router {base}: {tls}"))

@@ -343,8 +343,23 @@ async fn connect_once(
     }
     online.send_replace(true);
 
+    // A router that died without a reset (its host down, its network cut) sends nothing ever
+    // again: ping it, and leave for the next router after a silence of three pings.
+    let mut ping = tokio::time::interval(ROUTER_PING);
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            _ = ping.tick() => {
+                if heard.elapsed() > ROUTER_PING * 3 {
+                    return Err(GatewayError::Router(format!(
+                        "{router_url}: silent for {} s",
+                        heard.elapsed().as_secs()
+                    )));
+                }
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    return Ok(());
+                }
+            }
             _ = shutdown.recv() => {
                 // Close the tubes while the router can still relay each `closed`, then flush.
                 close_all(gateway).await;
@@ -362,7 +377,7 @@ async fn connect_once(
                     return Ok(());
                 }
             }
-            frame = stream.next() => match frame {
+            frame = stream.next() => match frame.inspect(|_| heard = tokio::time::Instant::now()) {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
                 Some(Ok(Message::Text(t))) => match serde_json::from_str::<RouterToGateway>(&t) {
                     Ok(RouterToGateway::Forward { request_id, conversation_id, resource, kind, stream_response, payload }) => {
@@ -384,6 +399,9 @@ async fn connect_once(
         }
     }
 }
+
+/// How often the gateway pings its router (the router answers with a pong).
+const ROUTER_PING: Duration = Duration::from_secs(15);
 
 /// The router's next frame during the handshake, within the 10 s the router allows too.
 async fn next_frame<S>(stream: &mut S) -> Result<RouterToGateway, GatewayError>

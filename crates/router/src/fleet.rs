@@ -45,6 +45,9 @@ const STREAM_CAP: usize = 64;
 /// A Redis command that takes longer than this fails (a stuck Redis must not hold requests).
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// Writes waiting for Redis, at most: past it (Redis away or stuck) a write is dropped and
+/// logged rather than held in memory.
+const WRITE_QUEUE: usize = 4096;
 
 /// A message on a router's own channel.
 #[derive(Debug, Serialize, Deserialize)]
@@ -125,7 +128,7 @@ pub(crate) struct Fleet {
     /// Made once Redis first answers (the router starts without it), then reconnecting by
     /// itself.
     conn: tokio::sync::OnceCell<ConnectionManager>,
-    writes: mpsc::UnboundedSender<Write>,
+    writes: mpsc::Sender<Write>,
     /// Forwards this router sent to other routers, by request id.
     remote: Mutex<HashMap<u64, RemoteWait>>,
     /// The connection number of each gateway connected here (for the presence refresh).
@@ -138,10 +141,10 @@ impl Fleet {
         url: &str,
         router_id: String,
         prefix: String,
-    ) -> Result<(Arc<Fleet>, mpsc::UnboundedReceiver<Write>), RouterError> {
+    ) -> Result<(Arc<Fleet>, mpsc::Receiver<Write>), RouterError> {
         let client = redis::Client::open(url)
             .map_err(|e| RouterError::Config(format!("redis_url {url:?}: {e}")))?;
-        let (writes, rx) = mpsc::unbounded_channel();
+        let (writes, rx) = mpsc::channel(WRITE_QUEUE);
         let fleet = Arc::new(Fleet {
             router_id,
             prefix,
@@ -355,6 +358,12 @@ impl Fleet {
             .await
     }
 
+    fn queue(&self, write: Write) {
+        if self.writes.try_send(write).is_err() {
+            tracing::warn!("fleet: the write queue to Redis is full; a write is dropped");
+        }
+    }
+
     /// A gateway connected here (or announced again).
     pub(crate) fn gateway_present(
         &self,
@@ -366,7 +375,7 @@ impl Fleet {
             .lock()
             .unwrap()
             .insert(gateway.to_owned(), (connection, resources.clone()));
-        let _ = self.writes.send(Write::Present {
+        self.queue(Write::Present {
             gateway: gateway.to_owned(),
             connection,
             resources,
@@ -385,7 +394,7 @@ impl Fleet {
     /// A gateway's socket here dropped and no newer one of it took its place here.
     pub(crate) fn gateway_gone(&self, gateway: &str, connection: u64) {
         self.gateway_closed(gateway, connection);
-        let _ = self.writes.send(Write::Gone {
+        self.queue(Write::Gone {
             gateway: gateway.to_owned(),
             connection,
         });
@@ -393,7 +402,7 @@ impl Fleet {
 
     /// A gateway's streamed message for a conversation whose subscriber is not here.
     pub(crate) fn stream(&self, gateway: &str, conversation_id: &str, event: &ClientWsEvent) {
-        let _ = self.writes.send(Write::Stream {
+        self.queue(Write::Stream {
             gateway: gateway.to_owned(),
             conversation_id: conversation_id.to_owned(),
             event: serde_json::to_string(event).expect("events serialize"),
@@ -402,14 +411,14 @@ impl Fleet {
 
     /// The subscriber's socket here dropped: the conversation waits for it elsewhere.
     pub(crate) fn detach(&self, conversation_id: &str) {
-        let _ = self.writes.send(Write::Detach {
+        self.queue(Write::Detach {
             conversation_id: conversation_id.to_owned(),
         });
     }
 
     /// The conversation is over (closed or unsubscribed).
     pub(crate) fn forget(&self, conversation_id: &str) {
-        let _ = self.writes.send(Write::Forget {
+        self.queue(Write::Forget {
             conversation_id: conversation_id.to_owned(),
         });
     }
@@ -572,7 +581,7 @@ impl Fleet {
 pub(crate) async fn run(
     shared: Weak<Shared>,
     fleet: Arc<Fleet>,
-    writes: mpsc::UnboundedReceiver<Write>,
+    writes: mpsc::Receiver<Write>,
     mut shutdown: sallyport_kit::Shutdown,
 ) {
     let connect = async {
@@ -602,13 +611,13 @@ pub(crate) async fn run(
     }
     tokio::select! {
         _ = writer(&fleet, writes) => {}
-        _ = refresh(&fleet) => {}
+        _ = refresh(&shared, &fleet) => {}
         _ = listen(&shared, &fleet) => {}
         _ = shutdown.recv() => {}
     }
 }
 
-async fn writer(fleet: &Fleet, mut writes: mpsc::UnboundedReceiver<Write>) {
+async fn writer(fleet: &Fleet, mut writes: mpsc::Receiver<Write>) {
     while let Some(write) = writes.recv().await {
         if let Err(e) = fleet.write(write).await {
             tracing::warn!(error = %e, "fleet: a write to Redis failed");
@@ -618,10 +627,31 @@ async fn writer(fleet: &Fleet, mut writes: mpsc::UnboundedReceiver<Write>) {
 
 /// Rewrite the presence of every gateway connected here, well within its expiry (and after
 /// a Redis restart that lost them).
-async fn refresh(fleet: &Fleet) {
+async fn refresh(shared: &Weak<Shared>, fleet: &Fleet) {
     let mut tick = tokio::time::interval(PRESENCE_REFRESH);
     loop {
         tick.tick().await;
+        // A conversation with a subscriber here lives as long as its socket, as on a single
+        // router, however quiet its signalling.
+        let subscribed = shared
+            .upgrade()
+            .map(|s| s.subscribed_conversations())
+            .unwrap_or_default();
+        if !subscribed.is_empty() {
+            let keys: Vec<String> = subscribed.iter().map(|c| fleet.key("conv", c)).collect();
+            let renewed = fleet
+                .call(|mut c| async move {
+                    let mut pipe = redis::pipe();
+                    for key in keys {
+                        pipe.expire(key, CONVERSATION_TTL_SECS as i64).ignore();
+                    }
+                    pipe.query_async::<()>(&mut c).await
+                })
+                .await;
+            if let Err(e) = renewed {
+                tracing::warn!(error = %e, "fleet: conversations not renewed");
+            }
+        }
         let local: Vec<_> = fleet
             .local
             .lock()
@@ -668,6 +698,14 @@ async fn listen(shared: &Weak<Shared>, fleet: &Arc<Fleet>) {
         }
         backoff = Duration::from_millis(100);
         tracing::info!(router = %fleet.router_id, "fleet: subscribed");
+        // Wakes published while this router was not listening are lost: look at the lists of
+        // its subscribers' conversations once now.
+        if let Some(shared) = shared.upgrade() {
+            for conversation_id in shared.subscribed_conversations() {
+                let events = fleet.drain(&conversation_id).await;
+                shared.deliver(&conversation_id, events);
+            }
+        }
         let mut messages = pubsub.into_on_message();
         while let Some(message) = messages.next().await {
             let Some(shared) = shared.upgrade() else {
@@ -737,7 +775,7 @@ async fn on_router_message(shared: &Arc<Shared>, fleet: &Arc<Fleet>, message: To
     }
 }
 
-async fn on_fleet_event(shared: &Arc<Shared>, fleet: &Fleet, event: ToFleet) {
+async fn on_fleet_event(shared: &Arc<Shared>, fleet: &Arc<Fleet>, event: ToFleet) {
     match event {
         ToFleet::GatewayOnline {
             gateway,
@@ -755,18 +793,17 @@ async fn on_fleet_event(shared: &Arc<Shared>, fleet: &Fleet, event: ToFleet) {
         }
         ToFleet::GatewayLost { gateway, router } => {
             fleet.fail_remote(&gateway, |via| via == router);
-            // Tell this router's subscribers of that gateway's conversations.
-            let subscribed = shared.subscribed_conversations();
-            for conversation_id in subscribed {
-                if fleet
-                    .conversation_gateway(&conversation_id)
-                    .await
-                    .as_deref()
-                    == Some(gateway.as_str())
-                {
-                    shared.notify_gateway_lost(&conversation_id, &gateway);
+            // Tell this router's subscribers of that gateway's conversations; in a task of its
+            // own, so replies and wakes do not wait for these lookups.
+            let (shared, fleet) = (shared.clone(), fleet.clone());
+            tokio::spawn(async move {
+                for conversation_id in shared.subscribed_conversations() {
+                    let bound = fleet.conversation_gateway(&conversation_id).await;
+                    if bound.as_deref() == Some(gateway.as_str()) {
+                        shared.notify_gateway_lost(&conversation_id, &gateway);
+                    }
                 }
-            }
+            });
         }
     }
 }

@@ -457,6 +457,10 @@ impl Shared {
     pub(crate) fn replace_gateway(&self, gateway_id: &str) {
         let previous = self.gateways.lock().unwrap().remove(gateway_id);
         if let Some(previous) = previous {
+            // Its presence is the other router's to refresh now, not this one's.
+            if let Some(fleet) = &self.fleet {
+                fleet.gateway_closed(gateway_id, previous.connection);
+            }
             previous.replaced.notify_one();
             previous.pending.lock().unwrap().clear();
         }
@@ -939,7 +943,7 @@ async fn forward(
         )));
     }
 
-    shared.claim(&message.conversation_id, &client.name)?;
+    // The fleet's claim first: a refused one must leave no owner behind here.
     if let Some(fleet) = &shared.fleet {
         fleet
             .claim(
@@ -950,6 +954,7 @@ async fn forward(
             )
             .await?;
     }
+    shared.claim(&message.conversation_id, &client.name)?;
     if let Some(c) = shared
         .conversations
         .lock()
@@ -1002,15 +1007,15 @@ async fn forward(
                     &message.conversation_id,
                 );
             }
-            if message.kind == MessageKind::Close {
+            // Alone, the gateway's `closed` message was delivered before its reply. In a fleet
+            // it may still be on its way through Redis: the conversation stays for it, until
+            // the client unsubscribes or it expires.
+            if message.kind == MessageKind::Close && shared.fleet.is_none() {
                 shared
                     .conversations
                     .lock()
                     .unwrap()
                     .remove(&message.conversation_id);
-                if let Some(fleet) = &shared.fleet {
-                    fleet.forget(&message.conversation_id);
-                }
             }
             Ok(Json(ClientReply {
                 conversation_id: message.conversation_id,

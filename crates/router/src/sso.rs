@@ -107,6 +107,18 @@ impl SsoConfig {
             if g.name.trim().is_empty() {
                 return Err(format!("sso.groups[{i}].name: is empty"));
             }
+            let known = sallyport_protocol::report::ROLES;
+            if let Some((j, role)) = g
+                .roles
+                .iter()
+                .enumerate()
+                .find(|(_, r)| !known.contains(&r.as_str()))
+            {
+                return Err(format!(
+                    "sso.groups[{i}].roles[{j}]: {role:?} is not a role (known: {})",
+                    known.join(", ")
+                ));
+            }
         }
         Ok(())
     }
@@ -140,8 +152,10 @@ struct Keys {
 pub struct Sso {
     config: SsoConfig,
     http: reqwest::Client,
-    /// One fetch at a time; the keys as last fetched.
-    keys: tokio::sync::Mutex<Keys>,
+    /// The keys as last fetched, and when (held only to read or replace them).
+    keys: std::sync::Mutex<Keys>,
+    /// One fetch at a time, without holding up tokens whose key is already known.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 impl Sso {
@@ -156,10 +170,11 @@ impl Sso {
         Self {
             config,
             http,
-            keys: tokio::sync::Mutex::new(Keys {
+            keys: std::sync::Mutex::new(Keys {
                 keys: Vec::new(),
                 fetched: None,
             }),
+            fetching: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -218,14 +233,14 @@ impl Sso {
             Some(Value::String(one)) => vec![one.as_str()],
             _ => Vec::new(),
         };
-        let resources: Vec<String> = self
+        let mine: Vec<&SsoGroup> = self
             .config
             .groups
             .iter()
             .filter(|g| groups.contains(&g.name.as_str()))
-            .flat_map(|g| g.resources.iter().cloned())
             .collect();
-        if resources.is_empty() {
+        // A group may give only a role (a help desk that launches nothing itself).
+        if mine.is_empty() {
             return Err(Refusal::new(
                 Code::NotInGroup,
                 format!(
@@ -234,13 +249,11 @@ impl Sso {
                 ),
             ));
         }
-        let mut roles: Vec<String> = self
-            .config
-            .groups
+        let resources: Vec<String> = mine
             .iter()
-            .filter(|g| groups.contains(&g.name.as_str()))
-            .flat_map(|g| g.roles.iter().cloned())
+            .flat_map(|g| g.resources.iter().cloned())
             .collect();
+        let mut roles: Vec<String> = mine.iter().flat_map(|g| g.roles.iter().cloned()).collect();
         roles.sort();
         roles.dedup();
         Ok(ClientEntry {
@@ -255,31 +268,42 @@ impl Sso {
     /// (rate-limited: a token naming keys that do not exist cannot make the router hammer
     /// the provider).
     async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, Refusal> {
-        let mut keys = self.keys.lock().await;
-        if let Some(key) = find(&keys.keys, kid, alg) {
-            return Ok(key);
-        }
-        let may_fetch = keys
-            .fetched
-            .is_none_or(|at| at.elapsed() >= Duration::from_secs(self.config.jwks_refresh_secs));
-        if may_fetch {
-            let fetched = self.fetch_keys().await;
-            keys.fetched = Some(Instant::now());
-            match fetched {
-                Ok(list) => keys.keys = list,
-                Err(e) => {
-                    // Try again soon rather than after the full interval.
-                    keys.fetched = None;
-                    return Err(e);
-                }
-            }
-        }
-        find(&keys.keys, kid, alg).ok_or_else(|| {
+        let missing = || {
             Refusal::new(
                 Code::BadSignature,
                 format!("no key {kid:?} for {alg:?} in the issuer's key set"),
             )
-        })
+        };
+        // A fetch, failed or not, waits `jwks_refresh_secs` (at least 1 s) for the next: a
+        // stream of tokens naming keys that do not exist, or a provider that is down, costs
+        // one fetch per interval, never one per token.
+        let interval = Duration::from_secs(self.config.jwks_refresh_secs.max(1));
+        let may_fetch = |keys: &Keys| keys.fetched.is_none_or(|at| at.elapsed() >= interval);
+        {
+            let keys = self.keys.lock().unwrap();
+            if let Some(key) = find(&keys.keys, kid, alg) {
+                return Ok(key);
+            }
+            if !may_fetch(&keys) {
+                return Err(missing());
+            }
+        }
+        let _one_fetch = self.fetching.lock().await;
+        {
+            // Another fetch may have brought the key, or used up the interval, meanwhile.
+            let keys = self.keys.lock().unwrap();
+            if let Some(key) = find(&keys.keys, kid, alg) {
+                return Ok(key);
+            }
+            if !may_fetch(&keys) {
+                return Err(missing());
+            }
+        }
+        let fetched = self.fetch_keys().await;
+        let mut keys = self.keys.lock().unwrap();
+        keys.fetched = Some(Instant::now());
+        keys.keys = fetched?;
+        find(&keys.keys, kid, alg).ok_or_else(missing)
     }
 
     async fn fetch_keys(&self) -> Result<Vec<(Option<String>, Algorithm, DecodingKey)>, Refusal> {

@@ -5,12 +5,16 @@
 // session with real clicks on the tray icon docked in a tray host (trayer, started by
 // scripts/test-app.sh) and on its menu's items, reads every launch's report back in the
 // Support panel, opens an exported bundle dropped on the window (and refuses a damaged or
-// foreign one), and takes screenshots for docs/.
+// foreign one), lists the lab gateway's pin with its fingerprint in Settings, asks before a launch
+// to a gateway it removed the pin of (refused, then accepted), refuses a key changed by an
+// imported profile naming both fingerprints, and takes screenshots for docs/.
 //
 // Usage: node tests/app/e2e.mjs APP_BINARY [SCREENSHOT_DIR]   (tauri-driver on :4444)
 import net from "node:net";
 import { execFileSync } from "node:child_process";
+import crypto from "node:crypto";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 
 const [app, shots] = process.argv.slice(2);
@@ -174,6 +178,44 @@ function echo(port, message) {
   });
 }
 
+// A key's fingerprint as SSH prints it: `SHA256:` and the unpadded base64 of the key's SHA-256.
+const fingerprintOf = (key) =>
+  "SHA256:" + crypto.createHash("sha256").update(Buffer.from(key, "base64")).digest("base64").replace(/=+$/, "");
+// The pins Settings lists: gateway, fingerprint, and the key (the fingerprint's tooltip).
+async function pinsShown() {
+  return script(`return [...document.querySelectorAll('[data-testid="pin-list"] [data-testid="pin"]')].map((li) => ({
+    gateway: li.querySelector('.pin-gateway').textContent.trim(),
+    fingerprint: li.querySelector('.pin-fingerprint').textContent.trim(),
+    key: li.querySelector('.pin-fingerprint').title }));`);
+}
+async function dismissShownError() {
+  if (await textOf('[data-testid="error-banner"]')) await click('[aria-label="Dismiss error"]');
+  await waitFor("no error shown", async () => (await textOf('[data-testid="error-banner"]')) === null, 5000);
+}
+async function typeInto(css, text) {
+  const el = await find(css);
+  await wd("POST", `/session/${sid}/element/${el}/clear`, {});
+  await wd("POST", `/session/${sid}/element/${el}/value`, { text });
+}
+// The in-page question (a modal <dialog>) and its text, when shown.
+const dialogShown = () => script(`const d = document.querySelector('[data-testid="confirm"]');
+  return d && d.open ? d.textContent : null;`);
+// A profile file chosen in Settings' picker: the file's path typed into the file input, as
+// WebDriver uploads files; if this driver cannot, the file set on the input as a picker does.
+async function pickProfile(file) {
+  const input = await find('[data-testid="settings-import"]');
+  try {
+    await wd("POST", `/session/${sid}/element/${input}/value`, { text: file });
+  } catch (e) {
+    console.log(`# the driver does not upload files (${e.message.slice(0, 120)}); setting the input's files`);
+    await script(`const dt = new DataTransfer();
+      dt.items.add(new File([arguments[1]], arguments[0], { type: 'text/plain' }));
+      const input = document.querySelector('[data-testid="settings-import"]');
+      input.files = dt.files;
+      input.dispatchEvent(new Event('change', { bubbles: true }));`, [path.basename(file), fs.readFileSync(file, "utf8")]);
+  }
+}
+
 try {
   await check("the embedded lab's resources are listed", async () => {
     await waitFor("the demo-echo resource", () => find('[data-testid="connect-demo-echo"]'), 60000);
@@ -320,6 +362,104 @@ try {
       const phases = await phasesShown();
       assert(!phases.includes("reedy"), `${name} was drawn: ${phases}`);
     }
+  });
+  let labPin;
+  await check("Settings lists the embedded lab's gateway pinned, with its SHA256 fingerprint", async () => {
+    await dismissShownError();
+    await click('[data-testid="nav-settings"]');
+    const pins = await waitFor("the pinned gateways", async () => {
+      const p = await pinsShown();
+      return p.length ? p : null;
+    });
+    assert(pins.length === 1 && pins[0].gateway === "lab", `pins: ${JSON.stringify(pins)}`);
+    labPin = pins[0];
+    assert(/^SHA256:[A-Za-z0-9+/]{43}$/.test(labPin.fingerprint), `fingerprint: ${labPin.fingerprint}`);
+    assert(labPin.fingerprint === fingerprintOf(labPin.key), `${labPin.fingerprint} is not the key's ${fingerprintOf(labPin.key)}`);
+    const service = await invoke("pinned_gateways");
+    assert(service.length === 1 && service[0].fingerprint === labPin.fingerprint, `service: ${JSON.stringify(service)}`);
+    await screenshot("pins");
+  });
+
+  await check("without its pin, a launch asks with the gateway's fingerprint: refused, nothing starts; accepted, it launches and is pinned", async () => {
+    await click('[data-testid="pin-remove"]');
+    await waitFor("the pin to go", async () => (await pinsShown()).length === 0 && (await textOf('[data-testid="pin-list"]')).includes("none"));
+    assert((await invoke("pinned_gateways")).length === 0, "the service still pins the lab gateway");
+    const echoSessions = async () => (await sessionRows()).filter((r) => r.resource === "demo-echo").length;
+    await click('[data-testid="nav-sessions"]');
+    const before = await echoSessions();
+
+    await click('[data-testid="nav-resources"]');
+    await click('[data-testid="connect-demo-echo"]');
+    const asked = await waitFor("the pin dialog", dialogShown);
+    assert(asked.includes(labPin.fingerprint) && asked.includes('"lab"'), `dialog: ${asked}`);
+    await screenshot("pin-dialog");
+    await click('[data-testid="confirm-no"]');
+    await waitFor("the dialog to close", async () => !(await dialogShown()));
+    await waitFor("the unpinned_gateway error", async () => (await textOf('[data-testid="error-code"]')) === "unpinned_gateway", 10000);
+    const message = await textOf('[data-testid="error-message"]');
+    assert(message.includes('"lab"') && message.includes(labPin.fingerprint), `message: ${message}`);
+    assert((await invoke("pinned_gateways")).length === 0, "refused, yet pinned");
+    await click('[data-testid="nav-sessions"]');
+    await sleep(500);
+    assert((await echoSessions()) === before, "a session started after a refusal");
+
+    await click('[data-testid="nav-resources"]');
+    await click('[data-testid="connect-demo-echo"]');
+    const again = await waitFor("the pin dialog again", dialogShown);
+    assert(again.includes(labPin.fingerprint), `dialog: ${again}`);
+    await click('[data-testid="confirm-yes"]');
+    await waitFor("the accepted launch's ready checkpoint", async () => (await phasesShown()).includes("ready"));
+    assert((await textOf('[data-testid="error-banner"]')) === null, `error: ${await textOf('[data-testid="error-banner"]')}`);
+    await click('[data-testid="nav-sessions"]');
+    const row = await waitFor("the accepted launch's session", async () =>
+      (await echoSessions()) === before + 1 && (await sessionRows()).find((r) => r.resource === "demo-echo" && Number(r.port) > 0));
+    const reply = await echo(Number(row.port), "after the pin\n");
+    assert(reply === "after the pin\n", `echo: ${JSON.stringify(reply)}`);
+    await click(`[data-testid="close-${row.id}"]`);
+    await waitFor("the session to go", async () => !(await sessionRows()).some((r) => r.id === row.id));
+    await click('[data-testid="nav-settings"]');
+    const pins = await waitFor("the pin listed again", async () => {
+      const p = await pinsShown();
+      return p.length === 1 ? p : null;
+    });
+    assert(pins[0].gateway === "lab" && pins[0].fingerprint === labPin.fingerprint, `pins: ${JSON.stringify(pins)}`);
+  });
+
+  await check("an imported profile pinning another key for the lab's gateway: the launch is refused naming both fingerprints", async () => {
+    await click('[data-testid="nav-settings"]');
+    const routerUrl = await script(`return document.querySelector('[data-testid="settings-router"]').value;`);
+    assert(routerUrl.startsWith("https://127.0.0.1:"), `router: ${routerUrl}`);
+    const wrong = crypto.randomBytes(32).toString("base64");
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "sallyport-e2e-")), "team.toml");
+    fs.writeFileSync(file, `router_url = "${routerUrl}"\n[gateways]\nlab = "${wrong}"\n`);
+    await pickProfile(file);
+    await waitFor("the import's status", async () =>
+      (await textOf('[data-testid="import-status"]')) === `Imported: ${routerUrl}, 1 pinned gateway(s)`, 10000);
+    const pins = await pinsShown();
+    assert(pins.length === 1 && pins[0].fingerprint === fingerprintOf(wrong), `pins: ${JSON.stringify(pins)}`);
+
+    await click('[data-testid="nav-resources"]');
+    await click('[data-testid="connect-demo-echo"]');
+    await waitFor("the gateway_key_changed error", async () => (await textOf('[data-testid="error-code"]')) === "gateway_key_changed", 10000);
+    const message = await textOf('[data-testid="error-message"]');
+    for (const part of ["lab", fingerprintOf(wrong), labPin.fingerprint]) assert(message.includes(part), `${part} not in: ${message}`);
+    assert(!(await dialogShown()), "a changed key must not be offered for pinning");
+    await screenshot("key-changed");
+
+    // The right key back, typed into Settings' pin form: the lab launches again.
+    await dismissShownError();
+    await click('[data-testid="nav-settings"]');
+    await typeInto('[data-testid="pin-gateway"]', "lab");
+    await typeInto('[data-testid="pin-key"]', labPin.key);
+    await click('[data-testid="pin-add"]');
+    await waitFor("the right pin listed", async () => {
+      const p = await pinsShown();
+      return p.length === 1 && p[0].fingerprint === labPin.fingerprint;
+    });
+    await click('[data-testid="nav-resources"]');
+    await click('[data-testid="connect-demo-echo"]');
+    await waitFor("the ready checkpoint with the right pin", async () => (await phasesShown()).includes("ready"));
+    assert((await textOf('[data-testid="error-banner"]')) === null, `error: ${await textOf('[data-testid="error-banner"]')}`);
   });
 } catch {
   // reported above

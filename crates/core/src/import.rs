@@ -81,26 +81,12 @@ pub const IMPORTED_CA: &str = "ca.pem";
 /// import does not mention are kept; the import's own pins win. The CA is copied beside the
 /// profile, so the downloaded file may go.
 pub fn import_profile(text: &str, origin: &Path, profile_path: &Path) -> Result<ClientProfile> {
+    let distributed = read(text, origin)?;
     let file = origin.display().to_string();
     let fail = |message: String| CoreError::ProfileImport {
         file: file.clone(),
         message,
     };
-    let distributed: Distributed = toml::from_str(text).map_err(|e| fail(toml_message(&e)))?;
-    sallyport_ops::tls::check_router_url(&distributed.router_url)
-        .map_err(|e| fail(format!("router_url {:?}: {e}", distributed.router_url)))?;
-    for (gateway, key) in &distributed.gateways {
-        check_pin(gateway, key).map_err(fail)?;
-    }
-    if let Some(sso) = &distributed.sso {
-        sso.check()
-            .map_err(|(field, e)| fail(format!("{field}: {e}")))?;
-    }
-    for (i, server) in distributed.ice_servers.iter().enumerate() {
-        server
-            .check()
-            .map_err(|e| fail(format!("ice_servers[{i}]: {e}")))?;
-    }
     let ca_pem = match (&distributed.ca, &distributed.ca_file) {
         (Some(_), Some(_)) => return Err(fail("ca and ca_file: give one, not both".into())),
         (Some(pem), None) => Some((pem.clone(), "ca")),
@@ -148,6 +134,37 @@ pub fn import_profile(text: &str, origin: &Path, profile_path: &Path) -> Result<
     profile.validate()?;
     profile.save(profile_path)?;
     Ok(profile)
+}
+
+/// A distributed profile's router URL and pins, every field checked (its CA is read only by
+/// [`import_profile`]).
+pub fn router_and_pins(text: &str, origin: &Path) -> Result<(String, BTreeMap<String, String>)> {
+    let distributed = read(text, origin)?;
+    Ok((distributed.router_url, distributed.gateways))
+}
+
+/// Parse a distributed profile and check its fields; errors name `origin`.
+fn read(text: &str, origin: &Path) -> Result<Distributed> {
+    let fail = |message: String| CoreError::ProfileImport {
+        file: origin.display().to_string(),
+        message,
+    };
+    let distributed: Distributed = toml::from_str(text).map_err(|e| fail(toml_message(&e)))?;
+    sallyport_ops::tls::check_router_url(&distributed.router_url)
+        .map_err(|e| fail(format!("router_url {:?}: {e}", distributed.router_url)))?;
+    for (gateway, key) in &distributed.gateways {
+        check_pin(gateway, key).map_err(fail)?;
+    }
+    if let Some(sso) = &distributed.sso {
+        sso.check()
+            .map_err(|(field, e)| fail(format!("{field}: {e}")))?;
+    }
+    for (i, server) in distributed.ice_servers.iter().enumerate() {
+        server
+            .check()
+            .map_err(|e| fail(format!("ice_servers[{i}]: {e}")))?;
+    }
+    Ok(distributed)
 }
 
 /// toml's error with its line, on one line.

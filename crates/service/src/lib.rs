@@ -9,6 +9,7 @@
 mod types;
 pub mod typescript;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +20,7 @@ use sallyport_core::checkpoint::Observer;
 use sallyport_core::history::{History, LaunchError, LaunchRecord, Outcome};
 use sallyport_core::logbuf::LaunchLogs;
 use sallyport_core::native_client;
+use sallyport_core::profile::check_pin;
 use sallyport_core::sso;
 use sallyport_core::{
     Checkpoint, ClientChoice, ClientProfile, CoreError, Face, LaunchRequest, Launcher,
@@ -586,11 +588,32 @@ impl Service {
         }
     }
 
+    /// Change the pins of the embedded lab's own profile, the one its launches use, while no
+    /// profile of the user's is there (else `None`: nothing changed).
+    async fn change_lab_pins(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<()>,
+    ) -> Result<Option<Vec<PinnedGateway>>> {
+        if self.user_profile().is_some() {
+            return Ok(None);
+        }
+        let pins = {
+            let mut lab = self.lab.lock().await;
+            let Some(lab) = lab.as_mut() else {
+                return Ok(None);
+            };
+            change(&mut lab.profile.gateways)?;
+            PinnedGateway::list(&lab.profile)
+        };
+        self.reconnect().await?;
+        Ok(Some(pins))
+    }
+
     fn require_user_profile(&self) -> Result<()> {
         match self.user_profile() {
             Some(_) => Ok(()),
             None => Err(CoreError::Profile(
-                "no router profile to pin into: import your administrator's profile, or set a router URL, first (the embedded lab pins its own gateway)".into(),
+                "no router profile to pin into: import your administrator's profile, or set a router URL, first".into(),
             )),
         }
     }
@@ -598,6 +621,15 @@ impl Service {
     /// Pin `key` for `gateway` (the user accepted its fingerprint, or typed the key an
     /// administrator gave them); launches use it at once.
     pub async fn pin_gateway(&self, gateway: &str, key: &str) -> Result<Vec<PinnedGateway>> {
+        let pin = |gateways: &mut BTreeMap<String, String>| {
+            let key = check_pin(gateway, key.trim()).map_err(CoreError::Profile)?;
+            gateways.insert(gateway.to_owned(), key.to_base64());
+            Ok(())
+        };
+        if let Some(pins) = self.change_lab_pins(pin).await? {
+            tracing::info!(gateway, "gateway key pinned in the embedded lab");
+            return Ok(pins);
+        }
         self.require_user_profile()?;
         let profile = sallyport_core::import::pin(&self.profile_path(), gateway, key)?;
         tracing::info!(gateway, "gateway key pinned");
@@ -607,6 +639,15 @@ impl Service {
 
     /// Remove the pin of `gateway`: its next launch asks again.
     pub async fn unpin_gateway(&self, gateway: &str) -> Result<Vec<PinnedGateway>> {
+        let unpin = |gateways: &mut BTreeMap<String, String>| match gateways.remove(gateway) {
+            Some(_) => Ok(()),
+            None => Err(CoreError::Profile(format!(
+                "gateways.{gateway}: no such pinned gateway"
+            ))),
+        };
+        if let Some(pins) = self.change_lab_pins(unpin).await? {
+            return Ok(pins);
+        }
         self.require_user_profile()?;
         let profile = sallyport_core::import::unpin(&self.profile_path(), gateway)?;
         self.reconnect().await?;
@@ -616,6 +657,24 @@ impl Service {
     /// Import a profile an administrator distributed (its text; `origin` names it in errors
     /// and anchors its relative `ca_file`), then connect to its router when a token is there.
     pub async fn import_profile(&self, text: &str, origin: &Path) -> Result<ImportView> {
+        // The embedded lab's own profile (its router): its pins go to the lab, whose router
+        // lives only as long as the app and whose token the file does not carry.
+        let (router_url, imported) = sallyport_core::import::router_and_pins(text, origin)?;
+        let lab_url = self.lab.lock().await.as_ref().map(|lab| lab.router.url());
+        if lab_url.as_deref() == Some(router_url.as_str()) {
+            let merge = |gateways: &mut BTreeMap<String, String>| {
+                gateways.extend(imported);
+                Ok(())
+            };
+            if let Some(gateways) = self.change_lab_pins(merge).await? {
+                return Ok(ImportView {
+                    router_url,
+                    ca_file: None,
+                    sso: None,
+                    gateways,
+                });
+            }
+        }
         let profile = sallyport_core::import::import_profile(text, origin, &self.profile_path())?;
         if let Err(e) = self.reconnect().await {
             // The import stands; the router needs a token (or a sign-in) first.

@@ -43,6 +43,17 @@ async fn cli_service(lab: &Lab, home: &std::path::Path) -> Service {
     .unwrap()
 }
 
+/// The app's service with nothing configured: its own embedded lab.
+async fn app_service(home: &std::path::Path) -> Service {
+    Service::start(Options::new(
+        home.to_owned(),
+        Face::Desktop,
+        Connect::RouterOrLab,
+    ))
+    .await
+    .unwrap()
+}
+
 fn echo() -> LaunchOptions {
     LaunchOptions::new(sallyport_lab::DEMO_ECHO)
 }
@@ -50,15 +61,7 @@ fn echo() -> LaunchOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_nothing_configured_the_app_launches_through_its_own_lab() {
     let home = scratch("app");
-    let service = Arc::new(
-        Service::start(Options::new(
-            home.clone(),
-            Face::Desktop,
-            Connect::RouterOrLab,
-        ))
-        .await
-        .unwrap(),
-    );
+    let service = Arc::new(app_service(&home).await);
     let state = service.app_state().await;
     assert!(state.lab && state.token_set, "{state:?}");
 
@@ -358,13 +361,7 @@ async fn an_imported_profile_pins_its_gateways_and_the_app_launches_through_it()
     let key = lab.profile.gateway_key(sallyport_lab::LAB_GATEWAY).unwrap();
     let distributed = lab.distributed_profile(None);
     // The app, with nothing configured: its own lab, until the import.
-    let service = Service::start(Options::new(
-        home.clone(),
-        Face::Desktop,
-        Connect::RouterOrLab,
-    ))
-    .await
-    .unwrap();
+    let service = app_service(&home).await;
     assert!(service.app_state().await.lab);
     // A bad field is named, and nothing changes.
     let bad = distributed.replace(&key.to_base64(), "bm90LWEta2V5");
@@ -402,6 +399,59 @@ async fn an_imported_profile_pins_its_gateways_and_the_app_launches_through_it()
     assert_eq!(sent, received);
     service.close_all().await;
     lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_lab_pins_change_in_the_app_and_its_own_profile_imports_into_it() {
+    let home = scratch("lab-pins");
+    let service = app_service(&home).await;
+    let pins = service.pinned_gateways().await;
+    assert_eq!(pins.len(), 1);
+    let right = pins[0].clone();
+    assert_eq!(right.gateway, sallyport_lab::LAB_GATEWAY);
+
+    // Removed: the next launch asks, with the lab gateway's fingerprint.
+    assert!(service
+        .unpin_gateway(&right.gateway)
+        .await
+        .unwrap()
+        .is_empty());
+    let err = service.launch(echo(), |_| {}).await.err().expect("asks");
+    assert_eq!(err.code(), Code::UnpinnedGateway);
+    assert_eq!(CommandError::from(&err).unpinned.as_deref(), Some(&right));
+    service
+        .pin_gateway(&right.gateway, &right.key)
+        .await
+        .unwrap();
+    let session = service.launch(echo(), |_| {}).await.unwrap();
+    let (sent, received) = echo_through(session.local_port()).await;
+    assert_eq!(sent, received);
+
+    // A profile of the lab's own router pins into the lab: another key is refused at launch.
+    let router = service.settings().await.router_url;
+    let other = sallyport_protocol::GatewayKeyPair::generate().public();
+    let text = format!(
+        "router_url = \"{router}\"\n[gateways]\nlab = \"{}\"\n",
+        other.to_base64()
+    );
+    let view = service
+        .import_profile(&text, std::path::Path::new("team.toml"))
+        .await
+        .unwrap();
+    assert_eq!(view.gateways[0].fingerprint, other.fingerprint());
+    assert!(
+        !home.join("profile.toml").exists(),
+        "the lab's router is not a profile to keep"
+    );
+    assert!(service.app_state().await.lab);
+    let err = service.launch(echo(), |_| {}).await.err().expect("refused");
+    assert_eq!(err.code(), Code::GatewayKeyChanged);
+    let message = err.to_string();
+    assert!(
+        message.contains(&other.fingerprint()) && message.contains(&right.fingerprint),
+        "{message}"
+    );
+    service.close_all().await;
 }
 
 /// Some bytes to the echo target through the session's port, and what came back.

@@ -135,7 +135,7 @@ export function mountSettings(section: HTMLElement): void {
     );
     if (items.length === 0) items.push(h('li', { class: 'pin pin-none' }, 'none'));
     replace(pinList, ...items);
-    // In the embedded lab the service says why a pin cannot change (the lab pins its own).
+    // In the embedded lab these change the lab's own pins.
     for (const el of [importInput, pinId, pinKey, pinAdd]) el.disabled = !state.tauri;
   };
 

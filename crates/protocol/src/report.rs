@@ -149,6 +149,9 @@ impl LaunchReport {
                     "checkpoints[{i}]: step_ms and total_ms must be numbers of milliseconds from 0 to one day"
                 ));
             }
+            if c.attempt == Some(0) {
+                return Err(format!("checkpoints[{i}].attempt: attempts count from 1"));
+            }
         }
         match (self.outcome, self.code) {
             (Outcome::Failed, None) => Err("code: a failed launch names its code".into()),

@@ -133,6 +133,8 @@ pub(crate) struct Fleet {
     remote: Mutex<HashMap<u64, RemoteWait>>,
     /// The connection number of each gateway connected here (for the presence refresh).
     local: Mutex<HashMap<String, (u64, Vec<AnnouncedResource>)>>,
+    /// Held while a conversation's list is drained and delivered (see `drain_to`).
+    draining: tokio::sync::Mutex<()>,
 }
 
 impl Fleet {
@@ -153,6 +155,7 @@ impl Fleet {
             writes,
             remote: Mutex::new(HashMap::new()),
             local: Mutex::new(HashMap::new()),
+            draining: tokio::sync::Mutex::new(()),
         });
         Ok((fleet, rx))
     }
@@ -286,8 +289,16 @@ impl Fleet {
             .flatten()
     }
 
+    /// Deliver what waits in a conversation's list to its subscriber here. One drain at a
+    /// time: two (a wake and a subscribe) must not hand the socket their halves out of order.
+    pub(crate) async fn drain_to(&self, shared: &Shared, conversation_id: &str) {
+        let _one = self.draining.lock().await;
+        let events = self.drain(conversation_id).await;
+        shared.deliver(conversation_id, events);
+    }
+
     /// The messages waiting for a conversation, taken off its list in order.
-    pub(crate) async fn drain(&self, conversation_id: &str) -> Vec<ClientWsEvent> {
+    async fn drain(&self, conversation_id: &str) -> Vec<ClientWsEvent> {
         let script = redis::Script::new(
             r"
             local items = redis.call('LRANGE', KEYS[1], 0, -1)
@@ -702,8 +713,7 @@ async fn listen(shared: &Weak<Shared>, fleet: &Arc<Fleet>) {
         // its subscribers' conversations once now.
         if let Some(shared) = shared.upgrade() {
             for conversation_id in shared.subscribed_conversations() {
-                let events = fleet.drain(&conversation_id).await;
-                shared.deliver(&conversation_id, events);
+                fleet.drain_to(&shared, &conversation_id).await;
             }
         }
         let mut messages = pubsub.into_on_message();
@@ -768,8 +778,7 @@ async fn on_router_message(shared: &Arc<Shared>, fleet: &Arc<Fleet>, message: To
         ToRouter::Wake { conversation_id } => {
             // A subscriber that left meanwhile leaves the list for its next socket.
             if shared.subscribed_here(&conversation_id) {
-                let events = fleet.drain(&conversation_id).await;
-                shared.deliver(&conversation_id, events);
+                fleet.drain_to(shared, &conversation_id).await;
             }
         }
     }

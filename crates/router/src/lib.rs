@@ -135,6 +135,7 @@ impl IntoResponse for RouterError {
         let body_unread = matches!(
             self,
             RouterError::Unauthorized
+                | RouterError::Sso(_)
                 | RouterError::TooLarge(_)
                 | RouterError::RequestTimeout(_)
                 | RouterError::ReportsDisabled
@@ -292,11 +293,21 @@ impl Shared {
             return Ok(std::borrow::Cow::Borrowed(client));
         }
         match &self.sso {
-            Some(sso) if sso::Sso::looks_like_jwt(token) => sso
-                .client(token)
-                .await
-                .map(std::borrow::Cow::Owned)
-                .map_err(RouterError::Sso),
+            Some(sso) if sso::Sso::looks_like_jwt(token) => {
+                let client = sso.client(token).await.map_err(RouterError::Sso)?;
+                // Names own conversations and reports: a user who bears a static client's
+                // name (an automation job's) must not act as it.
+                if self.config.clients.iter().any(|c| c.name == client.name) {
+                    return Err(RouterError::Sso(sso::Refusal::new(
+                        Code::Unauthorized,
+                        format!(
+                            "user {:?} has the name of a static client of this router",
+                            client.name
+                        ),
+                    )));
+                }
+                Ok(std::borrow::Cow::Owned(client))
+            }
             _ => Err(RouterError::Unauthorized),
         }
     }

@@ -132,7 +132,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(code: Code, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: Code, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),

@@ -379,8 +379,7 @@ async fn subscribe_in_fleet(
     };
     match subscribed.await {
         Ok(()) => {
-            let waiting = fleet.drain(&conversation_id).await;
-            shared.deliver(&conversation_id, waiting);
+            fleet.drain_to(shared, &conversation_id).await;
             json_text(&ClientWsEvent::Subscribed { conversation_id })
         }
         Err(e) => {

@@ -27,11 +27,19 @@ fn sso_config(provider: &Provider) -> SsoConfig {
         leeway_secs: 0,
         jwks_refresh_secs: 30,
         fetch_timeout_secs: 5,
-        groups: vec![SsoGroup {
-            name: "dba".into(),
-            resources: vec!["demo-*".into()],
-            roles: vec!["support".into()],
-        }],
+        groups: vec![
+            SsoGroup {
+                name: "dba".into(),
+                resources: vec!["demo-*".into()],
+                roles: Vec::new(),
+            },
+            // A help desk: reads every user's launches, launches nothing itself.
+            SsoGroup {
+                name: "helpdesk".into(),
+                resources: Vec::new(),
+                roles: vec!["support".into()],
+            },
+        ],
     }
 }
 
@@ -145,10 +153,8 @@ async fn a_user_in_the_group_signs_in_with_the_device_grant_and_launches() {
     let api =
         sallyport_core::router_api::RouterApi::for_profile(&lab.profile, &fresh.id_token).unwrap();
     assert!(!api.resources().await.unwrap().is_empty());
-    // The group's roles come with the sign-in: alice's group reads the support desk.
     let me = api.whoami().await.unwrap();
-    assert_eq!(me.client, "alice");
-    assert_eq!(me.roles, ["support"]);
+    assert_eq!((me.client.as_str(), me.roles.len()), ("alice", 0));
     lab.shutdown().await;
 }
 
@@ -288,6 +294,18 @@ async fn expired_foreign_tampered_and_outsider_tokens_are_refused_with_their_cod
     // A user of no configured group.
     let bob = browser_tokens(&provider, "bob").await;
     assert_eq!(refusal(&lab, &bob.id_token).await, (403, Code::NotInGroup));
+
+    // A user whose only group gives a role: signed in, with the support role, and nothing to
+    // launch.
+    let dana = browser_tokens(&provider, "dana").await;
+    let api =
+        sallyport_core::router_api::RouterApi::for_profile(&lab.profile, &dana.id_token).unwrap();
+    let me = api.whoami().await.unwrap();
+    assert_eq!(
+        (me.client.as_str(), me.roles.clone()),
+        ("dana", vec!["support".to_owned()])
+    );
+    assert!(api.resources().await.unwrap().is_empty());
 
     // An ID token past its expiry (carol's live 2 s).
     let carol = browser_tokens(&provider, "carol").await;

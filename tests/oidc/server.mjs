@@ -6,8 +6,9 @@
 // input closes (so it never outlives the test that started it).
 //
 // Users: alice (groups: dba), bob (groups: marketing), carol (groups: dba; her ID tokens live
-// OIDC_SHORT_TTL seconds, default 2, for the expiry tests). The password is not checked: the
-// provider's development interactions ask for a login name only (and one of these).
+// OIDC_SHORT_TTL seconds, default 2, for the expiry tests), dana (groups: helpdesk, which only
+// gives a role). The password is not checked: the provider's development interactions ask for
+// a login name only (and one of these).
 import { generateKeyPairSync } from 'node:crypto';
 import { createServer } from 'node:http';
 import Provider from 'oidc-provider';
@@ -16,6 +17,7 @@ const USERS = {
   alice: ['dba'],
   bob: ['marketing'],
   carol: ['dba'],
+  dana: ['helpdesk'],
 };
 const SHORT_TTL = Number(process.env.OIDC_SHORT_TTL ?? 2);
 

@@ -1,8 +1,8 @@
 // A real OpenID provider (the OpenID-certified `oidc-provider` package) on loopback, for
 // Sallyport's single sign-on tests: one public client (`sallyport`: authorization code with
 // PKCE through a loopback redirect, the device authorization grant, refresh tokens), the test
-// users and their `groups` claim. Started by the tests (crates' tests call it through
-// tests/oidc/run.sh); prints `OIDC_ISSUER=<url>` once it listens, and stops when its standard
+// users and their `groups` claim. Started by the tests (through tests/src/oidc.rs, after
+// `npm ci`); prints `OIDC_ISSUER=<url>` once it listens, and stops when its standard
 // input closes (so it never outlives the test that started it).
 //
 // Users: alice (groups: dba), bob (groups: marketing), carol (groups: dba; her ID tokens live

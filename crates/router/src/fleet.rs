@@ -195,23 +195,12 @@ impl Fleet {
         }
     }
 
-    /// Which router holds `gateway`'s socket, if any does.
-    pub(crate) async fn gateway_router(
-        &self,
-        gateway: &str,
-    ) -> Result<Option<String>, RouterError> {
-        let key = self.key("gw", gateway);
-        let value: Option<String> = self.call(|mut c| async move { c.get(key).await }).await?;
-        Ok(value
-            .and_then(|v| serde_json::from_str::<Presence>(&v).ok())
-            .map(|p| p.router))
-    }
-
-    /// For each of `gateways`: whether it is connected anywhere, and what it last announced.
+    /// For each of `gateways`, in one read: the router holding its socket (`None`: connected
+    /// nowhere), and what it last announced.
     pub(crate) async fn gateways(
         &self,
         gateways: &[String],
-    ) -> Result<Vec<(bool, Option<Vec<AnnouncedResource>>)>, RouterError> {
+    ) -> Result<Vec<(Option<String>, Option<Vec<AnnouncedResource>>)>, RouterError> {
         if gateways.is_empty() {
             return Ok(Vec::new());
         }
@@ -224,11 +213,14 @@ impl Fleet {
         Ok(values
             .chunks(2)
             .map(|pair| {
-                let online = pair[0].is_some();
+                let router = pair[0]
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str::<Presence>(p).ok())
+                    .map(|p| p.router);
                 let resources = pair[1]
                     .as_deref()
                     .and_then(|r| serde_json::from_str(r).ok());
-                (online, resources)
+                (router, resources)
             })
             .collect())
     }

@@ -752,8 +752,8 @@ async fn fleet_gateways(
     let declared = shared.announced.lock().unwrap().clone();
     let mut online = Vec::new();
     let mut announced = HashMap::new();
-    for (id, (is_online, resources)) in ids.into_iter().zip(states) {
-        if is_online {
+    for (id, (router, resources)) in ids.into_iter().zip(states) {
+        if router.is_some() {
             online.push(id.clone());
         }
         if let Some(list) = resources.or_else(|| declared.get(&id).cloned()) {
@@ -925,11 +925,20 @@ async fn forward(
     let message = shared.check_message(client, &gateway_id, &body)?;
     let here = shared.gateways.lock().unwrap().contains_key(&gateway_id);
     // In a fleet, a gateway not connected here may be on another router.
+    // Where it is and what it serves, in one read of Redis.
     let elsewhere = match (&shared.fleet, here) {
-        (Some(fleet), false) => match fleet.gateway_router(&gateway_id).await? {
-            Some(router) if router != fleet.router_id => Some((fleet.clone(), router)),
-            _ => None,
-        },
+        (Some(fleet), false) => {
+            let (router, resources) = fleet
+                .gateways(std::slice::from_ref(&gateway_id))
+                .await?
+                .remove(0);
+            match router {
+                Some(router) if router != fleet.router_id => {
+                    Some((fleet.clone(), router, resources))
+                }
+                _ => None,
+            }
+        }
         _ => None,
     };
     if !here && elsewhere.is_none() {
@@ -942,8 +951,7 @@ async fn forward(
             .unwrap()
             .get(&gateway_id)
             .is_some_and(|list| list.iter().any(|r| r.name == message.resource)),
-        Some((fleet, _)) => fleet.gateways(std::slice::from_ref(&gateway_id)).await?[0]
-            .1
+        Some((_, _, resources)) => resources
             .as_ref()
             .is_some_and(|list| list.iter().any(|r| r.name == message.resource)),
     };
@@ -994,7 +1002,7 @@ async fn forward(
                 .forward_local(&gateway_id, timeout_ms, forward)
                 .await?
         }
-        Some((fleet, router)) => {
+        Some((fleet, router, _)) => {
             let request_id = shared.next_id();
             let reply = fleet
                 .forward_remote(&router, &gateway_id, request_id, timeout_ms, forward)

@@ -591,8 +591,16 @@ class Tube:
             reply = await post_task
             if not self.timings.t_http_200:
                 self.timings.t_http_200 = time.perf_counter()
-            if "payload" in reply:
-                self.signalling_errors.append(f"streamed start reply carried a payload: {reply}")
+            # section 3: a streamed start's reply carries the same answer inline
+            if "payload" not in reply:
+                self.signalling_errors.append(f"streamed start reply carried no answer: {reply}")
+            else:
+                try:
+                    inline = self.seal.open("answer", reply["payload"])["answer"]["sdp"]
+                except SealError as e:
+                    inline = f"<{e}>"
+                if inline != self.answer_sdp:
+                    self.signalling_errors.append("the inline answer differs from the streamed one")
         else:
             reply = await post_task
             self.timings.t_http_200 = time.perf_counter()

@@ -11,6 +11,10 @@
 //!  9. local listener, target, native client     `local_listener_ready`, `target_connected`, `client_spawned`
 //!     summary                                   `ready`
 //!
+//! `fast` sends its offer at once and takes phase 4 after phase 7 (`offer_at_once`): the reply
+//! carries the answer, and the router keeps what the gateway streams until the socket has
+//! subscribed, so waiting for the registration first would only add its round trips.
+//!
 //! [`Launcher::run`] reads as this list: one function per phase, each doing its own work and
 //! then emitting its own checkpoint, so a slow phase is charged to its own name.
 
@@ -216,7 +220,11 @@ impl Launcher {
         recorder: &Recorder,
     ) -> Result<Session> {
         let tunables = &request.tunables;
-        let trickle = self.register(request, &mut signal, recorder).await?;
+        let trickle = if tunables.offer_at_once {
+            request.trickle
+        } else {
+            self.register(request, &mut signal, recorder).await?
+        };
         let offer = self
             .pre_offer(tube, offer, trickle, tunables, recorder)
             .await?;
@@ -225,6 +233,11 @@ impl Launcher {
             .await?;
         self.receive_answer(conversation, tube, reply, trickle, &mut signal, recorder)
             .await?;
+        if tunables.offer_at_once {
+            // ICE is under way in the tube; the socket is still needed for the gateway's
+            // later candidates and its word that the conversation ended.
+            self.register(request, &mut signal, recorder).await?;
+        }
         let background = watch_signal(conversation, tube.clone(), signal, trickle);
         self.connect_data_plane(tube, tunables, recorder).await?;
         let port = self.local_listener_ready(&plan.listener, recorder)?;
@@ -298,6 +311,8 @@ impl Launcher {
 
     /// Phase 4: until the router has registered the conversation (its ack, or the fixed
     /// window). Returns whether the answer can be streamed: without a WebSocket it cannot.
+    /// With `offer_at_once` this runs after the answer, which came inline: the wait then
+    /// overlaps the offer's round trip and ICE instead of preceding them.
     async fn register(
         &self,
         request: &LaunchRequest,
@@ -321,6 +336,14 @@ impl Launcher {
                     names::WEBSOCKET_READY_BACKEND_DELAY_DONE,
                     None,
                     Some("no ack from the router".into()),
+                );
+                Ok(request.trickle)
+            }
+            Registration::Lost if tunables.offer_at_once => {
+                recorder.mark_with(
+                    names::WEBSOCKET_READY_BACKEND_DELAY_DONE,
+                    None,
+                    Some("router websocket lost; subscribing again in the background".into()),
                 );
                 Ok(request.trickle)
             }
@@ -399,7 +422,8 @@ impl Launcher {
             })
     }
 
-    /// Phase 7: the answer, inline in the reply or streamed on the WebSocket, applied.
+    /// Phase 7: the answer, applied: inline in the reply when the gateway put it there (it
+    /// always does; a streamed start's answer is streamed too), else streamed on the socket.
     async fn receive_answer(
         &self,
         conversation: &Conversation,
@@ -410,8 +434,8 @@ impl Launcher {
         recorder: &Recorder,
     ) -> Result<()> {
         let answer = match reply.payload {
-            Some(payload) if !trickle => conversation.open_answer(&payload)?,
-            _ if !trickle => {
+            Some(payload) => conversation.open_answer(&payload)?,
+            None if !trickle => {
                 return Err(CoreError::Router {
                     status: 200,
                     code: Code::EmptyReply,
@@ -1023,6 +1047,13 @@ mod tests {
         assert_eq!(checkpoint.detail.as_deref(), Some("no ack from the router"));
     }
 
+    /// `fast` as it was before it sent its offer at once: registration first.
+    fn registering_first() -> LaunchRequest {
+        let mut request = fast();
+        request.tunables.offer_at_once = false;
+        request
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_socket_lost_before_registration_asks_for_an_inline_answer() {
         let (tx, mut signal) = signal();
@@ -1030,7 +1061,7 @@ mod tests {
         let recorder = recorder();
         let started = Instant::now();
         let trickle = launcher()
-            .register(&fast(), &mut signal, &recorder)
+            .register(&registering_first(), &mut signal, &recorder)
             .await
             .unwrap();
         assert!(!trickle, "no socket, no streamed answer");
@@ -1042,6 +1073,24 @@ mod tests {
         let checkpoint = &recorder.checkpoints()[0];
         assert_eq!(checkpoint.phase, names::WEBSOCKET_READY_BACKEND_DELAY_DONE);
         assert!(checkpoint.detail.as_deref().unwrap().contains("lost"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_lost_after_the_answer_keeps_trickling_and_says_so() {
+        let (tx, mut signal) = signal();
+        tx.send(SignalEvent::Lost("reset".into())).unwrap();
+        let recorder = recorder();
+        let trickle = launcher()
+            .register(&fast(), &mut signal, &recorder)
+            .await
+            .unwrap();
+        assert!(
+            trickle,
+            "the answer came inline; the socket is subscribed again later"
+        );
+        let checkpoint = &recorder.checkpoints()[0];
+        assert_eq!(checkpoint.phase, names::WEBSOCKET_READY_BACKEND_DELAY_DONE);
+        assert!(checkpoint.detail.as_deref().unwrap().contains("background"));
     }
 
     #[tokio::test(start_paused = true)]

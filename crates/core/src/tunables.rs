@@ -91,6 +91,11 @@ pub struct Tunables {
     pub use_ack: bool,
     /// Poll the data plane's state every `webrtc_poll` instead of reacting to it (legacy).
     pub poll_state: bool,
+    /// Send the offer without first waiting for the router's registration (fast only). The
+    /// reply carries the answer and the router keeps what the gateway streams until the socket
+    /// subscribes, so the registration's round trips overlap the offer's instead of preceding
+    /// them; `websocket_registered` then follows `answer_received`.
+    pub offer_at_once: bool,
 }
 
 impl Tunables {
@@ -110,6 +115,7 @@ impl Tunables {
             listener_early: true,
             use_ack: false,
             poll_state: false,
+            offer_at_once: false,
         };
         match profile {
             Profile::Tuned => tuned,
@@ -125,6 +131,7 @@ impl Tunables {
             Profile::Fast => Tunables {
                 open_connection_delay: Duration::ZERO,
                 use_ack: true,
+                offer_at_once: true,
                 ..tuned
             },
         }
@@ -309,7 +316,7 @@ mod tests {
         assert_eq!(t.open_connection_delay, Duration::from_millis(50));
         assert_eq!(t.webrtc_poll, Duration::from_millis(25));
         assert!(!t.connect_timing);
-        assert!(t.listener_early && !t.use_ack);
+        assert!(t.listener_early && !t.use_ack && !t.offer_at_once);
         // 1.25 + (2.0 - 0.3)
         assert_eq!(t.retry_catchup(), Duration::from_millis(2950));
     }
@@ -323,7 +330,7 @@ mod tests {
         assert_eq!(legacy.webrtc_poll, Duration::from_millis(100));
         assert!(!legacy.listener_early && !legacy.use_ack);
         let fast = with(&[], Profile::Fast).unwrap();
-        assert!(fast.use_ack && fast.listener_early);
+        assert!(fast.use_ack && fast.listener_early && fast.offer_at_once);
         assert_eq!(fast.pre_offer, Duration::ZERO);
         assert_eq!(fast.open_connection_delay, Duration::ZERO);
     }

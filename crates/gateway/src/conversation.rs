@@ -249,8 +249,10 @@ impl Conversation {
         self.keys.open_from_client(payload)
     }
 
-    /// The reply to a start: the whole answer inline, or an acknowledgement and the answer and
-    /// candidates streamed to the client's conversation.
+    /// The reply to a start: the answer inline; for a streamed start, the same answer and the
+    /// candidates streamed to the client's conversation too. The inline copy lets a client
+    /// send its offer before its socket has subscribed (the router keeps what is streamed
+    /// meanwhile): it applies the answer from the reply and the trickle from the socket.
     async fn answer(&self, stream_response: bool) -> GatewayOutcome {
         if !stream_response {
             let mut gathered = self.gathered.clone();
@@ -273,13 +275,17 @@ impl Conversation {
         gateway.send(GatewayToRouter::Stream {
             conversation_id: self.id.clone(),
             kind: StreamKind::Answer,
-            payload: self.keys.seal_to_client(&AnswerBody { answer }),
+            payload: self.keys.seal_to_client(&AnswerBody {
+                answer: answer.clone(),
+            }),
         });
         if !signalling.candidates.is_empty() || signalling.done {
             self.stream_candidates(signalling.candidates.clone(), signalling.done);
         }
         signalling.streaming = true;
-        GatewayOutcome::Ok { payload: None }
+        GatewayOutcome::Ok {
+            payload: Some(self.keys.seal_to_client(&AnswerBody { answer })),
+        }
     }
 
     fn stream_candidates(&self, candidates: Vec<IceCandidate>, done: bool) {

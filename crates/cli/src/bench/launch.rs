@@ -17,9 +17,36 @@ use serde::Serialize;
 use super::procs::{LabOptions, ProcessLab, ECHO};
 use super::stats::{percentiles, Percentiles};
 
+/// One column of the bench: a profile, or `fast` as it was before it sent its offer at once
+/// (registration first), run beside it so the two compare within one run.
+#[derive(Clone, Copy, PartialEq)]
+struct Variant {
+    profile: Profile,
+    registration_first: bool,
+}
+
+impl Variant {
+    fn label(self) -> String {
+        match self.registration_first {
+            true => format!("{} (registration first)", self.profile),
+            false => self.profile.to_string(),
+        }
+    }
+
+    fn tunables(self) -> Result<Tunables, String> {
+        let mut tunables = Tunables::from_env(self.profile).map_err(|e| e.to_string())?;
+        if self.registration_first {
+            tunables.offer_at_once = false;
+        }
+        Ok(tunables)
+    }
+}
+
 #[derive(Serialize)]
 struct ProfileResult {
     profile: Profile,
+    /// The profile, or `fast (registration first)`.
+    variant: String,
     runs: usize,
     failures: usize,
     ready_ms: Percentiles,
@@ -80,6 +107,20 @@ pub async fn run(
     };
     let scratch = std::env::temp_dir().join(format!("sallyport-bench-{}", std::process::id()));
 
+    // Across round trips, `fast` also runs as it did before it sent its offer at once.
+    let mut variants = Vec::new();
+    for &profile in profiles {
+        variants.push(Variant {
+            profile,
+            registration_first: false,
+        });
+        if relayed && profile == Profile::Fast {
+            variants.push(Variant {
+                profile,
+                registration_first: true,
+            });
+        }
+    }
     let mut results = Vec::new();
     for rtt in rtts.map_or(vec![None], |r| r.iter().map(|&r| Some(r)).collect()) {
         let one_way = Duration::from_millis(rtt.unwrap_or(0)) / 2;
@@ -116,7 +157,7 @@ pub async fn run(
         }
         results.push(RttResult {
             rtt_ms: rtt,
-            profiles: launches(&launcher, runs, profiles).await,
+            profiles: launches(&launcher, runs, &variants).await,
         });
     }
     drop(relay);
@@ -136,14 +177,15 @@ pub async fn run(
     Ok((md, serde_json::to_value(&results).expect("serializable")))
 }
 
-async fn launches(launcher: &Launcher, runs: usize, profiles: &[Profile]) -> Vec<ProfileResult> {
-    let mut ready: BTreeMap<Profile, Vec<f64>> = BTreeMap::new();
-    let mut data_plane: BTreeMap<Profile, Vec<f64>> = BTreeMap::new();
-    let mut steps: BTreeMap<Profile, Vec<(String, Vec<f64>)>> = BTreeMap::new();
-    let mut failures: BTreeMap<Profile, usize> = BTreeMap::new();
+async fn launches(launcher: &Launcher, runs: usize, variants: &[Variant]) -> Vec<ProfileResult> {
+    let mut ready: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut data_plane: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut steps: BTreeMap<String, Vec<(String, Vec<f64>)>> = BTreeMap::new();
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
     for round in 0..runs {
-        for &profile in profiles {
-            let tunables = match Tunables::from_env(profile) {
+        for &variant in variants {
+            let profile = variant.label();
+            let tunables = match variant.tunables() {
                 Ok(t) => t,
                 Err(e) => {
                     eprintln!("{e}");
@@ -168,18 +210,18 @@ async fn launches(launcher: &Launcher, runs: usize, profiles: &[Profile]) -> Vec
                         total(names::WEBRTC_DATA_PLANE_CONNECTED),
                     ) {
                         data_plane
-                            .entry(profile)
+                            .entry(profile.clone())
                             .or_default()
                             .push(connected - answer);
                     }
-                    let phases = steps.entry(profile).or_default();
+                    let phases = steps.entry(profile.clone()).or_default();
                     for c in &checkpoints {
                         match phases.iter_mut().find(|(name, _)| *name == c.phase) {
                             Some((_, v)) => v.push(c.step_ms),
                             None => phases.push((c.phase.clone(), vec![c.step_ms])),
                         }
                         if c.phase == names::READY {
-                            ready.entry(profile).or_default().push(c.total_ms);
+                            ready.entry(profile.clone()).or_default().push(c.total_ms);
                         }
                     }
                     session.close().await;
@@ -193,10 +235,11 @@ async fn launches(launcher: &Launcher, runs: usize, profiles: &[Profile]) -> Vec
         eprint!("\rround {}/{runs}", round + 1);
     }
     eprintln!();
-    profiles
+    variants
         .iter()
-        .map(|&profile| ProfileResult {
-            profile,
+        .map(|&variant| (variant, variant.label()))
+        .map(|(variant, profile)| ProfileResult {
+            profile: variant.profile,
             runs,
             failures: failures.get(&profile).copied().unwrap_or(0),
             ready_ms: percentiles(
@@ -217,6 +260,7 @@ async fn launches(launcher: &Launcher, runs: usize, profiles: &[Profile]) -> Vec
                 .into_iter()
                 .map(|(name, mut v)| (name, percentiles(&mut v)))
                 .collect(),
+            variant: profile,
         })
         .collect()
 }
@@ -226,18 +270,18 @@ fn render_rtt(results: &[RttResult]) -> String {
         "Ready p50 per round-trip time, and how many round trips the data plane took \
          (`answer_received` to `webrtc_data_plane_connected`, p50):\n\n| RTT ms |",
     );
-    let profiles: Vec<Profile> = results
+    let profiles: Vec<String> = results
         .first()
-        .map(|r| r.profiles.iter().map(|p| p.profile).collect())
+        .map(|r| r.profiles.iter().map(|p| p.variant.clone()).collect())
         .unwrap_or_default();
     for p in &profiles {
         md.push_str(&format!(" {p} ready p50 ms | {p} in RTTs |"));
     }
-    md.push_str(" fast data plane RTTs |\n|---|");
+    md.push_str(" fast data plane RTTs | fast ÷ fast (registration first) |\n|---|");
     for _ in &profiles {
         md.push_str("---|---|");
     }
-    md.push_str("---|\n");
+    md.push_str("---|---|\n");
     for r in results {
         let rtt = r.rtt_ms.unwrap_or(0);
         md.push_str(&format!("| {rtt} |"));
@@ -255,9 +299,19 @@ fn render_rtt(results: &[RttResult]) -> String {
                 in_rtts(p.ready_ms.p50)
             ));
         }
-        let fast = r.profiles.iter().find(|p| p.profile == Profile::Fast);
+        let fast = r.profiles.iter().find(|p| p.variant == "fast");
+        let before = r
+            .profiles
+            .iter()
+            .find(|p| p.variant == "fast (registration first)");
+        let ratio = match (fast, before) {
+            (Some(f), Some(b)) if b.ready_ms.p50 > 0.0 => {
+                format!("{:.2}", f.ready_ms.p50 / b.ready_ms.p50)
+            }
+            _ => "–".into(),
+        };
         md.push_str(&format!(
-            " {} |\n",
+            " {} | {ratio} |\n",
             fast.map_or("–".into(), |f| in_rtts(f.data_plane_ms.p50))
         ));
     }
@@ -270,13 +324,13 @@ fn render(results: &[ProfileResult]) -> String {
     for r in results {
         md.push_str(&format!(
             "| {} | {} | {} | {:.1} | {:.1} | {:.1} |\n",
-            r.profile, r.runs, r.failures, r.ready_ms.p50, r.ready_ms.p90, r.ready_ms.p99
+            r.variant, r.runs, r.failures, r.ready_ms.p50, r.ready_ms.p90, r.ready_ms.p99
         ));
     }
     let p50 = |profile: Profile| {
         results
             .iter()
-            .find(|r| r.profile == profile)
+            .find(|r| r.variant == profile.as_str())
             .map(|r| r.ready_ms.p50)
     };
     if let (Some(fast), Some(other)) = (p50(Profile::Fast), p50(Profile::Legacy)) {
@@ -291,7 +345,7 @@ fn render(results: &[ProfileResult]) -> String {
     }
     md.push_str("\nStep time per checkpoint (p50 / p90 / p99 ms):\n\n| checkpoint |");
     for r in results {
-        md.push_str(&format!(" {} |", r.profile));
+        md.push_str(&format!(" {} |", r.variant));
     }
     md.push_str("\n|---|");
     for _ in results {

@@ -3,6 +3,7 @@
 //! killed, the tube already up keeps carrying bytes, and a launch started right then succeeds
 //! once the gateway is on router B; ownership of a conversation holds across routers; Redis
 //! restarted, the routers reconnect and the fleet launches again without a router restarted.
+//! A launch report sent to one router is listed by every router, one started later included.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -19,6 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 const ALICE: &str = "alice-fleet-token";
 const BOB: &str = "bob-fleet-token";
 const GATEWAY_TOKEN: &str = "fleet-gateway-token";
+const DESK: &str = "desk-fleet-token";
 
 /// A `sallyport-router` process of the fleet, killed when dropped.
 struct Router {
@@ -73,6 +75,13 @@ resources = ["*"]
 name = "bob"
 token = "{BOB}"
 resources = ["*"]
+[[clients]]
+name = "desk"
+token = "{DESK}"
+resources = []
+roles = ["support"]
+[reports]
+enabled = true
 "#,
                 pki.files.cert_file.display(),
                 pki.files.key_file.display(),
@@ -104,6 +113,31 @@ resources = ["*"]
     async fn kill(mut self) {
         let _ = self.child.kill().await;
         let _ = self.child.wait().await;
+    }
+}
+
+/// Wait until `router_url` lists the launch `launch_id` to support staff; its summary.
+async fn listed(
+    router_url: &str,
+    ca: &Path,
+    launch_id: &str,
+) -> sallyport_protocol::report::LaunchSummary {
+    let desk =
+        sallyport_core::router_api::RouterApi::with_ca_file(router_url, DESK, Some(ca)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let list = desk
+            .launches(&Default::default(), None)
+            .await
+            .expect("support staff list launches");
+        if let Some(found) = list.launches.into_iter().find(|l| l.launch_id == launch_id) {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{router_url} never listed launch {launch_id}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -232,6 +266,31 @@ target = "{echo}"
     let (sent, received) = echo_through(first.local_port(), 1 << 20, 1).await;
     assert_eq!(sent, received);
 
+    // Alice's report of that launch, sent to A, is listed by B and C to support staff.
+    let record = sallyport_core::history::LaunchRecord {
+        launch_id: first.launch_id().to_owned(),
+        resource: "echo".into(),
+        profile: Profile::Fast,
+        started_unix_ms: first.checkpoints()[0].at_unix_ms,
+        outcome: sallyport_protocol::report::Outcome::Ok,
+        error: None,
+        total_ms: first.checkpoints().last().unwrap().total_ms,
+        checkpoints: first.checkpoints(),
+    };
+    sallyport_core::router_api::RouterApi::with_ca_file(&a.url, ALICE, Some(&ca))
+        .unwrap()
+        .report_launch(&record.report(), Duration::from_secs(5))
+        .await
+        .expect("A keeps the report");
+    for url in [&b.url, &c.url] {
+        let summary = listed(url, &ca, first.launch_id()).await;
+        assert_eq!(
+            (summary.user.as_str(), summary.gateway.as_deref()),
+            ("alice", Some("gw"))
+        );
+        assert_eq!(summary.checkpoints.len(), record.checkpoints.len());
+    }
+
     // A conversation Alice holds on A is not Bob's on B.
     let subscribe = serde_json::json!({"type": "subscribe", "conversation_id": "fleet-owned-1"});
     let mut alice = websocket(&a.url, sallyport_protocol::CLIENT_WS_PATH, Some(ALICE), &ca)
@@ -307,6 +366,26 @@ target = "{echo}"
         .expect("a launch after Redis restarted");
     let (sent, received) = echo_through(third.local_port(), 1 << 20, 4).await;
     assert_eq!(sent, received);
+
+    // Reports kept survive Redis's restart, and a router that joins later catches up on
+    // what the fleet's stream holds: a report sent to B after the restart is listed by D.
+    listed(&b.url, &ca, first.launch_id()).await;
+    let late = sallyport_core::history::LaunchRecord {
+        launch_id: third.launch_id().to_owned(),
+        started_unix_ms: third.checkpoints()[0].at_unix_ms,
+        total_ms: third.checkpoints().last().unwrap().total_ms,
+        checkpoints: third.checkpoints(),
+        ..record
+    };
+    sallyport_core::router_api::RouterApi::with_ca_file(&b.url, ALICE, Some(&ca))
+        .unwrap()
+        .report_launch(&late.report(), Duration::from_secs(5))
+        .await
+        .expect("B keeps the report");
+    let d = Router::start("router-d", &dir, &pki, &redis.url(), &public).await;
+    listed(&d.url, &ca, third.launch_id()).await;
+    listed(&a.url, &ca, third.launch_id()).await;
+    d.kill().await;
 
     for session in [first, second, third, fourth] {
         session.close().await;

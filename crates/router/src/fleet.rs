@@ -9,6 +9,7 @@
 //! | `P:res:{gateway}` | the resources the gateway last announced (JSON list) | 7 days, refreshed with the above |
 //! | `P:conv:{conversation}` | hash: `client` (owner), `gateway`, `router` (the subscriber's) | 600 s after the last use |
 //! | `P:stream:{conversation}` | list: the gateway's streamed messages not yet delivered (at most 64) | 600 s |
+//! | `P:reports` | stream: every launch report a router of the fleet received (about `max_reports` entries) | - |
 //! | channel `P:router:{router}` | `forward`, `reply` and `wake` messages to one router | - |
 //! | channel `P:fleet` | `gateway_online` and `gateway_lost`, to every router | - |
 //!
@@ -48,6 +49,9 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// Writes waiting for Redis, at most: past it (Redis away or stuck) a write is dropped and
 /// logged rather than held in memory.
 const WRITE_QUEUE: usize = 4096;
+/// How often a router reads the fleet's new launch reports, and how many at a time.
+const REPORTS_POLL: Duration = Duration::from_secs(1);
+const REPORTS_BATCH: usize = 256;
 
 /// A message on a router's own channel.
 #[derive(Debug, Serialize, Deserialize)]
@@ -170,6 +174,74 @@ impl Fleet {
 
     fn fleet_channel(&self) -> String {
         format!("{}:fleet", self.prefix)
+    }
+
+    fn reports_stream(&self) -> String {
+        format!("{}:reports", self.prefix)
+    }
+
+    /// Append a launch report this router kept to the fleet's stream, which keeps about
+    /// `max_len` of them (as many as a router's store).
+    pub(crate) async fn publish_report(
+        &self,
+        report: &crate::reports::SharedReport,
+        max_len: u64,
+    ) -> Result<(), RouterError> {
+        let stream = self.reports_stream();
+        let entry = serde_json::to_string(report).expect("a report serializes");
+        let router = self.router_id.clone();
+        self.call(|mut c| async move {
+            redis::cmd("XADD")
+                .arg(stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(max_len)
+                .arg("*")
+                .arg("router")
+                .arg(router)
+                .arg("report")
+                .arg(entry)
+                .query_async::<String>(&mut c)
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The fleet's launch reports after `position`, at most [`REPORTS_BATCH`]: each entry's
+    /// id and its report (`None` for an entry that does not read as one).
+    async fn read_reports(
+        &self,
+        position: &str,
+    ) -> Result<Vec<(String, Option<crate::reports::SharedReport>)>, RouterError> {
+        type Entries = Vec<(String, Vec<(String, Vec<String>)>)>;
+        let stream = self.reports_stream();
+        let position = position.to_owned();
+        let reply: Option<Entries> = self
+            .call(|mut c| async move {
+                redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(REPORTS_BATCH)
+                    .arg("STREAMS")
+                    .arg(stream)
+                    .arg(position)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let entries = reply
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, entries)| entries)
+            .map(|(id, fields)| {
+                let report = fields
+                    .chunks(2)
+                    .find(|pair| pair[0] == "report" && pair.len() == 2)
+                    .and_then(|pair| serde_json::from_str(&pair[1]).ok());
+                (id, report)
+            })
+            .collect();
+        Ok(entries)
     }
 
     async fn conn(&self) -> Result<ConnectionManager, RouterError> {
@@ -616,7 +688,73 @@ pub(crate) async fn run(
         _ = writer(&fleet, writes) => {}
         _ = refresh(&shared, &fleet) => {}
         _ = listen(&shared, &fleet) => {}
+        _ = copy_reports(&shared, &fleet) => {}
         _ = shutdown.recv() => {}
+    }
+}
+
+/// Copy the fleet's launch reports into this router's store, so that support staff see every
+/// router's launches from any router: every second, from where the store says it got to
+/// (a router that was away catches up on what the stream still holds). Nothing to do when
+/// this router keeps no reports.
+async fn copy_reports(shared: &Weak<Shared>, fleet: &Fleet) {
+    let stream = fleet.reports_stream();
+    let mut position = None;
+    let mut tick = tokio::time::interval(REPORTS_POLL);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if !shared.reports.enabled() {
+            drop(shared);
+            return std::future::pending().await;
+        }
+        loop {
+            let from = match &position {
+                Some(from) => from,
+                None => match shared.reports.fleet_position(&stream).await {
+                    Ok(from) => position.insert(from),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "fleet: cannot read the reports' position");
+                        break;
+                    }
+                },
+            };
+            let entries = match fleet.read_reports(from).await {
+                Ok(entries) => entries,
+                Err(e) => {
+                    tracing::debug!(error = %e, "fleet: launch reports not read");
+                    break;
+                }
+            };
+            let Some((last, _)) = entries.last() else {
+                break;
+            };
+            let last = last.clone();
+            let full = entries.len() >= REPORTS_BATCH;
+            let reports = entries
+                .into_iter()
+                .filter_map(|(id, report)| {
+                    if report.is_none() {
+                        tracing::warn!(%id, "fleet: skipped an entry that is not a launch report");
+                    }
+                    report
+                })
+                .collect();
+            if let Err(e) = shared
+                .reports
+                .copy_from_fleet(&stream, reports, last.clone())
+                .await
+            {
+                tracing::warn!(error = %e, "fleet: launch reports not kept");
+                break;
+            }
+            position = Some(last);
+            if !full {
+                break;
+            }
+        }
     }
 }
 

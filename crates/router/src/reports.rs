@@ -170,6 +170,10 @@ CREATE TABLE IF NOT EXISTS launches (
     UNIQUE (user, launch_id)
 );
 CREATE INDEX IF NOT EXISTS launches_started ON launches (started_unix_ms);
+CREATE TABLE IF NOT EXISTS fleet_position (
+    stream TEXT PRIMARY KEY,
+    last_id TEXT NOT NULL
+);
 ";
 
 const COLUMNS: &str = "user, launch_id, resource, gateway, profile, outcome, code, \
@@ -207,12 +211,14 @@ impl Store {
     }
 }
 
-/// Keep `report` from `user` (a report with the same user and launch id replaces the earlier
-/// one), then drop what is past the retention and beyond the cap.
+/// Keep `report` from `user`, received at `received_unix_ms` (a report with the same user and
+/// launch id replaces the earlier one), then drop what is past the retention and beyond the
+/// cap.
 fn insert(
     db: &Connection,
     user: &str,
     report: &LaunchReport,
+    received_unix_ms: u64,
     cutoff: u64,
     max_reports: u64,
 ) -> rusqlite::Result<()> {
@@ -231,7 +237,7 @@ fn insert(
             report.outcome.as_str(),
             report.code.map(|c| c.as_str()),
             report.started_unix_ms as i64,
-            now_ms() as i64,
+            received_unix_ms as i64,
             report.total_ms,
             report.attempts(),
             checkpoints,
@@ -493,10 +499,96 @@ async fn store_report(shared: &Shared, request: Request) -> Result<StatusCode, R
     let user = client.name.clone();
     let cutoff = shared.reports.retention_cutoff();
     let cap = shared.reports.config.max_reports;
+    let received = now_ms();
+    let shared_report = shared.fleet.as_ref().map(|_| SharedReport {
+        user: user.clone(),
+        received_unix_ms: received,
+        report: report.clone(),
+    });
     store
-        .with(move |db| insert(db, &user, &report, cutoff, cap))
+        .with(move |db| insert(db, &user, &report, received, cutoff, cap))
         .await?;
+    // In a fleet every router keeps every report: the others copy it from Redis. Kept here
+    // already, the report is not refused if Redis is away; the other routers miss it.
+    if let (Some(fleet), Some(shared_report)) = (&shared.fleet, shared_report) {
+        if let Err(e) = fleet.publish_report(&shared_report, cap).await {
+            tracing::warn!(error = %e, launch = %shared_report.report.launch_id,
+                "fleet: a launch report was kept here only");
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A launch report as the fleet's routers pass it on through Redis (`P:reports`).
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SharedReport {
+    pub user: String,
+    pub received_unix_ms: u64,
+    pub report: LaunchReport,
+}
+
+impl Reports {
+    /// Whether this router keeps reports (and so copies the fleet's).
+    pub(crate) fn enabled(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// How far this router has copied the fleet's report stream `stream` (`0-0`: not at all).
+    pub(crate) async fn fleet_position(&self, stream: &str) -> Result<String, RouterError> {
+        let stream = stream.to_owned();
+        let position = self
+            .store()?
+            .with(move |db| {
+                db.query_row(
+                    "SELECT last_id FROM fleet_position WHERE stream = ?1",
+                    params![stream],
+                    |row| row.get::<_, String>(0),
+                )
+                .optional()
+            })
+            .await?;
+        Ok(position.unwrap_or_else(|| "0-0".into()))
+    }
+
+    /// Keep reports other routers received, in the stream's order, and remember that the
+    /// stream was read up to `last_id`; all in one transaction. A report that does not pass
+    /// the checks of `POST /v1/launches` is skipped.
+    pub(crate) async fn copy_from_fleet(
+        &self,
+        stream: &str,
+        reports: Vec<SharedReport>,
+        last_id: String,
+    ) -> Result<(), RouterError> {
+        let cutoff = self.retention_cutoff();
+        let cap = self.config.max_reports;
+        let stream = stream.to_owned();
+        self.store()?
+            .with(move |db| {
+                let tx = db.unchecked_transaction()?;
+                for shared in &reports {
+                    if shared.report.v != PROTOCOL_VERSION || shared.report.validate().is_err() {
+                        tracing::warn!(launch = %shared.report.launch_id,
+                            "fleet: skipped a launch report that does not pass the checks");
+                        continue;
+                    }
+                    insert(
+                        &tx,
+                        &shared.user,
+                        &shared.report,
+                        shared.received_unix_ms,
+                        cutoff,
+                        cap,
+                    )?;
+                }
+                tx.execute(
+                    "INSERT OR REPLACE INTO fleet_position (stream, last_id) VALUES (?1, ?2)",
+                    params![stream, last_id],
+                )?;
+                tx.commit()
+            })
+            .await
+    }
 }
 
 /// The query's parameters, each at most once, each known to the endpoint; empty values are

@@ -46,7 +46,7 @@ use sallyport_ops::tls::ServerTls;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientAddr(pub IpAddr);
 
-fn source_of(addr: Option<Extension<ClientAddr>>) -> Option<IpAddr> {
+pub(crate) fn source_of(addr: Option<Extension<ClientAddr>>) -> Option<IpAddr> {
     addr.map(|Extension(ClientAddr(ip))| ip)
 }
 
@@ -335,11 +335,16 @@ impl Shared {
     /// A request without a valid token: counted, and written to the audit trail with the
     /// refusal's code (`unauthorized`, or an OpenID token's: `token_expired`, ...).
     fn unauthorized(&self, source: Option<IpAddr>, refusal: RouterError) -> RouterError {
+        self.fail(self.refused_sign_in(source, refusal))
+    }
+
+    /// Write a refused token to the audit trail (not counted: the caller counts its failure).
+    fn refused_sign_in(&self, source: Option<IpAddr>, refusal: RouterError) -> RouterError {
         self.audit.record(&AuditRecord {
             code: Some(refusal.code().to_string()),
             ..AuditRecord::new(events::SIGN_IN_REFUSED).source(source)
         });
-        self.fail(refusal)
+        refusal
     }
 
     /// Claim `conversation_id` for `client`, or refuse if another client holds it.

@@ -9,6 +9,7 @@
 //! then size, each part within the idle timeout).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use sallyport_protocol::report::{
     percentile, GroupBy, LaunchList, LaunchReport, LaunchStats, LaunchSummary, Outcome, PhaseStats,
@@ -27,7 +28,7 @@ use sallyport_protocol::{Code, PROTOCOL_VERSION};
 use serde::Deserialize;
 
 use crate::config::ClientEntry;
-use crate::{RouterError, Shared};
+use crate::{source_of, ClientAddr, RouterError, Shared};
 
 /// `[reports]` in the router's configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +46,10 @@ pub struct ReportsConfig {
     /// At most this many reports are kept; past it the oldest received go first.
     #[serde(default = "default_max_reports")]
     pub max_reports: u64,
+    /// At most this many from one user; past it that user's oldest go first, so that no one
+    /// user's reports can push out everyone else's.
+    #[serde(default = "default_max_reports_per_user")]
+    pub max_reports_per_user: u64,
     /// Largest report body, in bytes (413 `too_large` past it).
     #[serde(default = "default_max_report_bytes")]
     pub max_report_bytes: usize,
@@ -55,6 +60,9 @@ fn default_retention_hours() -> u64 {
 }
 fn default_max_reports() -> u64 {
     100_000
+}
+fn default_max_reports_per_user() -> u64 {
+    5_000
 }
 fn default_max_report_bytes() -> usize {
     32 * 1024
@@ -67,6 +75,7 @@ impl Default for ReportsConfig {
             path: None,
             retention_hours: default_retention_hours(),
             max_reports: default_max_reports(),
+            max_reports_per_user: default_max_reports_per_user(),
             max_report_bytes: default_max_report_bytes(),
         }
     }
@@ -82,6 +91,9 @@ impl ReportsConfig {
         }
         if self.max_reports < 1 {
             return bad("max_reports", "must be at least 1");
+        }
+        if self.max_reports_per_user < 1 {
+            return bad("max_reports_per_user", "must be at least 1");
         }
         if !(1024..=1024 * 1024).contains(&self.max_report_bytes) {
             return bad("max_report_bytes", "must be from 1024 to 1048576");
@@ -136,6 +148,14 @@ impl Reports {
     fn retention_cutoff(&self) -> u64 {
         now_ms().saturating_sub(self.config.retention_hours.saturating_mul(3_600_000))
     }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            cutoff: self.retention_cutoff(),
+            max_reports: self.config.max_reports,
+            max_per_user: self.config.max_reports_per_user,
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -170,6 +190,7 @@ CREATE TABLE IF NOT EXISTS launches (
     UNIQUE (user, launch_id)
 );
 CREATE INDEX IF NOT EXISTS launches_started ON launches (started_unix_ms);
+CREATE INDEX IF NOT EXISTS launches_user ON launches (user, id);
 CREATE TABLE IF NOT EXISTS fleet_position (
     stream TEXT PRIMARY KEY,
     last_id TEXT NOT NULL
@@ -211,16 +232,24 @@ impl Store {
     }
 }
 
+/// What [`insert`] keeps: nothing started before `cutoff`, at most `max_reports` in all and
+/// `max_per_user` from one user.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    cutoff: u64,
+    max_reports: u64,
+    max_per_user: u64,
+}
+
 /// Keep `report` from `user`, received at `received_unix_ms` (a report with the same user and
 /// launch id replaces the earlier one), then drop what is past the retention and beyond the
-/// cap.
+/// caps (the user's, then the store's).
 fn insert(
     db: &Connection,
     user: &str,
     report: &LaunchReport,
     received_unix_ms: u64,
-    cutoff: u64,
-    max_reports: u64,
+    limits: Limits,
 ) -> rusqlite::Result<()> {
     let checkpoints = serde_json::to_string(&report.checkpoints).expect("checkpoints serialize");
     db.execute(
@@ -246,12 +275,25 @@ fn insert(
     )?;
     db.execute(
         "DELETE FROM launches WHERE started_unix_ms < ?1",
-        params![cutoff as i64],
+        params![limits.cutoff as i64],
     )?;
+    let users_last_dropped: Option<i64> = db
+        .query_row(
+            "SELECT id FROM launches WHERE user = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
+            params![user, limits.max_per_user as i64],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if let Some(id) = users_last_dropped {
+        db.execute(
+            "DELETE FROM launches WHERE user = ?1 AND id <= ?2",
+            params![user, id],
+        )?;
+    }
     let last_dropped: Option<i64> = db
         .query_row(
             "SELECT id FROM launches ORDER BY id DESC LIMIT 1 OFFSET ?1",
-            params![max_reports as i64],
+            params![limits.max_reports as i64],
             |row| row.get(0),
         )
         .optional()?;
@@ -428,19 +470,25 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route(WHOAMI_PATH, get(whoami))
 }
 
+/// The token's client; a refused token goes to the audit trail, as on every endpoint.
 async fn client<'a>(
     shared: &'a Shared,
     headers: &HeaderMap,
+    source: Option<IpAddr>,
 ) -> Result<std::borrow::Cow<'a, ClientEntry>, RouterError> {
-    shared.client_for_token(headers).await
+    shared
+        .client_for_token(headers)
+        .await
+        .map_err(|refusal| shared.refused_sign_in(source, refusal))
 }
 
 /// A support token's client, once the token, the reports and the role are known good.
 async fn support<'a>(
     shared: &'a Shared,
     headers: &HeaderMap,
+    source: Option<IpAddr>,
 ) -> Result<(std::borrow::Cow<'a, ClientEntry>, &'a Store), RouterError> {
-    let client = client(shared, headers).await?;
+    let client = client(shared, headers, source).await?;
     let store = shared.reports.store()?;
     if !client.roles.iter().any(|r| r == SUPPORT_ROLE) {
         return Err(RouterError::Forbidden(format!(
@@ -453,9 +501,10 @@ async fn support<'a>(
 
 async fn whoami(
     State(shared): State<Arc<Shared>>,
+    addr: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
 ) -> Result<Json<WhoAmI>, RouterError> {
-    let client = client(&shared, &headers)
+    let client = client(&shared, &headers, source_of(addr))
         .await
         .map_err(|e| shared.fail(e))?;
     Ok(Json(WhoAmI {
@@ -475,7 +524,8 @@ async fn submit(
 
 async fn store_report(shared: &Shared, request: Request) -> Result<StatusCode, RouterError> {
     let (parts, body) = request.into_parts();
-    let client = client(shared, &parts.headers).await?;
+    let source = parts.extensions.get::<ClientAddr>().map(|a| a.0);
+    let client = client(shared, &parts.headers, source).await?;
     let store = shared.reports.store()?;
     let max = shared.reports.config.max_report_bytes;
     let body = crate::read_body(&parts.headers, body, max, shared.limits.idle).await?;
@@ -497,8 +547,8 @@ async fn store_report(shared: &Shared, request: Request) -> Result<StatusCode, R
         }
     }
     let user = client.name.clone();
-    let cutoff = shared.reports.retention_cutoff();
-    let cap = shared.reports.config.max_reports;
+    let limits = shared.reports.limits();
+    let cap = limits.max_reports;
     let received = now_ms();
     let shared_report = shared.fleet.as_ref().map(|_| SharedReport {
         user: user.clone(),
@@ -506,7 +556,7 @@ async fn store_report(shared: &Shared, request: Request) -> Result<StatusCode, R
         report: report.clone(),
     });
     store
-        .with(move |db| insert(db, &user, &report, received, cutoff, cap))
+        .with(move |db| insert(db, &user, &report, received, limits))
         .await?;
     // In a fleet every router keeps every report: the others copy it from Redis. Kept here
     // already, the report is not refused if Redis is away; the other routers miss it.
@@ -560,8 +610,7 @@ impl Reports {
         reports: Vec<SharedReport>,
         last_id: String,
     ) -> Result<(), RouterError> {
-        let cutoff = self.retention_cutoff();
-        let cap = self.config.max_reports;
+        let limits = self.limits();
         let stream = stream.to_owned();
         self.store()?
             .with(move |db| {
@@ -577,8 +626,7 @@ impl Reports {
                         &shared.user,
                         &shared.report,
                         shared.received_unix_ms,
-                        cutoff,
-                        cap,
+                        limits,
                     )?;
                 }
                 tx.execute(
@@ -651,11 +699,12 @@ fn filter(params: &mut HashMap<String, String>) -> Result<Filter, RouterError> {
 
 async fn list(
     State(shared): State<Arc<Shared>>,
+    addr: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Json<LaunchList>, RouterError> {
     let result = async {
-        let (_, store) = support(&shared, &headers).await?;
+        let (_, store) = support(&shared, &headers, source_of(addr)).await?;
         let known: Vec<&str> = FILTERS.iter().copied().chain(["limit"]).collect();
         let mut params = parameters(query.as_deref(), &known)?;
         let limit = match params.remove("limit") {
@@ -683,11 +732,12 @@ async fn list(
 
 async fn launch_stats(
     State(shared): State<Arc<Shared>>,
+    addr: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Json<LaunchStats>, RouterError> {
     let result = async {
-        let (_, store) = support(&shared, &headers).await?;
+        let (_, store) = support(&shared, &headers, source_of(addr)).await?;
         let known: Vec<&str> = FILTERS.iter().copied().chain(["group_by"]).collect();
         let mut params = parameters(query.as_deref(), &known)?;
         let group_by = match params.remove("group_by") {

@@ -474,3 +474,67 @@ async fn a_file_store_outlives_the_router_and_a_bad_path_is_named() {
     assert!(err.contains("reports.path"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_refused_token_on_the_report_endpoints_is_in_the_audit_trail() {
+    let dir = std::env::temp_dir().join(format!("sallyport-reports-audit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let audit = dir.join("audit.jsonl");
+    let _ = std::fs::remove_file(&audit);
+    let router = router(&format!(
+        "audit_log = {:?}\n[reports]\nenabled = true\n",
+        audit.display().to_string()
+    ))
+    .await;
+    let url = router.url();
+    let (status, _) = post(&url, "stolen-token", &report("alice-0001", "db", "dc1")).await;
+    assert_eq!(status, 401);
+    for path in ["/v1/launches", "/v1/launches/stats", "/v1/me"] {
+        let (status, body) = get(&url, "stolen-token", path).await;
+        assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    }
+    router.shutdown().await;
+    let refused: Vec<Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &Value| r["event"] == "sign_in_refused")
+        .collect();
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    for record in &refused {
+        assert_eq!(record["code"], "unauthorized");
+        assert_eq!(record["source"], "127.0.0.1");
+    }
+}
+
+#[tokio::test]
+async fn one_user_s_reports_cannot_push_out_another_s() {
+    let router =
+        router("[reports]\nenabled = true\nmax_reports = 4\nmax_reports_per_user = 2\n").await;
+    let url = router.url();
+    let (status, _) = post(&url, BOB_TOKEN, &report("bob-00001", "db", "dc1")).await;
+    assert_eq!(status, 204);
+    for i in 1..=6 {
+        let id = format!("alice-0000{i}");
+        let (status, _) = post(&url, support::CLIENT_TOKEN, &report(&id, "db", "dc1")).await;
+        assert_eq!(status, 204);
+    }
+    let mut kept = ids(&list(&url, "").await)
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    kept.sort();
+    assert_eq!(
+        kept,
+        ["alice-00005", "alice-00006", "bob-00001"],
+        "alice's cap keeps her newest two; bob's report stays"
+    );
+    router.shutdown().await;
+
+    let bad = "[reports]\nenabled = true\nmax_reports_per_user = 0\n";
+    let err = sallyport_router::RouterConfig::parse(&config(bad)).unwrap_err();
+    assert!(
+        err.to_string().contains("reports.max_reports_per_user"),
+        "{err}"
+    );
+}

@@ -4,9 +4,13 @@
 //! once the gateway is on router B; ownership of a conversation holds across routers; Redis
 //! restarted, the routers reconnect and the fleet launches again without a router restarted.
 //! A launch report sent to one router is listed by every router, one started later included.
+//! A router whose connections to Redis go silent without closing subscribes again by itself.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -14,7 +18,7 @@ use sallyport_core::{Launcher, Profile, StickyPorts};
 use sallyport_protocol::GatewayPublicKey;
 use sallyport_relay::RedisServer;
 use sallyport_tests::{echo_target, echo_through, pki, request, scratch, websocket, Pki};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 
 const ALICE: &str = "alice-fleet-token";
@@ -390,6 +394,161 @@ target = "{echo}"
     for session in [first, second, third, fourth] {
         session.close().await;
     }
+    gateway.shutdown().await;
+    a.kill().await;
+    b.kill().await;
+    redis.stop().await;
+}
+
+/// A TCP proxy in front of Redis whose connections can be frozen: they stay open and carry
+/// nothing more, as when a host or a firewall on the way goes silent. Connections made
+/// after a freeze are carried.
+struct FreezingProxy {
+    addr: SocketAddr,
+    generation: Arc<AtomicU64>,
+}
+
+impl FreezingProxy {
+    async fn start(upstream: SocketAddr) -> FreezingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let generation = Arc::new(AtomicU64::new(0));
+        let current = generation.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let born = current.load(Ordering::SeqCst);
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                for (mut from, mut to) in [(client_read, server_write), (server_read, client_write)]
+                {
+                    let current = current.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if current.load(Ordering::SeqCst) != born {
+                                // Frozen: hold both ends open, carry nothing.
+                                std::future::pending::<()>().await;
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        FreezingProxy { addr, generation }
+    }
+
+    fn freeze(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_whose_redis_connections_go_silent_subscribes_again() {
+    let dir = scratch("fleet-silent");
+    let pki = pki("fleet-silent");
+    let ca = pki.ca_file().to_owned();
+    let redis_port = free_port();
+    let redis = RedisServer::start(redis_port).await.unwrap();
+    let proxy = FreezingProxy::start(([127, 0, 0, 1], redis_port).into()).await;
+    let key = sallyport_gateway::generate_key(&dir.join("gw.key")).unwrap();
+    let public = key.public();
+    // A reaches Redis through the proxy; B directly. The gateway is on A only, so B's
+    // launches are forwarded to A on A's channel.
+    let a = Router::start(
+        "router-a",
+        &dir,
+        &pki,
+        &format!("redis://{}", proxy.addr),
+        &public,
+    )
+    .await;
+    let b = Router::start("router-b", &dir, &pki, &redis.url(), &public).await;
+    let echo = echo_target().await;
+    let gateway = sallyport_gateway::spawn(
+        sallyport_gateway::GatewayConfig::parse(&format!(
+            r#"router_url = "{}"
+ca_file = "{}"
+gateway_id = "gw"
+token = "{GATEWAY_TOKEN}"
+key_file = "{}"
+webrtc_udp = ["127.0.0.1:0"]
+[[resources]]
+name = "echo"
+protocol = "tcp"
+target = "{echo}"
+"#,
+            a.url,
+            ca.display(),
+            dir.join("gw.key").display()
+        ))
+        .unwrap(),
+        key,
+    )
+    .unwrap();
+    assert!(gateway.wait_online(Duration::from_secs(10)).await);
+    wait_online(&b.url, &ca, Duration::from_secs(10)).await;
+    let profile = sallyport_core::ClientProfile {
+        ca_file: Some(ca.clone()),
+        gateways: [("gw".to_owned(), public.to_base64())].into(),
+        webrtc_udp: Some(vec!["127.0.0.1:0".into()]),
+        ..sallyport_core::ClientProfile::new(&b.url)
+    };
+    let launch = || async {
+        let state = scratch("fleet-silent-client");
+        Launcher::new(
+            profile.clone(),
+            ALICE,
+            StickyPorts::new(state.join("ports.json")),
+        )
+        .unwrap()
+        .with_state_dir(state)
+        .launch(request("echo", Profile::Fast))
+        .await
+    };
+    let before = launch()
+        .await
+        .expect("a launch on B through the gateway on A");
+    before.close().await;
+
+    // Every connection A has to Redis goes silent. A finds its subscription deaf (its echo
+    // does not come back), subscribes again on a new connection, and B's launches reach the
+    // gateway again.
+    proxy.freeze();
+    let frozen = Instant::now();
+    let deadline = frozen + Duration::from_secs(90);
+    let session = loop {
+        match launch().await {
+            Ok(session) => break session,
+            Err(e) => {
+                eprintln!(
+                    "{:.1} s after the freeze: {e}",
+                    frozen.elapsed().as_secs_f64()
+                );
+                assert!(
+                    Instant::now() < deadline,
+                    "A never heard its channel again: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    eprintln!(
+        "launching through A again {:.1} s after its Redis connections went silent",
+        frozen.elapsed().as_secs_f64()
+    );
+    let (sent, received) = echo_through(session.local_port(), 1 << 16, 7).await;
+    assert_eq!(sent, received);
+    session.close().await;
     gateway.shutdown().await;
     a.kill().await;
     b.kill().await;

@@ -52,6 +52,10 @@ const WRITE_QUEUE: usize = 4096;
 /// How often a router reads the fleet's new launch reports, and how many at a time.
 const REPORTS_POLL: Duration = Duration::from_secs(1);
 const REPORTS_BATCH: usize = 256;
+/// How often a router checks that its subscription still hears its own channel, and how long
+/// the echo may take: a connection to Redis that went silent without closing (a host or a
+/// firewall gone) is replaced within two of these.
+const SUBSCRIPTION_CHECK: Duration = Duration::from_secs(10);
 
 /// A message on a router's own channel.
 #[derive(Debug, Serialize, Deserialize)]
@@ -71,6 +75,9 @@ enum ToRouter {
     },
     /// Messages wait in the conversation's list.
     Wake { conversation_id: String },
+    /// A router's check of its own subscription: it publishes this to its own channel and
+    /// expects to hear it back.
+    Echo { nonce: u64 },
 }
 
 /// A message to every router.
@@ -130,8 +137,11 @@ pub(crate) struct Fleet {
     prefix: String,
     client: redis::Client,
     /// Made once Redis first answers (the router starts without it), then reconnecting by
-    /// itself.
-    conn: tokio::sync::OnceCell<ConnectionManager>,
+    /// itself after a connection closes; replaced when a command times out (a connection that
+    /// went silent without closing is never given up by the manager itself).
+    conn: Mutex<Option<ConnectionManager>>,
+    /// Held while a silent connection is being replaced, so that only one caller does it.
+    replacing: tokio::sync::Mutex<()>,
     writes: mpsc::Sender<Write>,
     /// Forwards this router sent to other routers, by request id.
     remote: Mutex<HashMap<u64, RemoteWait>>,
@@ -155,7 +165,8 @@ impl Fleet {
             router_id,
             prefix,
             client,
-            conn: tokio::sync::OnceCell::new(),
+            conn: Mutex::new(None),
+            replacing: tokio::sync::Mutex::new(()),
             writes,
             remote: Mutex::new(HashMap::new()),
             local: Mutex::new(HashMap::new()),
@@ -246,24 +257,53 @@ impl Fleet {
 
     async fn conn(&self) -> Result<ConnectionManager, RouterError> {
         self.conn
-            .get()
-            .cloned()
+            .lock()
+            .unwrap()
+            .clone()
             .ok_or_else(|| RouterError::FleetUnavailable("not connected to Redis yet".into()))
     }
 
-    /// Run a command with the deadline; any failure reads as `fleet_unavailable`.
+    /// A connection manager with the fleet's deadlines.
+    async fn connect(&self) -> redis::RedisResult<ConnectionManager> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_max_delay(RECONNECT_MAX);
+        ConnectionManager::new_with_config(self.client.clone(), config).await
+    }
+
+    /// Run a command with the deadline; any failure reads as `fleet_unavailable`. A command
+    /// that timed out replaces the connection.
     async fn call<T, F>(&self, f: impl FnOnce(ConnectionManager) -> F) -> Result<T, RouterError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let conn = self.conn().await?;
-        match tokio::time::timeout(REDIS_TIMEOUT, f(conn)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(RouterError::FleetUnavailable(e.to_string())),
-            Err(_) => Err(RouterError::FleetUnavailable(format!(
-                "Redis did not answer within {} s",
-                REDIS_TIMEOUT.as_secs()
-            ))),
+        let error = match tokio::time::timeout(REDIS_TIMEOUT, f(conn)).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) if !e.is_timeout() => {
+                return Err(RouterError::FleetUnavailable(e.to_string()))
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("Redis did not answer within {} s", REDIS_TIMEOUT.as_secs()),
+        };
+        self.replace_silent_connection().await;
+        Err(RouterError::FleetUnavailable(error))
+    }
+
+    /// Make a new connection in place of one that went silent (one caller at a time; the
+    /// others fail meanwhile as they would have anyway).
+    async fn replace_silent_connection(&self) {
+        let Ok(_replacing) = self.replacing.try_lock() else {
+            return;
+        };
+        match tokio::time::timeout(REDIS_TIMEOUT, self.connect()).await {
+            Ok(Ok(conn)) => {
+                *self.conn.lock().unwrap() = Some(conn);
+                tracing::warn!("fleet: a Redis command timed out; connected to Redis again");
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "fleet: Redis unreachable"),
+            Err(_) => tracing::warn!("fleet: Redis did not accept a new connection in time"),
         }
     }
 
@@ -660,15 +700,11 @@ pub(crate) async fn run(
     mut shutdown: sallyport_kit::Shutdown,
 ) {
     let connect = async {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_max_delay(RECONNECT_MAX);
         let mut backoff = Duration::from_millis(100);
         loop {
-            match ConnectionManager::new_with_config(fleet.client.clone(), config.clone()).await {
+            match fleet.connect().await {
                 Ok(conn) => {
-                    let _ = fleet.conn.set(conn);
+                    *fleet.conn.lock().unwrap() = Some(conn);
                     tracing::info!(router = %fleet.router_id, "fleet: connected to Redis");
                     return;
                 }
@@ -813,6 +849,9 @@ async fn refresh(shared: &Weak<Shared>, fleet: &Fleet) {
 /// drops.
 async fn listen(shared: &Weak<Shared>, fleet: &Arc<Fleet>) {
     let mut backoff = Duration::from_millis(100);
+    // Numbers this router's echoes, so one from an earlier subscription is not taken for
+    // the current one's.
+    let mut echoes: u64 = 0;
     loop {
         let pubsub = tokio::time::timeout(REDIS_TIMEOUT, fleet.client.get_async_pubsub()).await;
         let mut pubsub = match pubsub {
@@ -847,7 +886,32 @@ async fn listen(shared: &Weak<Shared>, fleet: &Arc<Fleet>) {
             }
         }
         let mut messages = pubsub.into_on_message();
-        while let Some(message) = messages.next().await {
+        let mut check = tokio::time::interval(SUBSCRIPTION_CHECK);
+        check.reset();
+        // The echo published and not heard back yet.
+        let mut awaiting: Option<u64> = None;
+        loop {
+            let message = tokio::select! {
+                message = messages.next() => message,
+                _ = check.tick() => {
+                    if awaiting.is_some() {
+                        tracing::warn!("fleet: the subscription did not hear its own echo");
+                        break;
+                    }
+                    echoes += 1;
+                    let nonce = echoes;
+                    // Not published (Redis away, or this connection silent too): it will not
+                    // come back either, and subscribing again is what is needed anyway.
+                    if let Err(e) = fleet.publish(&channels[0], &ToRouter::Echo { nonce }).await {
+                        tracing::debug!(error = %e, "fleet: echo not published");
+                    }
+                    awaiting = Some(nonce);
+                    continue;
+                }
+            };
+            let Some(message) = message else {
+                break;
+            };
             let Some(shared) = shared.upgrade() else {
                 return;
             };
@@ -859,6 +923,11 @@ async fn listen(shared: &Weak<Shared>, fleet: &Arc<Fleet>) {
                 }
             } else {
                 match serde_json::from_slice::<ToRouter>(payload) {
+                    Ok(ToRouter::Echo { nonce }) => {
+                        if awaiting == Some(nonce) {
+                            awaiting = None;
+                        }
+                    }
                     Ok(message) => on_router_message(&shared, fleet, message).await,
                     Err(e) => tracing::warn!(error = %e, "fleet: unreadable router message"),
                 }
@@ -911,6 +980,8 @@ async fn on_router_message(shared: &Arc<Shared>, fleet: &Arc<Fleet>, message: To
                 fleet.drain_to(shared, &conversation_id).await;
             }
         }
+        // Another router's echo, or one of ours from an earlier subscription: nothing to do.
+        ToRouter::Echo { .. } => {}
     }
 }
 

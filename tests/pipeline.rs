@@ -1,5 +1,5 @@
 //! The launch pipeline against the real router and gateway: order of checkpoints, the offer
-//! retry with catch-up, the resource cache.
+//! retry with catch-up, the resource cache, a fast launch whose WebSocket is refused.
 
 use std::time::Duration;
 
@@ -306,4 +306,177 @@ async fn sticky_ports_and_taken_ports() {
     // Closed means closed: the port is free again.
     assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
     lab.shutdown().await;
+}
+
+/// A plain-HTTP proxy in front of a router that refuses every WebSocket upgrade (as some
+/// corporate proxies do) and counts what went through: upgrades refused, and non-streamed
+/// `start` messages (their envelope is plain JSON; only the payload is sealed).
+struct NoWebSockets {
+    addr: std::net::SocketAddr,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    inline_starts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl NoWebSockets {
+    async fn start(upstream: std::net::SocketAddr) -> NoWebSockets {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let inline_starts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (r, s) = (refused.clone(), inline_starts.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let (refused, inline_starts) = (r.clone(), s.clone());
+                tokio::spawn(async move {
+                    let mut first = vec![0u8; 64 * 1024];
+                    let Ok(n) = client.read(&mut first).await else {
+                        return;
+                    };
+                    if String::from_utf8_lossy(&first[..n]).starts_with("GET /v1/ws/") {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        let _ = client
+                            .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.split();
+                    let up = async {
+                        let mut chunk = first;
+                        let mut n = n;
+                        loop {
+                            let text = String::from_utf8_lossy(&chunk[..n]);
+                            inline_starts.fetch_add(
+                                text.matches(r#""kind":"start","stream_response":false"#)
+                                    .count(),
+                                Ordering::SeqCst,
+                            );
+                            if n == 0 || server_write.write_all(&chunk[..n]).await.is_err() {
+                                return;
+                            }
+                            n = match client_read.read(&mut chunk).await {
+                                Ok(n) => n,
+                                Err(_) => return,
+                            };
+                        }
+                    };
+                    let down = tokio::io::copy(&mut server_read, &mut client_write);
+                    tokio::select! {
+                        _ = up => {}
+                        _ = down => {}
+                    }
+                });
+            }
+        });
+        NoWebSockets {
+            addr,
+            refused,
+            inline_starts,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_launch_without_a_websocket_still_connects_and_keeps_trying_to_subscribe() {
+    use std::sync::atomic::Ordering;
+    let target_addr = sallyport_tests::echo_target().await;
+    let key = GatewayKeyPair::generate();
+    let router = sallyport_router::spawn(RouterConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        plain_http: true,
+        gateways: vec![GatewayEntry {
+            id: "gw".into(),
+            token: "nows-gateway-token".into(),
+            public_key: key.public().to_base64(),
+            resources: vec![],
+        }],
+        clients: vec![ClientEntry {
+            name: "c".into(),
+            token: "nows-client-token".into(),
+            resources: vec!["*".into()],
+            roles: vec![],
+        }],
+        ..RouterConfig::default()
+    })
+    .await
+    .unwrap();
+    let gateway = sallyport_gateway::spawn(
+        GatewayConfig {
+            router_url: router.url(),
+            router_urls: Vec::new(),
+            ca_file: None,
+            connection_log: None,
+            gateway_id: "gw".into(),
+            token: "nows-gateway-token".into(),
+            key_file: "unused".into(),
+            max_sessions: 4,
+            max_connections_per_session: 4,
+            connect_timeout_ms: 2000,
+            webrtc_udp: vec!["127.0.0.1:0".into()],
+            ice_servers: vec![],
+            webrtc_ports: None,
+            webrtc_advertise: None,
+            webrtc_max_datagram: None,
+            resources: vec![ResourceConfig {
+                name: "echo".into(),
+                protocol: "tcp".into(),
+                target: target_addr.to_string(),
+            }],
+        },
+        key.clone(),
+    )
+    .unwrap();
+    assert!(gateway.wait_online(Duration::from_secs(10)).await);
+    let proxy =
+        NoWebSockets::start(router.url().trim_start_matches("http://").parse().unwrap()).await;
+    let dir = scratch("no-websockets");
+    let launcher = Launcher::new(
+        ClientProfile {
+            gateways: [("gw".to_owned(), key.public().to_base64())].into(),
+            webrtc_udp: Some(vec!["127.0.0.1:0".into()]),
+            ..ClientProfile::new(&format!("http://{}", proxy.addr))
+        },
+        "nows-client-token",
+        StickyPorts::new(dir.join("p.json")),
+    )
+    .unwrap()
+    .with_state_dir(dir);
+
+    let session = launcher
+        .launch(request("echo", Profile::Fast))
+        .await
+        .expect("a launch whose WebSocket is refused");
+    let recorded = session.checkpoints();
+    let registration = &recorded[position(&recorded, names::WEBSOCKET_READY_BACKEND_DELAY_DONE)];
+    assert!(
+        registration
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("inline"),
+        "{registration:?}"
+    );
+    let (a, b) = echo_through(session.local_port(), 64 * 1024, 9).await;
+    assert_eq!(a, b);
+    // In the background: the offer asked again inline for the gateway's candidates, and the
+    // socket keeps being tried (250 ms, doubling).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while proxy.refused.load(Ordering::SeqCst) < 3 || proxy.inline_starts.load(Ordering::SeqCst) < 1
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upgrades refused {}, inline starts {}",
+            proxy.refused.load(Ordering::SeqCst),
+            proxy.inline_starts.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    session.close().await;
+    gateway.shutdown().await;
+    router.shutdown().await;
 }

@@ -228,17 +228,27 @@ impl Launcher {
         let offer = self
             .pre_offer(tube, offer, trickle, tunables, recorder)
             .await?;
+        let sent = offer.clone();
         let reply = self
             .send_offer(conversation, offer, trickle, tunables, recorder)
             .await?;
         self.receive_answer(conversation, tube, reply, trickle, &mut signal, recorder)
             .await?;
-        if tunables.offer_at_once {
-            // ICE is under way in the tube; the socket is still needed for the gateway's
-            // later candidates and its word that the conversation ended.
-            self.register(request, &mut signal, recorder).await?;
+        // ICE is under way in the tube; the socket is still needed for the gateway's later
+        // candidates and its word that the conversation ended.
+        let lost = tunables.offer_at_once
+            && trickle
+            && !self.register(request, &mut signal, recorder).await?;
+        if lost {
+            // Subscribe again, in the background, as after any drop of the socket.
+            signal
+                .early
+                .push(SignalEvent::Lost("lost before it registered".into()));
         }
-        let background = watch_signal(conversation, tube.clone(), signal, trickle);
+        let mut background = watch_signal(conversation, tube.clone(), signal, trickle);
+        if lost {
+            background.spawn(conversation.clone().gathered_inline(tube.clone(), sent));
+        }
         self.connect_data_plane(tube, tunables, recorder).await?;
         let port = self.local_listener_ready(&plan.listener, recorder)?;
         let first = self.connect_target(tube, tunables, recorder).await?;
@@ -343,9 +353,13 @@ impl Launcher {
                 recorder.mark_with(
                     names::WEBSOCKET_READY_BACKEND_DELAY_DONE,
                     None,
-                    Some("router websocket lost; subscribing again in the background".into()),
+                    Some(
+                        "router websocket lost; subscribing again and asking for the \
+                         gateway's candidates inline"
+                            .into(),
+                    ),
                 );
-                Ok(request.trickle)
+                Ok(false)
             }
             Registration::Lost => {
                 recorder.mark_with(
@@ -718,6 +732,33 @@ impl Conversation {
         open_answer(&self.keys, payload)
     }
 
+    /// Without a socket the gateway's later candidates cannot reach us: ask it for its answer
+    /// again, inline (the same `start`, not streamed: the gateway waits for its gathering and
+    /// answers from the peer it has), and check the candidates that answer carries.
+    async fn gathered_inline(self, tube: Arc<ClientTube>, offer: SessionDescription) {
+        let start = self.start_message(offer, false);
+        let answer = match self
+            .api
+            .send(
+                &self.resource.gateway,
+                &start,
+                OFFER_TIMEOUT + Duration::from_secs(2),
+            )
+            .await
+        {
+            Ok(reply) => reply.payload.map(|payload| self.open_answer(&payload)),
+            Err(e) => {
+                tracing::warn!(code = %e.code(), "could not ask for the gateway's candidates");
+                return;
+            }
+        };
+        match answer {
+            Some(Ok(answer)) => tube.add_candidates_of(&answer).await,
+            Some(Err(e)) => tracing::warn!(error = %e, "the gateway's answer again did not open"),
+            None => tracing::warn!("the gateway's answer again was empty"),
+        }
+    }
+
     /// Send our candidates to the gateway.
     async fn trickle(&self, candidates: Vec<IceCandidate>) {
         let body = CandidatesBody {
@@ -798,8 +839,22 @@ impl Signal {
         }
     }
 
-    /// Wait for the router's `subscribed`, keeping anything else that arrives meanwhile.
+    /// Wait for the router's `subscribed`, keeping anything else that arrives meanwhile (and
+    /// taking it from what came earlier, while the streamed answer was awaited).
     async fn registered(&mut self, timeout: Duration) -> Registration {
+        let settles = |e: &SignalEvent| {
+            matches!(
+                e,
+                SignalEvent::Registered | SignalEvent::Error { .. } | SignalEvent::Lost(_)
+            )
+        };
+        if let Some(i) = self.early.iter().position(settles) {
+            return match self.early.remove(i) {
+                SignalEvent::Error { code, message } => Registration::Refused { code, message },
+                SignalEvent::Lost(_) => Registration::Lost,
+                _ => Registration::Acknowledged,
+            };
+        }
         let wait = async {
             while let Some(event) = self.events.recv().await {
                 match event {
@@ -1076,21 +1131,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_socket_lost_after_the_answer_keeps_trickling_and_says_so() {
+    async fn a_socket_lost_after_the_answer_is_no_socket_and_says_what_happens_next() {
         let (tx, mut signal) = signal();
         tx.send(SignalEvent::Lost("reset".into())).unwrap();
         let recorder = recorder();
-        let trickle = launcher()
+        let socket = launcher()
             .register(&fast(), &mut signal, &recorder)
             .await
             .unwrap();
-        assert!(
-            trickle,
-            "the answer came inline; the socket is subscribed again later"
-        );
+        assert!(!socket, "the launch goes on without a socket for now");
         let checkpoint = &recorder.checkpoints()[0];
         assert_eq!(checkpoint.phase, names::WEBSOCKET_READY_BACKEND_DELAY_DONE);
-        assert!(checkpoint.detail.as_deref().unwrap().contains("background"));
+        assert!(checkpoint.detail.as_deref().unwrap().contains("inline"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_registration_that_came_while_the_answer_was_awaited_is_not_waited_for() {
+        let (client, gateway) = keys();
+        let (tx, mut signal) = signal();
+        tx.send(SignalEvent::Registered).unwrap();
+        tx.send(answer(&gateway)).unwrap();
+        signal.answer(&client, OFFER_TIMEOUT).await.unwrap();
+        let started = Instant::now();
+        assert_eq!(
+            signal.registered(Duration::from_secs(1)).await,
+            Registration::Acknowledged
+        );
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]

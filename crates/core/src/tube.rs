@@ -94,6 +94,13 @@ impl ClientTube {
         }
     }
 
+    /// Add the candidates inside `description` (an answer given again, after the first was
+    /// applied): those it has that the first did not are new paths for ICE to check.
+    pub async fn add_candidates_of(&self, description: &SessionDescription) {
+        self.add_remote_candidates(&candidates_in(&description.sdp))
+            .await
+    }
+
     /// Wait, event-driven, for one layer of the data plane; fails at once if the tube ends.
     pub async fn reached(
         &self,
@@ -197,5 +204,65 @@ impl ClientTube {
     /// End the tube, telling the gateway (it learns `client_closed`).
     pub async fn close(&self) {
         self.tube.shutdown(CloseReason::ClientClosed).await;
+    }
+}
+
+/// The `a=candidate` lines of a description, each with its section's `a=mid` and m-line index.
+pub fn candidates_in(sdp: &str) -> Vec<IceCandidate> {
+    let mut candidates = Vec::new();
+    let mut index: Option<u16> = None;
+    let mut mid: Option<String> = None;
+    let mut section = Vec::new();
+    let mut flush = |index: Option<u16>, mid: &Option<String>, section: &mut Vec<String>| {
+        candidates.extend(section.drain(..).map(|candidate| IceCandidate {
+            candidate,
+            sdp_mid: mid.clone(),
+            sdp_mline_index: index,
+        }));
+    };
+    for line in sdp.lines().map(str::trim_end) {
+        if line.starts_with("m=") {
+            flush(index, &mid, &mut section);
+            index = Some(index.map_or(0, |i| i.saturating_add(1)));
+            mid = None;
+        } else if let Some(value) = line.strip_prefix("a=mid:") {
+            mid = Some(value.to_owned());
+        } else if let Some(candidate) = line.strip_prefix("a=") {
+            if candidate.starts_with("candidate:") && index.is_some() {
+                section.push(candidate.to_owned());
+            }
+        }
+    }
+    flush(index, &mid, &mut section);
+    candidates
+}
+
+#[cfg(test)]
+mod candidate_tests {
+    use super::*;
+
+    #[test]
+    fn candidates_are_read_with_their_section() {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+                   a=candidate:0 1 udp 1 10.0.0.9 9 typ host\r\n\
+                   m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:a\r\n\
+                   m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
+                   a=candidate:1 1 udp 2130706431 127.0.0.1 4000 typ host\r\n\
+                   a=mid:0\r\n\
+                   a=candidate:2 1 udp 1694498815 203.0.113.7 4000 typ srflx raddr 0.0.0.0 rport 0\r\n\
+                   a=end-of-candidates\r\n";
+        let found = candidates_in(sdp);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(
+            found[0].candidate,
+            "candidate:1 1 udp 2130706431 127.0.0.1 4000 typ host"
+        );
+        assert!(found[1].candidate.contains("typ srflx"));
+        for c in &found {
+            assert_eq!(
+                (c.sdp_mid.as_deref(), c.sdp_mline_index),
+                (Some("0"), Some(1))
+            );
+        }
     }
 }

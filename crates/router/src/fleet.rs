@@ -123,6 +123,11 @@ pub(crate) enum Write {
     Forget {
         conversation_id: String,
     },
+    /// A launch report kept here, for the other routers (`P:reports`).
+    Report {
+        entry: String,
+        max_len: u64,
+    },
 }
 
 /// A forward sent to a gateway on another router, waiting for its reply.
@@ -191,28 +196,25 @@ impl Fleet {
         format!("{}:reports", self.prefix)
     }
 
-    /// Append a launch report this router kept to the fleet's stream, which keeps about
-    /// `max_len` of them (as many as a router's store).
-    pub(crate) async fn publish_report(
-        &self,
-        report: &crate::reports::SharedReport,
-        max_len: u64,
-    ) -> Result<(), RouterError> {
-        let stream = self.reports_stream();
+    /// Queue a launch report this router kept for the fleet's stream, which keeps about
+    /// `max_len` of them (as many as a router's store). In the order of the writes, without
+    /// holding the request that brought it.
+    pub(crate) fn publish_report(&self, report: &crate::reports::SharedReport, max_len: u64) {
         let entry = serde_json::to_string(report).expect("a report serializes");
-        let router = self.router_id.clone();
+        self.queue(Write::Report { entry, max_len });
+    }
+
+    /// Drop the fleet's reports of launches that started before `cutoff_ms` (the retention),
+    /// by entry id, which is the time the entry was added.
+    async fn trim_reports(&self, cutoff_ms: u64) -> Result<(), RouterError> {
+        let stream = self.reports_stream();
         self.call(|mut c| async move {
-            redis::cmd("XADD")
+            redis::cmd("XTRIM")
                 .arg(stream)
-                .arg("MAXLEN")
+                .arg("MINID")
                 .arg("~")
-                .arg(max_len)
-                .arg("*")
-                .arg("router")
-                .arg(router)
-                .arg("report")
-                .arg(entry)
-                .query_async::<String>(&mut c)
+                .arg(cutoff_ms)
+                .query_async::<i64>(&mut c)
                 .await
         })
         .await
@@ -220,15 +222,15 @@ impl Fleet {
     }
 
     /// The fleet's launch reports after `position`, at most [`REPORTS_BATCH`]: each entry's
-    /// id and its report (`None` for an entry that does not read as one).
+    /// id and its report (`None` for an entry that does not read as one: whatever is in
+    /// Redis, nothing in it stops the copy).
     async fn read_reports(
         &self,
         position: &str,
     ) -> Result<Vec<(String, Option<crate::reports::SharedReport>)>, RouterError> {
-        type Entries = Vec<(String, Vec<(String, Vec<String>)>)>;
         let stream = self.reports_stream();
         let position = position.to_owned();
-        let reply: Option<Entries> = self
+        let reply: redis::Value = self
             .call(|mut c| async move {
                 redis::cmd("XREAD")
                     .arg("COUNT")
@@ -240,19 +242,16 @@ impl Fleet {
                     .await
             })
             .await?;
-        let entries = reply
+        Ok(stream_entries(reply)
             .into_iter()
-            .flatten()
-            .flat_map(|(_, entries)| entries)
             .map(|(id, fields)| {
                 let report = fields
-                    .chunks(2)
-                    .find(|pair| pair[0] == "report" && pair.len() == 2)
-                    .and_then(|pair| serde_json::from_str(&pair[1]).ok());
+                    .chunks_exact(2)
+                    .find(|pair| pair[0] == b"report")
+                    .and_then(|pair| serde_json::from_slice(&pair[1]).ok());
                 (id, report)
             })
-            .collect();
-        Ok(entries)
+            .collect())
     }
 
     async fn conn(&self) -> Result<ConnectionManager, RouterError> {
@@ -540,6 +539,25 @@ impl Fleet {
 
     async fn write(&self, write: Write) -> Result<(), RouterError> {
         match write {
+            Write::Report { entry, max_len } => {
+                let stream = self.reports_stream();
+                let router = self.router_id.clone();
+                self.call(|mut c| async move {
+                    redis::cmd("XADD")
+                        .arg(stream)
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(max_len)
+                        .arg("*")
+                        .arg("router")
+                        .arg(router)
+                        .arg("report")
+                        .arg(entry)
+                        .query_async::<String>(&mut c)
+                        .await
+                })
+                .await?;
+            }
             Write::Present {
                 gateway,
                 connection,
@@ -691,6 +709,50 @@ impl Fleet {
     }
 }
 
+/// The entries of an `XREAD` reply for one stream: each entry's id and its fields and values
+/// in order. Anything else in the reply (a shape this does not expect, ids that are not text)
+/// is left out; a RESP3 map reply reads like the RESP2 array.
+fn stream_entries(reply: redis::Value) -> Vec<(String, Vec<Vec<u8>>)> {
+    use redis::Value;
+    fn items(value: Value) -> Vec<Value> {
+        match value {
+            Value::Array(items) | Value::Set(items) => items,
+            Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            _ => Vec::new(),
+        }
+    }
+    fn bytes(value: Value) -> Option<Vec<u8>> {
+        match value {
+            Value::BulkString(b) => Some(b),
+            Value::SimpleString(s) | Value::VerbatimString { text: s, .. } => Some(s.into_bytes()),
+            _ => None,
+        }
+    }
+    let mut out = Vec::new();
+    // RESP2: [[stream, [entry...]]]; RESP3: {stream: [entry...]}.
+    let streams = match reply {
+        Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
+        other => items(other)
+            .into_iter()
+            .filter_map(|stream| items(stream).into_iter().nth(1))
+            .collect::<Vec<_>>(),
+    };
+    for entries in streams {
+        for entry in items(entries) {
+            let mut parts = items(entry).into_iter();
+            let (Some(id), Some(fields)) = (parts.next().and_then(bytes), parts.next()) else {
+                continue;
+            };
+            let Ok(id) = String::from_utf8(id) else {
+                continue;
+            };
+            let fields = items(fields).into_iter().filter_map(bytes).collect();
+            out.push((id, fields));
+        }
+    }
+    out
+}
+
 /// The fleet's background work, for the router's life: connect (again and again), keep the
 /// presence keys fresh, write in order, and hear this router's and the fleet's channels.
 pub(crate) async fn run(
@@ -737,14 +799,24 @@ async fn copy_reports(shared: &Weak<Shared>, fleet: &Fleet) {
     let stream = fleet.reports_stream();
     let mut position = None;
     let mut tick = tokio::time::interval(REPORTS_POLL);
+    let mut ticks: u64 = 0;
+    // The last failure, logged once (Redis away fails every second until it is back).
+    let mut failing: Option<String> = None;
     loop {
         tick.tick().await;
+        ticks += 1;
         let Some(shared) = shared.upgrade() else {
             return;
         };
         if !shared.reports.enabled() {
             drop(shared);
             return std::future::pending().await;
+        }
+        // Once a minute, what is past the retention leaves Redis too.
+        if ticks % 60 == 1 {
+            if let Err(e) = fleet.trim_reports(shared.reports.retention_cutoff()).await {
+                tracing::debug!(error = %e, "fleet: launch reports not trimmed");
+            }
         }
         loop {
             let from = match &position {
@@ -758,9 +830,16 @@ async fn copy_reports(shared: &Weak<Shared>, fleet: &Fleet) {
                 },
             };
             let entries = match fleet.read_reports(from).await {
-                Ok(entries) => entries,
+                Ok(entries) => {
+                    failing = None;
+                    entries
+                }
                 Err(e) => {
-                    tracing::debug!(error = %e, "fleet: launch reports not read");
+                    let error = e.to_string();
+                    if failing.as_ref() != Some(&error) {
+                        tracing::warn!(%error, "fleet: launch reports not read");
+                        failing = Some(error);
+                    }
                     break;
                 }
             };
@@ -1036,5 +1115,49 @@ impl Fleet {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::Value;
+
+    fn text(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn entry(id: &str, fields: &[&[u8]]) -> Value {
+        Value::Array(vec![
+            text(id),
+            Value::Array(
+                fields
+                    .iter()
+                    .map(|f| Value::BulkString(f.to_vec()))
+                    .collect(),
+            ),
+        ])
+    }
+
+    #[test]
+    fn stream_entries_read_resp2_and_resp3_and_skip_what_is_not_an_entry() {
+        let entries = vec![
+            entry("1-0", &[b"router", b"a", b"report", b"{}"]),
+            // Not text, not an entry: left out, the rest read.
+            Value::Int(7),
+            entry("2-0", &[b"report", &[0xff, 0xfe]]),
+        ];
+        let resp2 = Value::Array(vec![Value::Array(vec![
+            text("sallyport:reports"),
+            Value::Array(entries.clone()),
+        ])]);
+        let resp3 = Value::Map(vec![(text("sallyport:reports"), Value::Array(entries))]);
+        for reply in [resp2, resp3] {
+            let read = stream_entries(reply);
+            let ids: Vec<&str> = read.iter().map(|(id, _)| id.as_str()).collect();
+            assert_eq!(ids, ["1-0", "2-0"]);
+            assert_eq!(read[1].1[1], vec![0xff, 0xfe]);
+        }
+        assert!(stream_entries(Value::Nil).is_empty());
     }
 }

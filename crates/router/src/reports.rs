@@ -145,7 +145,7 @@ impl Reports {
         self.store.as_ref().ok_or(RouterError::ReportsDisabled)
     }
 
-    fn retention_cutoff(&self) -> u64 {
+    pub(crate) fn retention_cutoff(&self) -> u64 {
         now_ms().saturating_sub(self.config.retention_hours.saturating_mul(3_600_000))
     }
 
@@ -251,6 +251,17 @@ fn insert(
     received_unix_ms: u64,
     limits: Limits,
 ) -> rusqlite::Result<()> {
+    insert_row(db, user, report, received_unix_ms)?;
+    trim(db, &[user], limits)
+}
+
+/// Keep `report` from `user`, replacing an earlier one with the same launch id.
+fn insert_row(
+    db: &Connection,
+    user: &str,
+    report: &LaunchReport,
+    received_unix_ms: u64,
+) -> rusqlite::Result<()> {
     let checkpoints = serde_json::to_string(&report.checkpoints).expect("checkpoints serialize");
     db.execute(
         &format!(
@@ -273,22 +284,30 @@ fn insert(
             report.client_version,
         ],
     )?;
+    Ok(())
+}
+
+/// Drop what is past the retention, beyond the cap of each of `users`, then beyond the
+/// store's cap (the oldest received first each time).
+fn trim(db: &Connection, users: &[&str], limits: Limits) -> rusqlite::Result<()> {
     db.execute(
         "DELETE FROM launches WHERE started_unix_ms < ?1",
         params![limits.cutoff as i64],
     )?;
-    let users_last_dropped: Option<i64> = db
-        .query_row(
-            "SELECT id FROM launches WHERE user = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
-            params![user, limits.max_per_user as i64],
-            |row| row.get(0),
-        )
-        .optional()?;
-    if let Some(id) = users_last_dropped {
-        db.execute(
-            "DELETE FROM launches WHERE user = ?1 AND id <= ?2",
-            params![user, id],
-        )?;
+    for user in users {
+        let users_last_dropped: Option<i64> = db
+            .query_row(
+                "SELECT id FROM launches WHERE user = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
+                params![user, limits.max_per_user as i64],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(id) = users_last_dropped {
+            db.execute(
+                "DELETE FROM launches WHERE user = ?1 AND id <= ?2",
+                params![user, id],
+            )?;
+        }
     }
     let last_dropped: Option<i64> = db
         .query_row(
@@ -561,10 +580,7 @@ async fn store_report(shared: &Shared, request: Request) -> Result<StatusCode, R
     // In a fleet every router keeps every report: the others copy it from Redis. Kept here
     // already, the report is not refused if Redis is away; the other routers miss it.
     if let (Some(fleet), Some(shared_report)) = (&shared.fleet, shared_report) {
-        if let Err(e) = fleet.publish_report(&shared_report, cap).await {
-            tracing::warn!(error = %e, launch = %shared_report.report.launch_id,
-                "fleet: a launch report was kept here only");
-        }
+        fleet.publish_report(&shared_report, cap);
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -615,20 +631,21 @@ impl Reports {
         self.store()?
             .with(move |db| {
                 let tx = db.unchecked_transaction()?;
+                let mut users: Vec<&str> = Vec::new();
                 for shared in &reports {
                     if shared.report.v != PROTOCOL_VERSION || shared.report.validate().is_err() {
                         tracing::warn!(launch = %shared.report.launch_id,
                             "fleet: skipped a launch report that does not pass the checks");
                         continue;
                     }
-                    insert(
-                        &tx,
-                        &shared.user,
-                        &shared.report,
-                        shared.received_unix_ms,
-                        limits,
-                    )?;
+                    insert_row(&tx, &shared.user, &shared.report, shared.received_unix_ms)?;
+                    if !users.contains(&shared.user.as_str()) {
+                        users.push(&shared.user);
+                    }
                 }
+                // Once per batch: ids only grow, so this keeps what trimming after each
+                // report would have kept.
+                trim(&tx, &users, limits)?;
                 tx.execute(
                     "INSERT OR REPLACE INTO fleet_position (stream, last_id) VALUES (?1, ?2)",
                     params![stream, last_id],

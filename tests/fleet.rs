@@ -4,7 +4,8 @@
 //! once the gateway is on router B; ownership of a conversation holds across routers; Redis
 //! restarted, the routers reconnect and the fleet launches again without a router restarted.
 //! A launch report sent to one router is listed by every router, one started later included.
-//! A router whose connections to Redis go silent without closing subscribes again by itself.
+//! A router whose connections to Redis go silent without closing subscribes again by itself;
+//! a late `gateway_online` about an older socket does not close the gateway's newer one.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -518,6 +519,35 @@ target = "{echo}"
         .await
         .expect("a launch on B through the gateway on A");
     before.close().await;
+
+    // The late word of an older socket of the gateway elsewhere does not close its newer
+    // socket on A; the word of a newer one does.
+    let publish = |since_ms: u64| {
+        let message = serde_json::json!({"type": "gateway_online", "gateway": "gw",
+            "router": "router-b", "connection": 1, "since_ms": since_ms});
+        tokio::process::Command::new("redis-cli")
+            .args(["-p", &redis_port.to_string(), "PUBLISH", "sallyport:fleet"])
+            .arg(message.to_string())
+            .output()
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut online = gateway.online();
+    online.mark_unchanged();
+    assert!(publish(now_ms - 60_000).await.unwrap().status.success());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !online.has_changed().unwrap(),
+        "a late gateway_online closed the newer socket"
+    );
+    assert!(publish(now_ms + 1_000).await.unwrap().status.success());
+    tokio::time::timeout(Duration::from_secs(5), online.changed())
+        .await
+        .expect("a newer gateway_online closes the socket here")
+        .unwrap();
+    assert!(gateway.wait_online(Duration::from_secs(10)).await);
 
     // Every connection A has to Redis goes silent. A finds its subscription deaf (its echo
     // does not come back), subscribes again on a new connection, and B's launches reach the

@@ -234,6 +234,7 @@ impl Launcher {
             .await?;
         self.receive_answer(conversation, tube, reply, trickle, &mut signal, recorder)
             .await?;
+        let mut background = trickle_out(conversation, tube, trickle);
         // ICE is under way in the tube; the socket is still needed for the gateway's later
         // candidates and its word that the conversation ended.
         let lost = tunables.offer_at_once
@@ -245,7 +246,7 @@ impl Launcher {
                 .early
                 .push(SignalEvent::Lost("lost before it registered".into()));
         }
-        let mut background = watch_signal(conversation, tube.clone(), signal, trickle);
+        watch_signal(conversation, tube.clone(), signal, &mut background);
         if lost {
             background.spawn(conversation.clone().gathered_inline(tube.clone(), sent));
         }
@@ -955,13 +956,11 @@ const GATEWAY_CHECK: Duration = Duration::from_secs(1);
 const RESUBSCRIBE_FIRST: Duration = Duration::from_millis(250);
 const RESUBSCRIBE_MAX: Duration = Duration::from_secs(5);
 
-/// The router socket for the rest of the session: our candidates out (when trickling), the
-/// gateway's in, and the router's word that the gateway is gone (checked over the tube). The
-/// tasks belong to the session (dropping the set aborts them).
-fn watch_signal(
+/// Our candidates out (when trickling), from the moment the gateway has our offer: they go
+/// by HTTP and need no socket. The tasks belong to the session (dropping the set aborts them).
+fn trickle_out(
     conversation: &Conversation,
-    tube: Arc<ClientTube>,
-    signal: Signal,
+    tube: &ClientTube,
     trickle: bool,
 ) -> tokio::task::JoinSet<()> {
     let mut tasks = tokio::task::JoinSet::new();
@@ -978,6 +977,17 @@ fn watch_signal(
             }
         });
     }
+    tasks
+}
+
+/// The router socket for the rest of the session, in `tasks`: the gateway's candidates in,
+/// and the router's word that the gateway is gone (checked over the tube).
+fn watch_signal(
+    conversation: &Conversation,
+    tube: Arc<ClientTube>,
+    signal: Signal,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
     let keys = conversation.keys.clone();
     let resubscribe = conversation.clone();
     let Signal { mut events, early } = signal;
@@ -1025,7 +1035,6 @@ fn watch_signal(
             }
         }
     });
-    tasks
 }
 
 /// The pipeline's waits and branches on tokio's paused clock, against in-memory signalling:

@@ -127,6 +127,11 @@ impl GatewayHandle {
         self.last_error.borrow().clone()
     }
 
+    /// Whether a router has welcomed this gateway, now and as it changes.
+    pub fn online(&self) -> watch::Receiver<bool> {
+        self.online.clone()
+    }
+
     /// Wait until the router has welcomed this gateway.
     pub async fn wait_online(&self, timeout: Duration) -> bool {
         let mut online = self.online.clone();

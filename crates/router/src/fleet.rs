@@ -84,11 +84,15 @@ enum ToRouter {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ToFleet {
-    /// The gateway's socket is now on `router`: another router holding an older one closes it.
+    /// The gateway's socket is now on `router`, since `since_ms`: another router holding an
+    /// older one closes it.
     GatewayOnline {
         gateway: String,
         router: String,
         connection: u64,
+        /// Absent from a router of an earlier version.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_ms: Option<u64>,
     },
     /// The gateway's socket dropped and no newer one took its place.
     GatewayLost { gateway: String, router: String },
@@ -106,6 +110,7 @@ pub(crate) enum Write {
     Present {
         gateway: String,
         connection: u64,
+        since_ms: u64,
         resources: Vec<AnnouncedResource>,
     },
     Gone {
@@ -154,6 +159,9 @@ pub(crate) struct Fleet {
     local: Mutex<HashMap<String, (u64, Vec<AnnouncedResource>)>>,
     /// Held while a conversation's list is drained and delivered (see `drain_to`).
     draining: tokio::sync::Mutex<()>,
+    /// For each gateway, when its newest socket anywhere in the fleet was registered, as far
+    /// as this router has heard (one entry per gateway that ever connected).
+    newest: Mutex<HashMap<String, u64>>,
 }
 
 impl Fleet {
@@ -176,6 +184,7 @@ impl Fleet {
             remote: Mutex::new(HashMap::new()),
             local: Mutex::new(HashMap::new()),
             draining: tokio::sync::Mutex::new(()),
+            newest: Mutex::new(HashMap::new()),
         });
         Ok((fleet, rx))
     }
@@ -478,13 +487,15 @@ impl Fleet {
         }
     }
 
-    /// A gateway connected here (or announced again).
+    /// A gateway connected here at `since_ms` (or announced again).
     pub(crate) fn gateway_present(
         &self,
         gateway: &str,
         connection: u64,
+        since_ms: u64,
         resources: Vec<AnnouncedResource>,
     ) {
+        self.newest_online(gateway, since_ms);
         self.local
             .lock()
             .unwrap()
@@ -492,8 +503,22 @@ impl Fleet {
         self.queue(Write::Present {
             gateway: gateway.to_owned(),
             connection,
+            since_ms,
             resources,
         });
+    }
+
+    /// Whether a socket of `gateway` registered at `since_ms` is the newest heard of (and if
+    /// so, remember it).
+    fn newest_online(&self, gateway: &str, since_ms: u64) -> bool {
+        let mut newest = self.newest.lock().unwrap();
+        match newest.get(gateway) {
+            Some(&known) if known > since_ms => false,
+            _ => {
+                newest.insert(gateway.to_owned(), since_ms);
+                true
+            }
+        }
     }
 
     /// A gateway's socket here closed, whatever the reason: its presence is no longer this
@@ -561,6 +586,7 @@ impl Fleet {
             Write::Present {
                 gateway,
                 connection,
+                since_ms,
                 resources,
             } => {
                 self.write_presence(&gateway, connection, &resources)
@@ -569,6 +595,7 @@ impl Fleet {
                     gateway,
                     router: self.router_id.clone(),
                     connection,
+                    since_ms: Some(since_ms),
                 };
                 self.publish(&self.fleet_channel(), &online).await?;
             }
@@ -1070,13 +1097,19 @@ async fn on_fleet_event(shared: &Arc<Shared>, fleet: &Arc<Fleet>, event: ToFleet
             gateway,
             router,
             connection,
+            since_ms,
         } => {
             if router == fleet.router_id {
                 return;
             }
+            // A gateway that moved twice quickly: the word of its first move may come last.
+            if since_ms.is_some_and(|since| !fleet.newest_online(&gateway, since)) {
+                tracing::debug!(%gateway, %router, "fleet: a late gateway_online ignored");
+                return;
+            }
             // A newer socket elsewhere: an older one here is a connection that did not notice
             // it is gone.
-            shared.replace_gateway(&gateway);
+            shared.replace_gateway(&gateway, since_ms);
             fleet.fail_remote(&gateway, |via| via != router);
             tracing::debug!(%gateway, %router, connection, "fleet: gateway online elsewhere");
         }

@@ -155,6 +155,9 @@ impl IntoResponse for RouterError {
 struct GatewayLink {
     /// Distinguishes this connection from a later one of the same gateway.
     connection: u64,
+    /// When the gateway registered on it (milliseconds since the epoch): in a fleet, which of
+    /// two sockets of one gateway on two routers is the newer.
+    since_ms: u64,
     outbound: mpsc::Sender<RouterToGateway>,
     pending: Mutex<HashMap<u64, oneshot::Sender<GatewayOutcome>>>,
     /// Woken when a newer connection of the same gateway takes over.
@@ -468,10 +471,17 @@ impl Shared {
         }
     }
 
-    /// The gateway connected to another router of the fleet: a socket of it still here is
-    /// an old one; close it as replaced.
-    pub(crate) fn replace_gateway(&self, gateway_id: &str) {
-        let previous = self.gateways.lock().unwrap().remove(gateway_id);
+    /// The gateway connected to another router of the fleet at `since_ms` (unknown from a
+    /// router of an earlier version): a socket of it here from before then is an old one;
+    /// close it as replaced. One from later is the newer (the announcement came late).
+    pub(crate) fn replace_gateway(&self, gateway_id: &str, since_ms: Option<u64>) {
+        let previous = {
+            let mut gateways = self.gateways.lock().unwrap();
+            match (gateways.get(gateway_id), since_ms) {
+                (Some(here), Some(there)) if here.since_ms > there => return,
+                _ => gateways.remove(gateway_id),
+            }
+        };
         if let Some(previous) = previous {
             // Its presence is the other router's to refresh now, not this one's.
             if let Some(fleet) = &self.fleet {

@@ -673,7 +673,12 @@ pub(crate) fn gateway_frame(
                 .all(|r| sallyport_protocol::valid_resource_name(&r.name))
             {
                 if let Some(fleet) = &shared.fleet {
-                    fleet.gateway_present(gateway_id, link.connection, resources.clone());
+                    fleet.gateway_present(
+                        gateway_id,
+                        link.connection,
+                        link.since_ms,
+                        resources.clone(),
+                    );
                 }
                 shared
                     .announced
@@ -717,12 +722,20 @@ pub(crate) fn register(
     let replaced = Arc::new(Notify::new());
     let link = Arc::new(GatewayLink {
         connection: shared.next_id(),
+        since_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
         outbound,
         pending: Default::default(),
         replaced: replaced.clone(),
     });
     if let Some(fleet) = &shared.fleet {
-        fleet.gateway_present(gateway_id, link.connection, resources.clone());
+        fleet.gateway_present(
+            gateway_id,
+            link.connection,
+            link.since_ms,
+            resources.clone(),
+        );
     }
     shared
         .announced

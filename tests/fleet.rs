@@ -6,6 +6,7 @@
 //! A launch report sent to one router is listed by every router, one started later included.
 //! A router whose connections to Redis go silent without closing subscribes again by itself;
 //! a late `gateway_online` about an older socket does not close the gateway's newer one.
+//! Routers reach Redis over TLS (`rediss://`), checking its certificate.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -58,6 +59,18 @@ impl Router {
         redis: &str,
         key: &GatewayPublicKey,
     ) -> Router {
+        Self::start_with(name, dir, pki, redis, key, "").await
+    }
+
+    /// With `extra` lines at the top of its configuration.
+    async fn start_with(
+        name: &str,
+        dir: &Path,
+        pki: &Pki,
+        redis: &str,
+        key: &GatewayPublicKey,
+        extra: &str,
+    ) -> Router {
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
             &config,
@@ -65,6 +78,7 @@ impl Router {
                 r#"listen = "127.0.0.1:0"
 redis_url = "{redis}"
 router_id = "{name}"
+{extra}
 [tls]
 cert_file = "{}"
 key_file = "{}"
@@ -210,32 +224,7 @@ async fn a_fleet_of_three_routers_launches_across_routers_and_survives_a_router_
     let c = Router::start("router-c", &dir, &pki, &redis.url(), &public).await;
 
     // The gateway prefers C, then B.
-    let echo = echo_target().await;
-    let key_file = dir.join("gw.key");
-    let gateway = sallyport_gateway::spawn(
-        sallyport_gateway::GatewayConfig::parse(&format!(
-            r#"router_url = "{}"
-router_urls = ["{}"]
-ca_file = "{}"
-gateway_id = "gw"
-token = "{GATEWAY_TOKEN}"
-key_file = "{}"
-webrtc_udp = ["127.0.0.1:0"]
-[[resources]]
-name = "echo"
-protocol = "tcp"
-target = "{echo}"
-"#,
-            c.url,
-            b.url,
-            ca.display(),
-            key_file.display()
-        ))
-        .unwrap(),
-        key,
-    )
-    .unwrap();
-    assert!(gateway.wait_online(Duration::from_secs(10)).await);
+    let gateway = gateway_on(&[&c, &b], &ca, &dir, key).await;
     // Every router knows where it is, A and B through Redis.
     for url in [&a.url, &b.url, &c.url] {
         wait_online(url, &ca, Duration::from_secs(10)).await;
@@ -400,6 +389,69 @@ target = "{echo}"
     redis.stop().await;
 }
 
+/// The gateway `gw` (key in `dir/gw.key`), serving `echo` from an echo target, connected to
+/// the first of `routers` and failing over to the others in turn; online when this returns.
+async fn gateway_on(
+    routers: &[&Router],
+    ca: &Path,
+    dir: &Path,
+    key: sallyport_protocol::GatewayKeyPair,
+) -> sallyport_gateway::GatewayHandle {
+    let echo = echo_target().await;
+    let others: Vec<String> = routers[1..]
+        .iter()
+        .map(|r| format!("{:?}", r.url))
+        .collect();
+    let gateway = sallyport_gateway::spawn(
+        sallyport_gateway::GatewayConfig::parse(&format!(
+            r#"router_url = "{}"
+router_urls = [{}]
+ca_file = "{}"
+gateway_id = "gw"
+token = "{GATEWAY_TOKEN}"
+key_file = "{}"
+webrtc_udp = ["127.0.0.1:0"]
+[[resources]]
+name = "echo"
+protocol = "tcp"
+target = "{echo}"
+"#,
+            routers[0].url,
+            others.join(", "),
+            ca.display(),
+            dir.join("gw.key").display()
+        ))
+        .unwrap(),
+        key,
+    )
+    .unwrap();
+    assert!(gateway.wait_online(Duration::from_secs(10)).await);
+    gateway
+}
+
+/// Alice's `fast` launch of `echo` through `router_url`, with a launcher of its own.
+async fn launch_echo(
+    router_url: &str,
+    ca: &Path,
+    key: &GatewayPublicKey,
+) -> sallyport_core::Result<sallyport_core::Session> {
+    let state = scratch("fleet-client");
+    Launcher::new(
+        sallyport_core::ClientProfile {
+            ca_file: Some(ca.to_owned()),
+            gateways: [("gw".to_owned(), key.to_base64())].into(),
+            webrtc_udp: Some(vec!["127.0.0.1:0".into()]),
+            ..sallyport_core::ClientProfile::new(router_url)
+        },
+        ALICE,
+        StickyPorts::new(state.join("ports.json")),
+    )
+    .unwrap()
+    .with_state_dir(state)
+    .launch(request("echo", Profile::Fast))
+    .await
+}
+
 /// A TCP proxy in front of Redis whose connections can be frozen: they stay open and carry
 /// nothing more, as when a host or a firewall on the way goes silent. Connections made
 /// after a freeze are carried.
@@ -473,48 +525,9 @@ async fn a_router_whose_redis_connections_go_silent_subscribes_again() {
     )
     .await;
     let b = Router::start("router-b", &dir, &pki, &redis.url(), &public).await;
-    let echo = echo_target().await;
-    let gateway = sallyport_gateway::spawn(
-        sallyport_gateway::GatewayConfig::parse(&format!(
-            r#"router_url = "{}"
-ca_file = "{}"
-gateway_id = "gw"
-token = "{GATEWAY_TOKEN}"
-key_file = "{}"
-webrtc_udp = ["127.0.0.1:0"]
-[[resources]]
-name = "echo"
-protocol = "tcp"
-target = "{echo}"
-"#,
-            a.url,
-            ca.display(),
-            dir.join("gw.key").display()
-        ))
-        .unwrap(),
-        key,
-    )
-    .unwrap();
-    assert!(gateway.wait_online(Duration::from_secs(10)).await);
+    let gateway = gateway_on(&[&a], &ca, &dir, key).await;
     wait_online(&b.url, &ca, Duration::from_secs(10)).await;
-    let profile = sallyport_core::ClientProfile {
-        ca_file: Some(ca.clone()),
-        gateways: [("gw".to_owned(), public.to_base64())].into(),
-        webrtc_udp: Some(vec!["127.0.0.1:0".into()]),
-        ..sallyport_core::ClientProfile::new(&b.url)
-    };
-    let launch = || async {
-        let state = scratch("fleet-silent-client");
-        Launcher::new(
-            profile.clone(),
-            ALICE,
-            StickyPorts::new(state.join("ports.json")),
-        )
-        .unwrap()
-        .with_state_dir(state)
-        .launch(request("echo", Profile::Fast))
-        .await
-    };
+    let launch = || launch_echo(&b.url, &ca, &public);
     let before = launch()
         .await
         .expect("a launch on B through the gateway on A");
@@ -581,5 +594,59 @@ target = "{echo}"
     gateway.shutdown().await;
     a.kill().await;
     b.kill().await;
+    redis.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routers_reach_redis_over_tls_and_check_its_certificate() {
+    let dir = scratch("fleet-tls");
+    let pki = pki("fleet-tls");
+    let ca = pki.ca_file().to_owned();
+    let (plain_port, tls_port) = (free_port(), free_port());
+    let redis = RedisServer::start_tls(
+        plain_port,
+        tls_port,
+        &pki.files.cert_file,
+        &pki.files.key_file,
+        &ca,
+    )
+    .await
+    .unwrap();
+    let rediss = format!("rediss://127.0.0.1:{tls_port}");
+    let trusting = format!("redis_ca_file = \"{}\"", ca.display());
+    let key = sallyport_gateway::generate_key(&dir.join("gw.key")).unwrap();
+    let public = key.public();
+    let a = Router::start_with("router-a", &dir, &pki, &rediss, &public, &trusting).await;
+    let b = Router::start_with("router-b", &dir, &pki, &rediss, &public, &trusting).await;
+    // Without the CA, the system's roots do not vouch for this Redis: the router never joins.
+    let c = Router::start("router-c", &dir, &pki, &rediss, &public).await;
+    let gateway = gateway_on(&[&a], &ca, &dir, key).await;
+    wait_online(&b.url, &ca, Duration::from_secs(10)).await;
+    let session = launch_echo(&b.url, &ca, &public)
+        .await
+        .expect("a launch on B through the gateway on A, the fleet over TLS");
+    let (sent, received) = echo_through(session.local_port(), 1 << 16, 11).await;
+    assert_eq!(sent, received);
+
+    // A and B joined within a fraction of a second; C, given more, still has not.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let refused = sallyport_tests::http(&ca)
+        .get(format!("{}/v1/resources", c.url))
+        .bearer_auth(ALICE)
+        .send()
+        .await
+        .unwrap();
+    let status = refused.status().as_u16();
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("fleet_unavailable")),
+        "{body}"
+    );
+    session.close().await;
+    gateway.shutdown().await;
+    for router in [a, b, c] {
+        router.kill().await;
+    }
     redis.stop().await;
 }

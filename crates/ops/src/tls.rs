@@ -39,6 +39,12 @@ fn file_error(field: &str, path: &Path, message: impl Into<String>) -> TlsError 
     }
 }
 
+/// Make this module's crypto provider the process's default, for libraries that build their
+/// own TLS settings from the default (the Redis client); a default already set stays.
+pub fn install_default_provider() {
+    let _ = CryptoProvider::install_default((*provider()).clone());
+}
+
 fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER

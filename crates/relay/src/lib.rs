@@ -346,9 +346,39 @@ pub struct RedisServer {
 impl RedisServer {
     /// Start it on `port` and wait until it answers PING.
     pub async fn start(port: u16) -> std::io::Result<Self> {
+        Self::start_with(port, &[]).await
+    }
+
+    /// Start it on `port` (plain, where it is checked with PING) and, with TLS, on
+    /// `tls_port`, serving `cert` and `key` (PEM) to clients that need not show one.
+    pub async fn start_tls(
+        port: u16,
+        tls_port: u16,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> std::io::Result<Self> {
+        let tls_port = tls_port.to_string();
+        let args: Vec<&std::ffi::OsStr> = vec![
+            "--tls-port".as_ref(),
+            tls_port.as_ref(),
+            "--tls-cert-file".as_ref(),
+            cert.as_os_str(),
+            "--tls-key-file".as_ref(),
+            key.as_os_str(),
+            "--tls-ca-cert-file".as_ref(),
+            ca.as_os_str(),
+            "--tls-auth-clients".as_ref(),
+            "no".as_ref(),
+        ];
+        Self::start_with(port, &args).await
+    }
+
+    async fn start_with(port: u16, extra: &[&std::ffi::OsStr]) -> std::io::Result<Self> {
         let child = tokio::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--port", &port.to_string()])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)

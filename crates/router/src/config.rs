@@ -55,10 +55,15 @@ pub struct RouterConfig {
     /// without `[tls]`: tokens must never cross a network in clear.
     #[serde(default)]
     pub plain_http: bool,
-    /// `redis://HOST:PORT[/DB]` of the Redis this router shares with the other routers of its
-    /// fleet (PROTOCOL.md, "Fleet"). Absent: this router is the only one.
+    /// `redis://HOST:PORT[/DB]` (or `rediss://` for TLS) of the Redis this router shares with
+    /// the other routers of its fleet (PROTOCOL.md, "Fleet"). Absent: this router is the only
+    /// one.
     #[serde(default)]
     pub redis_url: Option<String>,
+    /// The CA certificates (PEM) that a `rediss://` Redis's certificate must chain to.
+    /// Absent: the system's root certificates.
+    #[serde(default)]
+    pub redis_ca_file: Option<PathBuf>,
     /// This router's name in the fleet (letters, digits, `.`, `_`, `-`; unique per router).
     /// Absent: the host name and a random suffix, new at every start.
     #[serde(default)]
@@ -180,7 +185,8 @@ impl RouterConfig {
             .flat_map(|tls| [&mut tls.cert_file, &mut tls.key_file]);
         let files = tls
             .chain(config.audit_log.as_mut())
-            .chain(config.reports.path.as_mut());
+            .chain(config.reports.path.as_mut())
+            .chain(config.redis_ca_file.as_mut());
         sallyport_ops::relative_to_config(path, files);
         config.check_files().map_err(in_file)?;
         Ok(config)
@@ -197,6 +203,10 @@ impl RouterConfig {
         if let Some(audit) = &self.audit_log {
             sallyport_ops::jsonl::check_directory("audit_log", audit)
                 .map_err(RouterError::Config)?;
+        }
+        if let Some(ca) = &self.redis_ca_file {
+            sallyport_ops::tls::check_ca_file("redis_ca_file", ca)
+                .map_err(|e| RouterError::Config(e.to_string()))?;
         }
         Ok(())
     }
@@ -229,12 +239,26 @@ impl RouterConfig {
     pub fn validate(&self) -> Result<(), RouterError> {
         let bad = |field: String, why: String| Err(RouterError::Config(format!("{field}: {why}")));
         if let Some(url) = &self.redis_url {
-            if !url.starts_with("redis://") {
+            if !url.starts_with("redis://") && !url.starts_with("rediss://") {
                 return bad(
                     "redis_url".into(),
-                    format!("{url:?} must start with redis:// (keep Redis on a private network)"),
+                    format!(
+                        "{url:?} must start with redis:// or rediss:// (TLS; keep Redis on a \
+                         private network either way)"
+                    ),
                 );
             }
+        }
+        if self.redis_ca_file.is_some()
+            && !self
+                .redis_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("rediss://"))
+        {
+            return bad(
+                "redis_ca_file".into(),
+                "is only for a rediss:// redis_url".into(),
+            );
         }
         if let Some(id) = &self.router_id {
             if !fleet_name_ok(id) {
@@ -568,6 +592,10 @@ mod tests {
         assert_eq!(ok.fleet_prefix, "sallyport");
         let err = parse("redis_url = \"http://127.0.0.1:6379\"").unwrap_err();
         assert!(err.to_string().contains("redis_url"), "{err}");
+        assert!(parse("redis_url = \"rediss://127.0.0.1:6380\"").is_ok());
+        let err = parse("redis_url = \"redis://127.0.0.1:6379\"\nredis_ca_file = \"ca.pem\"")
+            .unwrap_err();
+        assert!(err.to_string().contains("redis_ca_file"), "{err}");
         let err = parse("router_id = \"a b\"").unwrap_err();
         assert!(err.to_string().contains("router_id"), "{err}");
         let err = parse("fleet_prefix = \"x:y\"").unwrap_err();

@@ -165,14 +165,38 @@ pub(crate) struct Fleet {
 }
 
 impl Fleet {
-    /// Check the URL; connections are made in the background by [`Fleet::run`].
+    /// Check the URL (and read the CA file of a `rediss://` one); connections are made in the
+    /// background by [`Fleet::run`].
     pub(crate) fn new(
         url: &str,
+        ca_file: Option<&std::path::Path>,
         router_id: String,
         prefix: String,
     ) -> Result<(Arc<Fleet>, mpsc::Receiver<Write>), RouterError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| RouterError::Config(format!("redis_url {url:?}: {e}")))?;
+        let client = match ca_file {
+            None => redis::Client::open(url),
+            Some(ca_file) => {
+                let root_cert = std::fs::read(ca_file).map_err(|e| {
+                    RouterError::Config(format!(
+                        "redis_ca_file: cannot read {}: {e}",
+                        ca_file.display()
+                    ))
+                })?;
+                redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(root_cert),
+                    },
+                )
+            }
+        }
+        .map_err(|e| RouterError::Config(format!("redis_url {url:?}: {e}")))?;
+        if url.starts_with("rediss://") {
+            // The Redis client builds its TLS settings with the process's default crypto
+            // provider; the router's own TLS names its provider each time.
+            sallyport_ops::tls::install_default_provider();
+        }
         let (writes, rx) = mpsc::channel(WRITE_QUEUE);
         let fleet = Arc::new(Fleet {
             router_id,

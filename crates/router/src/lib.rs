@@ -658,6 +658,7 @@ pub fn spawn_on(listener: TcpListener, config: RouterConfig) -> Result<RouterHan
         Some(url) => {
             let (fleet, writes) = fleet::Fleet::new(
                 url,
+                shared.config.redis_ca_file.as_deref(),
                 shared.config.router_id(),
                 shared.config.fleet_prefix.clone(),
             )?;

@@ -240,12 +240,6 @@ impl Launcher {
         let lost = tunables.offer_at_once
             && trickle
             && !self.register(request, &mut signal, recorder).await?;
-        if lost {
-            // Subscribe again, in the background, as after any drop of the socket.
-            signal
-                .early
-                .push(SignalEvent::Lost("lost before it registered".into()));
-        }
         watch_signal(conversation, tube.clone(), signal, &mut background);
         if lost {
             background.spawn(conversation.clone().gathered_inline(tube.clone(), sent));
@@ -350,7 +344,12 @@ impl Launcher {
                 );
                 Ok(request.trickle)
             }
+            // Either way the session subscribes again in the background, as after any drop
+            // of its socket (for the gateway's later candidates and its word of an end).
             Registration::Lost if tunables.offer_at_once => {
+                signal
+                    .early
+                    .push(SignalEvent::Lost("lost before it registered".into()));
                 recorder.mark_with(
                     names::WEBSOCKET_READY_BACKEND_DELAY_DONE,
                     None,
@@ -363,6 +362,9 @@ impl Launcher {
                 Ok(false)
             }
             Registration::Lost => {
+                signal
+                    .early
+                    .push(SignalEvent::Lost("lost before it registered".into()));
                 recorder.mark_with(
                     names::WEBSOCKET_READY_BACKEND_DELAY_DONE,
                     None,
@@ -1129,6 +1131,10 @@ mod tests {
             .await
             .unwrap();
         assert!(!trickle, "no socket, no streamed answer");
+        assert!(
+            matches!(signal.early.as_slice(), [SignalEvent::Lost(_)]),
+            "the session subscribes again later"
+        );
         assert_eq!(
             started.elapsed(),
             Duration::ZERO,
@@ -1149,6 +1155,10 @@ mod tests {
             .await
             .unwrap();
         assert!(!socket, "the launch goes on without a socket for now");
+        assert!(
+            matches!(signal.early.as_slice(), [SignalEvent::Lost(_)]),
+            "the session subscribes again later"
+        );
         let checkpoint = &recorder.checkpoints()[0];
         assert_eq!(checkpoint.phase, names::WEBSOCKET_READY_BACKEND_DELAY_DONE);
         assert!(checkpoint.detail.as_deref().unwrap().contains("inline"));

@@ -85,6 +85,9 @@ pub(crate) struct Gateway {
     pub conversations: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Conversation>>>>>,
     /// Outbound frames to the router, replaced on every reconnect.
     pub outbound: std::sync::Mutex<Option<mpsc::Sender<GatewayToRouter>>>,
+    /// The next connection's epoch: the start time in milliseconds, then one more for each
+    /// connection, so that a restarted gateway's come after its earlier ones too.
+    pub epochs: std::sync::atomic::AtomicU64,
 }
 
 impl Gateway {
@@ -183,6 +186,11 @@ pub fn spawn(config: GatewayConfig, key: GatewayKeyPair) -> Result<GatewayHandle
         reports: Default::default(),
         conversations: Mutex::new(HashMap::new()),
         outbound: std::sync::Mutex::new(None),
+        epochs: std::sync::atomic::AtomicU64::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        ),
     });
     let task = tokio::spawn(run(gateway, stopper.shutdown(), online_tx, error_tx));
     Ok(GatewayHandle {
@@ -321,6 +329,11 @@ async fn connect_once(
             })
             .collect(),
         proof: Some(proof),
+        epoch: Some(
+            gateway
+                .epochs
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        ),
     };
     sink.send(text(&hello))
         .await

@@ -201,6 +201,11 @@ pub enum GatewayToRouter {
         /// Proof of the gateway's key for this connection (see [`auth`]), base64 of 32 bytes.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         proof: Option<String>,
+        /// Larger for every new connection of this gateway (its own count, so routers need
+        /// not agree on the time): of two sockets of it on two routers, the one with the larger
+        /// epoch is the newer. Absent from gateways of an earlier version.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
     },
     /// The answer to one forwarded client message.
     Reply {

@@ -133,6 +133,20 @@ pub struct ClientEntry {
     pub roles: Vec<String>,
 }
 
+/// `url` with its password (if any) replaced by `***`, for messages and logs.
+pub(crate) fn redacted_redis_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((credentials, host)) if credentials.contains(':') => {
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
 fn default_fleet_prefix() -> String {
     "sallyport".into()
 }
@@ -239,12 +253,22 @@ impl RouterConfig {
     pub fn validate(&self) -> Result<(), RouterError> {
         let bad = |field: String, why: String| Err(RouterError::Config(format!("{field}: {why}")));
         if let Some(url) = &self.redis_url {
+            let shown = redacted_redis_url(url);
             if !url.starts_with("redis://") && !url.starts_with("rediss://") {
                 return bad(
                     "redis_url".into(),
                     format!(
-                        "{url:?} must start with redis:// or rediss:// (TLS; keep Redis on a \
+                        "{shown:?} must start with redis:// or rediss:// (TLS; keep Redis on a \
                          private network either way)"
+                    ),
+                );
+            }
+            if url.contains('#') {
+                return bad(
+                    "redis_url".into(),
+                    format!(
+                        "{shown:?}: a fragment (such as #insecure) is not supported: Redis's \
+                         certificate is always checked"
                     ),
                 );
             }
@@ -593,6 +617,13 @@ mod tests {
         let err = parse("redis_url = \"http://127.0.0.1:6379\"").unwrap_err();
         assert!(err.to_string().contains("redis_url"), "{err}");
         assert!(parse("redis_url = \"rediss://127.0.0.1:6380\"").is_ok());
+        let err = parse("redis_url = \"rediss://:s3cret@127.0.0.1:6380/#insecure\"").unwrap_err();
+        assert!(
+            err.to_string().contains("#insecure") && !err.to_string().contains("s3cret"),
+            "{err}"
+        );
+        let err = parse("redis_url = \"http://:s3cret@127.0.0.1:6379\"").unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
         let err = parse("redis_url = \"redis://127.0.0.1:6379\"\nredis_ca_file = \"ca.pem\"")
             .unwrap_err();
         assert!(err.to_string().contains("redis_ca_file"), "{err}");

@@ -84,15 +84,15 @@ enum ToRouter {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ToFleet {
-    /// The gateway's socket is now on `router`, since `since_ms`: another router holding an
-    /// older one closes it.
+    /// The gateway's socket is now on `router`, its connection `epoch` (its `hello`'s):
+    /// another router holding an older one closes it.
     GatewayOnline {
         gateway: String,
         router: String,
         connection: u64,
-        /// Absent from a router of an earlier version.
+        /// Absent when the gateway or the router is of an earlier version.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        since_ms: Option<u64>,
+        epoch: Option<u64>,
     },
     /// The gateway's socket dropped and no newer one took its place.
     GatewayLost { gateway: String, router: String },
@@ -110,7 +110,7 @@ pub(crate) enum Write {
     Present {
         gateway: String,
         connection: u64,
-        since_ms: u64,
+        epoch: Option<u64>,
         resources: Vec<AnnouncedResource>,
     },
     Gone {
@@ -159,9 +159,6 @@ pub(crate) struct Fleet {
     local: Mutex<HashMap<String, (u64, Vec<AnnouncedResource>)>>,
     /// Held while a conversation's list is drained and delivered (see `drain_to`).
     draining: tokio::sync::Mutex<()>,
-    /// For each gateway, when its newest socket anywhere in the fleet was registered, as far
-    /// as this router has heard (one entry per gateway that ever connected).
-    newest: Mutex<HashMap<String, u64>>,
 }
 
 impl Fleet {
@@ -191,7 +188,12 @@ impl Fleet {
                 )
             }
         }
-        .map_err(|e| RouterError::Config(format!("redis_url {url:?}: {e}")))?;
+        .map_err(|e| {
+            RouterError::Config(format!(
+                "redis_url {:?}: {e}",
+                crate::config::redacted_redis_url(url)
+            ))
+        })?;
         if url.starts_with("rediss://") {
             // The Redis client builds its TLS settings with the process's default crypto
             // provider; the router's own TLS names its provider each time.
@@ -208,7 +210,6 @@ impl Fleet {
             remote: Mutex::new(HashMap::new()),
             local: Mutex::new(HashMap::new()),
             draining: tokio::sync::Mutex::new(()),
-            newest: Mutex::new(HashMap::new()),
         });
         Ok((fleet, rx))
     }
@@ -511,15 +512,14 @@ impl Fleet {
         }
     }
 
-    /// A gateway connected here at `since_ms` (or announced again).
+    /// A gateway connected here on its connection `epoch` (or announced again).
     pub(crate) fn gateway_present(
         &self,
         gateway: &str,
         connection: u64,
-        since_ms: u64,
+        epoch: Option<u64>,
         resources: Vec<AnnouncedResource>,
     ) {
-        self.newest_online(gateway, since_ms);
         self.local
             .lock()
             .unwrap()
@@ -527,22 +527,9 @@ impl Fleet {
         self.queue(Write::Present {
             gateway: gateway.to_owned(),
             connection,
-            since_ms,
+            epoch,
             resources,
         });
-    }
-
-    /// Whether a socket of `gateway` registered at `since_ms` is the newest heard of (and if
-    /// so, remember it).
-    fn newest_online(&self, gateway: &str, since_ms: u64) -> bool {
-        let mut newest = self.newest.lock().unwrap();
-        match newest.get(gateway) {
-            Some(&known) if known > since_ms => false,
-            _ => {
-                newest.insert(gateway.to_owned(), since_ms);
-                true
-            }
-        }
     }
 
     /// A gateway's socket here closed, whatever the reason: its presence is no longer this
@@ -610,7 +597,7 @@ impl Fleet {
             Write::Present {
                 gateway,
                 connection,
-                since_ms,
+                epoch,
                 resources,
             } => {
                 self.write_presence(&gateway, connection, &resources)
@@ -619,7 +606,7 @@ impl Fleet {
                     gateway,
                     router: self.router_id.clone(),
                     connection,
-                    since_ms: Some(since_ms),
+                    epoch,
                 };
                 self.publish(&self.fleet_channel(), &online).await?;
             }
@@ -979,8 +966,8 @@ async fn refresh(shared: &Weak<Shared>, fleet: &Fleet) {
 /// drops.
 async fn listen(shared: &Weak<Shared>, fleet: &Arc<Fleet>) {
     let mut backoff = Duration::from_millis(100);
-    // Numbers this router's echoes, so one from an earlier subscription is not taken for
-    // the current one's.
+    // Numbers this router's echoes (for its log and Redis's MONITOR; any message heard
+    // proves the subscription alive).
     let mut echoes: u64 = 0;
     loop {
         let pubsub = tokio::time::timeout(REDIS_TIMEOUT, fleet.client.get_async_pubsub()).await;
@@ -1002,8 +989,11 @@ async fn listen(shared: &Weak<Shared>, fleet: &Arc<Fleet>) {
             fleet.router_channel(&fleet.router_id),
             fleet.fleet_channel(),
         ];
-        if pubsub.subscribe(&channels).await.is_err() {
+        // Bounded like every command: a connection that went silent at once is let go.
+        let subscribed = tokio::time::timeout(REDIS_TIMEOUT, pubsub.subscribe(&channels)).await;
+        if !matches!(subscribed, Ok(Ok(()))) {
             tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RECONNECT_MAX);
             continue;
         }
         backoff = Duration::from_millis(100);
@@ -1017,11 +1007,14 @@ async fn listen(shared: &Weak<Shared>, fleet: &Arc<Fleet>) {
         }
         let mut messages = pubsub.into_on_message();
         let mut check = tokio::time::interval(SUBSCRIPTION_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         check.reset();
-        // The echo published and not heard back yet.
+        // The echo published and not heard back yet; anything heard since clears it.
         let mut awaiting: Option<u64> = None;
         loop {
             let message = tokio::select! {
+                // Messages first: a check never overtakes what already arrived.
+                biased;
                 message = messages.next() => message,
                 _ = check.tick() => {
                     if awaiting.is_some() {
@@ -1030,18 +1023,22 @@ async fn listen(shared: &Weak<Shared>, fleet: &Arc<Fleet>) {
                     }
                     echoes += 1;
                     let nonce = echoes;
-                    // Not published (Redis away, or this connection silent too): it will not
-                    // come back either, and subscribing again is what is needed anyway.
-                    if let Err(e) = fleet.publish(&channels[0], &ToRouter::Echo { nonce }).await {
-                        tracing::debug!(error = %e, "fleet: echo not published");
+                    match fleet.publish(&channels[0], &ToRouter::Echo { nonce }).await {
+                        Ok(0) => {
+                            tracing::warn!("fleet: Redis has no subscription of this router");
+                            break;
+                        }
+                        Ok(_) => awaiting = Some(nonce),
+                        // Redis away: nothing learnt about the subscription; asked again later.
+                        Err(e) => tracing::debug!(error = %e, "fleet: echo not published"),
                     }
-                    awaiting = Some(nonce);
                     continue;
                 }
             };
             let Some(message) = message else {
                 break;
             };
+            awaiting = None;
             let Some(shared) = shared.upgrade() else {
                 return;
             };
@@ -1053,11 +1050,7 @@ async fn listen(shared: &Weak<Shared>, fleet: &Arc<Fleet>) {
                 }
             } else {
                 match serde_json::from_slice::<ToRouter>(payload) {
-                    Ok(ToRouter::Echo { nonce }) => {
-                        if awaiting == Some(nonce) {
-                            awaiting = None;
-                        }
-                    }
+                    Ok(ToRouter::Echo { .. }) => {}
                     Ok(message) => on_router_message(&shared, fleet, message).await,
                     Err(e) => tracing::warn!(error = %e, "fleet: unreadable router message"),
                 }
@@ -1121,19 +1114,18 @@ async fn on_fleet_event(shared: &Arc<Shared>, fleet: &Arc<Fleet>, event: ToFleet
             gateway,
             router,
             connection,
-            since_ms,
+            epoch,
         } => {
             if router == fleet.router_id {
                 return;
             }
-            // A gateway that moved twice quickly: the word of its first move may come last.
-            if since_ms.is_some_and(|since| !fleet.newest_online(&gateway, since)) {
+            // A newer socket elsewhere: an older one here is a connection that did not notice
+            // it is gone. A gateway that moved twice quickly: the word of its first move may
+            // come last, and the socket here is then the newer one.
+            if !shared.replace_gateway(&gateway, epoch) {
                 tracing::debug!(%gateway, %router, "fleet: a late gateway_online ignored");
                 return;
             }
-            // A newer socket elsewhere: an older one here is a connection that did not notice
-            // it is gone.
-            shared.replace_gateway(&gateway, since_ms);
             fleet.fail_remote(&gateway, |via| via != router);
             tracing::debug!(%gateway, %router, connection, "fleet: gateway online elsewhere");
         }

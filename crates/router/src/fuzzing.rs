@@ -46,7 +46,7 @@ fn fuzzer() -> &'static Fuzzer {
         let (gateway_tx, gateway_rx) = mpsc::channel(1024);
         // Nothing reads the gateway's queue; keep its receiver so sends fail only when full.
         std::mem::forget(gateway_rx);
-        let link = crate::ws::register(&shared, "g", gateway_tx, vec![]);
+        let link = crate::ws::register(&shared, "g", gateway_tx, vec![], None);
         let (client_tx, client_rx) = mpsc::channel(256);
         Fuzzer {
             shared,

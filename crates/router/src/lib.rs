@@ -155,9 +155,9 @@ impl IntoResponse for RouterError {
 struct GatewayLink {
     /// Distinguishes this connection from a later one of the same gateway.
     connection: u64,
-    /// When the gateway registered on it (milliseconds since the epoch): in a fleet, which of
-    /// two sockets of one gateway on two routers is the newer.
-    since_ms: u64,
+    /// The gateway's own number for this connection (its `hello`'s `epoch`): in a fleet,
+    /// which of two sockets of one gateway on two routers is the newer.
+    epoch: Option<u64>,
     outbound: mpsc::Sender<RouterToGateway>,
     pending: Mutex<HashMap<u64, oneshot::Sender<GatewayOutcome>>>,
     /// Woken when a newer connection of the same gateway takes over.
@@ -471,14 +471,15 @@ impl Shared {
         }
     }
 
-    /// The gateway connected to another router of the fleet at `since_ms` (unknown from a
-    /// router of an earlier version): a socket of it here from before then is an old one;
-    /// close it as replaced. One from later is the newer (the announcement came late).
-    pub(crate) fn replace_gateway(&self, gateway_id: &str, since_ms: Option<u64>) {
+    /// The gateway connected to another router of the fleet, on its connection `epoch`
+    /// (unknown from an earlier version): a socket of it here is an old one, close it as
+    /// replaced; unless its own epoch is larger (the announcement came late), when this
+    /// returns false and nothing changes.
+    pub(crate) fn replace_gateway(&self, gateway_id: &str, epoch: Option<u64>) -> bool {
         let previous = {
             let mut gateways = self.gateways.lock().unwrap();
-            match (gateways.get(gateway_id), since_ms) {
-                (Some(here), Some(there)) if here.since_ms > there => return,
+            match (gateways.get(gateway_id).and_then(|l| l.epoch), epoch) {
+                (Some(here), Some(there)) if here > there => return false,
                 _ => gateways.remove(gateway_id),
             }
         };
@@ -490,6 +491,7 @@ impl Shared {
             previous.replaced.notify_one();
             previous.pending.lock().unwrap().clear();
         }
+        true
     }
 
     /// Send `forward` to a gateway connected here and wait for its reply: `controller_down`

@@ -473,12 +473,13 @@ pub(crate) fn check_hello(
     gateway_id: &str,
     challenge: &GatewayChallenge,
     text: &str,
-) -> Result<Vec<AnnouncedResource>, Refused> {
+) -> Result<(Vec<AnnouncedResource>, Option<u64>), Refused> {
     let Ok(GatewayToRouter::Hello {
         v,
         gateway_id: claimed,
         resources,
         proof,
+        epoch,
     }) = serde_json::from_str::<GatewayToRouter>(text)
     else {
         return Err((Code::Malformed, "first frame must be a hello".into()));
@@ -521,7 +522,7 @@ pub(crate) fn check_hello(
             format!("invalid resource name {:?}", bad.name),
         ));
     }
-    Ok(resources)
+    Ok((resources, epoch))
 }
 
 async fn run_gateway(
@@ -560,8 +561,8 @@ pub(crate) async fn serve_gateway<Si, St, E>(
         Ok(Some(Ok(Message::Text(text)))) => check_hello(shared, gateway_id, &challenge, &text),
         _ => Err((Code::Malformed, "no hello received".into())),
     };
-    let resources = match hello {
-        Ok(resources) => resources,
+    let (resources, epoch) = match hello {
+        Ok(hello) => hello,
         Err((code, message)) => {
             tracing::warn!(gateway = %gateway_id, %code, %message, "gateway refused");
             shared.audit.record(&AuditRecord {
@@ -574,7 +575,7 @@ pub(crate) async fn serve_gateway<Si, St, E>(
     };
 
     let (tx, mut rx) = mpsc::channel::<RouterToGateway>(1024);
-    let registered = register(shared, gateway_id, tx, resources);
+    let registered = register(shared, gateway_id, tx, resources, epoch);
     tracing::info!(gateway = %gateway_id, "gateway connected");
     shared.audit.record(&gateway_record(
         events::GATEWAY_CONNECTED,
@@ -676,7 +677,7 @@ pub(crate) fn gateway_frame(
                     fleet.gateway_present(
                         gateway_id,
                         link.connection,
-                        link.since_ms,
+                        link.epoch,
                         resources.clone(),
                     );
                 }
@@ -718,24 +719,18 @@ pub(crate) fn register(
     gateway_id: &str,
     outbound: mpsc::Sender<RouterToGateway>,
     resources: Vec<AnnouncedResource>,
+    epoch: Option<u64>,
 ) -> Registered {
     let replaced = Arc::new(Notify::new());
     let link = Arc::new(GatewayLink {
         connection: shared.next_id(),
-        since_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
+        epoch,
         outbound,
         pending: Default::default(),
         replaced: replaced.clone(),
     });
     if let Some(fleet) = &shared.fleet {
-        fleet.gateway_present(
-            gateway_id,
-            link.connection,
-            link.since_ms,
-            resources.clone(),
-        );
+        fleet.gateway_present(gateway_id, link.connection, link.epoch, resources.clone());
     }
     shared
         .announced

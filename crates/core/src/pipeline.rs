@@ -237,9 +237,12 @@ impl Launcher {
         let mut background = trickle_out(conversation, tube, trickle);
         // ICE is under way in the tube; the socket is still needed for the gateway's later
         // candidates and its word that the conversation ended.
-        let lost = tunables.offer_at_once
-            && trickle
-            && !self.register(request, &mut signal, recorder).await?;
+        let lost = if tunables.offer_at_once {
+            let socket = self.register(request, &mut signal, recorder).await?;
+            !socket && trickle
+        } else {
+            false
+        };
         watch_signal(conversation, tube.clone(), signal, &mut background);
         if lost {
             background.spawn(conversation.clone().gathered_inline(tube.clone(), sent));

@@ -617,6 +617,36 @@ async fn routers_reach_redis_over_tls_and_check_its_certificate() {
     let b = Router::start_with("router-b", &dir, &pki, &rediss, &public, &trusting).await;
     // Without the CA, the system's roots do not vouch for this Redis: the router never joins.
     let c = Router::start("router-c", &dir, &pki, &rediss, &public).await;
+    // Nor does a router join a Redis whose certificate, from the same CA, names another host.
+    let other_dir = dir.join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let other = pki
+        .ca
+        .write_server_files(
+            &other_dir,
+            &["redis.other.example"],
+            sallyport_ops::pki::Validity::Current,
+        )
+        .unwrap();
+    let (other_plain, other_tls) = (free_port(), free_port());
+    let misnamed = RedisServer::start_tls(
+        other_plain,
+        other_tls,
+        &other.cert_file,
+        &other.key_file,
+        &ca,
+    )
+    .await
+    .unwrap();
+    let d = Router::start_with(
+        "router-d",
+        &dir,
+        &pki,
+        &format!("rediss://127.0.0.1:{other_tls}"),
+        &public,
+        &trusting,
+    )
+    .await;
     let gateway = gateway_on(&[&a], &ca, &dir, key).await;
     wait_online(&b.url, &ca, Duration::from_secs(10)).await;
     let session = launch_echo(&b.url, &ca, &public)
@@ -625,25 +655,29 @@ async fn routers_reach_redis_over_tls_and_check_its_certificate() {
     let (sent, received) = echo_through(session.local_port(), 1 << 16, 11).await;
     assert_eq!(sent, received);
 
-    // A and B joined within a fraction of a second; C, given more, still has not.
+    // A and B joined within a fraction of a second; C and D, given more, still have not.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let refused = sallyport_tests::http(&ca)
-        .get(format!("{}/v1/resources", c.url))
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap();
-    let status = refused.status().as_u16();
-    let body: serde_json::Value = refused.json().await.unwrap();
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (503, Some("fleet_unavailable")),
-        "{body}"
-    );
+    for outside in [&c, &d] {
+        let refused = sallyport_tests::http(&ca)
+            .get(format!("{}/v1/resources", outside.url))
+            .bearer_auth(ALICE)
+            .send()
+            .await
+            .unwrap();
+        let status = refused.status().as_u16();
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (503, Some("fleet_unavailable")),
+            "{}: {body}",
+            outside.url
+        );
+    }
     session.close().await;
     gateway.shutdown().await;
-    for router in [a, b, c] {
+    for router in [a, b, c, d] {
         router.kill().await;
     }
     redis.stop().await;
+    misnamed.stop().await;
 }

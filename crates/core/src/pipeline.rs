@@ -347,31 +347,21 @@ impl Launcher {
                 );
                 Ok(request.trickle)
             }
-            // Either way the session subscribes again in the background, as after any drop
-            // of its socket (for the gateway's later candidates and its word of an end).
-            Registration::Lost if tunables.offer_at_once => {
-                signal
-                    .early
-                    .push(SignalEvent::Lost("lost before it registered".into()));
-                recorder.mark_with(
-                    names::WEBSOCKET_READY_BACKEND_DELAY_DONE,
-                    None,
-                    Some(
-                        "router websocket lost; subscribing again and asking for the \
-                         gateway's candidates inline"
-                            .into(),
-                    ),
-                );
-                Ok(false)
-            }
             Registration::Lost => {
+                // The session subscribes again in the background, as after any drop of its
+                // socket (for the gateway's later candidates and its word of an end).
                 signal
                     .early
                     .push(SignalEvent::Lost("lost before it registered".into()));
+                let next = if tunables.offer_at_once {
+                    "subscribing again and asking for the gateway's candidates inline"
+                } else {
+                    "asking for an inline answer"
+                };
                 recorder.mark_with(
                     names::WEBSOCKET_READY_BACKEND_DELAY_DONE,
                     None,
-                    Some("router websocket lost; asking for an inline answer".into()),
+                    Some(format!("router websocket lost; {next}")),
                 );
                 Ok(false)
             }

@@ -121,6 +121,16 @@ fn ids(list: &LaunchList) -> Vec<&str> {
 
 const ON: &str = "[reports]\nenabled = true\n";
 
+/// The launch ids the support desk lists, sorted.
+async fn kept(url: &str) -> Vec<String> {
+    let mut kept: Vec<String> = ids(&list(url, "").await)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    kept.sort();
+    kept
+}
+
 #[tokio::test]
 async fn a_report_is_kept_and_read_back_only_by_the_support_role() {
     let router = router(ON).await;
@@ -401,13 +411,8 @@ async fn retention_and_the_cap_drop_the_oldest() {
         )
         .await;
     }
-    let mut kept = ids(&list(&url, "").await)
-        .into_iter()
-        .map(str::to_owned)
-        .collect::<Vec<_>>();
-    kept.sort();
     assert_eq!(
-        kept,
+        kept(&url).await,
         ["cap-00003", "cap-00004", "cap-00005"],
         "the cap keeps the newest"
     );
@@ -519,13 +524,8 @@ async fn one_user_s_reports_cannot_push_out_another_s() {
         let (status, _) = post(&url, support::CLIENT_TOKEN, &report(&id, "db", "dc1")).await;
         assert_eq!(status, 204);
     }
-    let mut kept = ids(&list(&url, "").await)
-        .into_iter()
-        .map(str::to_owned)
-        .collect::<Vec<_>>();
-    kept.sort();
     assert_eq!(
-        kept,
+        kept(&url).await,
         ["alice-00005", "alice-00006", "bob-00001"],
         "alice's cap keeps her newest two; bob's report stays"
     );

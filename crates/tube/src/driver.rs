@@ -184,9 +184,7 @@ pub(crate) async fn start(
         .with_sctp_mtu(sctp_mtu as u32)
         .with_sctp_max_receive_buffer_size(receive_window)
         .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(MAX_FRAME_BYTES as u32))
-        // The answering gateway is the DTLS server, so its SCTP endpoint accepts the INIT a
-        // standard client sends as DTLS client (the DTLS client side refuses incoming INITs).
-        .with_answering_dtls_role(RTCDtlsRole::Server)
+        .with_answering_dtls_role(answering_role(offer))
         .build();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
@@ -321,6 +319,8 @@ pub(crate) async fn start(
         last_timeout: now,
         remote_description_set: offer.is_some(),
         held_nominations: HashMap::new(),
+        early_records: Vec::new(),
+        offer_passive: config.offer_passive && offer.is_none(),
         probes: HashMap::new(),
         next_probe: 1,
     };
@@ -334,9 +334,34 @@ pub(crate) async fn start(
         events_rx,
         SessionDescription {
             kind: if offer.is_some() { "answer" } else { "offer" }.into(),
-            sdp: description.sdp,
+            sdp: outgoing(config, offer.is_none(), description.sdp),
         },
     ))
+}
+
+/// The gateway's DTLS role. A standard offer (`a=setup:actpass`) gets the server: its SCTP
+/// endpoint then accepts the INIT a standard client sends as DTLS client (the stack's DTLS
+/// client side refuses incoming INITs). An offer of `a=setup:passive` gets the client, as RFC
+/// 5763 requires: the gateway, as ICE's controlled agent, learns that a pair is nominated half
+/// a round trip before the client does, so its ClientHello leaves that much earlier, and as
+/// SCTP client its COOKIE-ECHO opens the client's channel a round trip before a COOKIE-ACK
+/// would.
+fn answering_role(offer: Option<&SessionDescription>) -> RTCDtlsRole {
+    match offer {
+        Some(offer) if crate::sdp::offers_passive(&offer.sdp) => RTCDtlsRole::Client,
+        _ => RTCDtlsRole::Server,
+    }
+}
+
+/// A description as it leaves this end: an offer of a client configured to stay the DTLS
+/// server says `a=setup:passive` (the stack offers `actpass` and takes the role the answer
+/// leaves it).
+fn outgoing(config: &TubeConfig, is_offer: bool, sdp: String) -> String {
+    if is_offer && config.offer_passive {
+        crate::sdp::as_passive(&sdp)
+    } else {
+        sdp
+    }
 }
 
 /// The candidate of one socket: a host candidate, or behind a 1:1 NAT the mapped address as a
@@ -367,6 +392,55 @@ fn local_candidate(
         .new_candidate_server_reflexive()?,
     };
     Ok(RTCIceCandidate::from(&candidate).to_json()?)
+}
+
+/// Hand one datagram to the stack, as received on `local` from `from`.
+fn feed(pc: &mut RTCPeerConnection, local: SocketAddr, from: SocketAddr, datagram: BytesMut) {
+    if let Err(e) = pc.handle_read(TaggedBytesMut {
+        now: Instant::now(),
+        transport: TransportContext {
+            local_addr: local,
+            peer_addr: from,
+            ecn: None,
+            transport_protocol: TransportProtocol::UDP,
+        },
+        message: datagram,
+    }) {
+        tracing::trace!(error = %e, %from, "datagram not accepted");
+    }
+}
+
+/// A DTLS record (first byte 20 to 63, RFC 7983 §7).
+fn is_dtls(datagram: &[u8]) -> bool {
+    matches!(datagram.first(), Some(20..=63))
+}
+
+fn is_ice_up(event: &RTCPeerConnectionEvent) -> bool {
+    matches!(
+        event,
+        RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+            RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+        )
+    )
+}
+
+/// The most early DTLS records kept: a handshake flight is a few datagrams.
+const MAX_EARLY_RECORDS: usize = 16;
+
+/// Keep a DTLS record that arrived before ICE selected a pair. The stack (rtc 0.21) drops
+/// such records, so the peer's first flight would wait for its retransmission timer (1 s).
+/// That happens whenever the peer's ICE finishes first: the gateway as DTLS client learns of
+/// the nomination before the client does, and its ClientHello can overtake the response that
+/// tells the client.
+fn hold_early_record(
+    early: &mut Vec<(SocketAddr, SocketAddr, BytesMut)>,
+    local: SocketAddr,
+    from: SocketAddr,
+    record: BytesMut,
+) {
+    if early.len() < MAX_EARLY_RECORDS {
+        early.push((local, from, record));
+    }
 }
 
 struct Closing {
@@ -407,6 +481,11 @@ struct Driver {
     remote_description_set: bool,
     /// The latest nominating check from each address while ICE connects (see [`stun`]).
     held_nominations: HashMap<SocketAddr, BytesMut>,
+    /// DTLS records that arrived before ICE had selected a pair, to hand to the stack once it
+    /// has (see [`hold_early_record`]); empty once connected.
+    early_records: Vec<(SocketAddr, SocketAddr, BytesMut)>,
+    /// Client: its offers say `a=setup:passive` ([`TubeConfig::offer_passive`]).
+    offer_passive: bool,
     /// Probes waiting for their `PONG`, by the number the `PING` carried.
     probes: HashMap<u64, oneshot::Sender<()>>,
     next_probe: u64,
@@ -680,7 +759,9 @@ impl Driver {
         let local = self.sockets[index].local;
         let mut gathered = Vec::new();
         let connecting = self.status.borrow().ice_connected.is_none();
+        let opening = !self.channel_open;
         let mut relayed = Vec::new();
+        let mut events = Vec::new();
         let Self {
             sockets,
             pc,
@@ -688,22 +769,10 @@ impl Driver {
             turn,
             traffic,
             held_nominations,
+            early_records,
             ..
         } = self;
-        let feed = |pc: &mut RTCPeerConnection, from: SocketAddr, datagram: BytesMut| {
-            if let Err(e) = pc.handle_read(TaggedBytesMut {
-                now: Instant::now(),
-                transport: TransportContext {
-                    local_addr: local,
-                    peer_addr: from,
-                    ecn: None,
-                    transport_protocol: TransportProtocol::UDP,
-                },
-                message: datagram,
-            }) {
-                tracing::trace!(error = %e, %from, "datagram not accepted");
-            }
-        };
+        let mut ice_up = !connecting;
         sockets[index].udp.receive(READ_ROUNDS, |from, datagram| {
             traffic.datagrams_received.fetch_add(1, Ordering::Relaxed);
             traffic
@@ -714,17 +783,40 @@ impl Driver {
             {
                 return;
             }
+            if !ice_up && is_dtls(&datagram) {
+                hold_early_record(early_records, local, from, datagram);
+                return;
+            }
             let kind = stun::binding_kind(&datagram);
             if connecting && kind == Some(stun::Binding::Nomination) {
                 held_nominations.insert(from, datagram.clone());
             }
-            feed(pc, from, datagram);
+            feed(pc, local, from, datagram);
             if kind == Some(stun::Binding::Success) {
                 if let Some(nomination) = held_nominations.remove(&from) {
-                    feed(pc, from, nomination);
+                    feed(pc, local, from, nomination);
+                }
+            }
+            // Until the channel is open, let the stack raise its events after each datagram:
+            // the association coming up is what opens the pre-negotiated channel, and rtc 0.21
+            // drops (after acknowledging it) a message for that channel that arrives before
+            // the event was handled. The gateway, as SCTP client, gets the client's first
+            // frame right behind the COOKIE-ACK that brings its association up.
+            if opening {
+                while let Some(event) = pc.poll_event() {
+                    if !ice_up && is_ice_up(&event) {
+                        ice_up = true;
+                        for (local, from, record) in early_records.drain(..) {
+                            feed(pc, local, from, record);
+                        }
+                    }
+                    events.push(event);
                 }
             }
         });
+        for event in events {
+            self.handle_event(event);
+        }
         self.apply_gather(gathered);
         self.apply_turn(relayed);
     }
@@ -742,17 +834,10 @@ impl Driver {
                     peer,
                     data,
                 } => {
-                    if let Err(e) = self.pc.handle_read(TaggedBytesMut {
-                        now: Instant::now(),
-                        transport: TransportContext {
-                            local_addr: relayed,
-                            peer_addr: peer,
-                            ecn: None,
-                            transport_protocol: TransportProtocol::UDP,
-                        },
-                        message: data,
-                    }) {
-                        tracing::trace!(error = %e, %peer, "relayed datagram not accepted");
+                    if self.status.borrow().ice_connected.is_none() && is_dtls(&data) {
+                        hold_early_record(&mut self.early_records, relayed, peer, data);
+                    } else {
+                        feed(&mut self.pc, relayed, peer, data);
                     }
                 }
                 TurnOutput::Allocated { base, relayed, url } => {
@@ -795,42 +880,7 @@ impl Driver {
         let mut progress = false;
         while let Some(event) = self.pc.poll_event() {
             progress = true;
-            let now = Instant::now();
-            match event {
-                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) => match state {
-                    RTCIceConnectionState::Connected | RTCIceConnectionState::Completed => {
-                        let path = self.selected_path();
-                        self.status.send_modify(|s| {
-                            s.ice_connected.get_or_insert(now);
-                            s.disconnected_since = None;
-                            if path.is_some() {
-                                s.path = path;
-                            }
-                        });
-                    }
-                    RTCIceConnectionState::Failed => self.end(TubeEnd::Failed),
-                    RTCIceConnectionState::Disconnected => {
-                        tracing::info!("ICE consent lost; the path may come back or be restarted");
-                        self.status.send_modify(|s| {
-                            s.disconnected_since.get_or_insert(now);
-                        });
-                    }
-                    _ => {}
-                },
-                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
-                    RTCPeerConnectionState::Connected => {
-                        self.status.send_modify(|s| {
-                            s.dtls_connected.get_or_insert(now);
-                        });
-                    }
-                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
-                        self.end(TubeEnd::Failed)
-                    }
-                    _ => {}
-                },
-                RTCPeerConnectionEvent::OnDataChannel(event) => self.on_channel_event(event, now),
-                _ => {}
-            }
+            self.handle_event(event);
         }
         if self.status.borrow().sctp_connected.is_none()
             && self.pc.sctp().map(|s| s.state()) == Some(RTCSctpTransportState::Connected)
@@ -841,6 +891,48 @@ impl Driver {
             });
         }
         progress
+    }
+
+    fn handle_event(&mut self, event: RTCPeerConnectionEvent) {
+        let now = Instant::now();
+        match event {
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) => match state {
+                RTCIceConnectionState::Connected | RTCIceConnectionState::Completed => {
+                    for (local, from, record) in std::mem::take(&mut self.early_records) {
+                        feed(&mut self.pc, local, from, record);
+                    }
+                    let path = self.selected_path();
+                    self.status.send_modify(|s| {
+                        s.ice_connected.get_or_insert(now);
+                        s.disconnected_since = None;
+                        if path.is_some() {
+                            s.path = path;
+                        }
+                    });
+                }
+                RTCIceConnectionState::Failed => self.end(TubeEnd::Failed),
+                RTCIceConnectionState::Disconnected => {
+                    tracing::info!("ICE consent lost; the path may come back or be restarted");
+                    self.status.send_modify(|s| {
+                        s.disconnected_since.get_or_insert(now);
+                    });
+                }
+                _ => {}
+            },
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
+                RTCPeerConnectionState::Connected => {
+                    self.status.send_modify(|s| {
+                        s.dtls_connected.get_or_insert(now);
+                    });
+                }
+                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                    self.end(TubeEnd::Failed)
+                }
+                _ => {}
+            },
+            RTCPeerConnectionEvent::OnDataChannel(event) => self.on_channel_event(event, now),
+            _ => {}
+        }
     }
 
     fn on_channel_event(&mut self, event: RTCDataChannelEvent, now: Instant) {
@@ -1017,22 +1109,15 @@ impl Driver {
                 let _ = reply.send(result);
             }
             Command::LocalDescription { reply } => {
+                let kind = match self.side {
+                    Side::Client => "offer",
+                    Side::Gateway => "answer",
+                };
                 let result = self
                     .pc
                     .local_description()
-                    .map(|d| SessionDescription {
-                        kind: match self.side {
-                            Side::Client => "offer",
-                            Side::Gateway => "answer",
-                        }
-                        .into(),
-                        sdp: crate::sdp::with_candidates(
-                            &d.sdp,
-                            self.mline,
-                            &self.gathered,
-                            self.gatherer.done(),
-                        ),
-                    })
+                    .map(|d| d.sdp.clone())
+                    .map(|sdp| self.description(kind, &sdp))
                     .ok_or(TubeError::Closed);
                 let _ = reply.send(result);
             }
@@ -1112,9 +1197,15 @@ impl Driver {
 
     /// The description as the peer should see it: with every candidate gathered since.
     fn description(&mut self, kind: &str, sdp: &str) -> SessionDescription {
+        let sdp =
+            crate::sdp::with_candidates(sdp, self.mline, &self.gathered, self.gatherer.done());
         SessionDescription {
             kind: kind.into(),
-            sdp: crate::sdp::with_candidates(sdp, self.mline, &self.gathered, self.gatherer.done()),
+            sdp: if kind == "offer" && self.offer_passive {
+                crate::sdp::as_passive(&sdp)
+            } else {
+                sdp
+            },
         }
     }
 

@@ -64,6 +64,25 @@ pub(crate) fn with_candidates(
     out
 }
 
+/// Whether the offer asks the answerer to be the DTLS client (`a=setup:passive`, RFC 5763 §5).
+pub(crate) fn offers_passive(sdp: &str) -> bool {
+    sdp.lines().any(|line| line.trim_end() == "a=setup:passive")
+}
+
+/// The offer with `a=setup:actpass` made `a=setup:passive`: the offerer stays the DTLS server.
+pub(crate) fn as_passive(sdp: &str) -> String {
+    sdp.lines()
+        .map(|line| match line.trim_end() {
+            "a=setup:actpass" => "a=setup:passive",
+            line => line,
+        })
+        .fold(String::with_capacity(sdp.len()), |mut out, line| {
+            out.push_str(line);
+            out.push_str("\r\n");
+            out
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +90,16 @@ mod tests {
     const SDP: &str = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
         m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:a\r\n\
         m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:data\r\na=sctp-port:5000\r\n";
+
+    #[test]
+    fn an_offer_made_passive_says_so_and_nothing_else_changes() {
+        let offer = format!("{SDP}a=setup:actpass\r\n");
+        assert!(!offers_passive(&offer));
+        let passive = as_passive(&offer);
+        assert!(offers_passive(&passive));
+        assert_eq!(passive.replace("a=setup:passive", "a=setup:actpass"), offer);
+        assert!(!offers_passive("a=setup:active\r\n"));
+    }
 
     #[test]
     fn finds_the_data_section_among_others() {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use sallyport_relay::{Side, UdpRelay};
+use sallyport_protocol::CloseReason;
 use sallyport_tube::{Milestone, TubeConfig};
 use tokio::net::TcpStream;
 
@@ -140,4 +141,35 @@ async fn an_ice_restart_moves_a_live_tube_to_a_new_path() {
 
 fn ice_ufrag(sdp: &str) -> Option<&str> {
     sdp.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+}
+
+/// Across a delay, each end's handshake packets arrive right behind what lets the stack take
+/// them (the check response that selects the pair, the COOKIE-ACK that opens the channel):
+/// whichever side is the DTLS client, the first connection, opened the moment the client's
+/// channel opens, is carried, launch after launch.
+#[tokio::test]
+async fn the_first_connection_opens_across_a_delay_whichever_side_starts_dtls() {
+    let (client_side, client_config) = side("127.0.0.61", (48100, 48109));
+    let (gateway_side, gateway_config) = side("127.0.0.62", (48200, 48209));
+    let _relay = UdpRelay::start(client_side, gateway_side, Duration::from_millis(15))
+        .await
+        .unwrap();
+    for offer_passive in [true, false, true, false, true, false] {
+        let client_config = TubeConfig {
+            offer_passive,
+            ..client_config.clone()
+        };
+        let mut pair = pair_between(&client_config, &gateway_config).await;
+        pair.serve(echo_target().await);
+        pair.client
+            .reached(Milestone::ChannelOpen, TIMEOUT)
+            .await
+            .unwrap();
+        let mut first = pair.client.open().await.unwrap();
+        first
+            .opened(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("offer_passive={offer_passive}: {e}"));
+        pair.client.shutdown(CloseReason::ClientClosed).await;
+    }
 }

@@ -17,29 +17,63 @@ use serde::Serialize;
 use super::procs::{LabOptions, ProcessLab, ECHO};
 use super::stats::{percentiles, Percentiles};
 
-/// One column of the bench: a profile, or `fast` as it was before it sent its offer at once
-/// (registration first), run beside it so the two compare within one run.
+/// One column of the bench: a profile, or `fast` without one of its wide-area changes, run
+/// beside it so that the change is measured within one run.
 #[derive(Clone, Copy, PartialEq)]
 struct Variant {
     profile: Profile,
-    registration_first: bool,
+    without: Option<Change>,
+}
+
+/// A change `fast` made for wide-area paths.
+#[derive(Clone, Copy, PartialEq)]
+enum Change {
+    /// It sends its offer at once instead of after its WebSocket's `subscribed`.
+    OfferAtOnce,
+    /// Its client offers `a=setup:passive`, so that the gateway is the DTLS and SCTP client.
+    GatewayStartsDtls,
+}
+
+impl Change {
+    const ALL: [Change; 2] = [Change::OfferAtOnce, Change::GatewayStartsDtls];
+
+    /// How `fast` ran before the change.
+    fn before(self) -> &'static str {
+        match self {
+            Change::OfferAtOnce => "registration first",
+            Change::GatewayStartsDtls => "client as DTLS client",
+        }
+    }
 }
 
 impl Variant {
     fn label(self) -> String {
-        match self.registration_first {
-            true => format!("{} (registration first)", self.profile),
-            false => self.profile.to_string(),
+        match self.without {
+            Some(change) => format!("{} ({})", self.profile, change.before()),
+            None => self.profile.to_string(),
         }
     }
 
     fn tunables(self) -> Result<Tunables, String> {
         let mut tunables = Tunables::from_env(self.profile).map_err(|e| e.to_string())?;
-        if self.registration_first {
+        if self.without == Some(Change::OfferAtOnce) {
             tunables.offer_at_once = false;
         }
         Ok(tunables)
     }
+
+    fn launcher<'a>(self, launchers: &'a Launchers) -> &'a Launcher {
+        match self.without {
+            Some(Change::GatewayStartsDtls) => &launchers.client_dtls,
+            _ => &launchers.default,
+        }
+    }
+}
+
+/// The launcher of every variant, and one whose client is the DTLS client.
+struct Launchers {
+    default: Launcher,
+    client_dtls: Launcher,
 }
 
 #[derive(Serialize)]
@@ -107,18 +141,20 @@ pub async fn run(
     };
     let scratch = std::env::temp_dir().join(format!("sallyport-bench-{}", std::process::id()));
 
-    // Across round trips, `fast` also runs as it did before it sent its offer at once.
+    // Across round trips, `fast` also runs without each of its wide-area changes.
     let mut variants = Vec::new();
     for &profile in profiles {
         variants.push(Variant {
             profile,
-            registration_first: false,
+            without: None,
         });
         if relayed && profile == Profile::Fast {
-            variants.push(Variant {
-                profile,
-                registration_first: true,
-            });
+            for change in Change::ALL {
+                variants.push(Variant {
+                    profile,
+                    without: Some(change),
+                });
+            }
         }
     }
     let mut results = Vec::new();
@@ -144,20 +180,32 @@ pub async fn run(
                 ..tube
             };
         }
-        let launcher = Launcher::new(
-            lab.profile(&router_url),
-            &lab.client_token,
-            StickyPorts::new(scratch.join("ports.json")),
-        )
-        .map_err(|e| e.to_string())?
-        .with_tube_config(tube)
-        .with_state_dir(scratch.clone());
+        let launcher = |tube: TubeConfig| {
+            Launcher::new(
+                lab.profile(&router_url),
+                &lab.client_token,
+                StickyPorts::new(scratch.join("ports.json")),
+            )
+            .map(|launcher| {
+                launcher
+                    .with_tube_config(tube)
+                    .with_state_dir(scratch.clone())
+            })
+            .map_err(|e| e.to_string())
+        };
+        let launchers = Launchers {
+            default: launcher(tube.clone())?,
+            client_dtls: launcher(TubeConfig {
+                offer_passive: false,
+                ..tube
+            })?,
+        };
         if let Some(rtt) = rtt {
             eprintln!("RTT {rtt} ms");
         }
         results.push(RttResult {
             rtt_ms: rtt,
-            profiles: launches(&launcher, runs, &variants).await,
+            profiles: launches(&launchers, runs, &variants).await,
         });
     }
     drop(relay);
@@ -177,7 +225,7 @@ pub async fn run(
     Ok((md, serde_json::to_value(&results).expect("serializable")))
 }
 
-async fn launches(launcher: &Launcher, runs: usize, variants: &[Variant]) -> Vec<ProfileResult> {
+async fn launches(launchers: &Launchers, runs: usize, variants: &[Variant]) -> Vec<ProfileResult> {
     let mut ready: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut data_plane: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut steps: BTreeMap<String, Vec<(String, Vec<f64>)>> = BTreeMap::new();
@@ -196,7 +244,7 @@ async fn launches(launcher: &Launcher, runs: usize, variants: &[Variant]) -> Vec
             let mut request = LaunchRequest::new(ECHO, tunables);
             request.client = ClientChoice::None;
             request.port = Some(0);
-            match launcher.launch(request).await {
+            match variant.launcher(launchers).launch(request).await {
                 Ok(session) => {
                     let checkpoints = session.checkpoints();
                     let total = |name: &str| {
@@ -277,11 +325,24 @@ fn render_rtt(results: &[RttResult]) -> String {
     for p in &profiles {
         md.push_str(&format!(" {p} ready p50 ms | {p} in RTTs |"));
     }
-    md.push_str(" fast data plane RTTs | fast ÷ fast (registration first) |\n|---|");
+    let befores: Vec<String> = profiles
+        .iter()
+        .filter(|p| p.starts_with("fast ("))
+        .cloned()
+        .collect();
+    md.push_str(" fast data plane RTTs |");
+    for before in &befores {
+        md.push_str(&format!(" fast ÷ {before} |"));
+    }
+    md.push_str("\n|---|");
     for _ in &profiles {
         md.push_str("---|---|");
     }
-    md.push_str("---|---|\n");
+    md.push_str("---|");
+    for _ in &befores {
+        md.push_str("---|");
+    }
+    md.push('\n');
     for r in results {
         let rtt = r.rtt_ms.unwrap_or(0);
         md.push_str(&format!("| {rtt} |"));
@@ -300,20 +361,21 @@ fn render_rtt(results: &[RttResult]) -> String {
             ));
         }
         let fast = r.profiles.iter().find(|p| p.variant == "fast");
-        let before = r
-            .profiles
-            .iter()
-            .find(|p| p.variant == "fast (registration first)");
-        let ratio = match (fast, before) {
-            (Some(f), Some(b)) if b.ready_ms.p50 > 0.0 => {
-                format!("{:.2}", f.ready_ms.p50 / b.ready_ms.p50)
-            }
-            _ => "–".into(),
-        };
         md.push_str(&format!(
-            " {} | {ratio} |\n",
+            " {} |",
             fast.map_or("–".into(), |f| in_rtts(f.data_plane_ms.p50))
         ));
+        for before in &befores {
+            let before = r.profiles.iter().find(|p| p.variant == *before);
+            let ratio = match (fast, before) {
+                (Some(f), Some(b)) if b.ready_ms.p50 > 0.0 => {
+                    format!("{:.2}", f.ready_ms.p50 / b.ready_ms.p50)
+                }
+                _ => "–".into(),
+            };
+            md.push_str(&format!(" {ratio} |"));
+        }
+        md.push('\n');
     }
     md
 }

@@ -814,8 +814,15 @@ impl Driver {
                 }
             }
         });
-        for event in events {
-            self.handle_event(event);
+        if !events.is_empty() {
+            for event in events {
+                self.handle_event(event);
+            }
+            // What the events made due (the DTLS client's ClientHello once ICE is up) is built
+            // on the stack's next timeout, as in every round of the pump.
+            if let Err(e) = self.pc.handle_timeout(Instant::now()) {
+                tracing::debug!(error = %e, "handle_timeout");
+            }
         }
         self.apply_gather(gathered);
         self.apply_turn(relayed);

@@ -26,6 +26,13 @@
 //! 2. sleep until a datagram arrives (read in batches), a command arrives from a handle or a
 //!    connection, or the stack's next deadline, whichever is first.
 //!
+//! Two rules cover what the stack (rtc 0.21) drops while a tube comes up: until the channel is
+//! open, the stack's events are taken after each datagram (a first frame right behind the
+//! COOKIE-ACK that opens the channel would otherwise reach a channel not yet open, and be lost
+//! though acknowledged); and a DTLS record that arrives before ICE has selected a pair is kept
+//! and handed to the stack once it has (the peer's ClientHello can overtake the check response
+//! that selects the pair; dropped, it would wait for the peer's 1 s retransmission).
+//!
 //! Nothing else touches the peer connection; handles talk to the task through commands. While
 //! connecting, ICE checks pairs every [`TubeConfig::ice_check_interval`] (5 ms, the RFC 8445
 //! minimum pacing); once connected, only the stack's keepalives (every 2 s) and SCTP heartbeats

@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sallyport_relay::{Side, UdpRelay};
 use sallyport_protocol::CloseReason;
+use sallyport_relay::{Side, UdpRelay};
 use sallyport_tube::{Milestone, TubeConfig};
 use tokio::net::TcpStream;
 

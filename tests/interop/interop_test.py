@@ -446,6 +446,26 @@ async def t_full_tube(ctx: Ctx):
         await tube.dispose()
 
 
+async def t_passive_offer(ctx: Ctx, runs: int = 3):
+    """Section 6.1: an offer of a=setup:passive makes the gateway the DTLS and SCTP client."""
+    for i in range(runs):
+        tube = ctx.tube(tag="passive", setup="passive")
+        try:
+            await tube.start()
+            assert "a=setup:passive" in tube.offer_sdp
+            record("a=setup:active" in (tube.answer_sdp or ""),
+                   f"a passive offer is answered a=setup:active (run {i + 1})", "", doc=True)
+            await echo_once(tube)
+            c = await tube.open_and_wait()
+            await c.send(b"second")
+            assert await c.read_exactly(6) == b"second"
+            record(True, f"passive offer: launch + two connections through the gateway as DTLS client "
+                         f"(run {i + 1})")
+            await tube.shutdown()
+        finally:
+            await tube.dispose()
+
+
 async def t_sealed_close(ctx: Ctx):
     tube = ctx.tube(tag="close")
     await tube.start()
@@ -967,6 +987,7 @@ async def main():
             ("ws_client", lambda: t_ws_client(ctx)),
             ("matrix", matrix),
             ("full_tube", lambda: t_full_tube(ctx)),
+            ("passive_offer", lambda: t_passive_offer(ctx)),
             ("sealed_close", lambda: t_sealed_close(ctx)),
             ("repeated_start", lambda: t_repeated_start(ctx)),
             ("refused", lambda: t_refused(ctx)),

@@ -475,8 +475,10 @@ class Timings:
 class Tube:
     def __init__(self, router: Router, sock: Optional[ClientSocket], gateway: str, gateway_pk: str,
                  resource: str, conv_id: str, *, candidate_mode: str = "offer", streamed: bool = True,
-                 timeout_ms: int = 10_000):
+                 timeout_ms: int = 10_000, setup: str = "actpass"):
         assert candidate_mode in ("offer", "trickle", "both")
+        assert setup in ("actpass", "passive")
+        self.setup = setup  # "passive": the gateway answers active and is the DTLS client
         self.router = router
         self.sock = sock
         self.gateway = gateway
@@ -547,6 +549,9 @@ class Tube:
         offer = await self.pc.createOffer()
         await self.pc.setLocalDescription(offer)  # aiortc gathers here
         sdp = self.pc.localDescription.sdp
+        if self.setup == "passive":
+            # aiortc offers actpass and takes the role the answer leaves it (section 6.1)
+            sdp = sdp.replace("a=setup:actpass", "a=setup:passive")
         stripped, cands, self.mid = split_candidates(sdp)
         self.local_candidates = cands
         self.mline_index = 0

@@ -62,7 +62,7 @@ impl Variant {
         Ok(tunables)
     }
 
-    fn launcher<'a>(self, launchers: &'a Launchers) -> &'a Launcher {
+    fn launcher(self, launchers: &Launchers) -> &Launcher {
         match self.without {
             Some(Change::GatewayStartsDtls) => &launchers.client_dtls,
             _ => &launchers.default,

@@ -51,10 +51,22 @@ pub async fn run(megabytes: u64) -> Result<(String, serde_json::Value), String> 
         .with_state_dir(scratch.clone());
         Ok(launcher.with_tube_config(tube.unwrap_or(base)))
     };
+    let base = lab.profile(&lab.router_url()).tube_config();
     let path_mtu = launcher_with(None)?;
     let small = launcher_with(Some(TubeConfig {
         max_datagram: Some(1200),
-        ..lab.profile(&lab.router_url()).tube_config()
+        ..base.clone()
+    }))?;
+    // One stream also runs with the client as DTLS (and SCTP) client, as before the client
+    // offered `a=setup:passive`, so that the roles compare within the run.
+    let path_mtu_client_dtls = launcher_with(Some(TubeConfig {
+        offer_passive: false,
+        ..base.clone()
+    }))?;
+    let small_client_dtls = launcher_with(Some(TubeConfig {
+        max_datagram: Some(1200),
+        offer_passive: false,
+        ..base
     }))?;
 
     let mut rows = Vec::new();
@@ -76,19 +88,31 @@ pub async fn run(megabytes: u64) -> Result<(String, serde_json::Value), String> 
         );
         session.0.close().await;
         if streams == 1 {
-            let session = launch_sink(&small).await?;
-            rows.push(
-                measure(
-                    "tube (datagrams ≤ 1,200 bytes)",
-                    streams,
-                    total,
-                    &block,
-                    session.0.local_addr(),
-                    Some(&lab),
-                )
-                .await?,
-            );
-            session.0.close().await;
+            for (label, launcher) in [
+                ("tube (datagrams ≤ 1,200 bytes)", &small),
+                (
+                    "tube, client as DTLS client (SCTP packets from the path)",
+                    &path_mtu_client_dtls,
+                ),
+                (
+                    "tube, client as DTLS client (datagrams ≤ 1,200 bytes)",
+                    &small_client_dtls,
+                ),
+            ] {
+                let session = launch_sink(launcher).await?;
+                rows.push(
+                    measure(
+                        label,
+                        streams,
+                        total,
+                        &block,
+                        session.0.local_addr(),
+                        Some(&lab),
+                    )
+                    .await?,
+                );
+                session.0.close().await;
+            }
         }
     }
     lab.stop().await;

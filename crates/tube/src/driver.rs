@@ -295,6 +295,7 @@ pub(crate) async fn start(
     );
 
     let traffic = Arc::new(crate::Traffic::default());
+    let offer_passive = config.offer_passive && offer.is_none();
     let driver = Driver {
         traffic: traffic.clone(),
         pc,
@@ -320,7 +321,7 @@ pub(crate) async fn start(
         remote_description_set: offer.is_some(),
         held_nominations: HashMap::new(),
         early_records: Vec::new(),
-        offer_passive: config.offer_passive && offer.is_none(),
+        offer_passive,
         probes: HashMap::new(),
         next_probe: 1,
     };
@@ -334,7 +335,12 @@ pub(crate) async fn start(
         events_rx,
         SessionDescription {
             kind: if offer.is_some() { "answer" } else { "offer" }.into(),
-            sdp: outgoing(config, offer.is_none(), description.sdp),
+            // The stack offers `actpass` and takes the role the answer leaves it.
+            sdp: if offer_passive {
+                crate::sdp::as_passive(&description.sdp)
+            } else {
+                description.sdp
+            },
         },
     ))
 }
@@ -350,17 +356,6 @@ fn answering_role(offer: Option<&SessionDescription>) -> RTCDtlsRole {
     match offer {
         Some(offer) if crate::sdp::offers_passive(&offer.sdp) => RTCDtlsRole::Client,
         _ => RTCDtlsRole::Server,
-    }
-}
-
-/// A description as it leaves this end: an offer of a client configured to stay the DTLS
-/// server says `a=setup:passive` (the stack offers `actpass` and takes the role the answer
-/// leaves it).
-fn outgoing(config: &TubeConfig, is_offer: bool, sdp: String) -> String {
-    if is_offer && config.offer_passive {
-        crate::sdp::as_passive(&sdp)
-    } else {
-        sdp
     }
 }
 

@@ -131,7 +131,7 @@ async fn every_launch_of_a_run_is_audited_with_its_outcome() {
         let connected = conversation
             .iter()
             .position(|r| r.event == events::TUBE_CONNECTED)
-            .expect("connected before closed");
+            .unwrap_or_else(|| panic!("connected before closed: {conversation:#?}"));
         let closed = conversation
             .iter()
             .position(|r| r.event == events::SESSION_CLOSED)

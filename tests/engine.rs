@@ -106,6 +106,7 @@ async fn start_message(
             offer,
             resource: resource.into(),
             max_datagram: None,
+            open_first: false,
         }),
     };
     (message, peer)

@@ -63,6 +63,7 @@ async fn launch(mode: Candidates) {
         offer,
         resource: sallyport_lab::DEMO_ECHO.into(),
         max_datagram: None,
+        open_first: false,
     });
     let reply = api
         .send("lab", &message(MessageKind::Start, false, start), TIMEOUT)

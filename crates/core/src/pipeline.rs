@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use sallyport_protocol::{
     AnswerBody, CandidatesBody, ClientMessage, Code, ConversationKeys, GatewayPublicKey,
-    IceCandidate, MessageKind, ResourceInfo, SealedPayload, SessionDescription, StartBody,
-    StreamKind, PROTOCOL_VERSION,
+    IceCandidate, MessageKind, OpenedBody, ResourceInfo, SealedPayload, SessionDescription,
+    StartBody, StreamKind, FIRST_CONNECTION, PROTOCOL_VERSION,
 };
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -192,7 +192,12 @@ impl Launcher {
     /// own work. Once the tube exists, a failure closes it and tells the gateway.
     async fn run(&self, request: &LaunchRequest, recorder: &Recorder) -> Result<Session> {
         let plan = self.resolve(request, recorder).await?;
-        let conversation = Conversation::new(self.api.clone(), &plan, &self.tube_config);
+        let conversation = Conversation::new(
+            self.api.clone(),
+            &plan,
+            &self.tube_config,
+            &request.tunables,
+        );
         let early = self.listen_early(request, &conversation, recorder);
         let (tube, offer) = self.create_tube(request, recorder).await?;
         let signal = self.listen_late(early, &conversation, recorder);
@@ -232,7 +237,8 @@ impl Launcher {
         let reply = self
             .send_offer(conversation, offer, trickle, tunables, recorder)
             .await?;
-        self.receive_answer(conversation, tube, reply, trickle, &mut signal, recorder)
+        let first = self
+            .receive_answer(conversation, tube, reply, trickle, &mut signal, recorder)
             .await?;
         let mut background = trickle_out(conversation, tube, trickle);
         // ICE is under way in the tube; the socket is still needed for the gateway's later
@@ -249,7 +255,7 @@ impl Launcher {
         }
         self.connect_data_plane(tube, tunables, recorder).await?;
         let port = self.local_listener_ready(&plan.listener, recorder)?;
-        let first = self.connect_target(tube, tunables, recorder).await?;
+        let first = self.connect_target(tube, first, tunables, recorder).await?;
         self.start_session(plan, conversation, tube, port, first, background, recorder)
     }
 
@@ -442,9 +448,12 @@ impl Launcher {
         trickle: bool,
         signal: &mut Signal,
         recorder: &Recorder,
-    ) -> Result<()> {
-        let answer = match reply.payload {
-            Some(payload) => conversation.open_answer(&payload)?,
+    ) -> Result<Option<Connection>> {
+        let (answer, open_first) = match reply.payload {
+            Some(payload) => {
+                let body = open_answer_body(&conversation.keys, &payload)?;
+                (body.answer, body.open_first)
+            }
             None if !trickle => {
                 return Err(CoreError::Router {
                     status: 200,
@@ -452,11 +461,20 @@ impl Launcher {
                     message: "the gateway's reply carried no answer".into(),
                 })
             }
-            _ => signal.answer(&conversation.keys, OFFER_TIMEOUT).await?,
+            _ => (
+                signal.answer(&conversation.keys, OFFER_TIMEOUT).await?,
+                false,
+            ),
+        };
+        // Before the answer is applied: the gateway may say connection 1 is open as soon as
+        // the channel is, and through the router before that.
+        let first = match open_first && conversation.open_first {
+            true => Some(tube.adopt_first().await?),
+            false => None,
         };
         tube.apply_answer(&answer).await?;
         recorder.mark(names::ANSWER_RECEIVED);
-        Ok(())
+        Ok(first)
     }
 
     /// Phase 8: ICE, DTLS, SCTP and the channel, each stamped when its layer came up;
@@ -503,17 +521,22 @@ impl Launcher {
     }
 
     /// Phase 9b: a first connection through the tube, which proves the target reachable and
-    /// is handed to the client's first connection.
+    /// is handed to the client's first connection. With `open_first` the gateway opened it
+    /// at `start`, and usually said so through the router before the channel opened.
     async fn connect_target(
         &self,
         tube: &ClientTube,
+        opened_at_start: Option<Connection>,
         tunables: &Tunables,
         recorder: &Recorder,
     ) -> Result<Connection> {
         if !tunables.open_connection_delay.is_zero() {
             tokio::time::sleep(tunables.open_connection_delay).await;
         }
-        let first = tube.open_connection(TARGET_TIMEOUT).await?;
+        let first = match opened_at_start {
+            Some(first) => tube.until_opened(first, TARGET_TIMEOUT).await?,
+            None => tube.open_connection(TARGET_TIMEOUT).await?,
+        };
         recorder.mark(names::TARGET_CONNECTED);
         Ok(first)
     }
@@ -682,10 +705,12 @@ struct Conversation {
     resource: ResourceInfo,
     /// The largest datagram our tube can take, told to the gateway in the offer.
     receive_limit: usize,
+    /// Ask the gateway to open connection 1 at `start` ([`Tunables::open_first`]).
+    open_first: bool,
 }
 
 impl Conversation {
-    fn new(api: RouterApi, plan: &Plan, tube: &TubeConfig) -> Self {
+    fn new(api: RouterApi, plan: &Plan, tube: &TubeConfig, tunables: &Tunables) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         Self {
             keys: ConversationKeys::for_client(&plan.gateway_key, &id),
@@ -693,6 +718,7 @@ impl Conversation {
             id,
             resource: plan.resource.clone(),
             receive_limit: tube.receive_limit(),
+            open_first: tunables.open_first,
         }
     }
 
@@ -719,6 +745,7 @@ impl Conversation {
             offer,
             resource: self.resource.name.clone(),
             max_datagram: Some(self.receive_limit as u32),
+            open_first: self.open_first,
         };
         let payload = self.keys.seal_to_gateway(&body);
         self.message(MessageKind::Start, trickle, OFFER_TIMEOUT, payload)
@@ -939,8 +966,11 @@ impl Signal {
 }
 
 fn open_answer(keys: &ConversationKeys, payload: &SealedPayload) -> Result<SessionDescription> {
+    open_answer_body(keys, payload).map(|b| b.answer)
+}
+
+fn open_answer_body(keys: &ConversationKeys, payload: &SealedPayload) -> Result<AnswerBody> {
     keys.open_from_gateway::<AnswerBody>(payload)
-        .map(|b| b.answer)
         .map_err(|e| CoreError::Seal(e.to_string()))
 }
 
@@ -1012,6 +1042,14 @@ fn watch_signal(
                     kind: StreamKind::Candidates,
                     payload,
                 } => apply(payload).await,
+                SignalEvent::Message {
+                    kind: StreamKind::Opened,
+                    payload,
+                } => match keys.open_from_gateway::<OpenedBody>(&payload) {
+                    Ok(body) if body.conn == FIRST_CONNECTION => tube.first_heard(body.refused),
+                    Ok(body) => tracing::warn!(conn = body.conn, "ignored an opened message"),
+                    Err(e) => tracing::warn!(error = %e, "rejected a gateway opened message"),
+                },
                 SignalEvent::GatewayLost => tube.check_gateway(GATEWAY_CHECK).await,
                 // The router socket dropped: the tube does not depend on it, but an ICE
                 // restart, the gateway's candidates and `gateway_lost` do. The router keeps
@@ -1220,6 +1258,7 @@ mod tests {
                 kind: "answer".into(),
                 sdp: "v=0".into(),
             },
+            open_first: false,
         };
         SignalEvent::Message {
             kind: StreamKind::Answer,

@@ -136,7 +136,27 @@ impl ClientTube {
 
     /// Open one connection and wait until the gateway reports the target connected.
     pub async fn open_connection(&self, timeout: Duration) -> Result<Connection> {
-        let mut connection = self.open().await?;
+        let connection = self.open().await?;
+        self.until_opened(connection, timeout).await
+    }
+
+    /// Connection 1, which the gateway opens by itself (the start asked, its answer agreed):
+    /// taken before the answer is applied, so nothing the gateway says of it comes first.
+    pub async fn adopt_first(&self) -> Result<Connection> {
+        self.tube.adopt_first().await.map_err(|e| self.ended_or(e))
+    }
+
+    /// The gateway's `opened` for connection 1, streamed through the router.
+    pub fn first_heard(&self, refused: Option<sallyport_protocol::CloseReason>) {
+        self.tube.first_heard(refused);
+    }
+
+    /// Wait until the gateway has reached the target for `connection`, or says why not.
+    pub async fn until_opened(
+        &self,
+        mut connection: Connection,
+        timeout: Duration,
+    ) -> Result<Connection> {
         match connection.opened(timeout).await {
             Ok(()) => Ok(connection),
             Err(sallyport_tube::TubeError::Refused(reason)) => Err(CoreError::Target(reason)),

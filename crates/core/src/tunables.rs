@@ -96,6 +96,10 @@ pub struct Tunables {
     /// subscribes, so the registration's round trips overlap the offer's instead of preceding
     /// them; `websocket_registered` then follows `answer_received`.
     pub offer_at_once: bool,
+    /// Ask the gateway to open the first connection to the target when the offer arrives
+    /// (fast only): the target's round trip then runs beside the WebRTC handshake, and the
+    /// gateway says how it went through the router, usually before the channel opens.
+    pub open_first: bool,
 }
 
 impl Tunables {
@@ -116,6 +120,7 @@ impl Tunables {
             use_ack: false,
             poll_state: false,
             offer_at_once: false,
+            open_first: false,
         };
         match profile {
             Profile::Tuned => tuned,
@@ -132,6 +137,7 @@ impl Tunables {
                 open_connection_delay: Duration::ZERO,
                 use_ack: true,
                 offer_at_once: true,
+                open_first: true,
                 ..tuned
             },
         }

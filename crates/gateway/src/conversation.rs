@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use sallyport_protocol::{
     AnswerBody, CandidatesBody, CloseBody, CloseReason, Code, ConversationKeys, GatewayOutcome,
-    GatewayToRouter, IceCandidate, ProtocolError, RestartBody, SealedPayload, StartBody,
-    StreamKind,
+    GatewayToRouter, IceCandidate, OpenedBody, ProtocolError, RestartBody, SealedPayload,
+    SessionDescription, StartBody, StreamKind, FIRST_CONNECTION,
 };
 use sallyport_tube::{ByteCounters, Connection, ConnectionEnd, Tube, TubeEvent};
 use tokio::net::TcpStream;
@@ -30,7 +30,12 @@ pub(crate) struct Conversation {
     gathered: watch::Receiver<bool>,
     pub bytes: Arc<ByteCounters>,
     closed: AtomicBool,
+    /// `tube_connected` has been recorded.
+    connected_recorded: AtomicBool,
     created: Instant,
+    /// The start asked for connection 1 to be opened at once (`open_first`): its outcome is
+    /// streamed as `opened` as well as sent on the channel.
+    open_first: bool,
 }
 
 #[derive(Default)]
@@ -141,6 +146,11 @@ async fn create(
         }
         Err(e) => return Err(error(Code::Internal, e.to_string())),
     };
+    // Only through a router that forwards the `opened` stream; the answer tells the client.
+    let open_first = body.open_first
+        && gateway
+            .router_forwards_opened
+            .load(std::sync::atomic::Ordering::Relaxed);
     let (gathered_tx, gathered_rx) = watch::channel(false);
     let conversation = Arc::new(Conversation {
         id: conversation_id.to_owned(),
@@ -152,9 +162,15 @@ async fn create(
         gathered: gathered_rx,
         bytes: Arc::new(ByteCounters::default()),
         closed: AtomicBool::new(false),
+        connected_recorded: AtomicBool::new(false),
         created: Instant::now(),
+        open_first,
     });
     tracing::info!(target = %conversation.resource.target, "new conversation");
+    if open_first {
+        // Dialled while the WebRTC handshake runs; the connection arrives as an incoming one.
+        conversation.tube.open_first();
+    }
     tokio::spawn(drive(conversation.clone(), events, gathered_tx));
     Ok(conversation)
 }
@@ -174,7 +190,7 @@ async fn drive(
         tokio::select! {
             _ = &mut connected, if !reported => {
                 reported = true;
-                conversation.record(Event::TubeConnected);
+                conversation.record_connected();
             }
             event = events.recv() => match event {
                 Some(TubeEvent::LocalCandidate(candidate)) => {
@@ -226,6 +242,15 @@ impl Conversation {
         self.gateway.upgrade()
     }
 
+    /// The tube's channel opened: recorded once, by whichever comes first, the drive or a
+    /// close (a client whose first connection was refused at `start` closes as soon as its
+    /// own channel opens, which may be before the drive has seen the gateway's open).
+    fn record_connected(&self) {
+        if !self.connected_recorded.swap(true, Ordering::SeqCst) {
+            self.record(Event::TubeConnected);
+        }
+    }
+
     /// Write `event` down at the gateway (its log, and the router's audit trail).
     fn record(&self, event: Event) {
         if let Some(gateway) = self.gateway() {
@@ -259,7 +284,7 @@ impl Conversation {
             let _ = tokio::time::timeout(GATHER_TIMEOUT, gathered.wait_for(|g| *g)).await;
             return match self.tube.local_description().await {
                 Ok(answer) => GatewayOutcome::Ok {
-                    payload: Some(self.keys.seal_to_client(&AnswerBody { answer })),
+                    payload: Some(self.keys.seal_to_client(&self.answer_body(answer))),
                 },
                 Err(_) => error(Code::BadState, "the answer is not ready"),
             };
@@ -275,16 +300,21 @@ impl Conversation {
         gateway.send(GatewayToRouter::Stream {
             conversation_id: self.id.clone(),
             kind: StreamKind::Answer,
-            payload: self.keys.seal_to_client(&AnswerBody {
-                answer: answer.clone(),
-            }),
+            payload: self.keys.seal_to_client(&self.answer_body(answer.clone())),
         });
         if !signalling.candidates.is_empty() || signalling.done {
             self.stream_candidates(signalling.candidates.clone(), signalling.done);
         }
         signalling.streaming = true;
         GatewayOutcome::Ok {
-            payload: Some(self.keys.seal_to_client(&AnswerBody { answer })),
+            payload: Some(self.keys.seal_to_client(&self.answer_body(answer))),
+        }
+    }
+
+    fn answer_body(&self, answer: SessionDescription) -> AnswerBody {
+        AnswerBody {
+            answer,
+            open_first: self.open_first,
         }
     }
 
@@ -324,7 +354,10 @@ impl Conversation {
             Ok(answer) => {
                 tracing::info!("ICE restarted by the client");
                 GatewayOutcome::Ok {
-                    payload: Some(self.keys.seal_to_client(&AnswerBody { answer })),
+                    payload: Some(self.keys.seal_to_client(&AnswerBody {
+                        answer,
+                        open_first: false,
+                    })),
                 }
             }
             Err(e) => error(Code::BadState, format!("cannot restart: {e}")),
@@ -343,6 +376,7 @@ impl Conversation {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 connection.accept();
+                self.tell_first(conn, None);
                 tracing::info!(conn, "connection bridged to target");
                 self.record(Event::TargetConnected { conn });
                 let since = Instant::now();
@@ -362,7 +396,23 @@ impl Conversation {
                 tracing::warn!(conn, reason = reason.as_str(), target = %self.resource.target, "cannot reach target");
                 self.record(Event::TargetFailed { conn, reason });
                 connection.refuse(reason);
+                self.tell_first(conn, Some(reason));
             }
+        }
+    }
+
+    /// The outcome of the connection opened at `start`, streamed to the client: it usually
+    /// gets there long before the channel opens, so the client need not wait for `OPENED`.
+    fn tell_first(&self, conn: u32, refused: Option<CloseReason>) {
+        if !self.open_first || conn != FIRST_CONNECTION {
+            return;
+        }
+        if let Some(gateway) = self.gateway() {
+            gateway.send(GatewayToRouter::Stream {
+                conversation_id: self.id.clone(),
+                kind: StreamKind::Opened,
+                payload: self.keys.seal_to_client(&OpenedBody { conn, refused }),
+            });
         }
     }
 
@@ -381,6 +431,9 @@ impl Conversation {
         // Waits until the client has the reason (bounded), so it reports this reason and not
         // a network failure.
         self.tube.shutdown(reason).await;
+        if self.tube.status().borrow().channel_open.is_some() {
+            self.record_connected();
+        }
         tracing::info!(reason = reason.as_str(), "conversation closed");
         self.record(Event::SessionClosed {
             reason,

@@ -88,6 +88,8 @@ pub(crate) struct Gateway {
     /// The next connection's epoch: the start time in milliseconds, then one more for each
     /// connection, so that a restarted gateway's come after its earlier ones too.
     pub epochs: std::sync::atomic::AtomicU64,
+    /// The connected router forwards `opened` streams (its `welcome` said so).
+    pub router_forwards_opened: std::sync::atomic::AtomicBool,
 }
 
 impl Gateway {
@@ -186,6 +188,7 @@ pub fn spawn(config: GatewayConfig, key: GatewayKeyPair) -> Result<GatewayHandle
         reports: Default::default(),
         conversations: Mutex::new(HashMap::new()),
         outbound: std::sync::Mutex::new(None),
+        router_forwards_opened: std::sync::atomic::AtomicBool::new(false),
         epochs: std::sync::atomic::AtomicU64::new(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -339,7 +342,14 @@ async fn connect_once(
         .await
         .map_err(|e| GatewayError::Router(e.to_string()))?;
     let accepts_reports = match next_frame(&mut stream).await? {
-        RouterToGateway::Welcome { reports, .. } => reports,
+        RouterToGateway::Welcome {
+            reports, opened, ..
+        } => {
+            gateway
+                .router_forwards_opened
+                .store(opened, std::sync::atomic::Ordering::Relaxed);
+            reports
+        }
         RouterToGateway::Error { code, message } => {
             return Err(GatewayError::Refused { code, message })
         }

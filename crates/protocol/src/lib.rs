@@ -176,6 +176,7 @@ pub enum StreamKind {
     Answer,
     Candidates,
     Closed,
+    Opened,
 }
 
 impl StreamKind {
@@ -184,6 +185,7 @@ impl StreamKind {
             StreamKind::Answer => "answer",
             StreamKind::Candidates => "candidates",
             StreamKind::Closed => "closed",
+            StreamKind::Opened => "opened",
         }
     }
 }
@@ -295,6 +297,10 @@ pub enum RouterToGateway {
         /// on one).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         reports: bool,
+        /// The router forwards `opened` streams (a router that does not say so closes the
+        /// socket on one), so the gateway may honour a start's `open_first`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        opened: bool,
     },
     /// A client message to answer with a `Reply` carrying the same `request_id`.
     Forward {
@@ -340,6 +346,11 @@ pub struct StartBody {
     /// [`DEFAULT_PEER_DATAGRAM`] bytes, what every WebRTC stack takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_datagram: Option<u32>,
+    /// Ask the gateway to open connection 1 at once, as if an `OPEN 1` came with the offer,
+    /// and to stream its outcome as an `opened` message: the target's round trip then runs
+    /// beside the WebRTC handshake instead of after it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open_first: bool,
 }
 
 /// Sealed body of a `restart` message (client → gateway): an offer with new ICE credentials
@@ -365,6 +376,24 @@ pub struct CandidatesBody {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AnswerBody {
     pub answer: SessionDescription,
+    /// The gateway is opening connection 1, as the start asked ([`StartBody::open_first`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open_first: bool,
+}
+
+/// The connection the gateway opens at `start` when the client asks ([`StartBody::open_first`]).
+pub const FIRST_CONNECTION: u32 = 1;
+
+/// Sealed body of an `opened` (gateway → client): how the connection the gateway opened at
+/// `start` ([`StartBody::open_first`]) went. The same outcome also reaches the client on the
+/// channel, as `OPENED` or `RESET`, once the channel is open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenedBody {
+    /// Always [`FIRST_CONNECTION`].
+    pub conn: u32,
+    /// Why the target could not be reached; absent when the connection is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<CloseReason>,
 }
 
 /// Sealed body of a `close` from the client or a `closed` from the gateway.
@@ -387,6 +416,10 @@ impl ToClient for CandidatesBody {
 
 impl ToClient for AnswerBody {
     const KIND: StreamKind = StreamKind::Answer;
+}
+
+impl ToClient for OpenedBody {
+    const KIND: StreamKind = StreamKind::Opened;
 }
 
 impl ToGateway for RestartBody {

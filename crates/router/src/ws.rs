@@ -586,6 +586,7 @@ pub(crate) async fn serve_gateway<Si, St, E>(
         .send(json_text(&RouterToGateway::Welcome {
             v: PROTOCOL_VERSION,
             reports: true,
+            opened: true,
         }))
         .await
         .is_err()

@@ -72,6 +72,16 @@ pub(crate) enum Command {
     Accept {
         conn: u32,
     },
+    /// Gateway: open connection 1 now, as the client's `start` asked.
+    OpenFirst,
+    /// Client: connection 1, opened by the gateway at `start`.
+    AdoptFirst {
+        reply: oneshot::Sender<Result<Connection>>,
+    },
+    /// Client: connection 1's outcome, as the gateway streamed it through the router.
+    FirstHeard {
+        refused: Option<CloseReason>,
+    },
     Data {
         conn: u32,
         frame: BytesMut,
@@ -818,6 +828,10 @@ impl Driver {
             if let Err(e) = self.pc.handle_timeout(Instant::now()) {
                 tracing::debug!(error = %e, "handle_timeout");
             }
+            // And what the handshake owes the peer leaves now, before the pump hands any frame
+            // to a channel these events may have opened: a first frame bundled into the packet
+            // of our COOKIE-ACK would reach the peer's channel before it is open, and be lost.
+            self.write_datagrams();
         }
         self.apply_gather(gathered);
         self.apply_turn(relayed);
@@ -1080,6 +1094,23 @@ impl Driver {
                 };
                 let _ = reply.send(result);
             }
+            Command::OpenFirst => self.mux.open_first(),
+            Command::AdoptFirst { reply } => {
+                let result = match self.mux.adopt_first() {
+                    Some(conn) if self.closing.is_none() => {
+                        let (connection, local) =
+                            Connection::new(conn, self.side, self.commands_tx.clone());
+                        self.locals.insert(conn, local);
+                        Ok(connection)
+                    }
+                    Some(_) => Err(TubeError::Closed),
+                    None => Err(TubeError::WebRtc(
+                        "connection 1 cannot be adopted once connections were opened".into(),
+                    )),
+                };
+                let _ = reply.send(result);
+            }
+            Command::FirstHeard { refused } => self.mux.heard(refused),
             Command::ApplyAnswer { answer, reply } => {
                 let result = RTCSessionDescription::answer(answer.sdp)
                     .map_err(|e| TubeError::InvalidDescription(e.to_string()))
@@ -1240,8 +1271,11 @@ impl Driver {
             replies: Vec::new(),
         });
         closing.replies.extend(reply);
-        if !self.channel_open {
-            // Nobody to tell.
+        // Nobody to tell, unless the channel is on its way: once DTLS is up the association
+        // follows within two round trips, and the peer's own channel may be open already (the
+        // client's opens before the gateway's, and its launch may be done by then). The
+        // `SHUTDOWN` then leaves when the channel opens, within the linger.
+        if !self.channel_open && self.status.borrow().dtls_connected.is_none() {
             self.end(TubeEnd::Local(reason));
         }
     }
@@ -1308,7 +1342,7 @@ impl Driver {
         self.commands.close();
         while let Ok(command) = self.commands.try_recv() {
             match command {
-                Command::Open { reply } => {
+                Command::Open { reply } | Command::AdoptFirst { reply } => {
                     let _ = reply.send(Err(TubeError::Closed));
                 }
                 Command::Shutdown { reply, .. } => {

@@ -442,6 +442,27 @@ impl Tube {
         self.ask(|reply| driver::Command::Open { reply }).await?
     }
 
+    /// Client: connection 1, which the gateway opens by itself because the client's `start`
+    /// asked (`open_first`); take it before the answer is applied, so that nothing the gateway
+    /// says about it can come first. [`Connection::opened`] tells when the target answered.
+    pub async fn adopt_first(&self) -> Result<Connection> {
+        self.ask(|reply| driver::Command::AdoptFirst { reply })
+            .await?
+    }
+
+    /// Client: connection 1's outcome as the gateway streamed it through the router (`opened`),
+    /// which usually arrives before the channel opens; `refused` is the reason it could not be
+    /// opened.
+    pub fn first_heard(&self, refused: Option<CloseReason>) {
+        let _ = self.commands.send(driver::Command::FirstHeard { refused });
+    }
+
+    /// Gateway: open connection 1 at once, as the client's `start` asked; it arrives as an
+    /// incoming connection like any other.
+    pub fn open_first(&self) {
+        let _ = self.commands.send(driver::Command::OpenFirst);
+    }
+
     /// Client: restart ICE over a path that broke (new credentials; DTLS, SCTP and every
     /// connection carry on above it). Send the offer to the gateway and apply its answer with
     /// [`apply_answer`](Self::apply_answer).

@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use sallyport_protocol::frame::{Frame, FrameError, INITIAL_WINDOW};
-use sallyport_protocol::CloseReason;
+use sallyport_protocol::{CloseReason, FIRST_CONNECTION};
 
 /// Which end of the tube this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +142,38 @@ impl Mux {
         self.enqueue(conn, Frame::Open { conn }.encode());
         self.grant_rest_of_window(conn);
         conn
+    }
+
+    /// Gateway: open connection 1 as if its `OPEN` had come with the offer (the client asked
+    /// in its `start`); the client sends no `OPEN` for it.
+    pub fn open_first(&mut self) {
+        debug_assert_eq!(self.side, Side::Gateway);
+        self.on_open(FIRST_CONNECTION);
+    }
+
+    /// Client: connection 1, which the gateway opens by itself ([`open_first`](Self::open_first)):
+    /// no `OPEN` is sent, the rest of our window is. Its `OPENED` or `RESET` may also be heard
+    /// through the router, see [`heard`](Self::heard). `None` once any connection exists.
+    pub fn adopt_first(&mut self) -> Option<u32> {
+        debug_assert_eq!(self.side, Side::Client);
+        if self.last_id != 0 {
+            return None;
+        }
+        self.last_id = FIRST_CONNECTION;
+        self.conns.insert(FIRST_CONNECTION, Conn::new(true));
+        self.grant_rest_of_window(FIRST_CONNECTION);
+        Some(FIRST_CONNECTION)
+    }
+
+    /// Client: the outcome of connection 1 as the gateway streamed it through the router, taken
+    /// like the `OPENED` or `RESET` frame that says the same on the channel (whichever comes
+    /// second changes nothing).
+    pub fn heard(&mut self, refused: Option<CloseReason>) {
+        let conn = FIRST_CONNECTION;
+        match refused {
+            None => self.handle_frame(Frame::Opened { conn }),
+            Some(reason) => self.handle_frame(Frame::Reset { conn, reason }),
+        }
     }
 
     /// Gateway: the target accepted `conn`.
@@ -464,6 +496,58 @@ mod tests {
                 data: Bytes::from_static(b"pong")
             })
         );
+    }
+
+    #[test]
+    fn the_first_connection_opened_at_start_needs_no_open_and_settles_once() {
+        let (mut client, mut gateway) = pair();
+        gateway.open_first();
+        assert_eq!(
+            events(&mut gateway),
+            vec![MuxEvent::Incoming {
+                conn: FIRST_CONNECTION
+            }]
+        );
+        let conn = client.adopt_first().unwrap();
+        assert_eq!(conn, FIRST_CONNECTION);
+        assert_eq!(client.adopt_first(), None, "only once");
+        // Heard through the router first, then the gateway's own OPENED: one event.
+        client.heard(None);
+        gateway.accept(conn);
+        deliver(&mut gateway, &mut client);
+        let seen = events(&mut client);
+        assert_eq!(
+            seen.iter()
+                .filter(|e| **e == MuxEvent::Opened { conn })
+                .count(),
+            1 + 1,
+            "the channel's OPENED is a second, harmless event"
+        );
+        // No OPEN went to the gateway for it; its window grant did, and the next id is 2.
+        deliver(&mut client, &mut gateway);
+        assert_eq!(
+            events(&mut gateway),
+            vec![MuxEvent::Credit {
+                conn,
+                increment: WINDOW - INITIAL_WINDOW
+            }]
+        );
+        assert_eq!(client.open(), 2);
+
+        // Refused, heard through the router: the connection is gone, the RESET changes nothing.
+        let (mut client, _) = pair();
+        let conn = client.adopt_first().unwrap();
+        client.heard(Some(CloseReason::TargetRefused));
+        assert_eq!(
+            events(&mut client),
+            vec![MuxEvent::Reset {
+                conn,
+                reason: CloseReason::TargetRefused,
+                by_peer: true
+            }]
+        );
+        client.heard(Some(CloseReason::TargetRefused));
+        assert!(events(&mut client).is_empty());
     }
 
     #[test]

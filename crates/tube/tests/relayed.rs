@@ -173,3 +173,54 @@ async fn the_first_connection_opens_across_a_delay_whichever_side_starts_dtls() 
         pair.client.shutdown(CloseReason::ClientClosed).await;
     }
 }
+
+/// The gateway opens the first connection when the offer arrives; what the client hears of it
+/// through the router settles it before the channel is even open, and the bytes then flow
+/// through it like through any other. A target that refuses is refused the same way.
+#[tokio::test]
+async fn a_first_connection_opened_at_start_is_settled_by_what_the_router_says() {
+    let (client_side, client_config) = side("127.0.0.71", (48300, 48309));
+    let (gateway_side, gateway_config) = side("127.0.0.72", (48400, 48409));
+    let _relay = UdpRelay::start(client_side, gateway_side, Duration::from_millis(15))
+        .await
+        .unwrap();
+
+    let (mut pair, mut first) = pair_opening_first(&client_config, &gateway_config).await;
+    pair.serve(echo_target().await);
+    pair.client.first_heard(None);
+    first.opened(TIMEOUT).await.unwrap();
+    assert!(
+        pair.client.status().borrow().channel_open.is_none(),
+        "settled before the channel opened"
+    );
+    let local = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = local.local_addr().unwrap();
+    let bridge = tokio::spawn(async move {
+        let (stream, _) = local.accept().await.unwrap();
+        first
+            .bridge(stream, std::sync::Arc::new(Default::default()))
+            .await
+    });
+    let (sent, echoed) = echo_round_trip(TcpStream::connect(addr).await.unwrap(), 1 << 20, 3).await;
+    assert_eq!(sent, echoed);
+    // The gateway's own OPENED for it came on the channel too, and changed nothing.
+    let mut second = pair.client.open().await.unwrap();
+    second.opened(TIMEOUT).await.unwrap();
+    drop(bridge);
+
+    // Refused: what the router says and the gateway's RESET agree.
+    let (mut pair, mut first) = pair_opening_first(&client_config, &gateway_config).await;
+    pair.serve(closed_port().await);
+    match first.opened(TIMEOUT).await {
+        Err(sallyport_tube::TubeError::Refused(reason)) => {
+            assert_eq!(reason, CloseReason::TargetRefused)
+        }
+        other => panic!("expected target_refused, got {other:?}"),
+    }
+    pair.client.first_heard(Some(CloseReason::TargetRefused));
+    let mut next = pair.client.open().await.unwrap();
+    assert!(
+        next.opened(TIMEOUT).await.is_err(),
+        "the target is still down"
+    );
+}

@@ -32,16 +32,23 @@ enum Change {
     OfferAtOnce,
     /// Its client offers `a=setup:passive`, so that the gateway is the DTLS and SCTP client.
     GatewayStartsDtls,
+    /// It asks the gateway to open the first connection at `start` (`open_first`).
+    OpenFirst,
 }
 
 impl Change {
-    const ALL: [Change; 2] = [Change::OfferAtOnce, Change::GatewayStartsDtls];
+    const ALL: [Change; 3] = [
+        Change::OfferAtOnce,
+        Change::GatewayStartsDtls,
+        Change::OpenFirst,
+    ];
 
     /// How `fast` ran before the change.
     fn before(self) -> &'static str {
         match self {
             Change::OfferAtOnce => "registration first",
             Change::GatewayStartsDtls => "client as DTLS client",
+            Change::OpenFirst => "target after the channel",
         }
     }
 }
@@ -56,8 +63,10 @@ impl Variant {
 
     fn tunables(self) -> Result<Tunables, String> {
         let mut tunables = Tunables::from_env(self.profile).map_err(|e| e.to_string())?;
-        if self.without == Some(Change::OfferAtOnce) {
-            tunables.offer_at_once = false;
+        match self.without {
+            Some(Change::OfferAtOnce) => tunables.offer_at_once = false,
+            Some(Change::OpenFirst) => tunables.open_first = false,
+            _ => {}
         }
         Ok(tunables)
     }

@@ -91,6 +91,27 @@ async fn pair_of(
     }
 }
 
+/// Two ends whose first connection the gateway opens at once (`open_first`), adopted by the
+/// client before it applies the answer, as the launch does.
+pub async fn pair_opening_first(
+    client_config: &TubeConfig,
+    gateway_config: &TubeConfig,
+) -> (Pair, sallyport_tube::Connection) {
+    let (client, mut client_events, offer) = Tube::offer(client_config).await.unwrap();
+    drain_candidates(&mut client_events).await;
+    let (gateway, mut gateway_events, answer) = Tube::answer(gateway_config, &offer).await.unwrap();
+    drain_candidates(&mut gateway_events).await;
+    gateway.open_first();
+    let first = client.adopt_first().await.unwrap();
+    client.apply_answer(&answer).await.unwrap();
+    let pair = Pair {
+        client: Arc::new(client),
+        gateway: Arc::new(gateway),
+        gateway_events: Some(gateway_events),
+    };
+    (pair, first)
+}
+
 pub async fn pair() -> Pair {
     pair_with(&TubeConfig::default(), Signalling::InDescriptions).await
 }

@@ -133,11 +133,23 @@ impl UdpRelay {
 /// The delay is the same for every datagram of a direction, so arrival order is due order.
 async fn send_in_order(mut rx: mpsc::UnboundedReceiver<Datagram>) {
     while let Some(d) = rx.recv().await {
-        // A timer rounds up to the next millisecond: only wait for what is really due later.
-        if d.due > Instant::now() {
-            tokio::time::sleep_until(d.due).await;
-        }
+        until(d.due).await;
         let _ = d.from.send_to(&d.bytes, d.to).await;
+    }
+}
+
+/// Wait until `due`, to within microseconds. Tokio's timer wakes on millisecond ticks and
+/// rounds up, so a plain sleep held every hop of an emulated path up to a millisecond longer
+/// than asked (about 1 ms per hop, some 15 ms over a launch's seven round trips): sleep to the
+/// tick before, then yield until it is time.
+async fn until(due: Instant) {
+    if let Some(coarse) = due.checked_sub(Duration::from_millis(1)) {
+        if coarse > Instant::now() {
+            tokio::time::sleep_until(coarse).await;
+        }
+    }
+    while Instant::now() < due {
+        tokio::task::yield_now().await;
     }
 }
 
@@ -230,9 +242,7 @@ async fn pump(
     };
     let writer = async move {
         while let Some((due, bytes)) = rx.recv().await {
-            if due > Instant::now() {
-                tokio::time::sleep_until(due).await;
-            }
+            until(due).await;
             if to.write_all(&bytes).await.is_err() {
                 return;
             }

@@ -466,6 +466,48 @@ async def t_passive_offer(ctx: Ctx, runs: int = 3):
             await tube.dispose()
 
 
+async def t_open_first(ctx: Ctx):
+    """Section 6.4: connection 1 opened by the gateway at start, its outcome streamed."""
+    tube = ctx.tube(tag="first", open_first=True)
+    try:
+        await tube.start()
+        record(tube.answer_open_first, "a start with open_first is answered open_first: true",
+               f"answer open_first={tube.answer_open_first}", doc=True)
+        c1 = tube.first_conn
+        assert c1 is not None, "no connection 1 adopted"
+        await asyncio.wait_for(c1.opened, 15)
+        streamed = [m for m in tube.opened_messages if m.get("conn") == 1]
+        record(streamed == [{"conn": 1}], "connection 1's outcome is streamed as opened {conn:1}",
+               f"opened messages: {tube.opened_messages}", doc=True)
+        await c1.send(b"first without OPEN")
+        got = await c1.read_exactly(18)
+        assert got == b"first without OPEN", f"echo mismatch {got!r}"
+        c2 = await tube.open_and_wait()
+        record(c2.id == 2, "open_first: connection 1 echoes with no OPEN sent; the next OPEN is 2",
+               f"next id {c2.id}")
+        await tube.shutdown()
+    finally:
+        await tube.dispose()
+
+    tube = ctx.tube("demo-refused", tag="first-refused", open_first=True)
+    try:
+        await tube.start()
+        c1 = tube.first_conn
+        assert c1 is not None, "no connection 1 adopted"
+        try:
+            await asyncio.wait_for(c1.opened, 15)
+            record(False, "open_first to a refusing target is refused", "connection 1 opened")
+        except ConnReset as e:
+            streamed = [m for m in tube.opened_messages if m.get("conn") == 1]
+            record(e.reason == "target_refused"
+                   and streamed == [{"conn": 1, "refused": "target_refused"}],
+                   "open_first to a refusing target: opened {conn:1, refused:target_refused}",
+                   f"reason {e.reason}, opened messages {tube.opened_messages}")
+        await tube.shutdown()
+    finally:
+        await tube.dispose()
+
+
 async def t_sealed_close(ctx: Ctx):
     tube = ctx.tube(tag="close")
     await tube.start()
@@ -988,6 +1030,7 @@ async def main():
             ("matrix", matrix),
             ("full_tube", lambda: t_full_tube(ctx)),
             ("passive_offer", lambda: t_passive_offer(ctx)),
+            ("open_first", lambda: t_open_first(ctx)),
             ("sealed_close", lambda: t_sealed_close(ctx)),
             ("repeated_start", lambda: t_repeated_start(ctx)),
             ("refused", lambda: t_refused(ctx)),

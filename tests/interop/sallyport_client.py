@@ -475,10 +475,14 @@ class Timings:
 class Tube:
     def __init__(self, router: Router, sock: Optional[ClientSocket], gateway: str, gateway_pk: str,
                  resource: str, conv_id: str, *, candidate_mode: str = "offer", streamed: bool = True,
-                 timeout_ms: int = 10_000, setup: str = "actpass"):
+                 timeout_ms: int = 10_000, setup: str = "actpass", open_first: bool = False):
         assert candidate_mode in ("offer", "trickle", "both")
         assert setup in ("actpass", "passive")
         self.setup = setup  # "passive": the gateway answers active and is the DTLS client
+        self.open_first = open_first  # ask the gateway to open connection 1 at start (6.4)
+        self.answer_open_first = False
+        self.first_conn: Optional["Conn"] = None
+        self.opened_messages: list[dict] = []
         self.router = router
         self.sock = sock
         self.gateway = gateway
@@ -565,6 +569,8 @@ class Tube:
             await self.sock.subscribe(self.conv)
             self._ws_task = asyncio.create_task(self._ws_consumer())
         body = {"offer": {"type": "offer", "sdp": offer_sdp}, "resource": self.resource}
+        if self.open_first:
+            body["open_first"] = True
         self.timings.t_post = time.perf_counter()
         post_task = asyncio.create_task(self.post("start", body))
         if self.streamed and not self.subscribe_before_post:
@@ -635,6 +641,12 @@ class Tube:
             raise RuntimeError(f"answer type {a.get('type')}")
         self.answer_sdp = a["sdp"]
         self.timings.t_answer = time.perf_counter()
+        self.answer_open_first = bool(ans.get("open_first", False))
+        if self.open_first and self.answer_open_first and self.first_conn is None:
+            # section 6.4: connection 1 is the gateway's to open; no OPEN is sent for it
+            self.first_conn = Conn(self, 1)
+            self.conns[1] = self.first_conn
+            self.next_id = max(self.next_id, 2)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=a["sdp"], type="answer"))
         self._answer_applied.set()
 
@@ -669,6 +681,15 @@ class Tube:
             elif kind == "closed":
                 self.closed_messages.append(body)
                 self.closed_event.set()
+            elif kind == "opened":
+                self.opened_messages.append(body)
+                c = self.conns.get(body.get("conn"))
+                if c is not None and c is self.first_conn:
+                    refused = body.get("refused")
+                    if refused is None:
+                        c.on_frame(OPENED, b"")
+                    else:
+                        c.on_frame(RESET, refused.encode())
             else:
                 self.signalling_errors.append(f"unknown kind {kind}")
 

@@ -1096,18 +1096,20 @@ impl Driver {
             }
             Command::OpenFirst => self.mux.open_first(),
             Command::AdoptFirst { reply } => {
-                let result = match self.mux.adopt_first() {
-                    Some(conn) if self.closing.is_none() => {
-                        let (connection, local) =
-                            Connection::new(conn, self.side, self.commands_tx.clone());
-                        self.locals.insert(conn, local);
-                        Ok(connection)
-                    }
+                let adopted = match self.closing {
                     Some(_) => Err(TubeError::Closed),
-                    None => Err(TubeError::WebRtc(
-                        "connection 1 cannot be adopted once connections were opened".into(),
-                    )),
+                    None => self.mux.adopt_first().ok_or_else(|| {
+                        TubeError::WebRtc(
+                            "connection 1 cannot be adopted once connections were opened".into(),
+                        )
+                    }),
                 };
+                let result = adopted.map(|conn| {
+                    let (connection, local) =
+                        Connection::new(conn, self.side, self.commands_tx.clone());
+                    self.locals.insert(conn, local);
+                    connection
+                });
                 let _ = reply.send(result);
             }
             Command::FirstHeard { refused } => self.mux.heard(refused),

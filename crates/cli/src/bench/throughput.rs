@@ -73,20 +73,7 @@ pub async fn run(megabytes: u64) -> Result<(String, serde_json::Value), String> 
     for streams in [1usize, 8] {
         // Plain TCP straight to the sink, for the ratio.
         rows.push(measure("plain TCP", streams, total, &block, lab.sink, None).await?);
-        let session = launch_sink(&path_mtu).await?;
-        let label = format!("tube ({}-byte SCTP packets from the path)", session.1);
-        rows.push(
-            measure(
-                &label,
-                streams,
-                total,
-                &block,
-                session.0.local_addr(),
-                Some(&lab),
-            )
-            .await?,
-        );
-        session.0.close().await;
+        rows.push(through_tube(&path_mtu, None, streams, total, &block, &lab).await?);
         if streams == 1 {
             for (label, launcher) in [
                 ("tube (datagrams ≤ 1,200 bytes)", &small),
@@ -99,19 +86,7 @@ pub async fn run(megabytes: u64) -> Result<(String, serde_json::Value), String> 
                     &small_client_dtls,
                 ),
             ] {
-                let session = launch_sink(launcher).await?;
-                rows.push(
-                    measure(
-                        label,
-                        streams,
-                        total,
-                        &block,
-                        session.0.local_addr(),
-                        Some(&lab),
-                    )
-                    .await?,
-                );
-                session.0.close().await;
+                rows.push(through_tube(launcher, Some(label), streams, total, &block, &lab).await?);
             }
         }
     }
@@ -142,6 +117,34 @@ pub async fn run(megabytes: u64) -> Result<(String, serde_json::Value), String> 
         ));
     }
     Ok((md, serde_json::to_value(&rows).expect("serializable")))
+}
+
+/// One row through a session of `launcher` to the sink, closed after; without a `label`, the
+/// row is named by the SCTP packet size the tube took from the path.
+async fn through_tube(
+    launcher: &Launcher,
+    label: Option<&str>,
+    streams: usize,
+    total: u64,
+    block: &Arc<Vec<u8>>,
+    lab: &ProcessLab,
+) -> Result<Row, String> {
+    let (session, mtu) = launch_sink(launcher).await?;
+    let label = label.map_or_else(
+        || format!("tube ({mtu}-byte SCTP packets from the path)"),
+        str::to_owned,
+    );
+    let row = measure(
+        &label,
+        streams,
+        total,
+        block,
+        session.local_addr(),
+        Some(lab),
+    )
+    .await;
+    session.close().await;
+    row
 }
 
 /// A session to the sink resource, and the SCTP packet size its tube uses.
